@@ -1,0 +1,143 @@
+"""The real Apache Kafka broker (KRaft, one node) from Maven Central's jars, without Docker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from tandem_cli.stack.process import Process, port_open, project_root, wait_until
+
+KAFKA_VERSION = "4.1.1"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("TANDEM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tandem"
+    )
+    return Path(base)
+
+
+def kafka_libs() -> Path:
+    """The broker's jars, fetched once with Maven into the cache and reused after that."""
+    libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        raise RuntimeError(
+            "Java 17+ and Maven are needed to fetch Kafka (make setup installs them)"
+        )
+    pom = project_root() / "deploy" / "local" / "kafka" / "pom.xml"
+    libs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+        ],
+        check=True,
+    )
+    marker.touch()
+    return libs
+
+
+def _java(libs: Path, *args: str) -> list[str]:
+    return ["java", "-Xms256m", "-Xmx768m", "-cp", f"{libs}/*", *args]
+
+
+@dataclass
+class KafkaBroker:
+    """One KRaft node acting as broker and controller, data and logs under ``home``."""
+
+    home: Path
+    port: int = 9092
+    controller_port: int = 9093
+    process: Process | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    def _write_config(self) -> Path:
+        config = self.home / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.home / 'data'}",
+                    "num.partitions=3",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def start(self, timeout: float = 90.0) -> None:
+        libs = kafka_libs()
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.home / "data" / "meta.properties").exists():
+            subprocess.run(
+                _java(
+                    libs,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    str(uuid.uuid4()),
+                    "-c",
+                    str(config),
+                ),
+                check=True,
+                capture_output=True,
+            )
+        log4j = project_root() / "deploy" / "local" / "kafka" / "log4j2.yaml"
+        self.process = Process.start(
+            "kafka",
+            _java(libs, f"-Dlog4j2.configurationFile={log4j}", "kafka.Kafka", str(config)),
+            log=self.home / "kafka.log",
+        )
+        self.pid_file.write_text(str(self.process.pid))
+        try:
+            wait_until(self._ready, timeout, f"Kafka on {self.bootstrap_servers}")
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if self.process is not None and not self.process.alive():
+            raise RuntimeError(f"Kafka exited; see {self.process.log}")
+        return port_open(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+        self.pid_file.unlink(missing_ok=True)

@@ -1,0 +1,125 @@
+"""CloudEvents 1.0 in Kafka binary content mode: the value is the JSON data, the rest is headers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from pydantic import ValidationError
+
+from tandem_shared.events import EVENT_TYPES, TYPE_OF, EventData
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+# Event ids derive from their input, so a replay after a crash yields the same ids.
+_ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8e-9a57-3f1f4e0c2b71")
+
+Headers = Sequence[tuple[str, bytes]]
+D = TypeVar("D", bound=EventData)
+
+
+class EnvelopeError(ValueError):
+    """A record that is not a valid Tandem CloudEvent; the message says why."""
+
+
+def event_id(task_id: str, stage: str) -> str:
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{task_id}/{stage}"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Event(Generic[D]):
+    id: str
+    source: str
+    subject: str
+    data: D
+    time: datetime
+
+    @property
+    def type(self) -> str:
+        return TYPE_OF[type(self.data)]
+
+    @classmethod
+    def derived(cls, data: D, *, source: str, subject: str, stage: str) -> Event[D]:
+        """An event whose id is fixed by the task and the stage that produced it."""
+        return cls(event_id(subject, stage), source, subject, data, utcnow())
+
+    def value(self) -> bytes:
+        return self.data.model_dump_json().encode()
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("ce_specversion", SPEC_VERSION.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_time", self.time.isoformat().encode()),
+            ("ce_subject", self.subject.encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ]
+
+
+def header_map(headers: Headers | None) -> dict[str, str]:
+    """Headers as text; the first value of a repeated key wins."""
+    out: dict[str, str] = {}
+    for key, raw in headers or ():
+        if key not in out:
+            out[key] = raw.decode("utf-8", errors="replace") if raw is not None else ""
+    return out
+
+
+def decode(
+    value: bytes | None, headers: Headers | None, accepted: Mapping[str, type[EventData]]
+) -> Event[EventData]:
+    """Parse one record; raise EnvelopeError naming the first thing that is wrong."""
+    attrs = header_map(headers)
+    for required in ("ce_specversion", "ce_id", "ce_source", "ce_type"):
+        if not attrs.get(required):
+            raise EnvelopeError(f"missing CloudEvents header {required}")
+    if attrs["ce_specversion"] != SPEC_VERSION:
+        raise EnvelopeError(f"unsupported ce_specversion {attrs['ce_specversion']!r}")
+    ce_type = attrs["ce_type"]
+    model = accepted.get(ce_type)
+    if model is None:
+        known = ce_type in EVENT_TYPES
+        raise EnvelopeError(
+            f"event type {ce_type!r} is {'not expected on this topic' if known else 'unknown'}"
+        )
+    if value is None:
+        raise EnvelopeError("record has no value")
+    try:
+        body = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeError(f"value is not JSON: {exc}") from exc
+    try:
+        data = model.model_validate(body)
+    except ValidationError as exc:
+        raise EnvelopeError(f"{ce_type} does not match its schema: {_summary(exc)}") from exc
+    subject = attrs.get("ce_subject") or str(getattr(data, "task_id", "") or "")
+    return Event(attrs["ce_id"], attrs["ce_source"], subject, data, _parse_time(attrs))
+
+
+def _parse_time(attrs: Mapping[str, str]) -> datetime:
+    raw = attrs.get("ce_time")
+    if not raw:
+        return utcnow()
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EnvelopeError(f"ce_time {raw!r} is not an RFC 3339 time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

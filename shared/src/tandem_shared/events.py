@@ -1,0 +1,151 @@
+"""The v1 event contract: one pydantic model per CloudEvents ``type``.
+
+These models are public: producers and consumers outside Tandem depend on them, so fields are
+only ever added (optional) within a version; anything else is a new version.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+TaskId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+FeatureValue = float | int | bool | str | None
+
+
+class EventData(BaseModel):
+    """Base of every event body; unknown fields are kept so newer producers do not break us."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class TaskSubmitted(EventData):
+    task_id: TaskId
+    task_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    features: dict[str, FeatureValue]
+    context: dict[str, Any] = Field(default_factory=dict)
+    priority: Annotated[int, Field(ge=0, le=100)] = 50
+    critical: bool = False
+
+
+class ModelRef(EventData):
+    name: str
+    version: str
+
+
+class PolicyRef(EventData):
+    name: str
+    version: int
+
+
+class QualityFlag(EventData):
+    code: Literal["missing", "wrong_type", "out_of_range", "not_finite", "unknown_feature"]
+    feature: str
+    detail: str
+
+
+class Contribution(EventData):
+    feature: str
+    contribution: float
+
+
+class Score(EventData):
+    model: ModelRef
+    prediction: str
+    probabilities: dict[str, float]
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    quality_flags: list[QualityFlag] = Field(default_factory=list)
+    explanation: list[Contribution] = Field(default_factory=list)
+
+
+class TaskScored(EventData):
+    task: TaskSubmitted
+    score: Score
+    submitted_at: datetime
+    scored_at: datetime
+
+
+class TaskRouted(EventData):
+    task: TaskSubmitted
+    score: Score
+    route: Literal["review", "escalate"]
+    reasons: list[str]
+    policy: PolicyRef
+    qa_sample: bool = False
+    required_approvals: Annotated[int, Field(ge=1)] = 1
+    outcomes: list[str]
+    review_priority: Annotated[int, Field(ge=0, le=100)]
+    due_at: datetime
+    submitted_at: datetime
+    routed_at: datetime
+
+
+class DecisionMade(EventData):
+    task_id: TaskId
+    task_type: str
+    outcome: str
+    decided_by: Literal["model", "human"]
+    confidence: float | None
+    model: ModelRef
+    policy: PolicyRef
+    reviewers: list[str] = Field(default_factory=list)
+    rationale: str | None = None
+    overrode_model: bool = False
+    submitted_at: datetime
+    decided_at: datetime
+
+
+class FeedbackRecorded(EventData):
+    task_id: TaskId
+    task_type: str
+    features: dict[str, FeatureValue]
+    model: ModelRef
+    prediction: str
+    probabilities: dict[str, float]
+    confidence: float
+    label: str
+    reviewer: str
+    qa_sample: bool
+    agreed: bool
+    policy: PolicyRef
+    labelled_at: datetime
+
+
+class ControlChanged(EventData):
+    kind: Literal["policy", "model", "kill_switch"]
+    name: str
+    value: dict[str, Any]
+    changed_by: str
+    changed_at: datetime
+
+
+class DeadLetter(EventData):
+    origin_topic: str
+    origin_partition: int
+    origin_offset: int
+    origin_key: str | None
+    service: str
+    error: str
+    error_type: str
+    payload: str
+    headers: dict[str, str]
+    failed_at: datetime
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    "tandem.task.submitted.v1": TaskSubmitted,
+    "tandem.task.scored.v1": TaskScored,
+    "tandem.task.routed.v1": TaskRouted,
+    "tandem.decision.made.v1": DecisionMade,
+    "tandem.feedback.recorded.v1": FeedbackRecorded,
+    "tandem.control.changed.v1": ControlChanged,
+    "tandem.deadletter.recorded.v1": DeadLetter,
+}
+TYPE_OF: dict[type[EventData], str] = {model: name for name, model in EVENT_TYPES.items()}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every event type, keyed by its CloudEvents type."""
+    return {name: model.model_json_schema() for name, model in EVENT_TYPES.items()}

@@ -1,0 +1,403 @@
+"""Producing and consuming Tandem events: at-least-once, commit after the outputs are acknowledged.
+
+A handler takes a batch and returns, for each record, either the events to publish or a
+``Rejected`` naming why the record can never be processed. The loop here turns that into Kafka
+behaviour in one place: retries with backoff, dead letters with their origin, commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from opentelemetry import trace
+
+from tandem_shared.envelope import (
+    EnvelopeError,
+    Event,
+    Headers,
+    decode,
+    event_id,
+    header_map,
+    utcnow,
+)
+from tandem_shared.events import DeadLetter, EventData
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.telemetry import PipelineMetrics, context_from_headers, guarded
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Rejected(Exception):
+    """This record can never be processed: dead-letter it with this reason and move on."""
+
+
+class TransientError(Exception):
+    """A dependency is unavailable: retry the batch with backoff until it is back."""
+
+
+@dataclass(frozen=True)
+class Incoming(Generic[T]):
+    item: T
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    headers: Headers
+    timestamp_ms: int
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    event: Event[Any]
+
+    @property
+    def key(self) -> bytes:
+        return self.event.subject.encode()
+
+
+Result = Sequence[Outgoing] | Rejected
+BatchHandler = Callable[[Sequence[Incoming[T]]], Awaitable[Sequence[Result]]]
+Decoder = Callable[[ConsumerRecord[bytes, bytes]], T]
+
+
+def event_decoder(accepted: Mapping[str, type[EventData]]) -> Decoder[Event[EventData]]:
+    """The strict decoder: a CloudEvent of one of the accepted types, or EnvelopeError."""
+
+    def _decode(record: ConsumerRecord[bytes, bytes]) -> Event[EventData]:
+        return decode(record.value, record.headers, accepted)
+
+    return _decode
+
+
+def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+    )
+
+
+def make_consumer(
+    kafka: KafkaSettings, group_id: str, topics: Sequence[str], client_id: str
+) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
+class Publisher:
+    """Sends events; ``flush`` waits until the broker acknowledged every one (acks=all)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def send(self, outgoing: Outgoing) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self.producer.send(
+            outgoing.topic,
+            outgoing.event.value(),
+            key=outgoing.key,
+            headers=outgoing.event.headers(),
+        )
+        return future
+
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        await self.flush([await self.send(o) for o in items])
+
+    @staticmethod
+    async def flush(futures: Sequence[asyncio.Future[Any]]) -> None:
+        if futures:
+            await asyncio.gather(*futures)
+
+
+@dataclass
+class LoopConfig:
+    service: str
+    dead_letter_topic: str
+    max_records: int = 500
+    timeout_ms: int = 200
+    max_attempts: int = 3
+    backoff_s: float = 0.2
+    max_backoff_s: float = 10.0
+
+
+class ConsumerLoop(Generic[T]):
+    """getmany → decode → handle (with retries) → publish outputs and dead letters → commit."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        publisher: Publisher,
+        decoder: Decoder[T],
+        handler: BatchHandler[T],
+        config: LoopConfig,
+        metrics: PipelineMetrics,
+        tracer: trace.Tracer,
+    ) -> None:
+        self.consumer = consumer
+        self.publisher = publisher
+        self.decoder = decoder
+        self.handler = handler
+        self.config = config
+        self.metrics = metrics
+        self.tracer = tracer
+        self.ready = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                batches = await self.consumer.getmany(
+                    timeout_ms=self.config.timeout_ms, max_records=self.config.max_records
+                )
+            except KafkaError:
+                log.exception("poll failed; backing off")
+                await _sleep_or_stop(stop, self.config.backoff_s)
+                continue
+            self.ready = True
+            records = [r for tp in sorted(batches, key=_tp_order) for r in batches[tp]]
+            if records:
+                try:
+                    done = await self._process(records, stop)
+                except KafkaError:
+                    log.exception("publishing failed; the batch will be processed again")
+                    self._rewind(records)
+                    await _sleep_or_stop(stop, self.config.backoff_s)
+                    continue
+                if not done:
+                    return  # stopped while retrying: nothing committed, redelivered later
+                await self._commit(records)
+            try:
+                await self._record_lag()
+            except Exception:
+                log.debug("lag metric failed", exc_info=True)
+
+    async def _process(
+        self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
+    ) -> bool:
+        started = time.perf_counter()
+        started_ns = time.time_ns()
+        self.metrics.batch_size.labels(self.config.service).observe(len(records))
+        incoming: list[Incoming[T]] = []
+        rejected: list[tuple[Incoming[None], Rejected]] = []
+        for record in records:
+            try:
+                incoming.append(_incoming(record, self.decoder(record)))
+            except (EnvelopeError, Rejected) as exc:
+                rejected.append((_incoming(record, None), Rejected(str(exc))))
+        results = await self._handle_with_retries(incoming, stop)
+        if results is None:
+            return False
+        futures: list[asyncio.Future[Any]] = []
+        for item, result in zip(incoming, results, strict=True):
+            with self._span(item, started_ns):
+                if isinstance(result, Rejected):
+                    rejected.append((_without_item(item), result))
+                    continue
+                for out in result:
+                    futures.append(await self._send_retrying(out, stop))
+            self.metrics.processed.labels(self.config.service, item.topic).inc()
+            with guarded("event age"):
+                self._observe_age(item)
+        for meta, reason in rejected:
+            with self._span(meta, started_ns):
+                futures.extend(await self._dead_letter(meta, reason, stop))
+        # The idempotent producer retries internally; if it still fails, run() rewinds.
+        await Publisher.flush(futures)
+        self.metrics.batch_seconds.labels(self.config.service).observe(
+            time.perf_counter() - started
+        )
+        return True
+
+    async def _handle_with_retries(
+        self, batch: list[Incoming[T]], stop: asyncio.Event
+    ) -> Sequence[Result] | None:
+        if not batch:
+            return []
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            try:
+                results = await self.handler(batch)
+            except TransientError as exc:
+                log.warning("transient failure (attempt %d): %s", attempt, exc)
+            except Exception as exc:
+                self.metrics.failed.labels(
+                    self.config.service, batch[0].topic, type(exc).__name__
+                ).inc()
+                if attempt >= self.config.max_attempts:
+                    return await self._isolate(batch, stop)
+                log.warning(
+                    "batch failed (attempt %d/%d)", attempt, self.config.max_attempts, exc_info=True
+                )
+            else:
+                if len(results) != len(batch):
+                    raise RuntimeError("handler must return one result per record")
+                return results
+            await _sleep_or_stop(stop, self._backoff(attempt))
+        return None
+
+    async def _isolate(self, batch: list[Incoming[T]], stop: asyncio.Event) -> list[Result] | None:
+        """The batch keeps failing: find the poison records by handling each one alone."""
+        if len(batch) == 1:
+            return [Rejected("handler failed after retries")]
+        results: list[Result] = []
+        for item in batch:
+            try:
+                results.append((await self.handler([item]))[0])
+            except TransientError:
+                nested = await self._handle_with_retries([item], stop)
+                if nested is None:
+                    return None
+                results.append(nested[0])
+            except Exception as exc:  # noqa: BLE001 - a poison record becomes a dead letter
+                log.error(
+                    "record %s/%d@%d rejected: %r", item.topic, item.partition, item.offset, exc
+                )
+                results.append(Rejected(f"{type(exc).__name__}: {exc}"))
+        return results
+
+    async def _dead_letter(
+        self, meta: Incoming[None], reason: Rejected, stop: asyncio.Event
+    ) -> list[asyncio.Future[Any]]:
+        self.metrics.deadlettered.labels(self.config.service, meta.topic).inc()
+        log.warning("dead-lettering %s/%d@%d: %s", meta.topic, meta.partition, meta.offset, reason)
+        if meta.topic == self.config.dead_letter_topic:
+            return []  # never loop: a bad dead letter is logged and counted, above
+        origin = f"{meta.topic}/{meta.partition}/{meta.offset}"
+        letter = DeadLetter(
+            origin_topic=meta.topic,
+            origin_partition=meta.partition,
+            origin_offset=meta.offset,
+            origin_key=meta.key,
+            service=self.config.service,
+            error=str(reason),
+            error_type=type(reason.__cause__ or reason).__name__,
+            payload=(meta.value or b"").decode("utf-8", errors="replace"),
+            headers=header_map(meta.headers),
+            failed_at=utcnow(),
+        )
+        event = Event(
+            event_id(origin, "deadletter"),
+            self.config.service,
+            meta.key or origin,
+            letter,
+            utcnow(),
+        )
+        return [await self._send_retrying(Outgoing(self.config.dead_letter_topic, event), stop)]
+
+    async def _send_retrying(self, out: Outgoing, stop: asyncio.Event) -> asyncio.Future[Any]:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.publisher.send(out)
+            except KafkaError:
+                if stop.is_set():
+                    raise
+                log.warning("send to %s failed (attempt %d)", out.topic, attempt, exc_info=True)
+                await asyncio.sleep(self._backoff(attempt))
+
+    async def _commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError:
+            # A rebalance took the partition: its new owner reprocesses, sinks dedupe by id.
+            log.warning("commit failed; records will be redelivered", exc_info=True)
+
+    def _span(self, item: Incoming[Any], start_ns: int) -> Any:
+        return self.tracer.start_as_current_span(
+            f"{item.topic} process",
+            context=context_from_headers(item.headers),
+            kind=trace.SpanKind.CONSUMER,
+            start_time=start_ns,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": item.topic,
+                "messaging.destination.partition.id": str(item.partition),
+                "messaging.kafka.offset": item.offset,
+                "messaging.kafka.message.key": item.key or "",
+                "messaging.consumer.group.name": self.consumer._group_id or "",
+            },
+        )
+
+    def _observe_age(self, item: Incoming[Any]) -> None:
+        age = time.time() - item.timestamp_ms / 1000
+        self.metrics.end_to_end.labels(self.config.service, item.topic).observe(max(age, 0.0))
+
+    async def _record_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            lag = highwater - await self.consumer.position(tp)
+            self.metrics.lag.labels(self.config.service, tp.topic, str(tp.partition)).set(
+                max(lag, 0)
+            )
+
+    def _rewind(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        for tp, offset in first.items():
+            self.consumer.seek(tp, offset)
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.config.backoff_s * 2 ** (attempt - 1), self.config.max_backoff_s))
+
+
+def _incoming(record: ConsumerRecord[bytes, bytes], item: T) -> Incoming[T]:
+    key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
+    return Incoming(
+        item,
+        record.topic,
+        record.partition,
+        record.offset,
+        key,
+        tuple(record.headers),
+        record.timestamp,
+        record.value,
+    )
+
+
+def _without_item(item: Incoming[Any]) -> Incoming[None]:
+    return Incoming(
+        None,
+        item.topic,
+        item.partition,
+        item.offset,
+        item.key,
+        item.headers,
+        item.timestamp_ms,
+        item.value,
+    )
+
+
+def _tp_order(tp: TopicPartition) -> tuple[str, int]:
+    return (tp.topic, tp.partition)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,168 @@
+"""The shape every service shares: a FastAPI app with /healthz, /readyz and /metrics whose
+lifespan starts the Kafka producer and the service's consumer loops and stops them on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from tandem_shared.kafka import (
+    BatchHandler,
+    ConsumerLoop,
+    Decoder,
+    LoopConfig,
+    Publisher,
+    make_consumer,
+    make_producer,
+)
+from tandem_shared.logging import setup_logging
+from tandem_shared.settings import ServiceSettings
+from tandem_shared.telemetry import PipelineMetrics, setup_tracing, shutdown_tracing
+from tandem_shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _ConsumerSpec:
+    group_id: str
+    topics: Sequence[str]
+    decoder: Decoder[Any]
+    handler: BatchHandler[Any]
+
+
+@dataclass
+class ServiceRuntime:
+    """Owns what a service shares with the others; the service adds consumers and routes."""
+
+    name: str
+    settings: ServiceSettings
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.settings.kafka.topic_prefix)
+        self.metrics = PipelineMetrics(self.registry, self.name)
+        self.tracer = setup_tracing(self.name)
+        self.producer = make_producer(self.settings.kafka, client_id=f"tandem-{self.name}")
+        self.publisher = Publisher(self.producer)
+        self._consumers: list[_ConsumerSpec] = []
+        self._loops: list[ConsumerLoop[Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._producer_started = False
+
+    def add_consumer(
+        self,
+        group_id: str,
+        topics: Sequence[str],
+        decoder: Decoder[Any],
+        handler: BatchHandler[Any],
+    ) -> None:
+        self._consumers.append(_ConsumerSpec(group_id, topics, decoder, handler))
+
+    @property
+    def ready(self) -> bool:
+        return self._producer_started and all(loop.ready for loop in self._loops)
+
+    async def start(self) -> None:
+        self._stop = asyncio.Event()
+        await self.producer.start()
+        self._producer_started = True
+        for hook in self.on_start:
+            await hook()
+        for spec in self._consumers:
+            consumer = make_consumer(
+                self.settings.kafka, spec.group_id, spec.topics, client_id=f"tandem-{self.name}"
+            )
+            await consumer.start()
+            config = LoopConfig(
+                service=self.name,
+                dead_letter_topic=self.topics.deadletter,
+                max_records=self.settings.batch_max_records,
+                timeout_ms=self.settings.batch_timeout_ms,
+                max_attempts=self.settings.max_attempts,
+                backoff_s=self.settings.retry_backoff_s,
+            )
+            loop = ConsumerLoop(
+                consumer,
+                self.publisher,
+                spec.decoder,
+                spec.handler,
+                config,
+                self.metrics,
+                self.tracer,
+            )
+            self._loops.append(loop)
+            self._tasks.append(
+                asyncio.create_task(self._run(loop), name=f"{self.name}:{spec.group_id}")
+            )
+
+    async def _run(self, loop: ConsumerLoop[Any]) -> None:
+        try:
+            await loop.run(self._stop)
+        except Exception:
+            log.exception("consumer loop crashed; the service is no longer ready")
+            loop.ready = False
+            raise
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for loop in self._loops:
+            await loop.consumer.stop()
+        for hook in self.on_stop:
+            await hook()
+        await self.producer.stop()
+        self._producer_started = False
+        shutdown_tracing()
+
+    def app(self, title: str, routers: Sequence[Any] = ()) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, lifespan=lifespan)
+        app.state.runtime = self
+
+        @app.get("/healthz", include_in_schema=False)
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/readyz", include_in_schema=False)
+        async def readyz(response: Response) -> dict[str, str]:
+            if not self.ready:
+                response.status_code = 503
+                return {"status": "starting"}
+            return {"status": "ready"}
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        for router in routers:
+            app.include_router(router)
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run one service in the foreground; uvicorn turns SIGTERM into a graceful lifespan stop."""
+    setup_logging(settings.runtime.log_level, settings.runtime.log_json)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)

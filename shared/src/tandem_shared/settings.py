@@ -1,0 +1,53 @@
+"""Settings shared by every service; each service adds its own under its own env prefix."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "tandem-development-secret-do-not-use-in-production"
+
+
+class KafkaSettings(BaseSettings):
+    """Read from TANDEM_KAFKA_*: one broker address for the whole stack."""
+
+    model_config = SettingsConfigDict(env_prefix="TANDEM_KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "tandem."
+    partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class RuntimeSettings(BaseSettings):
+    """Read from TANDEM_*: how the process runs, the same for every service."""
+
+    model_config = SettingsConfigDict(env_prefix="TANDEM_")
+
+    env: Literal["development", "production"] = "development"
+    log_level: str = "INFO"
+    log_json: bool = False
+    jwt_secret: SecretStr = SecretStr(DEV_SECRET)
+    jwt_audience: str = "tandem"
+    jwt_issuer: str = "tandem"
+
+    @model_validator(mode="after")
+    def _no_placeholder_secret_in_production(self) -> RuntimeSettings:
+        if self.env != "development" and self.jwt_secret.get_secret_value() == DEV_SECRET:
+            raise ValueError("TANDEM_JWT_SECRET must be set outside development")
+        return self
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's settings; subclasses set env_prefix and the default port."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    batch_max_records: int = Field(default=500, ge=1)
+    batch_timeout_ms: int = Field(default=200, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_s: float = Field(default=0.2, ge=0)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)

@@ -1,0 +1,136 @@
+"""Prometheus metrics and OpenTelemetry tracing, set up once per process and passed in."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from tandem_shared.envelope import Headers
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+
+class PipelineMetrics:
+    """The metrics every consuming service exports; labels stay low-cardinality."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.service = service
+        self.registry = registry
+        self.processed = Counter(
+            "tandem_messages_processed",
+            "Records handled successfully.",
+            ["service", "topic"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "tandem_messages_failed",
+            "Handler attempts that raised.",
+            ["service", "topic", "error_type"],
+            registry=registry,
+        )
+        self.deadlettered = Counter(
+            "tandem_deadletters",
+            "Records sent to the dead-letter topic.",
+            ["service", "topic"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "tandem_batch_processing_seconds",
+            "Time to handle one batch and publish its outputs.",
+            ["service"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "tandem_batch_size_records",
+            "Records per consumed batch.",
+            ["service"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end = Histogram(
+            "tandem_event_age_seconds",
+            "Age of an event (now minus ce_time) when handled.",
+            ["service", "topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "tandem_consumer_lag_records",
+            "Records behind the end of the partition.",
+            ["service", "topic", "partition"],
+            registry=registry,
+        )
+
+
+def setup_tracing(service: str) -> trace.Tracer:
+    """A tracer for the service; spans go to OTLP when the standard OTEL_* variables say so."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+    instrumentor = AIOKafkaInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+    return trace.get_tracer(f"tandem.{service}")
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+
+
+class _HeaderGetter(Getter[Headers]):
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        values = [v.decode("utf-8", "replace") for k, v in carrier if k == key and v is not None]
+        return values or None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+_GETTER = _HeaderGetter()
+
+
+def context_from_headers(headers: Headers | None) -> Any:
+    """The trace context a record carries (W3C traceparent), for its processing span."""
+    return propagate.extract(tuple(headers or ()), getter=_GETTER)
+
+
+def traceparent_of_current() -> str | None:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_from_traceparent(traceparent: str | None) -> Any:
+    return propagate.extract({"traceparent": traceparent} if traceparent else {})
+
+
+@contextmanager
+def guarded(what: str) -> Iterator[None]:
+    """Telemetry must never break the message path: log and carry on."""
+    try:
+        yield
+    except Exception:
+        log.warning("telemetry failed: %s", what, exc_info=True)

@@ -1,0 +1,89 @@
+"""Topic names (the prefix is configurable) and their creation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "tandem."
+
+    @property
+    def submitted(self) -> str:
+        return f"{self.prefix}tasks.submitted"
+
+    @property
+    def scored(self) -> str:
+        return f"{self.prefix}tasks.scored"
+
+    @property
+    def routed(self) -> str:
+        return f"{self.prefix}tasks.routed"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}decisions"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}feedback"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}control"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}deadletter"
+
+    def all(self) -> list[str]:
+        return [
+            self.submitted,
+            self.scored,
+            self.routed,
+            self.decisions,
+            self.feedback,
+            self.control,
+            self.deadletter,
+        ]
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: Topics, partitions: int = 3, replication_factor: int = 1
+) -> list[str]:
+    """Create the missing topics; return the names created. The control topic is compacted."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name == topics.control else {},
+            )
+            for name in topics.all()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                log.info("topics created concurrently by another process")
+        # Metadata of fresh topics takes a moment to reach every listener.
+        for _ in range(50):
+            if set(topics.all()) <= set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.1)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()

@@ -1,0 +1,197 @@
+"""The shared consumer loop against the real broker: outputs, dead letters, commits, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+from tandem_shared.envelope import Event
+from tandem_shared.events import DeadLetter, EventData, TaskSubmitted
+from tandem_shared.kafka import (
+    ConsumerLoop,
+    Incoming,
+    LoopConfig,
+    Outgoing,
+    Publisher,
+    Rejected,
+    Result,
+    event_decoder,
+    make_consumer,
+    make_producer,
+)
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.telemetry import PipelineMetrics
+from tandem_shared.topics import Topics
+
+from tests.kafka_utils import ce_headers, consume, header, produce
+
+pytestmark = pytest.mark.kafka
+
+
+def task(task_id: str, **extra: object) -> bytes:
+    return json.dumps(
+        {"task_id": task_id, "task_type": "t", "features": {"x": 1.0}, **extra}
+    ).encode()
+
+
+async def run_loop(
+    kafka_settings: KafkaSettings,
+    topics: Topics,
+    handler,
+    group: str,
+    until,  # type: ignore[no-untyped-def]
+) -> PipelineMetrics:
+    producer = make_producer(kafka_settings, "test")
+    consumer = make_consumer(kafka_settings, group, [topics.submitted], "test")
+    await producer.start()
+    await consumer.start()
+    metrics = PipelineMetrics(CollectorRegistry(), "test")
+    loop = ConsumerLoop(
+        consumer,
+        Publisher(producer),
+        event_decoder({"tandem.task.submitted.v1": TaskSubmitted}),
+        handler,
+        LoopConfig("test", topics.deadletter, backoff_s=0.01),
+        metrics,
+        trace.get_tracer("test"),
+    )
+    stop = asyncio.Event()
+    runner = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(until(), timeout=60)
+    finally:
+        stop.set()
+        await runner
+        await consumer.stop()
+        await producer.stop()
+    return metrics
+
+
+def relay_to(topic: str):  # type: ignore[no-untyped-def]
+    async def handler(batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
+        return [
+            [
+                Outgoing(
+                    topic,
+                    Event.derived(
+                        i.item.data, source="test", subject=i.item.subject, stage="relay"
+                    ),
+                )
+            ]
+            for i in batch
+        ]
+
+    return handler
+
+
+async def committed(kafka_settings: KafkaSettings, group: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_settings.bootstrap_servers, group_id=group)
+    await consumer.start()
+    try:
+        total = 0
+        for p in range(kafka_settings.partitions):
+            total += await consumer.committed(TopicPartition(topic, p)) or 0
+        return total
+    finally:
+        await consumer.stop()
+
+
+async def test_bad_records_are_dead_lettered_and_the_rest_flow_on(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    records = [
+        ("a", task("a"), ce_headers("tandem.task.submitted.v1", "a")),
+        ("b", b"{not json", ce_headers("tandem.task.submitted.v1", "b")),
+        ("c", json.dumps({"task_id": "c"}).encode(), ce_headers("tandem.task.submitted.v1", "c")),
+        ("d", task("d"), []),
+        ("e", task("e"), ce_headers("tandem.task.submitted.v1", "e")),
+    ]
+    await produce(kafka_settings.bootstrap_servers, topics.submitted, records)
+    group = f"g-{uuid.uuid4().hex}"
+
+    async def until() -> None:
+        while await committed(kafka_settings, group, topics.submitted) < len(records):
+            await asyncio.sleep(0.2)
+
+    await run_loop(kafka_settings, topics, relay_to(topics.scored), group, until)
+
+    outputs = await consume(kafka_settings.bootstrap_servers, topics.scored, 2)
+    assert sorted(r.key for r in outputs) == [b"a", b"e"]
+    letters = await consume(kafka_settings.bootstrap_servers, topics.deadletter, 3)
+    by_key = {r.key: DeadLetter.model_validate_json(r.value) for r in letters}
+    assert set(by_key) == {b"b", b"c", b"d"}
+    assert "not JSON" in by_key[b"b"].error
+    assert by_key[b"b"].payload == "{not json"
+    assert "task_type" in by_key[b"c"].error and "schema" in by_key[b"c"].error
+    assert "ce_specversion" in by_key[b"d"].error
+    assert by_key[b"b"].origin_topic == topics.submitted
+    assert {letter.origin_offset for letter in by_key.values()} <= {0, 1, 2, 3, 4}
+    assert all(header(r, "ce_type") == "tandem.deadletter.recorded.v1" for r in letters)
+
+
+async def test_a_poison_record_is_isolated_after_retries(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    ids = [f"task-{n}" for n in range(6)]
+    await produce(
+        kafka_settings.bootstrap_servers,
+        topics.submitted,
+        [(i, task(i), ce_headers("tandem.task.submitted.v1", i)) for i in ids],
+    )
+    calls = {"n": 0}
+    inner = relay_to(topics.scored)
+
+    async def handler(batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
+        calls["n"] += 1
+        if any(i.item.subject == "task-3" for i in batch):
+            raise ValueError("cannot handle task-3")
+        return await inner(batch)
+
+    group = f"g-{uuid.uuid4().hex}"
+
+    async def until() -> None:
+        while await committed(kafka_settings, group, topics.submitted) < len(ids):
+            await asyncio.sleep(0.2)
+
+    metrics = await run_loop(kafka_settings, topics, handler, group, until)
+    outputs = await consume(kafka_settings.bootstrap_servers, topics.scored, 5)
+    assert sorted(r.key.decode() for r in outputs) == [i for i in ids if i != "task-3"]
+    [letter] = await consume(kafka_settings.bootstrap_servers, topics.deadletter, 1)
+    assert letter.key == b"task-3"
+    assert "cannot handle task-3" in DeadLetter.model_validate_json(letter.value).error
+    assert calls["n"] > 3  # retried, then handled record by record
+    assert metrics.deadlettered.labels("test", topics.submitted)._value.get() == 1
+
+
+async def test_handler_rejection_goes_to_dead_letter_without_retry(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    await produce(
+        kafka_settings.bootstrap_servers,
+        topics.submitted,
+        [(i, task(i), ce_headers("tandem.task.submitted.v1", i)) for i in ("ok", "no")],
+    )
+    inner = relay_to(topics.scored)
+
+    async def handler(batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
+        out = list(await inner(batch))
+        return [
+            Rejected("unknown task type") if i.item.subject == "no" else r
+            for i, r in zip(batch, out, strict=True)
+        ]
+
+    group = f"g-{uuid.uuid4().hex}"
+
+    async def until() -> None:
+        while await committed(kafka_settings, group, topics.submitted) < 2:
+            await asyncio.sleep(0.2)
+
+    await run_loop(kafka_settings, topics, handler, group, until)
+    [letter] = await consume(kafka_settings.bootstrap_servers, topics.deadletter, 1)
+    assert DeadLetter.model_validate_json(letter.value).error == "unknown task type"
