@@ -1,0 +1,152 @@
+"""The HTTP API front-end apps call: the review queue, decisions, tasks and HTTP ingress."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from tandem_shared.auth import Principal, require_role
+from tandem_shared.envelope import Event, utcnow
+from tandem_shared.events import TaskSubmitted
+from tandem_shared.kafka import Outgoing
+
+from tandem_review_api.reviews import ReviewService
+from tandem_review_api.store import QueueFilter, ReviewStore, review_item
+
+Reviewer = Annotated[Principal, Depends(require_role("reviewer"))]
+TaskReader = Annotated[Principal, Depends(require_role("reviewer", "auditor", "service"))]
+Producer = Annotated[Principal, Depends(require_role("service", "admin"))]
+
+
+def _service(request: Request) -> ReviewService:
+    service: ReviewService = request.app.state.reviews
+    return service
+
+
+def _store(request: Request) -> ReviewStore:
+    store: ReviewStore = request.app.state.store
+    return store
+
+
+Reviews = Annotated[ReviewService, Depends(_service)]
+Store = Annotated[ReviewStore, Depends(_store)]
+
+
+class DecisionBody(BaseModel):
+    outcome: str = Field(min_length=1, max_length=64)
+    rationale: str = Field(
+        min_length=1, max_length=4000, description="Why; kept in the audit trail."
+    )
+
+
+class ClaimOut(BaseModel):
+    review_id: str
+    claimed_by: str
+    lease_expires_at: datetime
+
+
+class DecisionOut(BaseModel):
+    review_id: str
+    status: str
+    outcome: str | None
+    approvals: int
+    required_approvals: int
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class Accepted(BaseModel):
+    task_id: str
+    status: Literal["accepted", "already_submitted"]
+
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/reviews", response_model=Page, tags=["reviews"])
+async def list_reviews(
+    _: Reviewer,
+    store: Store,
+    request: Request,
+    status: Literal["pending", "claimed", "escalated", "decided"] | None = None,
+    task_type: str | None = None,
+    assignee: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Page:
+    now = utcnow()
+    rows, next_cursor = await store.list_reviews(
+        QueueFilter(status, task_type, assignee), limit, cursor, now
+    )
+    return Page(items=[review_item(r, now) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/reviews/{review_id}", tags=["reviews"])
+async def get_review(review_id: str, _: Reviewer, store: Store) -> dict[str, Any]:
+    async with store.transaction() as s:
+        row, _review = await store.load(s, review_id)
+    return review_item(row, utcnow())
+
+
+@router.post("/reviews/{review_id}/claim", response_model=ClaimOut, tags=["reviews"])
+async def claim(review_id: str, who: Reviewer, reviews: Reviews) -> ClaimOut:
+    c = await reviews.claim(review_id, who)
+    return ClaimOut(
+        review_id=c.review_id, claimed_by=c.claimed_by, lease_expires_at=c.lease_expires_at
+    )
+
+
+@router.post("/reviews/{review_id}/release", status_code=204, tags=["reviews"])
+async def release(review_id: str, who: Reviewer, reviews: Reviews) -> Response:
+    await reviews.release(review_id, who)
+    return Response(status_code=204)
+
+
+@router.post("/reviews/{review_id}/decision", response_model=DecisionOut, tags=["reviews"])
+async def decide(
+    review_id: str, body: DecisionBody, who: Reviewer, reviews: Reviews
+) -> DecisionOut:
+    r = await reviews.decide(review_id, who, body.outcome, body.rationale)
+    return DecisionOut(
+        review_id=r.review_id,
+        status=r.status,
+        outcome=r.outcome,
+        approvals=r.approvals,
+        required_approvals=r.required_approvals,
+    )
+
+
+@router.get("/tasks/{task_id}", tags=["tasks"])
+async def get_task(task_id: str, _: TaskReader, store: Store) -> dict[str, Any]:
+    row, review = await store.task(task_id)
+    return {
+        "task_id": row["task_id"],
+        "task_type": row["task_type"],
+        "status": row["status"],
+        "submitted_at": row["submitted_at"],
+        "decided_at": row["decided_at"],
+        "decision": row["decision"],
+        "review": None
+        if review is None
+        else {"review_id": review["review_id"], "status": review["status"]},
+    }
+
+
+@router.post("/tasks", status_code=202, response_model=Accepted, tags=["tasks"])
+async def submit_task(
+    body: TaskSubmitted, who: Producer, request: Request, response: Response
+) -> Accepted:
+    """HTTP ingress for producers that do not speak Kafka; a known task id is a no-op."""
+    store: ReviewStore = request.app.state.store
+    if not await store.add_submitted(body, utcnow()):
+        response.status_code = 200
+        return Accepted(task_id=body.task_id, status="already_submitted")
+    runtime = request.app.state.runtime
+    event = Event.derived(body, source="tandem/review-api", subject=body.task_id, stage="submitted")
+    await runtime.publisher.publish([Outgoing(runtime.topics.submitted, event)])
+    return Accepted(task_id=body.task_id, status="accepted")

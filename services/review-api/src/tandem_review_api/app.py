@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
+from tandem_shared.db import create_engine, session_factory, upgrade
+from tandem_shared.envelope import utcnow
+from tandem_shared.kafka import event_decoder
+from tandem_shared.service import ServiceRuntime
+
+from tandem_review_api import errors
+from tandem_review_api.api import router
+from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
+from tandem_review_api.reviews import ReviewService
+from tandem_review_api.settings import ReviewApiSettings
+from tandem_review_api.store import ReviewStore
+from tandem_review_api.telemetry import ReviewMetrics
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
+    settings = settings or ReviewApiSettings()
+    runtime = ServiceRuntime("review-api", settings)
+    engine = create_engine(settings.database_url)
+    store = ReviewStore(session_factory(engine))
+    metrics = ReviewMetrics(runtime.registry)
+    reviews = ReviewService(
+        store,
+        runtime.publisher,
+        runtime.topics,
+        timedelta(seconds=settings.lease_seconds),
+        runtime.tracer,
+        metrics,
+    )
+    topics = runtime.topics
+    runtime.add_consumer(
+        settings.group_id,
+        [topics.submitted, topics.routed, topics.decisions],
+        event_decoder(ACCEPTED),
+        QueueMaterializer(store),
+    )
+    gauges: list[asyncio.Task[None]] = []
+
+    async def refresh_queue_depth() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                metrics.set_queue_depth(await store.queue_depth(utcnow()))
+            await asyncio.sleep(5)
+
+    async def on_start() -> None:
+        await upgrade(settings.database_url, MIGRATIONS)
+        gauges.append(asyncio.create_task(refresh_queue_depth()))
+
+    async def on_stop() -> None:
+        for task in gauges:
+            task.cancel()
+        await engine.dispose()
+
+    runtime.on_start.append(on_start)
+    runtime.on_stop.append(on_stop)
+    app = runtime.app("Tandem review API", [router])
+    app.state.store = store
+    app.state.reviews = reviews
+    errors.install(app)
+    return app

@@ -1,0 +1,129 @@
+"""The review rules, apart from storage and transport: who may claim, who may decide, and what
+a decision turns into (a final decision, a wait for another approver, or an escalation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from tandem_shared.auth import Principal
+from tandem_shared.events import DecisionMade, FeedbackRecorded, TaskRouted
+
+from tandem_review_api.errors import Conflict, Unprocessable
+
+Status = Literal["pending", "claimed", "escalated", "decided"]
+
+
+@dataclass(frozen=True)
+class Approval:
+    reviewer: str
+    outcome: str
+    rationale: str
+
+
+@dataclass(frozen=True)
+class Review:
+    review_id: str
+    status: Status
+    routed: TaskRouted
+    claimed_by: str | None
+    lease_expires_at: datetime | None
+    approvals: tuple[Approval, ...] = ()
+
+    @property
+    def escalated(self) -> bool:
+        """Approvers disagreed: only a senior reviewer may settle it."""
+        return len({a.outcome for a in self.approvals}) > 1
+
+    def lease_held(self, now: datetime) -> bool:
+        return (
+            self.status == "claimed"
+            and self.claimed_by is not None
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a recorded approval leads to."""
+
+    kind: Literal["decided", "awaiting_approval", "escalated"]
+    outcome: str | None = None
+
+
+def check_claim(review: Review, who: Principal, now: datetime) -> None:
+    if review.status == "decided":
+        raise Conflict(f"review {review.review_id} is already decided")
+    if review.escalated and not who.has("senior"):
+        raise Conflict(f"review {review.review_id} is escalated: a senior reviewer must take it")
+    if review.lease_held(now) and review.claimed_by != who.subject:
+        raise Conflict(f"review {review.review_id} is claimed by {review.claimed_by}")
+    if any(a.reviewer == who.subject for a in review.approvals):
+        raise Conflict(
+            f"{who.subject} already approved review {review.review_id}; another reviewer must"
+        )
+
+
+def check_decision(review: Review, who: Principal, outcome: str, now: datetime) -> None:
+    allowed = review.routed.outcomes
+    if outcome not in allowed:
+        raise Unprocessable(f"outcome {outcome!r} is not allowed; allowed: {', '.join(allowed)}")
+    if review.status == "decided":
+        raise Conflict(f"review {review.review_id} is already decided")
+    if not (review.lease_held(now) and review.claimed_by == who.subject):
+        raise Conflict(f"you do not hold the claim on review {review.review_id}; claim it first")
+
+
+def next_step(review: Review, approval: Approval, who: Principal) -> Step:
+    """Critical work needs N approvals from different people; disagreement goes to a senior."""
+    if review.escalated:
+        if not who.has("senior"):
+            raise Conflict(f"review {review.review_id} is escalated: a senior reviewer decides it")
+        return Step("decided", approval.outcome)
+    given = (*review.approvals, approval)
+    if len({a.outcome for a in given}) > 1:
+        return Step("escalated")
+    if len(given) < review.routed.required_approvals:
+        return Step("awaiting_approval")
+    return Step("decided", approval.outcome)
+
+
+def decision(
+    review: Review, outcome: str, rationale: str, reviewers: list[str], now: datetime
+) -> DecisionMade:
+    routed = review.routed
+    return DecisionMade(
+        task_id=routed.task.task_id,
+        task_type=routed.task.task_type,
+        outcome=outcome,
+        decided_by="human",
+        confidence=routed.score.confidence,
+        model=routed.score.model,
+        policy=routed.policy,
+        reviewers=reviewers,
+        rationale=rationale,
+        overrode_model=outcome != routed.score.prediction,
+        submitted_at=routed.submitted_at,
+        decided_at=now,
+    )
+
+
+def feedback(review: Review, label: str, reviewer: str, now: datetime) -> FeedbackRecorded:
+    routed = review.routed
+    return FeedbackRecorded(
+        task_id=routed.task.task_id,
+        task_type=routed.task.task_type,
+        features=routed.task.features,
+        model=routed.score.model,
+        prediction=routed.score.prediction,
+        probabilities=routed.score.probabilities,
+        confidence=routed.score.confidence,
+        label=label,
+        reviewer=reviewer,
+        qa_sample=routed.qa_sample,
+        agreed=label == routed.score.prediction,
+        policy=routed.policy,
+        labelled_at=now,
+    )

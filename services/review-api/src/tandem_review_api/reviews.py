@@ -1,0 +1,143 @@
+"""What people do with reviews, orchestrated: the rules (queue.py), the storage (store.py) and
+the events a decision publishes, committed only after Kafka acknowledged them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from opentelemetry import trace
+from tandem_shared.auth import Principal
+from tandem_shared.envelope import Event, utcnow
+from tandem_shared.kafka import Outgoing, Publisher
+from tandem_shared.telemetry import context_from_traceparent
+from tandem_shared.topics import Topics
+
+from tandem_review_api import queue
+from tandem_review_api.errors import Conflict, Unavailable
+from tandem_review_api.store import ReviewStore
+from tandem_review_api.telemetry import ReviewMetrics
+
+SOURCE = "tandem/review-api"
+
+
+@dataclass(frozen=True)
+class Claim:
+    review_id: str
+    claimed_by: str
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    review_id: str
+    status: str
+    outcome: str | None
+    approvals: int
+    required_approvals: int
+
+
+class ReviewService:
+    def __init__(
+        self,
+        store: ReviewStore,
+        publisher: Publisher,
+        topics: Topics,
+        lease: timedelta,
+        tracer: trace.Tracer,
+        metrics: ReviewMetrics,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.topics = topics
+        self.lease = lease
+        self.tracer = tracer
+        self.metrics = metrics
+
+    async def claim(self, review_id: str, who: Principal) -> Claim:
+        now = utcnow()
+        async with self.store.transaction() as s:
+            _, review = await self.store.load(s, review_id)
+            queue.check_claim(review, who, now)
+            expires = await self.store.claim(s, review, who.subject, now, self.lease)
+        return Claim(review_id, who.subject, expires)
+
+    async def release(self, review_id: str, who: Principal) -> None:
+        now = utcnow()
+        async with self.store.transaction() as s:
+            _, review = await self.store.load(s, review_id)
+            if not (review.lease_held(now) and review.claimed_by == who.subject):
+                raise Conflict(f"you do not hold the claim on review {review_id}")
+            await self.store.release(s, review_id)
+
+    async def decide(
+        self, review_id: str, who: Principal, outcome: str, rationale: str
+    ) -> DecisionResult:
+        now = utcnow()
+        async with self.store.transaction() as s:
+            row, review = await self.store.load(s, review_id)
+            queue.check_decision(review, who, outcome, now)
+            approval = queue.Approval(who.subject, outcome, rationale)
+            step = queue.next_step(review, approval, who)
+            await self.store.add_approval(s, review_id, approval, now)
+            task = review.routed.task
+            outgoing = [
+                Outgoing(
+                    self.topics.feedback,
+                    Event.derived(
+                        queue.feedback(review, outcome, who.subject, now),
+                        source=SOURCE,
+                        subject=task.task_id,
+                        stage=f"feedback/{who.subject}",
+                    ),
+                )
+            ]
+            if step.kind == "decided":
+                reviewers = [a.reviewer for a in review.approvals] + [who.subject]
+                # A QA sample was already decided by the model: the verdict is feedback only.
+                decision = (
+                    None
+                    if review.routed.qa_sample
+                    else queue.decision(review, outcome, rationale, reviewers, now)
+                )
+                if decision is not None:
+                    outgoing.append(
+                        Outgoing(
+                            self.topics.decisions,
+                            Event.derived(
+                                decision, source=SOURCE, subject=task.task_id, stage="decision"
+                            ),
+                        )
+                    )
+                await self.store.mark_decided(s, review, who.subject, outcome, decision, now)
+            else:
+                await self.store.release(
+                    s, review_id, back_to="escalated" if step.kind == "escalated" else "pending"
+                )
+            await self._publish(outgoing, row["traceparent"])
+        self.metrics.observe_decision(review, outcome, step.kind, now)
+        return DecisionResult(
+            review_id,
+            "decided" if step.kind == "decided" else step.kind,
+            step.outcome,
+            len(review.approvals) + 1,
+            review.routed.required_approvals,
+        )
+
+    async def _publish(self, outgoing: list[Outgoing], traceparent: str | None) -> None:
+        """Publish inside the task's own trace (linked to the HTTP request that caused it)."""
+        request_span = trace.get_current_span().get_span_context()
+        links: Any = [trace.Link(request_span)] if request_span.is_valid else []
+        with self.tracer.start_as_current_span(
+            "review decide",
+            context=context_from_traceparent(traceparent),
+            links=links,
+            kind=trace.SpanKind.PRODUCER,
+        ):
+            try:
+                await self.publisher.publish(outgoing)
+            except KafkaError as exc:
+                # Raising rolls the database back: nothing is decided that was not published.
+                raise Unavailable(f"could not publish the decision, try again: {exc}") from exc

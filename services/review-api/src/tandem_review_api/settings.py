@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from tandem_shared.settings import ServiceSettings
+
+
+class ReviewApiSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_REVIEW_API_")
+
+    port: int = 8000
+    group_id: str = "tandem-review-api"
+    database_url: str = "sqlite+aiosqlite:///.tandem/review.db"
+    lease_seconds: int = Field(default=300, ge=5, description="How long a claim holds a review.")
+    page_size_max: int = Field(default=200, ge=1)

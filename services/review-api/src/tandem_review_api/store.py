@@ -1,0 +1,362 @@
+"""Reading and writing the review queue. Guards live in the WHERE clauses, so two replicas (or
+two reviewers) racing for one review cannot both win, on PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import CursorResult, RowMapping
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tandem_shared.db import insert_ignoring_conflicts
+from tandem_shared.events import DecisionMade, TaskRouted, TaskSubmitted
+
+from tandem_review_api.errors import Conflict, NotFound, Unprocessable
+from tandem_review_api.queue import Approval, Review
+from tandem_review_api.tables import approvals, reviews, tasks
+
+
+@dataclass(frozen=True)
+class RoutedRecord:
+    routed: TaskRouted
+    traceparent: str | None
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    status: str | None = None
+    task_type: str | None = None
+    assignee: str | None = None
+
+
+class ReviewStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    # --- from Kafka -------------------------------------------------------------------------
+
+    async def ingest(
+        self,
+        submitted: Sequence[tuple[TaskSubmitted, datetime]],
+        routed: Sequence[RoutedRecord],
+        decided: Sequence[DecisionMade],
+        now: datetime,
+    ) -> None:
+        """Materialise one consumed batch in one transaction; replays change nothing."""
+        async with self.transaction() as s:
+            dialect = s.get_bind().dialect
+            for task, at in submitted:
+                await s.execute(
+                    insert_ignoring_conflicts(tasks, dialect).values(
+                        task_id=task.task_id,
+                        task_type=task.task_type,
+                        status="submitted",
+                        submitted_at=at,
+                        updated_at=now,
+                    )
+                )
+            for record in routed:
+                r = record.routed
+                await s.execute(
+                    insert_ignoring_conflicts(reviews, dialect).values(
+                        review_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"review/{r.task.task_id}")),
+                        task_id=r.task.task_id,
+                        task_type=r.task.task_type,
+                        status="pending",
+                        priority=r.review_priority,
+                        due_at=r.due_at,
+                        qa_sample=r.qa_sample,
+                        required_approvals=r.required_approvals,
+                        routed=r.model_dump(mode="json"),
+                        traceparent=record.traceparent,
+                        created_at=r.routed_at,
+                    )
+                )
+                await self._upsert_task(
+                    s, r.task.task_id, r.task.task_type, "in_review", r.submitted_at, now
+                )
+            for d in decided:
+                await self._upsert_task(s, d.task_id, d.task_type, "decided", d.submitted_at, now)
+                await s.execute(
+                    update(tasks)
+                    .where(tasks.c.task_id == d.task_id, tasks.c.decision.is_(None))
+                    .values(decision=d.model_dump(mode="json"), decided_at=d.decided_at)
+                )
+
+    async def _upsert_task(
+        self,
+        s: AsyncSession,
+        task_id: str,
+        task_type: str,
+        status: str,
+        at: datetime,
+        now: datetime,
+    ) -> None:
+        await s.execute(
+            insert_ignoring_conflicts(tasks, s.get_bind().dialect).values(
+                task_id=task_id, task_type=task_type, status=status, submitted_at=at, updated_at=now
+            )
+        )
+        # Status only moves forward: submitted → in_review → decided.
+        forward = {"in_review": ["submitted"], "decided": ["submitted", "in_review"]}[status]
+        await s.execute(
+            update(tasks)
+            .where(tasks.c.task_id == task_id, tasks.c.status.in_(forward))
+            .values(status=status, updated_at=now)
+        )
+
+    async def add_submitted(self, task: TaskSubmitted, now: datetime) -> bool:
+        """Record a task submitted over HTTP; False when its id is already known."""
+        async with self.transaction() as s:
+            inserted = await _rowcount(
+                s,
+                insert_ignoring_conflicts(tasks, s.get_bind().dialect).values(
+                    task_id=task.task_id,
+                    task_type=task.task_type,
+                    status="submitted",
+                    submitted_at=now,
+                    updated_at=now,
+                ),
+            )
+            return inserted == 1
+
+    # --- for people ---------------------------------------------------------------------------
+
+    async def list_reviews(
+        self, where: QueueFilter, limit: int, cursor: str | None, now: datetime
+    ) -> tuple[list[RowMapping], str | None]:
+        query = select(reviews)
+        if where.status == "pending":
+            # A claim whose lease ran out is back in the queue.
+            query = query.where(
+                or_(
+                    reviews.c.status == "pending",
+                    and_(reviews.c.status == "claimed", reviews.c.lease_expires_at <= now),
+                )
+            )
+        elif where.status == "claimed":
+            query = query.where(reviews.c.status == "claimed", reviews.c.lease_expires_at > now)
+        elif where.status is not None:
+            query = query.where(reviews.c.status == where.status)
+        if where.task_type:
+            query = query.where(reviews.c.task_type == where.task_type)
+        if where.assignee:
+            query = query.where(reviews.c.claimed_by == where.assignee)
+        if cursor:
+            priority, created_at, review_id = _decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    reviews.c.priority < priority,
+                    and_(reviews.c.priority == priority, reviews.c.created_at > created_at),
+                    and_(
+                        reviews.c.priority == priority,
+                        reviews.c.created_at == created_at,
+                        reviews.c.review_id > review_id,
+                    ),
+                )
+            )
+        query = query.order_by(
+            reviews.c.priority.desc(), reviews.c.created_at, reviews.c.review_id
+        ).limit(limit + 1)
+        async with self.sessions() as s:
+            rows = list((await s.execute(query)).mappings())
+        next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    async def load(self, s: AsyncSession, review_id: str) -> tuple[RowMapping, Review]:
+        row = (
+            (
+                await s.execute(
+                    select(reviews).where(reviews.c.review_id == review_id).with_for_update()
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFound(f"no review {review_id}")
+        given = (
+            await s.execute(
+                select(approvals).where(approvals.c.review_id == review_id).order_by(approvals.c.id)
+            )
+        ).mappings()
+        review = Review(
+            review_id=row["review_id"],
+            status=row["status"],
+            routed=TaskRouted.model_validate(row["routed"]),
+            claimed_by=row["claimed_by"],
+            lease_expires_at=row["lease_expires_at"],
+            approvals=tuple(Approval(a["reviewer"], a["outcome"], a["rationale"]) for a in given),
+        )
+        return row, review
+
+    async def claim(
+        self, s: AsyncSession, review: Review, who: str, now: datetime, lease: timedelta
+    ) -> datetime:
+        expires = now + lease
+        claimed = await _rowcount(
+            s,
+            update(reviews)
+            .where(
+                reviews.c.review_id == review.review_id,
+                reviews.c.status == review.status,
+                _unchanged(reviews.c.claimed_by, review.claimed_by),
+                _unchanged(reviews.c.lease_expires_at, review.lease_expires_at),
+            )
+            .values(status="claimed", claimed_by=who, lease_expires_at=expires),
+        )
+        if claimed != 1:
+            raise Conflict(f"review {review.review_id} was claimed by someone else just now")
+        return expires
+
+    async def release(self, s: AsyncSession, review_id: str, back_to: str = "pending") -> None:
+        await s.execute(
+            update(reviews)
+            .where(reviews.c.review_id == review_id)
+            .values(status=back_to, claimed_by=None, lease_expires_at=None)
+        )
+
+    async def add_approval(
+        self, s: AsyncSession, review_id: str, approval: Approval, now: datetime
+    ) -> None:
+        try:
+            async with s.begin_nested():
+                await s.execute(
+                    approvals.insert().values(
+                        review_id=review_id,
+                        reviewer=approval.reviewer,
+                        outcome=approval.outcome,
+                        rationale=approval.rationale,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError as exc:
+            raise Conflict(f"{approval.reviewer} already decided review {review_id}") from exc
+
+    async def mark_decided(
+        self,
+        s: AsyncSession,
+        review: Review,
+        who: str,
+        outcome: str,
+        decision: DecisionMade | None,
+        now: datetime,
+    ) -> None:
+        decided = await _rowcount(
+            s,
+            update(reviews)
+            .where(
+                reviews.c.review_id == review.review_id,
+                reviews.c.claimed_by == who,
+                reviews.c.status == "claimed",
+            )
+            .values(status="decided", outcome=outcome, decided_at=now, lease_expires_at=None),
+        )
+        if decided != 1:
+            raise Conflict(f"review {review.review_id} changed while deciding; try again")
+        if decision is not None:
+            task_id = review.routed.task.task_id
+            await self._upsert_task(
+                s, task_id, review.routed.task.task_type, "decided", review.routed.submitted_at, now
+            )
+            await s.execute(
+                update(tasks)
+                .where(tasks.c.task_id == task_id, tasks.c.decision.is_(None))
+                .values(decision=decision.model_dump(mode="json"), decided_at=now)
+            )
+
+    async def task(self, task_id: str) -> tuple[RowMapping, RowMapping | None]:
+        async with self.sessions() as s:
+            row = (
+                (await s.execute(select(tasks).where(tasks.c.task_id == task_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound(f"no task {task_id}")
+            review = (
+                (await s.execute(select(reviews).where(reviews.c.task_id == task_id)))
+                .mappings()
+                .first()
+            )
+        return row, review
+
+    async def queue_depth(self, now: datetime) -> dict[str, int]:
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(reviews.c.status, func.count())
+                .where(reviews.c.status != "decided")
+                .group_by(reviews.c.status)
+            )
+            return {str(status): int(count) for status, count in rows.all()}
+
+
+async def _rowcount(s: AsyncSession, statement: Any) -> int:
+    result = cast(CursorResult[Any], await s.execute(statement))
+    return int(result.rowcount)
+
+
+def _unchanged(column: Any, value: object) -> Any:
+    """Optimistic guard: the column still holds what we read."""
+    return column.is_(None) if value is None else column == value
+
+
+def _encode_cursor(row: RowMapping) -> str:
+    raw = json.dumps([row["priority"], row["created_at"].isoformat(), row["review_id"]])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[int, datetime, str]:
+    try:
+        priority, created_at, review_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return int(priority), datetime.fromisoformat(created_at), str(review_id)
+    except (ValueError, TypeError) as exc:
+        raise Unprocessable("cursor is not one this API returned") from exc
+
+
+def review_item(row: RowMapping, now: datetime) -> dict[str, Any]:
+    """The JSON a front-end gets for one review."""
+    routed = TaskRouted.model_validate(row["routed"])
+    expired = row["status"] == "claimed" and (
+        row["lease_expires_at"] is None or row["lease_expires_at"] <= now
+    )
+    return {
+        "review_id": row["review_id"],
+        "task_id": row["task_id"],
+        "task_type": row["task_type"],
+        "status": "pending" if expired else row["status"],
+        "priority": row["priority"],
+        "due_at": row["due_at"],
+        "qa_sample": row["qa_sample"],
+        "required_approvals": row["required_approvals"],
+        "critical": routed.task.critical,
+        "features": routed.task.features,
+        "context": routed.task.context,
+        "prediction": routed.score.prediction,
+        "confidence": routed.score.confidence,
+        "probabilities": routed.score.probabilities,
+        "explanation": [c.model_dump() for c in routed.score.explanation],
+        "quality_flags": [f.model_dump() for f in routed.score.quality_flags],
+        "model": routed.score.model.model_dump(),
+        "policy": routed.policy.model_dump(),
+        "reasons": routed.reasons,
+        "outcomes": routed.outcomes,
+        "claimed_by": None if expired else row["claimed_by"],
+        "lease_expires_at": None if expired else row["lease_expires_at"],
+        "outcome": row["outcome"],
+        "created_at": row["created_at"],
+        "decided_at": row["decided_at"],
+    }

@@ -1,0 +1,65 @@
+"""The review-api's tables: what it materialises from Kafka and what people did."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from tandem_shared.db import UtcDateTime
+
+metadata = MetaData()
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(128), primary_key=True),
+    Column("task_type", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # submitted | in_review | decided
+    Column("decision", JSON, nullable=True),
+    Column("submitted_at", UtcDateTime(), nullable=True),
+    Column("decided_at", UtcDateTime(), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("review_id", String(36), primary_key=True),
+    Column("task_id", String(128), nullable=False, unique=True),
+    Column("task_type", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | claimed | escalated | decided
+    Column("priority", Integer, nullable=False),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("qa_sample", Boolean, nullable=False),
+    Column("required_approvals", Integer, nullable=False),
+    Column("routed", JSON, nullable=False),  # the TaskRouted body, as published
+    Column("traceparent", String(64), nullable=True),  # continues the task's trace on decision
+    Column("claimed_by", String(128), nullable=True),
+    Column("lease_expires_at", UtcDateTime(), nullable=True),
+    Column("outcome", String(64), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("decided_at", UtcDateTime(), nullable=True),
+    Index("ix_reviews_queue", "status", "priority", "created_at"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("review_id", String(36), ForeignKey("reviews.review_id"), nullable=False),
+    Column("reviewer", String(128), nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("rationale", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("review_id", "reviewer", name="uq_approvals_reviewer"),
+)

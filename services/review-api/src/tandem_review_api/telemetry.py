@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tandem_shared.telemetry import LATENCY_BUCKETS
+
+from tandem_review_api.queue import Review
+
+
+class ReviewMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.human_decisions = Counter(
+            "tandem_human_decisions",
+            "Approvals and decisions given by people.",
+            ["task_type", "outcome", "step", "overrode_model"],
+            registry=registry,
+        )
+        self.time_to_decision = Histogram(
+            "tandem_time_to_human_decision_seconds",
+            "From submission to a person's final decision.",
+            ["task_type"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "tandem_review_queue_depth",
+            "Reviews not yet decided, by status.",
+            ["status"],
+            registry=registry,
+        )
+
+    def observe_decision(self, review: Review, outcome: str, step: str, now: datetime) -> None:
+        routed = review.routed
+        self.human_decisions.labels(
+            routed.task.task_type, outcome, step, str(outcome != routed.score.prediction).lower()
+        ).inc()
+        if step == "decided":
+            age = (now - routed.submitted_at).total_seconds()
+            self.time_to_decision.labels(routed.task.task_type).observe(max(age, 0.0))
+
+    def set_queue_depth(self, depth: dict[str, int]) -> None:
+        for status in ("pending", "claimed", "escalated"):
+            self.queue_depth.labels(status).set(depth.get(status, 0))
