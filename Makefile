@@ -1,0 +1,43 @@
+# Tandem: `make demo` and `make test` work on a fresh machine; everything else is a step of theirs.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+
+.PHONY: help setup up down status demo test lint unit schemas clean
+
+help:
+	@echo "make demo    set up, start the stack, run a realistic workload, print the summary"
+	@echo "make test    set up and run lint, unit, integration and end-to-end tests"
+	@echo "make up | down | status    the local stack (Kafka and the four services)"
+
+setup:
+	@bash deploy/local/install-system-deps.sh
+	@$(UV) sync --frozen --all-groups --quiet
+	@$(RUN) python -c "from tandem_cli.stack.kafka import kafka_libs; kafka_libs()"
+
+up: setup
+	@$(RUN) tandem stack up
+
+down:
+	@$(RUN) tandem stack down
+
+status:
+	@$(RUN) tandem stack status
+
+demo: up
+	@$(RUN) tandem demo
+	@echo "The stack is still running: make status to see it, make down to stop it."
+
+lint:
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+test: setup lint
+	$(RUN) pytest
+
+schemas:
+	$(RUN) python -m tandem_shared.schemas docs/schemas
+
+clean: down
+	rm -rf .tandem

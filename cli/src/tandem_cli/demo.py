@@ -1,0 +1,208 @@
+"""`make demo`: a realistic stream through the running stack, simulated reviewers working the
+queue through the review API as a front-end would, and a summary of what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from tandem_shared.auth import mint_token
+from tandem_shared.events import DecisionMade, TaskSubmitted
+from tandem_shared.settings import KafkaSettings, RuntimeSettings
+from tandem_shared.topics import Topics
+
+from tandem_cli.publish import publish_tasks
+
+API = "http://127.0.0.1:8000"
+AUDIT = "http://127.0.0.1:8003"
+REVIEWER_ACCURACY = 0.97  # simulated people are good, not perfect
+WAIT_SECONDS = 600
+
+
+@dataclass
+class Run:
+    truth: dict[str, str]
+    predictions: dict[str, str] = field(default_factory=dict)
+    decisions: dict[str, DecisionMade] = field(default_factory=dict)
+    reviewed: int = 0
+
+
+async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> int:
+    from tandem_cli.dataset import sample_tasks
+
+    run_id = uuid.uuid4().hex[:8]
+    drawn = sample_tasks(count, seed)
+    tasks: list[TaskSubmitted] = []
+    truth: dict[str, str] = {}
+    for n, (body, label) in enumerate(drawn):
+        body = {**body, "task_id": f"demo-{run_id}-{n:05d}"}
+        tasks.append(TaskSubmitted.model_validate(body))
+        truth[body["task_id"]] = label
+    run = Run(truth)
+    kafka = KafkaSettings()
+    console.print(
+        f"demo run {run_id}: {count} tumor screening tasks, {reviewers} simulated reviewers"
+    )
+    stop = asyncio.Event()
+    started = time.monotonic()
+    with Progress(console=console) as progress:
+        collector = asyncio.create_task(_collect_decisions(kafka, run, progress, stop))
+        await publish_tasks(kafka, tasks, progress)
+        people = [
+            asyncio.create_task(_reviewer(f"reviewer-{i + 1}", run, random.Random(seed + i), stop))
+            for i in range(reviewers)
+        ]
+        try:
+            await asyncio.wait_for(collector, timeout=WAIT_SECONDS)
+        except TimeoutError:
+            console.print(
+                f"[red]only {len(run.decisions)} of {count} tasks decided in {WAIT_SECONDS}s[/red]"
+            )
+        stop.set()
+        await asyncio.gather(*people, return_exceptions=True)
+    elapsed = time.monotonic() - started
+    audit = await _verify_audit(console)
+    _summary(run, elapsed, audit, console)
+    return 0 if len(run.decisions) == count and audit.get("ok") else 1
+
+
+async def _collect_decisions(
+    kafka: KafkaSettings, run: Run, progress: Progress, stop: asyncio.Event
+) -> None:
+    consumer = AIOKafkaConsumer(
+        Topics(kafka.topic_prefix).decisions,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"tandem-demo-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    bar = progress.add_task("waiting for decisions", total=len(run.truth))
+    try:
+        while len(run.decisions) < len(run.truth):
+            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    decision = DecisionMade.model_validate_json(record.value)
+                    if decision.task_id in run.truth and decision.task_id not in run.decisions:
+                        run.decisions[decision.task_id] = decision
+                        progress.advance(bar)
+    finally:
+        await consumer.stop()
+
+
+async def _reviewer(name: str, run: Run, rng: random.Random, stop: asyncio.Event) -> None:
+    """Works the queue like a person at a front-end: list, claim, read, decide, next."""
+    headers = {"Authorization": f"Bearer {mint_token(RuntimeSettings(), name, ['reviewer'])}"}
+    labels = sorted(set(run.truth.values()))
+    async with httpx.AsyncClient(base_url=API, headers=headers, timeout=30) as client:
+        while not stop.is_set():
+            page = (
+                await client.get("/v1/reviews", params={"status": "pending", "limit": 25})
+            ).json()
+            mine = [i for i in page["items"] if i["task_id"] in run.truth]
+            rng.shuffle(mine)  # reviewers do not all grab the same first item
+            if not mine:
+                await asyncio.sleep(0.2)
+                continue
+            for item in mine[:5]:
+                if stop.is_set():
+                    return
+                claim = await client.post(f"/v1/reviews/{item['review_id']}/claim")
+                if claim.status_code != 200:
+                    continue  # someone else has it, or I already approved it
+                await asyncio.sleep(rng.uniform(0.01, 0.05))  # reading the case
+                right = run.truth[item["task_id"]]
+                outcome = right if rng.random() < REVIEWER_ACCURACY else rng.choice(labels)
+                agrees = outcome == item["prediction"]
+                rationale = "agree with the model" if agrees else f"features indicate {outcome}"
+                response = await client.post(
+                    f"/v1/reviews/{item['review_id']}/decision",
+                    json={"outcome": outcome, "rationale": rationale},
+                )
+                if response.status_code == 200:
+                    run.reviewed += 1
+
+
+async def _verify_audit(console: Console) -> dict[str, Any]:
+    """Wait until the audit ledger stops growing, then verify the whole chain."""
+    token = mint_token(RuntimeSettings(), "demo-auditor", ["auditor"])
+    async with httpx.AsyncClient(
+        base_url=AUDIT, headers={"Authorization": f"Bearer {token}"}, timeout=120
+    ) as client:
+        last: dict[str, Any] = {}
+        for _ in range(60):
+            result: dict[str, Any] = (await client.get("/v1/audit/verify")).json()
+            if last and result.get("entries") == last.get("entries"):
+                return result
+            last = result
+            await asyncio.sleep(1.0)
+        console.print("[yellow]the audit ledger was still growing; verified what it had[/yellow]")
+        return last
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def _summary(run: Run, elapsed: float, audit: dict[str, Any], console: Console) -> None:
+    decided = list(run.decisions.values())
+    auto = [d for d in decided if d.decided_by == "model"]
+    human = [d for d in decided if d.decided_by == "human"]
+    auto_right = sum(d.outcome == run.truth[d.task_id] for d in auto)
+    human_right = sum(d.outcome == run.truth[d.task_id] for d in human)
+    overrides = sum(d.overrode_model for d in human)
+    all_right = auto_right + human_right
+    t_auto = [(d.decided_at - d.submitted_at).total_seconds() for d in auto]
+    t_human = [(d.decided_at - d.submitted_at).total_seconds() for d in human]
+    t_all = t_auto + t_human
+
+    def pct(n: int, of: int) -> str:
+        return f"{n} ({100 * n / of:.1f}%)" if of else "0"
+
+    table = Table(title="Tandem demo summary", show_header=False)
+    table.add_row("tasks submitted", str(len(run.truth)))
+    table.add_row("tasks decided", pct(len(decided), len(run.truth)))
+    table.add_row("  automatically (model)", pct(len(auto), len(decided)))
+    table.add_row("  by people", pct(len(human), len(decided)))
+    table.add_row(
+        "human reviews done (QA samples and second approvals included)", str(run.reviewed)
+    )
+    table.add_row("overrides of the model by people", pct(overrides, len(human)))
+    table.add_row("accuracy of automatic decisions (vs data set truth)", pct(auto_right, len(auto)))
+    table.add_row("accuracy of human decisions", pct(human_right, len(human)))
+    table.add_row("accuracy of all decisions", pct(all_right, len(decided)))
+    table.add_row(
+        "time to decision p50 / p99, automatic",
+        f"{_percentile(t_auto, 50):.3f}s / {_percentile(t_auto, 99):.3f}s",
+    )
+    table.add_row(
+        "time to decision p50 / p99, human",
+        f"{_percentile(t_human, 50):.3f}s / {_percentile(t_human, 99):.3f}s",
+    )
+    table.add_row(
+        "time to decision p50 / p99, all",
+        f"{_percentile(t_all, 50):.3f}s / {_percentile(t_all, 99):.3f}s",
+    )
+    table.add_row("wall time", f"{elapsed:.1f}s")
+    verdict = (
+        f"OK: {audit.get('entries')} entries verified"
+        if audit.get("ok")
+        else f"FAILED: {audit.get('detail') or audit}"
+    )
+    table.add_row("audit ledger", verdict)
+    Console().print(table)

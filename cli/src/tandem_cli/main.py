@@ -1,0 +1,152 @@
+"""The `tandem` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from tandem_shared.auth import ROLES, mint_token
+from tandem_shared.settings import KafkaSettings, RuntimeSettings
+
+from tandem_cli.publish import publish_tasks, read_json_lines, validate
+from tandem_cli.stack.local import Entry
+
+app = typer.Typer(help="Tandem: hybrid human–AI decision workflows on Kafka.", no_args_is_help=True)
+stack_app = typer.Typer(help="The local stack: Kafka and the four services as processes.")
+app.add_typer(stack_app, name="stack")
+console = Console(stderr=True)
+
+
+def _audit_app() -> typer.Typer:
+    from tandem_cli.audit import audit_app
+
+    return audit_app
+
+
+app.add_typer(_audit_app(), name="audit", help="The audit ledger: verification.")
+
+
+@app.command()
+def token(
+    role: Annotated[
+        list[str], typer.Option(help=f"One of {', '.join(ROLES)}; repeat for several.")
+    ],
+    subject: Annotated[str, typer.Option(help="Who the token speaks for.")],
+    hours: Annotated[float, typer.Option(help="Lifetime.")] = 8.0,
+) -> None:
+    """Mint a development JWT (HS256 with TANDEM_JWT_SECRET)."""
+    from datetime import timedelta
+
+    try:
+        print(mint_token(RuntimeSettings(), subject, role, timedelta(hours=hours)))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command("sample-tasks")
+def sample_tasks(
+    count: Annotated[int, typer.Option(min=1)] = 10,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Print valid tandem.task.submitted.v1 bodies drawn from the reference data set, one a line."""
+    from tandem_cli.dataset import sample_tasks as draw
+
+    for body, _truth in draw(count, seed):
+        print(json.dumps(body))
+
+
+@app.command()
+def submit(
+    file: Annotated[
+        Path | None, typer.Argument(help="JSON lines; '-' or nothing reads stdin.")
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Generate N tasks from the reference data set.")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Publish tasks to tandem.tasks.submitted and wait until the broker has them all."""
+    try:
+        if sample is not None:
+            from tandem_cli.dataset import sample_tasks as draw
+
+            bodies = [body for body, _ in draw(sample, seed)]
+        elif file is None or str(file) == "-":
+            bodies = list(read_json_lines(sys.stdin))
+        else:
+            with file.open() as stream:
+                bodies = list(read_json_lines(stream))
+        tasks = validate(bodies)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    with Progress(console=console) as progress:
+        asyncio.run(publish_tasks(KafkaSettings(), tasks, progress))
+    console.print(f"published {len(tasks)} task(s)")
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Kafka and the four services, create the topics, wait until every one is ready."""
+    from tandem_cli.stack import local
+
+    try:
+        entries = local.up(say=console.print)
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_status([(e, "ready") for e in entries])
+    console.print(
+        "review API docs: http://127.0.0.1:8000/docs   ·   mint a token: "
+        "uv run tandem token --role reviewer --subject you   ·   stop: make down"
+    )
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop everything `stack up` started, by pid."""
+    from tandem_cli.stack import local
+
+    local.down(say=console.print)
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """List what runs, each service with its URL."""
+    from tandem_cli.stack import local
+
+    rows = local.status()
+    if not rows:
+        console.print("nothing is running (start it with: make up)")
+        return
+    _print_status(rows)
+
+
+def _print_status(rows: list[tuple[Entry, str]]) -> None:
+    table = Table("component", "state", "pid", "address", "log")
+    for entry, state in rows:
+        table.add_row(entry.name, state, str(entry.pid), entry.url, entry.log)
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    tasks: Annotated[int, typer.Option(min=10)] = 3000,
+    reviewers: Annotated[int, typer.Option(min=1)] = 4,
+    seed: Annotated[int, typer.Option()] = 42,
+) -> None:
+    """Publish a realistic stream, let simulated reviewers work the queue, print the summary."""
+    from tandem_cli.demo import run_demo
+
+    sys.exit(asyncio.run(run_demo(tasks, reviewers, seed, console)))
+
+
+if __name__ == "__main__":
+    app()

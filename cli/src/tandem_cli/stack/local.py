@@ -1,0 +1,108 @@
+"""`make up`, `make down`, `make status`: the local stack under .tandem/, tracked by pid files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tandem_shared.topics import Topics, ensure_topics
+
+from tandem_cli.stack.kafka import KafkaBroker
+from tandem_cli.stack.process import pid_alive, port_open, project_root, stop_pid
+from tandem_cli.stack.services import SERVICES, ServiceSet, ready
+
+KAFKA_PORT = 9092
+CONTROLLER_PORT = 9093
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("TANDEM_STATE_DIR") or project_root() / ".tandem")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    pid: int
+    url: str
+    log: str
+
+
+def _state_file() -> Path:
+    return state_dir() / "stack.json"
+
+
+def _read_state() -> list[Entry]:
+    try:
+        return [Entry(**e) for e in json.loads(_state_file().read_text())]
+    except FileNotFoundError:
+        return []
+
+
+def _write_state(entries: list[Entry]) -> None:
+    _state_file().parent.mkdir(parents=True, exist_ok=True)
+    _state_file().write_text(json.dumps([e.__dict__ for e in entries], indent=2))
+
+
+def up(say: Callable[[str], None] = print) -> list[Entry]:
+    """Start what is not running yet; return every component with its address."""
+    home = state_dir()
+    entries = [e for e in _read_state() if pid_alive(e.pid)]
+    names = {e.name for e in entries}
+    if "kafka" not in names:
+        if port_open(KAFKA_PORT):
+            raise RuntimeError(f"port {KAFKA_PORT} is taken by a process this stack did not start")
+        say("starting Kafka (first start fetches the broker's jars with Maven)…")
+        broker = KafkaBroker(home / "kafka", KAFKA_PORT, CONTROLLER_PORT)
+        broker.start()
+        assert broker.process is not None
+        entries.append(
+            Entry("kafka", broker.process.pid, broker.bootstrap_servers, str(broker.process.log))
+        )
+        _write_state(entries)
+    created = asyncio.run(ensure_topics(f"127.0.0.1:{KAFKA_PORT}", Topics()))
+    if created:
+        say(f"created topics: {', '.join(created)}")
+    missing = tuple(s.name for s in SERVICES if s.name not in names)
+    if missing:
+        services = ServiceSet(
+            home,
+            f"127.0.0.1:{KAFKA_PORT}",
+            env={
+                "TANDEM_ROUTER_POLICY_FILE": str(
+                    project_root() / "deploy" / "local" / "policy.yaml"
+                )
+            },
+        )
+        say(f"starting {', '.join(missing)}…")
+        started = services.start(only=missing)
+        entries += [Entry(s.spec.name, s.process.pid, s.url, str(s.process.log)) for s in started]
+        _write_state(entries)
+        services.wait_ready()
+    return entries
+
+
+def down(say: Callable[[str], None] = print) -> None:
+    entries = _read_state()
+    # Services first, so they commit and leave their groups while the broker is still there.
+    for entry in sorted(entries, key=lambda e: e.name == "kafka"):
+        if pid_alive(entry.pid):
+            say(f"stopping {entry.name} (pid {entry.pid})")
+            stop_pid(entry.pid, timeout=30)
+    _state_file().unlink(missing_ok=True)
+
+
+def status() -> list[tuple[Entry, str]]:
+    out = []
+    for entry in _read_state():
+        if not pid_alive(entry.pid):
+            state = "stopped"
+        elif entry.name == "kafka":
+            state = "running"
+        else:
+            state = "ready" if ready(entry.url) else "starting"
+        out.append((entry, state))
+    return out

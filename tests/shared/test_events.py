@@ -1,0 +1,80 @@
+"""The event contract: envelope round trips, strict decoding, published schemas up to date."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tandem_shared.envelope import EnvelopeError, Event, decode, event_id
+from tandem_shared.events import EVENT_TYPES, TaskSubmitted, json_schemas
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBMITTED = {"tandem.task.submitted.v1": TaskSubmitted}
+
+
+def test_envelope_round_trip_keeps_every_attribute() -> None:
+    task = TaskSubmitted(task_id="t-1", task_type="x", features={"a": 1.5, "b": "text", "c": True})
+    event = Event.derived(task, source="tests", subject="t-1", stage="submitted")
+    headers = event.headers()
+    names = [k for k, _ in headers]
+    assert names == [
+        "ce_specversion",
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_time",
+        "ce_subject",
+        "content-type",
+    ]
+    back = decode(event.value(), headers, SUBMITTED)
+    assert back.id == event.id
+    assert back.data == task
+    assert back.subject == "t-1"
+    assert back.time == event.time
+
+
+def test_event_ids_are_deterministic_per_task_and_stage() -> None:
+    assert event_id("t-1", "scored") == event_id("t-1", "scored")
+    assert event_id("t-1", "scored") != event_id("t-1", "routed")
+    assert event_id("t-1", "scored") != event_id("t-2", "scored")
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (b"{}", [], "missing CloudEvents header ce_specversion"),
+        (b"not json", None, "value is not JSON"),
+        (b'{"task_id": "a"}', None, "does not match its schema: task_type"),
+        (b'{"task_id": ""}', None, "task_id"),
+    ],
+)
+def test_decode_names_what_is_wrong(
+    value: bytes, headers: list[tuple[str, bytes]] | None, reason: str
+) -> None:
+    good = Event.derived(
+        TaskSubmitted(task_id="t", task_type="x", features={}), source="s", subject="t", stage="x"
+    )
+    with pytest.raises(EnvelopeError, match=reason):
+        decode(value, good.headers() if headers is None else headers, SUBMITTED)
+
+
+def test_decode_refuses_an_event_type_not_expected_here() -> None:
+    event = Event.derived(
+        TaskSubmitted(task_id="t", task_type="x", features={}), source="s", subject="t", stage="x"
+    )
+    headers = [(k, b"tandem.decision.made.v1" if k == "ce_type" else v) for k, v in event.headers()]
+    with pytest.raises(EnvelopeError, match="not expected on this topic"):
+        decode(event.value(), headers, SUBMITTED)
+
+
+def test_task_id_length_is_bounded() -> None:
+    with pytest.raises(ValueError, match="at most 128"):
+        TaskSubmitted(task_id="x" * 129, task_type="t", features={})
+
+
+def test_published_schemas_match_the_models() -> None:
+    for name, schema in json_schemas().items():
+        published = json.loads((ROOT / "docs" / "schemas" / f"{name}.json").read_text())
+        assert published == schema, f"docs/schemas/{name}.json is stale: run make schemas"
+    assert set(json_schemas()) == set(EVENT_TYPES)
