@@ -105,10 +105,24 @@ def make_consumer(
 
 
 class Publisher:
-    """Sends events; ``flush`` waits until the broker acknowledged every one (acks=all)."""
+    """Sends events; ``flush`` waits until the broker acknowledged every one (acks=all).
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer = producer
+    The producer can be attached later: aiokafka objects must be made inside a running loop,
+    while services wire their parts together before it starts.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer | None = None) -> None:
+        self._producer = producer
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the publisher has no producer yet: the service has not started")
+        return self._producer
+
+    @producer.setter
+    def producer(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
 
     async def send(self, outgoing: Outgoing) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = await self.producer.send(

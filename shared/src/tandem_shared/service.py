@@ -56,8 +56,7 @@ class ServiceRuntime:
         self.topics = Topics(self.settings.kafka.topic_prefix)
         self.metrics = PipelineMetrics(self.registry, self.name)
         self.tracer = setup_tracing(self.name)
-        self.producer = make_producer(self.settings.kafka, client_id=f"tandem-{self.name}")
-        self.publisher = Publisher(self.producer)
+        self.publisher = Publisher()  # its producer is made in start(), inside the loop
         self._consumers: list[_ConsumerSpec] = []
         self._loops: list[ConsumerLoop[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -75,11 +74,16 @@ class ServiceRuntime:
 
     @property
     def ready(self) -> bool:
-        return self._producer_started and all(loop.ready for loop in self._loops)
+        return (
+            self._producer_started
+            and len(self._loops) == len(self._consumers)
+            and all(loop.ready for loop in self._loops)
+        )
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
-        await self.producer.start()
+        self.publisher.producer = make_producer(self.settings.kafka, client_id=f"tandem-{self.name}")
+        await self.publisher.producer.start()
         self._producer_started = True
         for hook in self.on_start:
             await hook()
@@ -125,7 +129,7 @@ class ServiceRuntime:
             await loop.consumer.stop()
         for hook in self.on_stop:
             await hook()
-        await self.producer.stop()
+        await self.publisher.producer.stop()
         self._producer_started = False
         shutdown_tracing()
 

@@ -1,0 +1,175 @@
+"""The scoring core: tasks in, scores out. No Kafka, no HTTP.
+
+A batch is grouped by task type; each model gets ONE float32 matrix and ONE onnxruntime call.
+Bad feature values never stop a task: they are flagged, replaced by the manifest's reference
+value (or clipped into range) and the task is scored; only a task no model serves is rejected.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from tandem_shared.events import FeatureValue, ModelRef, QualityFlag, Score, TaskSubmitted
+
+from tandem_scoring.manifest import FeatureSpec, ModelManifest
+from tandem_scoring.registry import LoadedModel, ModelRegistry
+
+# A producer may send thousands of stray keys; a few flags say enough.
+MAX_UNKNOWN_FLAGS = 5
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+InferenceObserver = Callable[[LoadedModel, int, float], None]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    task_id: str
+    task_type: str
+    model: ModelRef
+    prediction: str
+    probabilities: dict[str, float]
+    confidence: float
+    quality_flags: list[QualityFlag] = field(default_factory=list)
+
+    def to_score(self) -> Score:
+        return Score(
+            model=self.model,
+            prediction=self.prediction,
+            probabilities=self.probabilities,
+            confidence=self.confidence,
+            quality_flags=self.quality_flags,
+            explanation=[],
+        )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    task_id: str
+    reason: str
+
+
+def _flag(code: str, feature: str, detail: str) -> QualityFlag:
+    return QualityFlag.model_validate({"code": code, "feature": feature, "detail": detail})
+
+
+def _short(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 24 else f"{text[:20]}..."
+
+
+def _value(
+    spec: FeatureSpec, features: Mapping[str, FeatureValue]
+) -> tuple[float, QualityFlag | None]:
+    """The input value of one feature, or the value it is scored as and the flag saying why."""
+    raw = features.get(spec.name)
+    imputed = f"scored as {spec.impute:g}"
+    if raw is None:
+        what = "null" if spec.name in features else "absent"
+        return spec.impute, _flag("missing", spec.name, f"{what}; {imputed}")
+    if not isinstance(raw, int | float):  # booleans are ints: they count as 0 and 1
+        detail = f"{type(raw).__name__} where a number is expected; {imputed}"
+        return spec.impute, _flag("wrong_type", spec.name, detail)
+    try:
+        value = float(raw)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
+        beyond = " (beyond float32)" if not isinstance(raw, float) or math.isfinite(raw) else ""
+        detail = f"{_short(raw)}{beyond}; {imputed}"
+        return spec.impute, _flag("not_finite", spec.name, detail)
+    if not spec.min <= value <= spec.max:
+        bound = spec.min if value < spec.min else spec.max
+        detail = f"{value:g} outside [{spec.min:g}, {spec.max:g}]; scored as {bound:g}"
+        return bound, _flag("out_of_range", spec.name, detail)
+    return value, None
+
+
+def prepare(
+    manifest: ModelManifest, features: Mapping[str, FeatureValue]
+) -> tuple[list[float], list[QualityFlag]]:
+    """One input row in the manifest's feature order, and the quality flags raised on the way."""
+    row: list[float] = []
+    flags: list[QualityFlag] = []
+    for spec in manifest.ordered_features:
+        value, flag = _value(spec, features)
+        row.append(value)
+        if flag is not None:
+            flags.append(flag)
+    known = {f.name for f in manifest.features}
+    unknown = sorted(k for k in features if k not in known)
+    for name in unknown[:MAX_UNKNOWN_FLAGS]:
+        flags.append(_flag("unknown_feature", name, "not an input of the model; ignored"))
+    if len(unknown) > MAX_UNKNOWN_FLAGS:
+        more = len(unknown) - MAX_UNKNOWN_FLAGS
+        flags.append(_flag("unknown_feature", "*", f"{more} more unknown features ignored"))
+    return row, flags
+
+
+class Scorer:
+    """Scores batches of tasks with the models of a registry."""
+
+    def __init__(self, registry: ModelRegistry, observe: InferenceObserver | None = None) -> None:
+        self.registry = registry
+        self.observe = observe
+
+    def predict(self, tasks: Sequence[TaskSubmitted]) -> list[ScoreResult | Rejection]:
+        """One result per task, in order. CPU-bound: call it from a worker thread."""
+        results: list[ScoreResult | Rejection | None] = [None] * len(tasks)
+        groups: dict[str, tuple[LoadedModel, list[int]]] = {}
+        for i, task in enumerate(tasks):
+            model = self.registry.get(task.task_type)
+            if model is None:
+                results[i] = Rejection(
+                    task.task_id, f"no model serves task type {task.task_type!r}"
+                )
+                continue
+            groups.setdefault(model.key, (model, []))[1].append(i)
+        for model, indices in groups.values():
+            batch = [tasks[i] for i in indices]
+            for i, result in zip(indices, self._score(model, batch), strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def _score(self, model: LoadedModel, tasks: Sequence[TaskSubmitted]) -> list[ScoreResult]:
+        manifest = model.manifest
+        matrix = np.empty((len(tasks), manifest.width), dtype=np.float32)
+        all_flags: list[list[QualityFlag]] = []
+        for row, task in enumerate(tasks):
+            values, flags = prepare(manifest, task.features)
+            matrix[row] = values
+            all_flags.append(flags)
+        started = time.perf_counter()
+        _, raw = model.session.run(
+            [manifest.tensors.label, manifest.tensors.probabilities],
+            {manifest.tensors.input: matrix},
+        )
+        if self.observe is not None:
+            self.observe(model, len(tasks), time.perf_counter() - started)
+        probabilities: NDArray[np.float64] = np.asarray(raw, dtype=np.float64)
+        if probabilities.shape != (len(tasks), len(manifest.labels)):
+            raise RuntimeError(
+                f"model {model.key} answered shape {list(probabilities.shape)} "
+                f"for {len(tasks)} tasks and {len(manifest.labels)} labels"
+            )
+        out: list[ScoreResult] = []
+        for task, row_p, flags in zip(tasks, probabilities, all_flags, strict=True):
+            best = int(np.argmax(row_p))
+            out.append(
+                ScoreResult(
+                    task_id=task.task_id,
+                    task_type=task.task_type,
+                    model=model.ref,
+                    prediction=manifest.labels[best],
+                    probabilities={
+                        label: float(p) for label, p in zip(manifest.labels, row_p, strict=True)
+                    },
+                    confidence=min(max(float(row_p[best]), 0.0), 1.0),
+                    quality_flags=flags,
+                )
+            )
+        return out

@@ -1,0 +1,32 @@
+"""Settings of the scoring service, read from TANDEM_SCORING_* (Kafka from TANDEM_KAFKA_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from tandem_shared.settings import ServiceSettings
+
+
+def default_models_dir() -> Path:
+    """The nearest ``models/`` folder holding a model above this package (the repository's in a
+    checkout or an image that copies it beside the code), else ``./models``."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "models"
+        if candidate.is_dir() and any(candidate.glob("*/*/manifest.json")):
+            return candidate
+    return Path("models")
+
+
+class ScoringSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_SCORING_")
+
+    port: int = 8001
+    group_id: str = "tandem-scoring"
+    models_dir: Path = Field(default_factory=default_models_dir)
+    # task type -> "NAME" (its newest version) or "NAME/VERSION"; JSON in the environment.
+    # Empty: the newest version of every model serves the task types its manifest lists.
+    serve: dict[str, str] = Field(default_factory=dict)
+    # onnxruntime threads per inference call; batches are small and cores are shared.
+    inference_threads: int = Field(default=1, ge=1)

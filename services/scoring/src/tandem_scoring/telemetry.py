@@ -1,0 +1,50 @@
+"""The scoring service's own metrics, registered on the runtime's registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from tandem_shared.telemetry import LATENCY_BUCKETS, guarded
+
+from tandem_scoring.registry import LoadedModel
+from tandem_scoring.scorer import ScoreResult
+
+CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.999, 1.0)
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, *LATENCY_BUCKETS)
+
+
+class ScoringMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.confidence = Histogram(
+            "tandem_model_confidence",
+            "Confidence (top probability) of each score.",
+            ["task_type", "model", "version"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        )
+        self.quality_flags = Counter(
+            "tandem_quality_flags",
+            "Data-quality flags raised on scored tasks.",
+            ["task_type", "code"],
+            registry=registry,
+        )
+        self.inference_seconds = Histogram(
+            "tandem_model_inference_seconds",
+            "Duration of one onnxruntime call (one per model per batch).",
+            ["model", "version"],
+            buckets=INFERENCE_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_inference(self, model: LoadedModel, rows: int, seconds: float) -> None:
+        with guarded("inference metric"):
+            self.inference_seconds.labels(model.manifest.name, model.manifest.version).observe(
+                seconds
+            )
+
+    def observe_score(self, result: ScoreResult) -> None:
+        with guarded("score metrics"):
+            self.confidence.labels(
+                result.task_type, result.model.name, result.model.version
+            ).observe(result.confidence)
+            for flag in result.quality_flags:
+                self.quality_flags.labels(result.task_type, flag.code).inc()
