@@ -1,0 +1,110 @@
+"""The batch handler: scored tasks in, automatic decisions and review requests out."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from tandem_shared.envelope import Event
+from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskScored
+from tandem_shared.kafka import Incoming, Outgoing, Rejected, Result
+from tandem_shared.telemetry import guarded
+from tandem_shared.topics import Topics
+
+from tandem_router.dedupe import SeenTasks
+from tandem_router.policy import Policy, Routing, decide
+from tandem_router.telemetry import RouterMetrics
+
+log = logging.getLogger(__name__)
+
+SOURCE = "tandem/router"
+UNKNOWN_TASK_TYPE = "other"  # metric label for task types the policy does not name
+
+
+class RouterHandler:
+    def __init__(
+        self,
+        policy: Policy,
+        topics: Topics,
+        metrics: RouterMetrics,
+        seen: SeenTasks,
+        *,
+        kill_switch: bool = False,
+    ) -> None:
+        self.policy = policy
+        self.topics = topics
+        self.metrics = metrics
+        self.seen = seen
+        self.kill_switch = kill_switch
+
+    async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
+        return [self.route(item) for item in batch]
+
+    def route(self, item: Incoming[Event[EventData]]) -> Result:
+        scored = item.item.data
+        if not isinstance(scored, TaskScored):
+            return Rejected(f"expected a scored task, got {type(scored).__name__}")
+        task = scored.task
+        label = task.task_type if task.task_type in self.policy.task_types else UNKNOWN_TASK_TYPE
+        if not self.seen.claim(task.task_id, item.partition, item.offset):
+            log.info("task %s already routed; duplicate dropped", task.task_id)
+            with guarded("duplicates"):
+                self.metrics.duplicates.labels(label).inc()
+            return []
+        # Routing time is the scoring time, so every output is a function of the input alone:
+        # a replay yields identical events, not just identical ids.
+        routing = decide(self.policy, scored, now=scored.scored_at, kill_switch=self.kill_switch)
+        with guarded("routing"):
+            self.metrics.routed(label, routing)
+        if routing.route != "auto":
+            return [self._routed(scored, routing)]
+        outputs = [self._decision(scored, routing)]
+        if routing.qa_sample:
+            qa = dataclasses.replace(routing, route="review", reasons=("qa_sample",))
+            outputs.append(self._routed(scored, qa))
+        return outputs
+
+    def _decision(self, scored: TaskScored, routing: Routing) -> Outgoing:
+        decision = DecisionMade(
+            task_id=scored.task.task_id,
+            task_type=scored.task.task_type,
+            outcome=routing.outcome,
+            decided_by="model",
+            confidence=scored.score.confidence,
+            model=scored.score.model,
+            policy=routing.policy,
+            submitted_at=scored.submitted_at,
+            decided_at=scored.scored_at,
+        )
+        return Outgoing(
+            self.topics.decisions,
+            _event(decision, scored.task.task_id, "decision", scored.scored_at),
+        )
+
+    def _routed(self, scored: TaskScored, routing: Routing) -> Outgoing:
+        route = "escalate" if routing.route == "escalate" else "review"
+        routed = TaskRouted(
+            task=scored.task,
+            score=scored.score,
+            route=route,
+            reasons=list(routing.reasons),
+            policy=routing.policy,
+            qa_sample=routing.qa_sample,
+            required_approvals=routing.required_approvals,
+            outcomes=list(routing.outcomes),
+            review_priority=routing.review_priority,
+            due_at=routing.due_at,
+            submitted_at=scored.submitted_at,
+            routed_at=routing.routed_at,
+        )
+        return Outgoing(
+            self.topics.routed, _event(routed, scored.task.task_id, "routed", routing.routed_at)
+        )
+
+
+def _event(data: EventData, task_id: str, stage: str, time: datetime) -> Event[EventData]:
+    return dataclasses.replace(
+        Event.derived(data, source=SOURCE, subject=task_id, stage=stage), time=time
+    )

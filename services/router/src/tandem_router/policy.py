@@ -1,0 +1,245 @@
+"""Routing policies: a versioned, declarative document per deployment, and the pure decision.
+
+A policy is data validated by the models below (no code, no eval). ``decide`` turns one scored
+task into a ``Routing``; it is a pure function of the policy, the scored event and ``now``, so a
+replay under the same policy version routes every task the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from tandem_shared.events import FeatureValue, PolicyRef, TaskScored
+
+ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+Duration = Annotated[
+    timedelta,
+    Field(gt=timedelta(0)),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "duration", "description": "ISO 8601, e.g. PT4H"},
+                {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+            ]
+        }
+    ),
+]
+
+Route = Literal["auto", "review", "escalate"]
+Comparison = Literal["gt", "ge", "lt", "le", "eq", "ne", "in", "not_in"]
+
+BUILT_IN_REASONS = frozenset(
+    {
+        "confident",
+        "qa_sample",
+        "kill_switch",
+        "critical",
+        "data_quality",
+        "very_low_confidence",
+        "unknown_outcome",
+        "outcome_not_automatic",
+        "low_confidence",
+        "no_policy_for_task_type",
+    }
+)
+
+# Used for task types the policy does not name: people decide, on the usual terms.
+FALLBACK_PRIORITY = 50
+FALLBACK_DUE = timedelta(hours=4)
+FALLBACK_CRITICAL_APPROVALS = 2
+
+
+class _Strict(BaseModel):
+    # A misspelt key must fail loudly, never fall back to a default silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_Strict):
+    """A condition on one feature or context value that takes the task away from automation."""
+
+    reason: ReasonCode = Field(description="the reason code reviewers and metrics see")
+    feature: str | None = Field(default=None, description="a feature of the task")
+    context: str | None = Field(default=None, description="a top-level key of the task context")
+    op: Comparison
+    value: FeatureValue | list[FeatureValue]
+    route: Literal["review", "escalate"] = "review"
+
+    @model_validator(mode="after")
+    def _check(self) -> Rule:
+        if self.reason in BUILT_IN_REASONS:
+            raise ValueError(f"reason {self.reason!r} is reserved for the router's own reasons")
+        if (self.feature is None) == (self.context is None):
+            raise ValueError("a rule names exactly one of 'feature' or 'context'")
+        wants_list = self.op in ("in", "not_in")
+        if wants_list != isinstance(self.value, list):
+            raise ValueError(f"op {self.op!r} needs {'a list' if wants_list else 'a single value'}")
+        if self.op in ("gt", "ge", "lt", "le") and not _is_number(self.value):
+            raise ValueError(f"op {self.op!r} compares numbers; value must be a number")
+        return self
+
+    def matches(self, features: dict[str, FeatureValue], context: dict[str, Any]) -> bool:
+        if self.feature is not None:
+            actual: Any = features.get(self.feature)
+        else:
+            actual = context.get(self.context or "")
+        if actual is None:
+            return False  # missing values are the data-quality check's business
+        if self.op in ("gt", "ge", "lt", "le"):
+            if not _is_number(actual):
+                return False
+            a, v = float(actual), float(self.value)  # type: ignore[arg-type]
+            return {"gt": a > v, "ge": a >= v, "lt": a < v, "le": a <= v}[self.op]
+        if self.op == "eq":
+            return bool(actual == self.value)
+        if self.op == "ne":
+            return bool(actual != self.value)
+        values = self.value if isinstance(self.value, list) else [self.value]
+        return (actual in values) == (self.op == "in")
+
+
+class TaskTypePolicy(_Strict):
+    outcomes: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        min_length=1, description="what a reviewer may decide"
+    )
+    auto: dict[str, Confidence] = Field(
+        default_factory=dict,
+        description="minimum model confidence to decide automatically, per outcome; "
+        "an outcome absent here is never decided automatically",
+    )
+    escalate_below: Confidence | None = Field(
+        default=None, description="confidence under which the task goes straight to escalation"
+    )
+    critical_approvals: Annotated[int, Field(ge=1, le=5)] = 2
+    qa_sample_rate: Confidence = Field(
+        default=0.0, description="share of automatic decisions also sent to review"
+    )
+    review_priority: Annotated[int, Field(ge=0, le=100)] = 50
+    review_due: Duration = Field(default=timedelta(hours=4))
+    quality_flags: Literal["review", "escalate", "ignore"] = "review"
+    rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskTypePolicy:
+        if len(set(self.outcomes)) != len(self.outcomes):
+            raise ValueError("outcomes must not repeat")
+        unknown = sorted(set(self.auto) - set(self.outcomes))
+        if unknown:
+            raise ValueError(f"auto outcomes {unknown} are not in outcomes {self.outcomes}")
+        return self
+
+
+class Policy(_Strict):
+    name: Name
+    version: Annotated[int, Field(ge=1)]
+    description: str = ""
+    task_types: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], TaskTypePolicy]
+
+    @property
+    def ref(self) -> PolicyRef:
+        return PolicyRef(name=self.name, version=self.version)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy document, for editors and CI checks."""
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Tandem routing policy"
+    return schema
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where one task goes, and why. ``outcome`` is the model's proposal (the decision if auto)."""
+
+    route: Route
+    outcome: str
+    reasons: tuple[str, ...]
+    policy: PolicyRef
+    outcomes: tuple[str, ...]
+    required_approvals: int
+    review_priority: int
+    routed_at: datetime
+    due_at: datetime
+    qa_sample: bool = False
+
+
+def qa_bucket(task_id: str) -> float:
+    """A stable number in [0, 1) per task id: the same task is sampled the same way every time."""
+    digest = hashlib.sha256(task_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def decide(
+    policy: Policy, scored: TaskScored, now: datetime, *, kill_switch: bool = False
+) -> Routing:
+    task, score = scored.task, scored.score
+    rules = policy.task_types.get(task.task_type)
+    if rules is None:
+        return Routing(
+            route="review",
+            outcome=score.prediction,
+            reasons=("no_policy_for_task_type",) + (("critical",) if task.critical else ()),
+            policy=policy.ref,
+            outcomes=tuple(sorted(score.probabilities) or [score.prediction]),
+            required_approvals=FALLBACK_CRITICAL_APPROVALS if task.critical else 1,
+            review_priority=max(FALLBACK_PRIORITY, task.priority),
+            routed_at=now,
+            due_at=now + FALLBACK_DUE,
+        )
+
+    reasons: list[str] = []
+    escalate = False
+    if kill_switch:
+        reasons.append("kill_switch")
+    if task.critical:
+        reasons.append("critical")
+    if score.quality_flags and rules.quality_flags != "ignore":
+        reasons.append("data_quality")
+        escalate |= rules.quality_flags == "escalate"
+    for rule in rules.rules:
+        if rule.matches(task.features, task.context):
+            reasons.append(rule.reason)
+            escalate |= rule.route == "escalate"
+    if rules.escalate_below is not None and score.confidence < rules.escalate_below:
+        reasons.append("very_low_confidence")
+        escalate = True
+    threshold = rules.auto.get(score.prediction)
+    if score.prediction not in rules.outcomes:
+        reasons.append("unknown_outcome")
+    elif threshold is None:
+        reasons.append("outcome_not_automatic")
+    elif score.confidence < threshold:
+        reasons.append("low_confidence")
+
+    route: Route = ("escalate" if escalate else "review") if reasons else "auto"
+    qa = route == "auto" and qa_bucket(task.task_id) < rules.qa_sample_rate
+    return Routing(
+        route=route,
+        outcome=score.prediction,
+        reasons=tuple(dict.fromkeys(reasons)) if reasons else ("confident",),
+        policy=policy.ref,
+        outcomes=tuple(rules.outcomes),
+        required_approvals=rules.critical_approvals if task.critical else 1,
+        review_priority=max(rules.review_priority, task.priority),
+        routed_at=now,
+        due_at=now + rules.review_due,
+        qa_sample=qa,
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,32 @@
+"""Router settings from TANDEM_ROUTER_* (and TANDEM_KAFKA_*, TANDEM_* for the shared parts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from tandem_shared.settings import ServiceSettings
+
+POLICY_IN_REPO = Path("deploy") / "local" / "policy.yaml"
+
+
+def default_policy_file() -> Path:
+    """The repository's local policy when running from a checkout; else relative to the cwd."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / POLICY_IN_REPO
+        if candidate.is_file():
+            return candidate
+    return POLICY_IN_REPO
+
+
+class RouterSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_ROUTER_")
+
+    port: int = 8002
+    group_id: str = "tandem-router"
+    policy_file: Path = Field(default_factory=default_policy_file)
+    dedupe_capacity: int = Field(
+        default=1_000_000, ge=1, description="task ids remembered to drop duplicate submissions"
+    )
+    kill_switch: bool = Field(default=False, description="send every task to people")

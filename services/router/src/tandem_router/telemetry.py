@@ -1,0 +1,59 @@
+"""The router's own Prometheus metrics, registered on the service's registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from tandem_router.policy import Policy, Routing
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter(
+            "tandem_decisions",
+            "Tasks routed, by route and the model's outcome (the decision when route is auto).",
+            ["task_type", "route", "outcome"],
+            registry=registry,
+        )
+        self.routes = Counter(
+            "tandem_routes",
+            "Routing reasons; a task routed for several reasons counts once per reason.",
+            ["task_type", "route", "reason"],
+            registry=registry,
+        )
+        self.qa_samples = Counter(
+            "tandem_router_qa_samples",
+            "Automatic decisions also sent to review as a QA sample.",
+            ["task_type"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "tandem_router_duplicates",
+            "Scored events dropped because their task was already routed.",
+            ["task_type"],
+            registry=registry,
+        )
+        self.policy_version = Gauge(
+            "tandem_router_policy_version",
+            "Version of the active routing policy.",
+            ["policy"],
+            registry=registry,
+        )
+
+        self.kill_switch = Gauge(
+            "tandem_router_kill_switch",
+            "1 while automation is switched off and every task goes to people.",
+            registry=registry,
+        )
+
+    def active_policy(self, policy: Policy, *, kill_switch: bool = False) -> None:
+        self.policy_version.clear()
+        self.policy_version.labels(policy.name).set(policy.version)
+        self.kill_switch.set(1 if kill_switch else 0)
+
+    def routed(self, task_type: str, routing: Routing) -> None:
+        self.decisions.labels(task_type, routing.route, routing.outcome).inc()
+        for reason in routing.reasons:
+            self.routes.labels(task_type, routing.route, reason).inc()
+        if routing.qa_sample:
+            self.qa_samples.labels(task_type).inc()

@@ -1,0 +1,205 @@
+"""decide(): each rule of a policy, determinism and the QA sample."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tandem_router.policy import Rule, decide, qa_bucket
+from tandem_shared.events import PolicyRef, TaskScored
+
+from tests.router.factories import SCORED_AT, missing_flag, policy, scored
+
+NOW = SCORED_AT
+
+
+def test_confident_prediction_is_decided_automatically() -> None:
+    routing = decide(policy(), scored(prediction="benign", confidence=0.98), NOW)
+    assert routing.route == "auto"
+    assert routing.outcome == "benign"
+    assert routing.reasons == ("confident",)
+    assert routing.policy == PolicyRef(name="test", version=3)
+    assert not routing.qa_sample
+
+
+@pytest.mark.parametrize(
+    ("prediction", "confidence", "route"),
+    [
+        ("benign", 0.97, "auto"),  # the threshold itself is enough
+        ("benign", 0.9699, "review"),
+        ("malignant", 0.99, "auto"),
+        ("malignant", 0.98, "review"),  # confident enough for benign, not for malignant
+    ],
+)
+def test_confidence_bands_are_per_outcome(prediction: str, confidence: float, route: str) -> None:
+    routing = decide(policy(), scored(prediction=prediction, confidence=confidence), NOW)
+    assert routing.route == route
+    assert routing.reasons == (("confident",) if route == "auto" else ("low_confidence",))
+    assert routing.outcome == prediction
+
+
+def test_an_outcome_without_a_threshold_is_never_automatic() -> None:
+    routing = decide(
+        policy(auto={"benign": 0.9}), scored(prediction="malignant", confidence=1.0), NOW
+    )
+    assert routing.route == "review"
+    assert routing.reasons == ("outcome_not_automatic",)
+    assert routing.outcomes == ("benign", "malignant")
+
+
+def test_a_prediction_outside_the_outcomes_goes_to_review() -> None:
+    routing = decide(policy(), scored(prediction="unsure", confidence=1.0), NOW)
+    assert routing.route == "review"
+    assert routing.reasons == ("unknown_outcome",)
+    assert routing.outcomes == ("benign", "malignant")
+
+
+def test_critical_tasks_go_to_review_with_the_policy_approvals() -> None:
+    routing = decide(policy(critical_approvals=3), scored(critical=True, confidence=0.999), NOW)
+    assert routing.route == "review"
+    assert routing.reasons == ("critical",)
+    assert routing.required_approvals == 3
+
+
+def test_non_critical_reviews_need_one_approval() -> None:
+    assert decide(policy(), scored(confidence=0.5), NOW).required_approvals == 1
+
+
+def test_data_quality_flags_send_confident_tasks_to_review() -> None:
+    routing = decide(policy(), scored(confidence=0.999, flags=[missing_flag()]), NOW)
+    assert routing.route == "review"
+    assert routing.reasons == ("data_quality",)
+
+
+def test_quality_flags_can_escalate_or_be_ignored() -> None:
+    task = scored(confidence=0.999, flags=[missing_flag()])
+    assert decide(policy(quality_flags="escalate"), task, NOW).route == "escalate"
+    assert decide(policy(quality_flags="ignore"), task, NOW).route == "auto"
+
+
+def test_every_reason_is_reported_once_in_a_stable_order() -> None:
+    task = scored(critical=True, confidence=0.5, flags=[missing_flag(), missing_flag("area")])
+    routing = decide(policy(), task, NOW)
+    assert routing.reasons == ("critical", "data_quality", "low_confidence")
+
+
+def test_very_low_confidence_escalates() -> None:
+    rules = policy(escalate_below=0.6)
+    assert decide(rules, scored(confidence=0.55), NOW).route == "escalate"
+    assert decide(rules, scored(confidence=0.55), NOW).reasons == (
+        "very_low_confidence",
+        "low_confidence",
+    )
+    assert decide(rules, scored(confidence=0.65), NOW).route == "review"
+
+
+def test_feature_and_context_rules() -> None:
+    rules = policy(
+        rules=[
+            Rule(reason="large_lesion", feature="radius", op="gt", value=25),
+            Rule(
+                reason="pilot_clinic", context="clinic", op="in", value=["east"], route="escalate"
+            ),
+        ]
+    )
+    assert decide(rules, scored(features={"radius": 12.0}), NOW).route == "auto"
+    large = decide(rules, scored(features={"radius": 30.0}), NOW)
+    assert (large.route, large.reasons) == ("review", ("large_lesion",))
+    pilot = decide(rules, scored(context={"clinic": "east"}), NOW)
+    assert (pilot.route, pilot.reasons) == ("escalate", ("pilot_clinic",))
+    # A missing or non-numeric value never matches a comparison.
+    assert decide(rules, scored(features={"radius": None}), NOW).route == "auto"
+    assert decide(rules, scored(features={"radius": "big"}), NOW).route == "auto"
+
+
+def test_kill_switch_sends_everything_to_people() -> None:
+    routing = decide(policy(), scored(confidence=1.0), NOW, kill_switch=True)
+    assert (routing.route, routing.reasons) == ("review", ("kill_switch",))
+
+
+def test_priority_is_the_higher_of_policy_and_task_and_due_time_follows_the_policy() -> None:
+    rules = policy(review_priority=60, review_due=timedelta(minutes=30))
+    low = decide(rules, scored(confidence=0.5, priority=10), NOW)
+    high = decide(rules, scored(confidence=0.5, priority=90), NOW)
+    assert (low.review_priority, high.review_priority) == (60, 90)
+    assert low.routed_at == NOW
+    assert low.due_at == NOW + timedelta(minutes=30)
+
+
+def test_a_task_type_without_policy_goes_to_review_with_the_model_labels() -> None:
+    task = scored(task_type="loan_application", prediction="approve", confidence=1.0)
+    routing = decide(policy(), task, NOW)
+    assert routing.route == "review"
+    assert routing.reasons == ("no_policy_for_task_type",)
+    assert routing.outcomes == ("approve", "benign")  # the factory's two labels, sorted
+    assert routing.required_approvals == 1
+    critical = decide(policy(), scored(task_type="other", critical=True), NOW)
+    assert critical.reasons == ("no_policy_for_task_type", "critical")
+    assert critical.required_approvals == 2
+
+
+def test_qa_bucket_is_stable_and_in_range() -> None:
+    # Pinned: a change of the hash would re-sample every task on replay.
+    assert qa_bucket("task-1") == qa_bucket("task-1")
+    assert qa_bucket("task-1") == pytest.approx(0.48039, abs=1e-5)
+    assert all(0.0 <= qa_bucket(f"t-{n}") < 1.0 for n in range(1000))
+
+
+def test_qa_sample_marks_automatic_decisions_only() -> None:
+    everything = policy(qa_sample_rate=1.0)
+    auto = decide(everything, scored(confidence=0.999), NOW)
+    assert (auto.route, auto.qa_sample) == ("auto", True)
+    review = decide(everything, scored(confidence=0.5), NOW)
+    assert (review.route, review.qa_sample) == ("review", False)
+    assert not decide(policy(qa_sample_rate=0.0), scored(confidence=0.999), NOW).qa_sample
+
+
+def test_qa_sample_rate_holds_over_ten_thousand_tasks() -> None:
+    rules = policy(qa_sample_rate=0.05)
+    ids = [f"ts-{n:06d}" for n in range(10_000)]
+    sampled = [decide(rules, scored(i, confidence=0.999), NOW).qa_sample for i in ids]
+    # Binomial(10000, 0.05): sd ≈ 22, so ±100 is more than 4 sd.
+    assert 400 <= sum(sampled) <= 600
+    again = [decide(rules, scored(i, confidence=0.999), NOW).qa_sample for i in ids]
+    assert again == sampled
+    # A higher rate keeps every task the lower rate sampled: raising it only adds tasks.
+    wider = [decide(policy(qa_sample_rate=0.1), scored(i), NOW).qa_sample for i in ids]
+    assert all(w for s, w in zip(sampled, wider, strict=True) if s)
+
+
+scored_tasks = st.builds(
+    scored,
+    task_id=st.text(min_size=1, max_size=128),
+    prediction=st.sampled_from(["benign", "malignant", "other"]),
+    confidence=st.floats(min_value=0.0, max_value=1.0),
+    task_type=st.sampled_from(["tumor_screening", "unknown"]),
+    critical=st.booleans(),
+    priority=st.integers(min_value=0, max_value=100),
+    features=st.dictionaries(
+        st.sampled_from(["radius", "area"]),
+        st.one_of(
+            st.none(),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(max_size=5),
+            st.booleans(),
+        ),
+    ),
+    flags=st.lists(st.sampled_from([missing_flag()]), max_size=2),
+)
+
+
+@given(task=scored_tasks, rate=st.floats(min_value=0.0, max_value=1.0))
+def test_same_input_same_routing(task: TaskScored, rate: float) -> None:
+    rules = policy(
+        qa_sample_rate=rate,
+        rules=[Rule(reason="large_lesion", feature="radius", op="ge", value=20)],
+    )
+    first = decide(rules, task, NOW)
+    replayed = TaskScored.model_validate_json(task.model_dump_json())
+    second = decide(rules, replayed, NOW)
+    assert first == second
+    assert first.route in ("auto", "review", "escalate")
+    assert (first.route == "auto") == (first.reasons == ("confident",))
+    assert first.review_priority >= task.task.priority
