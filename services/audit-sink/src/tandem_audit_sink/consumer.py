@@ -1,0 +1,127 @@
+"""Every record of every Tandem topic into the ledger: the audit trail drops nothing.
+
+A record that is not a valid Tandem CloudEvent is kept as ``tandem.unparsed`` with its raw value,
+instead of being dead-lettered; the offsets are committed only after the database commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRecord
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from tandem_shared.envelope import EnvelopeError, decode, event_id, header_map, utcnow
+from tandem_shared.events import EVENT_TYPES
+from tandem_shared.kafka import Incoming, Result, TransientError
+from tandem_shared.telemetry import guarded
+
+from tandem_audit_sink.ledger import UNPARSED_TYPE, AuditRecord, canonical_json, to_utc
+from tandem_audit_sink.store import Ledger
+from tandem_audit_sink.telemetry import AuditMetrics
+
+log = logging.getLogger(__name__)
+
+MAX_ATTRIBUTE = 256  # longer ids, sources or subjects are not trusted as columns
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)
+
+
+def capture(record: ConsumerRecord[bytes, bytes]) -> AuditRecord:
+    """The ledger's view of one record; never raises, whatever the record holds."""
+    key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
+    try:
+        event = decode(record.value, record.headers, EVENT_TYPES)
+        body = json.loads(record.value or b"")  # the data as sent, not as re-serialised
+        for name, value in (
+            ("ce_id", event.id),
+            ("ce_source", event.source),
+            ("ce_subject", event.subject),
+        ):
+            _check_attribute(name, value)
+        canonical_json(body)
+        event_time = to_utc(event.time)
+    except EnvelopeError as exc:
+        return _unparsed(record, key, str(exc))
+    except Exception as exc:  # noqa: BLE001 - hostile input (deep nesting, odd times) is kept raw
+        return _unparsed(record, key, f"{type(exc).__name__}: {exc}")
+    return AuditRecord(
+        event_id=event.id,
+        event_type=event.type,
+        source=event.source,
+        subject=event.subject,
+        event_time=event_time,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key,
+        data=body,
+        headers=header_map(record.headers),
+    )
+
+
+def _check_attribute(name: str, value: str) -> None:
+    if len(value) > MAX_ATTRIBUTE:
+        raise ValueError(f"{name} is longer than {MAX_ATTRIBUTE} characters")
+    if "\x00" in value:
+        raise ValueError(f"{name} contains a NUL character")
+
+
+def _clean(value: str) -> str:
+    return value.replace("\x00", "\ufffd")[:MAX_ATTRIBUTE]
+
+
+def _unparsed(record: ConsumerRecord[bytes, bytes], key: str | None, reason: str) -> AuditRecord:
+    raw = record.value
+    value: str | None = None
+    encoding: str | None = None
+    if raw is not None:
+        try:
+            value, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    headers = header_map(record.headers)
+    try:
+        when = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        when = utcnow()
+    origin = f"{record.topic}/{record.partition}/{record.offset}"
+    return AuditRecord(
+        event_id=event_id(origin, "unparsed"),
+        event_type=UNPARSED_TYPE,
+        source=_clean(headers.get("ce_source") or "unknown"),
+        subject=_clean(key or ""),
+        event_time=when,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key,
+        data={"reason": reason, "value": value, "encoding": encoding},
+        headers=headers,
+    )
+
+
+class AuditHandler:
+    """Appends each consumed batch in one transaction; outputs nothing."""
+
+    def __init__(self, ledger: Ledger, metrics: AuditMetrics) -> None:
+        self.ledger = ledger
+        self.metrics = metrics
+
+    async def __call__(self, batch: Sequence[Incoming[AuditRecord]]) -> list[Result]:
+        try:
+            result = await self.ledger.append([item.item for item in batch])
+        except _UNAVAILABLE as exc:
+            raise TransientError(f"ledger database unavailable: {exc}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise TransientError(f"ledger database connection lost: {exc}") from exc
+            raise
+        with guarded("audit metrics"):
+            self.metrics.appended(result)
+        if result.duplicates:
+            log.debug("%d event(s) already in the ledger", len(result.duplicates))
+        return [[] for _ in batch]

@@ -1,0 +1,225 @@
+"""The audit sink in-process on the real broker, on each database: every topic, once, in order."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+from tandem_audit_sink.app import create_app
+from tandem_audit_sink.ledger import AuditRecord, Head
+from tandem_audit_sink.settings import AuditSettings
+from tandem_audit_sink.store import AppendResult, Ledger
+from tandem_shared.envelope import Event
+from tandem_shared.events import ControlChanged, DeadLetter
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics
+
+from tests.audit_sink.harness import (
+    DECISION,
+    NOW,
+    bearer,
+    committed,
+    events,
+    eventually,
+    record,
+    running,
+)
+from tests.kafka_utils import ce_headers, produce
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
+    kafka_settings: KafkaSettings, topics: Topics, database_url: str
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers
+    settings = AuditSettings(
+        kafka=kafka_settings,
+        database_url=database_url,
+        group_id=f"audit-{uuid.uuid4().hex}",
+        batch_timeout_ms=50,
+    )
+    app = create_app(settings)
+    t1 = events("t-1")
+    produced = 0
+    async with running(app) as client:
+        auditor = bearer("auditor")
+
+        def lineage_length(n: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                response = await client.get("/v1/audit/tasks/t-1", headers=auditor)
+                return response.status_code == 200 and len(response.json()["events"]) >= n
+
+            return check
+
+        # One stage at a time, each waited for, so the ledger order is the pipeline order.
+        steps: list[tuple[str, tuple[str, bytes, list[tuple[str, bytes]]]]] = [
+            (topics.submitted, record(t1["submitted"])),
+            (topics.scored, record(t1["scored"])),
+            (
+                topics.decisions,
+                ("t-1", b"\x00 not json", ce_headers("tandem.decision.made.v1", "t-1")),
+            ),
+            (topics.decisions, record(t1["decision"])),
+            (topics.feedback, record(t1["feedback"])),
+        ]
+        for n, (topic, item) in enumerate(steps, start=1):
+            await produce(bootstrap, topic, [item])
+            produced += 1
+            await eventually(lineage_length(n), f"step {n} in the ledger")
+
+        # The rest of the stream: another task, control, a dead letter, a header-less record,
+        # and a redelivered event that must not be stored twice.
+        control = Event(
+            "control-1",
+            "tests/admin",
+            "policy/loan",
+            ControlChanged(
+                kind="policy", name="loan", value={}, changed_by="admin", changed_at=NOW
+            ),
+            NOW,
+        )
+        letter = Event(
+            "letter-1",
+            "tests/scoring",
+            "t-2",
+            DeadLetter(
+                origin_topic=topics.submitted,
+                origin_partition=0,
+                origin_offset=9,
+                origin_key="t-2",
+                service="scoring",
+                error="bad",
+                error_type="EnvelopeError",
+                payload="{}",
+                headers={},
+                failed_at=NOW,
+            ),
+            NOW,
+        )
+        await produce(bootstrap, topics.submitted, [record(events("t-2")["submitted"])])
+        await produce(bootstrap, topics.control, [record(control)])
+        await produce(bootstrap, topics.deadletter, [record(letter)])
+        await produce(bootstrap, topics.routed, [("t-2", b"plain text", [])])
+        await produce(bootstrap, topics.submitted, [record(t1["submitted"])])
+        produced += 5
+        stored = produced - 1  # the redelivery
+
+        async def all_consumed() -> bool:
+            return await committed(kafka_settings, settings.group_id, topics) == produced
+
+        await eventually(all_consumed, "every record consumed and committed")
+
+        verified = await client.get("/v1/audit/verify", headers=auditor)
+        assert verified.status_code == 200
+        assert verified.json() == {
+            "ok": True,
+            "entries": stored,
+            "head_seq": stored,
+            "head_hash": verified.json()["head_hash"],
+            "failed_seq": None,
+            "reason": None,
+        }
+
+        lineage = (await client.get("/v1/audit/tasks/t-1", headers=auditor)).json()
+        assert lineage["task_id"] == "t-1"
+        got = [(e["type"], e["topic"], e["event_id"]) for e in lineage["events"]]
+        assert got == [
+            ("tandem.task.submitted.v1", topics.submitted, t1["submitted"].id),
+            ("tandem.task.scored.v1", topics.scored, t1["scored"].id),
+            ("tandem.unparsed", topics.decisions, got[2][2]),
+            ("tandem.decision.made.v1", topics.decisions, t1["decision"].id),
+            ("tandem.feedback.recorded.v1", topics.feedback, t1["feedback"].id),
+        ]
+        seqs = [e["seq"] for e in lineage["events"]]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        first, unparsed = lineage["events"][0], lineage["events"][2]
+        assert first["data"] == json.loads(t1["submitted"].value())  # the data as it was sent
+        assert first["source"] == "tests/submitted"
+        assert datetime.fromisoformat(first["time"]) == t1["submitted"].time
+        assert unparsed["data"]["value"] == "\x00 not json"
+        assert "not JSON" in unparsed["data"]["reason"]
+
+        t2 = (await client.get("/v1/audit/tasks/t-2", headers=auditor)).json()
+        assert [e["type"] for e in t2["events"]] == [
+            "tandem.task.submitted.v1",
+            "tandem.deadletter.recorded.v1",
+            "tandem.unparsed",
+        ]
+        policy = (await client.get("/v1/audit/tasks/policy/loan", headers=auditor)).json()
+        assert [e["event_id"] for e in policy["events"]] == ["control-1"]
+        assert (await client.get("/v1/audit/tasks/nobody", headers=auditor)).status_code == 404
+
+        reviewer = bearer("reviewer")
+        assert (await client.get("/v1/audit/tasks/t-1", headers=reviewer)).status_code == 403
+        assert (await client.get("/v1/audit/verify", headers=reviewer)).status_code == 403
+        assert (await client.get("/v1/audit/verify")).status_code == 401
+
+        metrics = (await client.get("/metrics")).text
+        assert f"tandem_audit_chain_length {float(stored)}" in metrics
+        assert f'tandem_audit_duplicates_total{{topic="{topics.submitted}"}} 1.0' in metrics
+
+    # A replay from the start (a new consumer group) adds nothing: every id is already there.
+    replay = create_app(settings.model_copy(update={"group_id": f"replay-{uuid.uuid4().hex}"}))
+    async with running(replay) as client:
+
+        async def replayed() -> bool:
+            lines = (await client.get("/metrics")).text.splitlines()
+            counts = [line for line in lines if line.startswith("tandem_audit_duplicates_total{")]
+            return sum(float(line.rsplit(" ", 1)[1]) for line in counts) >= produced
+
+        await eventually(replayed, "the replay to be deduplicated")
+        verified = (await client.get("/v1/audit/verify", headers=bearer("auditor"))).json()
+        assert verified["ok"] is True
+        assert verified["entries"] == stored
+
+
+async def test_offsets_wait_for_the_database_commit(
+    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    """While the database is down the batch is retried and nothing is committed to Kafka."""
+    settings = AuditSettings(
+        kafka=kafka_settings,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}",
+        group_id=f"audit-{uuid.uuid4().hex}",
+        batch_timeout_ms=50,
+        retry_backoff_s=0.05,
+    )
+    app = create_app(settings)
+    ledger: Ledger = app.state.ledger
+    append = ledger.append
+    down = {"calls": 0, "failures": 0, "on": True}
+
+    async def flaky(records: Sequence[AuditRecord]) -> AppendResult:
+        down["calls"] += 1
+        if down["on"]:
+            down["failures"] += 1
+            raise OperationalError("INSERT INTO ledger", {}, Exception("database is locked"))
+        return await append(records)
+
+    ledger.append = flaky  # type: ignore[method-assign]
+    async with running(app) as client:
+        await produce(
+            kafka_settings.bootstrap_servers, topics.decisions, [record(events("t-9")["decision"])]
+        )
+
+        async def failed_twice() -> bool:
+            return down["failures"] >= 2
+
+        await eventually(failed_twice, "the append to fail")
+        assert await committed(kafka_settings, settings.group_id, topics) == 0
+        assert (await ledger.head()) == Head(0, "0" * 64)
+        down["on"] = False
+
+        async def stored() -> bool:
+            return await committed(kafka_settings, settings.group_id, topics) == 1
+
+        await eventually(stored, "the record to be stored and committed")
+        lineage = await client.get("/v1/audit/tasks/t-9", headers=bearer("auditor"))
+        assert [e["type"] for e in lineage.json()["events"]] == [DECISION]
+        assert down["calls"] == down["failures"] + 1
