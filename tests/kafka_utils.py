@@ -7,9 +7,10 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 
 def ce_headers(ce_type: str, subject: str, ce_id: str | None = None) -> list[tuple[str, bytes]]:
@@ -19,7 +20,7 @@ def ce_headers(ce_type: str, subject: str, ce_id: str | None = None) -> list[tup
         ("ce_id", (ce_id or str(uuid.uuid4())).encode()),
         ("ce_source", b"tests/producer"),
         ("ce_type", ce_type.encode()),
-        ("ce_time", b"2026-11-25T10:00:00+00:00"),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
         ("ce_subject", subject.encode()),
         ("content-type", b"application/json"),
     ]
@@ -40,7 +41,14 @@ async def produce(
         await producer.stop()
 
 
+def traceparent_for(task_id: str) -> str:
+    """The W3C trace context a traced producer would send; fixed per task id for checking."""
+    digest = uuid.uuid5(uuid.NAMESPACE_OID, task_id).hex
+    return f"00-{digest}-{digest[:16]}-01"
+
+
 async def submit_tasks(bootstrap: str, topic: str, bodies: Sequence[dict[str, Any]]) -> None:
+    """Publish tasks as a producer outside Tandem does: JSON value, headers set by hand."""
     await produce(
         bootstrap,
         topic,
@@ -48,35 +56,62 @@ async def submit_tasks(bootstrap: str, topic: str, bodies: Sequence[dict[str, An
             (
                 b["task_id"],
                 json.dumps(b).encode(),
-                ce_headers("tandem.task.submitted.v1", b["task_id"]),
+                [
+                    *ce_headers("tandem.task.submitted.v1", b["task_id"]),
+                    ("traceparent", traceparent_for(b["task_id"]).encode()),
+                ],
             )
             for b in bodies
         ],
     )
 
 
+class TopicReader:
+    """Reads one topic from the beginning by assignment (no group to join), incrementally."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self.consumer.start()
+        partitions = None
+        for _ in range(100):
+            partitions = self.consumer.partitions_for_topic(self.topic)
+            if partitions:
+                break
+            await self.consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        assert partitions, f"topic {self.topic} has no partitions"
+        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self.consumer.assign(assigned)
+        await self.consumer.seek_to_beginning(*assigned)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.consumer.stop()
+
+    async def poll(self, timeout: float = 0.5) -> list[ConsumerRecord[bytes, bytes]]:
+        """Whatever arrived within ``timeout``; everything read so far stays in ``records``."""
+        batches = await self.consumer.getmany(timeout_ms=int(timeout * 1000))
+        new = [r for records in batches.values() for r in records]
+        self.records.extend(new)
+        return new
+
+    async def until(self, count: int, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.records) < count and time.monotonic() < deadline:
+            await self.poll(0.2)
+        return self.records
+
+
 async def consume(
     bootstrap: str, topic: str, count: int, timeout: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read from the beginning until ``count`` records arrived or the time is up."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"reader-{uuid.uuid4().hex}",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < count and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                out.extend(records)
-    finally:
-        await consumer.stop()
-    return out
+    async with TopicReader(bootstrap, topic) as reader:
+        return await reader.until(count, timeout)
 
 
 def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:

@@ -34,7 +34,12 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
 def routed(
-    task_id: str, *, critical: bool = False, qa: bool = False, priority: int = 50
+    task_id: str,
+    *,
+    critical: bool = False,
+    qa: bool = False,
+    priority: int = 50,
+    escalate: bool = False,
 ) -> TaskRouted:
     return TaskRouted(
         task=TaskSubmitted(
@@ -50,7 +55,7 @@ def routed(
             probabilities={"benign": 0.8, "malignant": 0.2},
             confidence=0.8,
         ),
-        route="review",
+        route="escalate" if escalate else "review",
         reasons=["critical"] if critical else (["qa_sample"] if qa else ["low_confidence"]),
         policy=PolicyRef(name="default", version=1),
         qa_sample=qa,
@@ -94,9 +99,10 @@ async def api(
         kafka=kafka_settings, database_url=database_url, batch_timeout_ms=50
     )
     app = create_app(settings)
-    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
-    ) as client:
+    async with (
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=30),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
         for _ in range(300):
             if (await client.get("/readyz")).status_code == 200:
                 break
@@ -267,3 +273,53 @@ async def test_broken_tokens_get_401(api: httpx.AsyncClient) -> None:
         await api.get("/v1/reviews", headers={"Authorization": f"Bearer {forged}"})
     ).status_code == 401
     assert (await api.get("/v1/reviews", headers=auth("ann", "auditor"))).status_code == 403
+
+
+async def queue_of(
+    client: httpx.AsyncClient, status: str, who: dict[str, str], count: int
+) -> list[dict[str, Any]]:
+    for _ in range(300):
+        items = (await client.get(f"/v1/reviews?status={status}", headers=who)).json()["items"]
+        if len(items) >= count:
+            return list(items)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"expected {count} {status} reviews")
+
+
+async def test_escalated_work_goes_to_seniors(
+    api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    await publish_routed(
+        kafka_settings, topics, [routed("e-1", escalate=True), routed("d-1", critical=True)]
+    )
+    alice, bob, sam = auth("alice", "reviewer"), auth("bob", "reviewer"), auth("sam", "senior")
+    [escalated] = await queue_of(api, "escalated", sam, 1)
+    assert escalated["task_id"] == "e-1"
+    [pending_item] = await queue_of(api, "pending", alice, 1)
+    assert pending_item["task_id"] == "d-1"
+    assert (
+        await api.post(f"/v1/reviews/{escalated['review_id']}/claim", headers=alice)
+    ).status_code == 409
+
+    # Two reviewers disagree on a critical task: it escalates and a senior settles it.
+    rid = pending_item["review_id"]
+    await api.post(f"/v1/reviews/{rid}/claim", headers=alice)
+    await api.post(
+        f"/v1/reviews/{rid}/decision", json={"outcome": "benign", "rationale": "a"}, headers=alice
+    )
+    await api.post(f"/v1/reviews/{rid}/claim", headers=bob)
+    split = await api.post(
+        f"/v1/reviews/{rid}/decision", json={"outcome": "malignant", "rationale": "b"}, headers=bob
+    )
+    assert split.json()["status"] == "escalated"
+    assert {i["task_id"] for i in await queue_of(api, "escalated", sam, 2)} == {"e-1", "d-1"}
+    assert (await api.post(f"/v1/reviews/{rid}/claim", headers=alice)).status_code == 409
+    assert (await api.post(f"/v1/reviews/{rid}/claim", headers=sam)).status_code == 200
+    final = await api.post(
+        f"/v1/reviews/{rid}/decision", json={"outcome": "malignant", "rationale": "c"}, headers=sam
+    )
+    assert final.json()["status"] == "decided"
+    [record] = await consume(kafka_settings.bootstrap_servers, topics.decisions, 1)
+    decision = DecisionMade.model_validate_json(record.value)
+    assert (decision.task_id, decision.outcome) == ("d-1", "malignant")
+    assert decision.reviewers == ["alice", "bob", "sam"]

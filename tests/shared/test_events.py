@@ -47,6 +47,7 @@ def test_event_ids_are_deterministic_per_task_and_stage() -> None:
         (b"not json", None, "value is not JSON"),
         (b'{"task_id": "a"}', None, "does not match its schema: task_type"),
         (b'{"task_id": ""}', None, "task_id"),
+        (b"[" * 100_000, None, "nested too deeply"),
     ],
 )
 def test_decode_names_what_is_wrong(

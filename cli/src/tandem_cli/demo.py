@@ -202,7 +202,7 @@ def _summary(run: Run, elapsed: float, audit: dict[str, Any], console: Console) 
     verdict = (
         f"OK: {audit.get('entries')} entries verified"
         if audit.get("ok")
-        else f"FAILED: {audit.get('detail') or audit}"
+        else f"FAILED at seq {audit.get('failed_seq')}: {audit.get('reason') or audit}"
     )
     table.add_row("audit ledger", verdict)
     Console().print(table)

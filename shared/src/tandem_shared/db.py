@@ -60,19 +60,28 @@ async def upgrade(url: str, script_location: Path) -> None:
     await asyncio.to_thread(command.upgrade, _alembic_config(url, script_location), "head")
 
 
-def run_migrations(target_metadata: MetaData) -> None:
-    """The body of every service's Alembic env.py."""
+def run_migrations(target_metadata: MetaData, version_table: str) -> None:
+    """The body of every service's Alembic env.py. Each service keeps its own version table,
+    so services sharing one database never mistake each other's migrations for their own."""
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
+        context.configure(
+            url=url,
+            target_metadata=target_metadata,
+            literal_binds=True,
+            version_table=version_table,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
 
     def _run(connection: Connection) -> None:
         context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=is_sqlite(url)
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=is_sqlite(url),
+            version_table=version_table,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -98,6 +98,8 @@ def decode(
         body = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EnvelopeError(f"value is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise EnvelopeError("value is JSON nested too deeply to parse") from exc
     try:
         data = model.model_validate(body)
     except ValidationError as exc:

@@ -216,6 +216,9 @@ class ConsumerLoop(Generic[T]):
                 incoming.append(_incoming(record, self.decoder(record)))
             except (EnvelopeError, Rejected) as exc:
                 rejected.append((_incoming(record, None), Rejected(str(exc))))
+            except Exception as exc:  # noqa: BLE001 - a record no decoder can read is poison
+                reason = Rejected(f"cannot decode: {type(exc).__name__}: {exc}")
+                rejected.append((_incoming(record, None), reason))
         results = await self._handle_with_retries(incoming, stop)
         if results is None:
             return False

@@ -82,7 +82,9 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
-        self.publisher.producer = make_producer(self.settings.kafka, client_id=f"tandem-{self.name}")
+        self.publisher.producer = make_producer(
+            self.settings.kafka, client_id=f"tandem-{self.name}"
+        )
         await self.publisher.producer.start()
         self._producer_started = True
         for hook in self.on_start:

@@ -41,7 +41,8 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     topics = runtime.topics
     runtime.add_consumer(
         settings.group_id,
-        [topics.submitted, topics.routed, topics.decisions],
+        # Not the submitted topic: scoring owns its validation and dead-letters what is bad there.
+        [topics.routed, topics.decisions],
         event_decoder(ACCEPTED),
         QueueMaterializer(store),
     )

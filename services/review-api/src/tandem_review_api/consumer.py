@@ -1,18 +1,16 @@
-"""Materialises what Kafka says about tasks: submitted, routed to people, decided."""
+"""Materialises what Kafka says about tasks: routed to people, decided."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from tandem_shared.envelope import Event, header_map, utcnow
-from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskSubmitted
+from tandem_shared.events import DecisionMade, EventData, TaskRouted
 from tandem_shared.kafka import Incoming, Result
 
 from tandem_review_api.store import ReviewStore, RoutedRecord
 
 ACCEPTED: dict[str, type[EventData]] = {
-    "tandem.task.submitted.v1": TaskSubmitted,
     "tandem.task.routed.v1": TaskRouted,
     "tandem.decision.made.v1": DecisionMade,
 }
@@ -23,16 +21,13 @@ class QueueMaterializer:
         self.store = store
 
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
-        submitted: list[tuple[TaskSubmitted, datetime]] = []
         routed: list[RoutedRecord] = []
         decided: list[DecisionMade] = []
         for item in batch:
             data = item.item.data
-            if isinstance(data, TaskSubmitted):
-                submitted.append((data, item.item.time))
-            elif isinstance(data, TaskRouted):
+            if isinstance(data, TaskRouted):
                 routed.append(RoutedRecord(data, header_map(item.headers).get("traceparent")))
             elif isinstance(data, DecisionMade):
                 decided.append(data)
-        await self.store.ingest(submitted, routed, decided, utcnow())
+        await self.store.ingest(routed, decided, utcnow())
         return [[] for _ in batch]

@@ -30,11 +30,12 @@ class Review:
     claimed_by: str | None
     lease_expires_at: datetime | None
     approvals: tuple[Approval, ...] = ()
+    senior_only: bool = False
 
     @property
     def escalated(self) -> bool:
-        """Approvers disagreed: only a senior reviewer may settle it."""
-        return len({a.outcome for a in self.approvals}) > 1
+        """Routed for escalation, or approvers disagreed: only a senior reviewer settles it."""
+        return self.senior_only or len({a.outcome for a in self.approvals}) > 1
 
     def lease_held(self, now: datetime) -> bool:
         return (

@@ -70,7 +70,7 @@ class ReviewService:
             _, review = await self.store.load(s, review_id)
             if not (review.lease_held(now) and review.claimed_by == who.subject):
                 raise Conflict(f"you do not hold the claim on review {review_id}")
-            await self.store.release(s, review_id)
+            await self.store.release(s, review_id, "escalated" if review.escalated else "pending")
 
     async def decide(
         self, review_id: str, who: Principal, outcome: str, rationale: str
@@ -112,10 +112,11 @@ class ReviewService:
                         )
                     )
                 await self.store.mark_decided(s, review, who.subject, outcome, decision, now)
+            elif step.kind == "escalated":
+                await self.store.escalate(s, review_id)
             else:
-                await self.store.release(
-                    s, review_id, back_to="escalated" if step.kind == "escalated" else "pending"
-                )
+                back_to = "escalated" if review.senior_only else "pending"
+                await self.store.release(s, review_id, back_to=back_to)
             await self._publish(outgoing, row["traceparent"])
         self.metrics.observe_decision(review, outcome, step.kind, now)
         return DecisionResult(

@@ -49,25 +49,11 @@ class ReviewStore:
     # --- from Kafka -------------------------------------------------------------------------
 
     async def ingest(
-        self,
-        submitted: Sequence[tuple[TaskSubmitted, datetime]],
-        routed: Sequence[RoutedRecord],
-        decided: Sequence[DecisionMade],
-        now: datetime,
+        self, routed: Sequence[RoutedRecord], decided: Sequence[DecisionMade], now: datetime
     ) -> None:
         """Materialise one consumed batch in one transaction; replays change nothing."""
         async with self.transaction() as s:
             dialect = s.get_bind().dialect
-            for task, at in submitted:
-                await s.execute(
-                    insert_ignoring_conflicts(tasks, dialect).values(
-                        task_id=task.task_id,
-                        task_type=task.task_type,
-                        status="submitted",
-                        submitted_at=at,
-                        updated_at=now,
-                    )
-                )
             for record in routed:
                 r = record.routed
                 await s.execute(
@@ -75,7 +61,8 @@ class ReviewStore:
                         review_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"review/{r.task.task_id}")),
                         task_id=r.task.task_id,
                         task_type=r.task.task_type,
-                        status="pending",
+                        status="escalated" if r.route == "escalate" else "pending",
+                        senior_only=r.route == "escalate",
                         priority=r.review_priority,
                         due_at=r.due_at,
                         qa_sample=r.qa_sample,
@@ -200,6 +187,7 @@ class ReviewStore:
             claimed_by=row["claimed_by"],
             lease_expires_at=row["lease_expires_at"],
             approvals=tuple(Approval(a["reviewer"], a["outcome"], a["rationale"]) for a in given),
+            senior_only=row["senior_only"],
         )
         return row, review
 
@@ -227,6 +215,13 @@ class ReviewStore:
             update(reviews)
             .where(reviews.c.review_id == review_id)
             .values(status=back_to, claimed_by=None, lease_expires_at=None)
+        )
+
+    async def escalate(self, s: AsyncSession, review_id: str) -> None:
+        await s.execute(
+            update(reviews)
+            .where(reviews.c.review_id == review_id)
+            .values(status="escalated", senior_only=True, claimed_by=None, lease_expires_at=None)
         )
 
     async def add_approval(
@@ -337,7 +332,7 @@ def review_item(row: RowMapping, now: datetime) -> dict[str, Any]:
         "review_id": row["review_id"],
         "task_id": row["task_id"],
         "task_type": row["task_type"],
-        "status": "pending" if expired else row["status"],
+        "status": ("escalated" if row["senior_only"] else "pending") if expired else row["status"],
         "priority": row["priority"],
         "due_at": row["due_at"],
         "qa_sample": row["qa_sample"],

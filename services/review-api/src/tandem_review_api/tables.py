@@ -42,6 +42,7 @@ reviews = Table(
     Column("due_at", UtcDateTime(), nullable=False),
     Column("qa_sample", Boolean, nullable=False),
     Column("required_approvals", Integer, nullable=False),
+    Column("senior_only", Boolean, nullable=False),  # escalated: a senior reviewer decides
     Column("routed", JSON, nullable=False),  # the TaskRouted body, as published
     Column("traceparent", String(64), nullable=True),  # continues the task's trace on decision
     Column("claimed_by", String(128), nullable=True),

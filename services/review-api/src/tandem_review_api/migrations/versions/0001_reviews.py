@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("qa_sample", sa.Boolean, nullable=False),
         sa.Column("required_approvals", sa.Integer, nullable=False),
+        sa.Column("senior_only", sa.Boolean, nullable=False),
         sa.Column("routed", sa.JSON, nullable=False),
         sa.Column("traceparent", sa.String(64), nullable=True),
         sa.Column("claimed_by", sa.String(128), nullable=True),
