@@ -51,7 +51,8 @@ async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> i
     run = Run(truth)
     kafka = KafkaSettings()
     console.print(
-        f"demo run {run_id}: {count} tumor screening tasks, {reviewers} simulated reviewers"
+        f"demo run {run_id}: {count} tumor screening tasks, "
+        f"{reviewers} simulated reviewers and one senior reviewer"
     )
     stop = asyncio.Event()
     started = time.monotonic()
@@ -59,9 +60,15 @@ async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> i
         collector = asyncio.create_task(_collect_decisions(kafka, run, progress, stop))
         await publish_tasks(kafka, tasks, progress)
         people = [
-            asyncio.create_task(_reviewer(f"reviewer-{i + 1}", run, random.Random(seed + i), stop))
+            asyncio.create_task(
+                _reviewer(f"reviewer-{i + 1}", "reviewer", run, random.Random(seed + i), stop)
+            )
             for i in range(reviewers)
         ]
+        # Escalations (near coin tosses, disagreements on critical work) need a senior.
+        people.append(
+            asyncio.create_task(_reviewer("senior-1", "senior", run, random.Random(seed - 1), stop))
+        )
         try:
             await asyncio.wait_for(collector, timeout=WAIT_SECONDS)
         except TimeoutError:
@@ -101,16 +108,20 @@ async def _collect_decisions(
         await consumer.stop()
 
 
-async def _reviewer(name: str, run: Run, rng: random.Random, stop: asyncio.Event) -> None:
+async def _reviewer(
+    name: str, role: str, run: Run, rng: random.Random, stop: asyncio.Event
+) -> None:
     """Works the queue like a person at a front-end: list, claim, read, decide, next."""
-    headers = {"Authorization": f"Bearer {mint_token(RuntimeSettings(), name, ['reviewer'])}"}
+    headers = {"Authorization": f"Bearer {mint_token(RuntimeSettings(), name, [role])}"}
     labels = sorted(set(run.truth.values()))
+    queues = ["escalated", "pending"] if role == "senior" else ["pending"]
     async with httpx.AsyncClient(base_url=API, headers=headers, timeout=30) as client:
         while not stop.is_set():
-            page = (
-                await client.get("/v1/reviews", params={"status": "pending", "limit": 25})
-            ).json()
-            mine = [i for i in page["items"] if i["task_id"] in run.truth]
+            mine: list[dict[str, Any]] = []
+            for queue in queues:
+                mine = await _this_runs_reviews(client, queue, run)
+                if mine:
+                    break
             rng.shuffle(mine)  # reviewers do not all grab the same first item
             if not mine:
                 await asyncio.sleep(0.2)
@@ -132,6 +143,19 @@ async def _reviewer(name: str, run: Run, rng: random.Random, stop: asyncio.Event
                 )
                 if response.status_code == 200:
                     run.reviewed += 1
+
+
+async def _this_runs_reviews(
+    client: httpx.AsyncClient, queue: str, run: Run
+) -> list[dict[str, Any]]:
+    """The first reviews of this run in a queue, paging past work left by earlier runs."""
+    params: dict[str, str | int] = {"status": queue, "limit": 100}
+    while True:
+        page = (await client.get("/v1/reviews", params=params)).json()
+        mine = [i for i in page["items"] if i["task_id"] in run.truth]
+        if mine or not page["next_cursor"]:
+            return mine
+        params["cursor"] = page["next_cursor"]
 
 
 async def _verify_audit(console: Console) -> dict[str, Any]:

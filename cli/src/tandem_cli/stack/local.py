@@ -31,6 +31,14 @@ class Entry:
     log: str
 
 
+def _shown(path: Path) -> str:
+    """Paths under the checkout are shown relative to it: shorter, and what a user types."""
+    try:
+        return str(path.relative_to(project_root()))
+    except ValueError:
+        return str(path)
+
+
 def _state_file() -> Path:
     return state_dir() / "stack.json"
 
@@ -60,7 +68,7 @@ def up(say: Callable[[str], None] = print) -> list[Entry]:
         broker.start()
         assert broker.process is not None
         entries.append(
-            Entry("kafka", broker.process.pid, broker.bootstrap_servers, str(broker.process.log))
+            Entry("kafka", broker.process.pid, broker.bootstrap_servers, _shown(broker.process.log))
         )
         _write_state(entries)
     created = asyncio.run(ensure_topics(f"127.0.0.1:{KAFKA_PORT}", Topics()))
@@ -79,7 +87,9 @@ def up(say: Callable[[str], None] = print) -> list[Entry]:
         )
         say(f"starting {', '.join(missing)}…")
         started = services.start(only=missing)
-        entries += [Entry(s.spec.name, s.process.pid, s.url, str(s.process.log)) for s in started]
+        entries += [
+            Entry(s.spec.name, s.process.pid, s.url, _shown(s.process.log)) for s in started
+        ]
         _write_state(entries)
         services.wait_ready()
     return entries

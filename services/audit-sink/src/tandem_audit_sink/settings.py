@@ -12,5 +12,5 @@ class AuditSettings(ServiceSettings):
 
     port: int = 8003
     group_id: str = "tandem-audit-sink"
-    database_url: str = "sqlite+aiosqlite:///.tandem/audit.db"
+    database_url: str = "sqlite+aiosqlite:///.tandem/audit-sink.db"
     verify_chunk_size: int = Field(default=1000, ge=1)

@@ -10,6 +10,6 @@ class ReviewApiSettings(ServiceSettings):
 
     port: int = 8000
     group_id: str = "tandem-review-api"
-    database_url: str = "sqlite+aiosqlite:///.tandem/review.db"
+    database_url: str = "sqlite+aiosqlite:///.tandem/review-api.db"
     lease_seconds: int = Field(default=300, ge=5, description="How long a claim holds a review.")
     page_size_max: int = Field(default=200, ge=1)
