@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -53,12 +54,14 @@ def token(
 @app.command("sample-tasks")
 def sample_tasks(
     count: Annotated[int, typer.Option(min=1)] = 10,
-    seed: Annotated[int, typer.Option()] = 1,
+    seed: Annotated[
+        int | None, typer.Option(help="Repeat a draw; new tasks each time if unset.")
+    ] = None,
 ) -> None:
     """Print valid tandem.task.submitted.v1 bodies drawn from the reference data set, one a line."""
     from tandem_cli.dataset import sample_tasks as draw
 
-    for body, _truth in draw(count, seed):
+    for body, _truth in draw(count, _seed(seed)):
         print(json.dumps(body))
 
 
@@ -70,14 +73,14 @@ def submit(
     sample: Annotated[
         int | None, typer.Option(help="Generate N tasks from the reference data set.")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 1,
+    seed: Annotated[int | None, typer.Option(help="With --sample: repeat a draw.")] = None,
 ) -> None:
     """Publish tasks to tandem.tasks.submitted and wait until the broker has them all."""
     try:
         if sample is not None:
             from tandem_cli.dataset import sample_tasks as draw
 
-            bodies = [body for body, _ in draw(sample, seed)]
+            bodies = [body for body, _ in draw(sample, _seed(seed))]
         elif file is None or str(file) == "-":
             bodies = list(read_json_lines(sys.stdin))
         else:
@@ -90,6 +93,12 @@ def submit(
     with Progress(console=console) as progress:
         asyncio.run(publish_tasks(KafkaSettings(), tasks, progress))
     console.print(f"published {len(tasks)} task(s)")
+
+
+def _seed(seed: int | None) -> int:
+    """Task ids come from the seed, and a task id submitted again is a no-op: without a seed,
+    every draw gets fresh ids."""
+    return seed if seed is not None else secrets.randbelow(10**9)
 
 
 @stack_app.command("up")
