@@ -1,18 +1,10 @@
-"""Pipeline events as the services build them, and the audit sink running in-process."""
+"""Pipeline events as the services build them, for the audit sink's tests."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from tandem_shared.auth import mint_token
 from tandem_shared.envelope import Event
 from tandem_shared.events import (
@@ -25,8 +17,7 @@ from tandem_shared.events import (
     TaskScored,
     TaskSubmitted,
 )
-from tandem_shared.settings import KafkaSettings, RuntimeSettings
-from tandem_shared.topics import Topics
+from tandem_shared.settings import RuntimeSettings
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 MODEL = ModelRef(name="loan", version="1")
@@ -78,42 +69,5 @@ def record(event: Event[Any]) -> tuple[str, bytes, list[tuple[str, bytes]]]:
     return (event.subject, event.value(), event.headers())
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def bearer(*roles: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(RuntimeSettings(), 'alice', list(roles))}"}
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The sink's lifespan, a client for its API, and readiness waited for."""
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        LifespanManager(app, startup_timeout=60, shutdown_timeout=30),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
-
-        async def ready() -> bool:
-            return (await client.get("/readyz")).status_code == 200
-
-        await eventually(ready, "the sink to be ready")
-        yield client
-
-
-async def committed(kafka: KafkaSettings, group: str, topics: Topics) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group)
-    await consumer.start()
-    try:
-        total = 0
-        for topic in topics.all():
-            for p in range(kafka.partitions):
-                total += await consumer.committed(TopicPartition(topic, p)) or 0
-        return total
-    finally:
-        await consumer.stop()

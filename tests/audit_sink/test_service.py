@@ -19,17 +19,9 @@ from tandem_shared.events import ControlChanged, DeadLetter
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
-from tests.audit_sink.harness import (
-    DECISION,
-    NOW,
-    bearer,
-    committed,
-    events,
-    eventually,
-    record,
-    running,
-)
+from tests.audit_sink.harness import DECISION, NOW, bearer, events, record
 from tests.kafka_utils import ce_headers, produce
+from tests.service_utils import committed, eventually, running
 
 pytestmark = pytest.mark.kafka
 
@@ -111,7 +103,7 @@ async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
         stored = produced - 1  # the redelivery
 
         async def all_consumed() -> bool:
-            return await committed(kafka_settings, settings.group_id, topics) == produced
+            return await committed(kafka_settings, settings.group_id, topics.all()) == produced
 
         await eventually(all_consumed, "every record consumed and committed")
 
@@ -212,12 +204,12 @@ async def test_offsets_wait_for_the_database_commit(
             return down["failures"] >= 2
 
         await eventually(failed_twice, "the append to fail")
-        assert await committed(kafka_settings, settings.group_id, topics) == 0
+        assert await committed(kafka_settings, settings.group_id, topics.all()) == 0
         assert (await ledger.head()) == Head(0, "0" * 64)
         down["on"] = False
 
         async def stored() -> bool:
-            return await committed(kafka_settings, settings.group_id, topics) == 1
+            return await committed(kafka_settings, settings.group_id, topics.all()) == 1
 
         await eventually(stored, "the record to be stored and committed")
         lineage = await client.get("/v1/audit/tasks/t-9", headers=bearer("auditor"))

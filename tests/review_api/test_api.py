@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from tandem_review_api.app import create_app
 from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.auth import mint_token
@@ -28,6 +27,7 @@ from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import consume, header
+from tests.service_utils import running
 
 pytestmark = pytest.mark.kafka
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -98,15 +98,7 @@ async def api(
     settings = ReviewApiSettings(
         kafka=kafka_settings, database_url=database_url, batch_timeout_ms=50
     )
-    app = create_app(settings)
-    async with (
-        LifespanManager(app, startup_timeout=60, shutdown_timeout=30),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        for _ in range(300):
-            if (await client.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.1)
+    async with running(create_app(settings)) as client:
         yield client
 
 

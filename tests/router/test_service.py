@@ -11,8 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from tandem_router.app import create_app
 from tandem_router.loader import PolicyError
@@ -25,6 +23,7 @@ from tandem_shared.topics import Topics
 
 from tests.kafka_utils import ce_headers, consume, header, produce
 from tests.router.factories import POLICY_YAML, scored
+from tests.service_utils import committed, running
 
 Record = tuple[str | None, bytes, list[tuple[str, bytes]]]
 
@@ -53,28 +52,8 @@ async def client(
         kafka=kafka_settings, policy_file=policy_file, batch_timeout_ms=50, retry_backoff_s=0.05
     )
     app = create_app(settings)
-    async with (
-        LifespanManager(app, startup_timeout=60, shutdown_timeout=30),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
-    ):
-        for _ in range(300):
-            if (await http.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("router never became ready")
+    async with running(app) as http:
         yield http
-
-
-async def committed(kafka_settings: KafkaSettings, group: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_settings.bootstrap_servers, group_id=group)
-    await consumer.start()
-    try:
-        partitions = range(kafka_settings.partitions)
-        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in partitions]
-        return sum(o or 0 for o in offsets)
-    finally:
-        await consumer.stop()
 
 
 @pytest.mark.kafka
@@ -95,7 +74,7 @@ async def test_router_decides_routes_and_drops_duplicates(
     await produce(bootstrap, topics.scored, records)
 
     async def all_committed() -> None:
-        while await committed(kafka_settings, "tandem-router", topics.scored) < len(records):
+        while await committed(kafka_settings, "tandem-router", [topics.scored]) < len(records):
             await asyncio.sleep(0.2)
 
     await asyncio.wait_for(all_committed(), timeout=60)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from tandem_cli import dataset
 from tandem_scoring.app import create_app
@@ -21,6 +19,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import ce_headers, consume, header, produce, submit_tasks
+from tests.service_utils import running
 
 pytestmark = pytest.mark.kafka
 
@@ -31,16 +30,7 @@ async def service(
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     settings = ScoringSettings(kafka=kafka_settings, batch_timeout_ms=50, retry_backoff_s=0.01)
     app = create_app(settings)
-    async with (
-        LifespanManager(app, startup_timeout=60, shutdown_timeout=30),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
-    ):
-        for _ in range(300):
-            if (await http.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the scoring service never became ready")
+    async with running(app) as http:
         yield app, http
 
 

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Sequence
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 from tandem_shared.envelope import Event
@@ -30,6 +29,7 @@ from tandem_shared.telemetry import PipelineMetrics
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import ce_headers, consume, header, produce
+from tests.service_utils import committed
 
 pytestmark = pytest.mark.kafka
 
@@ -90,18 +90,6 @@ def relay_to(topic: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-async def committed(kafka_settings: KafkaSettings, group: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_settings.bootstrap_servers, group_id=group)
-    await consumer.start()
-    try:
-        total = 0
-        for p in range(kafka_settings.partitions):
-            total += await consumer.committed(TopicPartition(topic, p)) or 0
-        return total
-    finally:
-        await consumer.stop()
-
-
 async def test_bad_records_are_dead_lettered_and_the_rest_flow_on(
     kafka_settings: KafkaSettings, topics: Topics
 ) -> None:
@@ -116,7 +104,7 @@ async def test_bad_records_are_dead_lettered_and_the_rest_flow_on(
     group = f"g-{uuid.uuid4().hex}"
 
     async def until() -> None:
-        while await committed(kafka_settings, group, topics.submitted) < len(records):
+        while await committed(kafka_settings, group, [topics.submitted]) < len(records):
             await asyncio.sleep(0.2)
 
     await run_loop(kafka_settings, topics, relay_to(topics.scored), group, until)
@@ -156,7 +144,7 @@ async def test_a_poison_record_is_isolated_after_retries(
     group = f"g-{uuid.uuid4().hex}"
 
     async def until() -> None:
-        while await committed(kafka_settings, group, topics.submitted) < len(ids):
+        while await committed(kafka_settings, group, [topics.submitted]) < len(ids):
             await asyncio.sleep(0.2)
 
     metrics = await run_loop(kafka_settings, topics, handler, group, until)
@@ -189,7 +177,7 @@ async def test_handler_rejection_goes_to_dead_letter_without_retry(
     group = f"g-{uuid.uuid4().hex}"
 
     async def until() -> None:
-        while await committed(kafka_settings, group, topics.submitted) < 2:
+        while await committed(kafka_settings, group, [topics.submitted]) < 2:
             await asyncio.sleep(0.2)
 
     await run_loop(kafka_settings, topics, handler, group, until)

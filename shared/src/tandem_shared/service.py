@@ -8,12 +8,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import ValidationError
 
 from tandem_shared.kafka import (
     BatchHandler,
@@ -32,6 +33,7 @@ from tandem_shared.topics import Topics
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+S = TypeVar("S", bound=ServiceSettings)
 
 
 @dataclass
@@ -172,3 +174,20 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service in the foreground; uvicorn turns SIGTERM into a graceful lifespan stop."""
     setup_logging(settings.runtime.log_level, settings.runtime.log_json)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
+def main(
+    name: str,
+    settings_type: Callable[[], S],
+    create_app: Callable[[S], FastAPI],
+    refuse: tuple[type[Exception], ...] = (),
+) -> None:
+    """The entry point of every service: a bad setting, model or policy ends it with one line
+    naming the problem (exit 1), never a traceback."""
+    refused: tuple[type[Exception], ...] = (ValidationError, *refuse)
+    try:
+        settings = settings_type()
+        app = create_app(settings)
+    except refused as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+    serve(app, settings)

@@ -1,0 +1,52 @@
+"""Running a service in-process for a test, and reading a consumer group's progress."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from tandem_shared.settings import KafkaSettings
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's lifespan, a client for its API, and its readiness waited for."""
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=30),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(ready, f"{app.title} to be ready")
+        yield client
+
+
+async def committed(kafka: KafkaSettings, group: str, topics: Sequence[str]) -> int:
+    """The sum of a group's committed offsets over the topics' partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group)
+    await consumer.start()
+    try:
+        total = 0
+        for topic in topics:
+            for p in range(kafka.partitions):
+                total += await consumer.committed(TopicPartition(topic, p)) or 0
+        return total
+    finally:
+        await consumer.stop()
