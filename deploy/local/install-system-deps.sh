@@ -27,5 +27,7 @@ fi
 
 if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1; then
   echo "installing uv from PyPI"
-  python3 -m pip install --quiet uv
+  # A system Python managed by Debian refuses plain pip installs (PEP 668): fall back to the user's site.
+  python3 -m pip install --quiet uv 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages uv
 fi

@@ -87,3 +87,19 @@ async def ensure_topics(
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+if __name__ == "__main__":
+    # `python -m tandem_shared.topics`: create the topics from TANDEM_KAFKA_* (compose, Jobs).
+    from tandem_shared.settings import KafkaSettings
+
+    kafka = KafkaSettings()
+    made = asyncio.run(
+        ensure_topics(
+            kafka.bootstrap_servers,
+            Topics(kafka.topic_prefix),
+            kafka.partitions,
+            kafka.replication_factor,
+        )
+    )
+    print(f"created: {', '.join(made) or 'nothing, all topics exist'}")
