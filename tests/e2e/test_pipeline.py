@@ -298,3 +298,24 @@ def test_one_task_is_one_trace_across_all_four_services(stack: Stack, run: dict[
     }
     [decide] = [s for s in in_trace if s.name == "review decide"]
     assert decide.service == "review-api"
+
+
+def test_every_service_exports_its_metrics(stack: Stack, run: dict[str, Any]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for name in ("scoring", "router", "review-api", "audit-sink"):
+        text = httpx.get(f"{stack.services.get(name).url}/metrics").text
+        samples = {
+            (s.name, s.labels.get("topic", "")): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        processed = [
+            v for (metric, _), v in samples.items() if metric == "tandem_messages_processed_total"
+        ]
+        assert sum(processed) > 0, f"{name} reports nothing processed"
+        assert all(not labels.startswith("e2e-") for _, labels in samples), "task ids as labels"
+    router = httpx.get(f"{stack.services.get('router').url}/metrics").text
+    assert "tandem_decisions_total{" in router
+    scoring = httpx.get(f"{stack.services.get('scoring').url}/metrics").text
+    assert "tandem_model_confidence_bucket" in scoring

@@ -25,16 +25,17 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, **options: Any) -> AsyncEngine:
     if is_sqlite(url):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10)
+    defaults: dict[str, Any] = {} if "poolclass" in options else {"pool_size": 10}
+    return create_async_engine(url, pool_pre_ping=True, **(defaults | options))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -44,7 +45,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     # needs a lock that a busy peer can refuse at once, so switch only when not yet switched.
     cursor.execute("PRAGMA journal_mode")
     if str(cursor.fetchone()[0]).lower() != "wal":
-        cursor.execute("PRAGMA journal_mode=WAL")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception as exc:  # a peer switching at the same time is fine
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":
+                raise RuntimeError("cannot switch the SQLite database to WAL mode") from exc
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
     # SQLAlchemy emits BEGIN itself (below), so the driver must not open transactions of its own.
@@ -100,7 +106,8 @@ def run_migrations(target_metadata: MetaData, version_table: str) -> None:
             context.run_migrations()
 
     async def _online() -> None:
-        engine = create_async_engine(url, poolclass=pool.NullPool)
+        # The service's own engine setup, so a new SQLite file is in WAL mode from the start.
+        engine = create_engine(url, poolclass=pool.NullPool)
         async with engine.connect() as connection:
             await connection.run_sync(_run)
         await engine.dispose()

@@ -60,13 +60,26 @@ class VerifyReport(BaseModel):
         )
 
 
+_STAGE = {
+    "tandem.task.submitted.v1": 0,
+    "tandem.task.scored.v1": 1,
+    "tandem.task.routed.v1": 2,
+    "tandem.decision.made.v1": 3,
+    "tandem.feedback.recorded.v1": 4,
+}
+
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 @router.get("/tasks/{task_id:path}")
 async def task_lineage(task_id: str, ledger: LedgerDep, _: Auditor) -> TaskLineage:
-    """Every event of one task (its subject), in ledger order; subjects may contain slashes."""
-    rows = await ledger.task_events(task_id)
+    """Every event of one task (its subject) in pipeline order: submitted, scored, routed,
+    decided, feedback, then anything else; ledger order within a stage. The sink reads the
+    topics side by side, so ledger order alone can put a later stage first.
+    Subjects may contain slashes."""
+    rows = sorted(
+        await ledger.task_events(task_id), key=lambda r: (_STAGE.get(r.event_type, 9), r.seq)
+    )
     if not rows:
         raise HTTPException(404, f"no audit events for task {task_id!r}")
     events = [
