@@ -82,6 +82,20 @@ class ReviewStore:
                     .where(tasks.c.task_id == d.task_id, tasks.c.decision.is_(None))
                     .values(decision=d.model_dump(mode="json"), decided_at=d.decided_at)
                 )
+                if d.decided_by == "human":
+                    # The decision on Kafka is the truth: should a replica's database commit
+                    # have failed after publishing, its review still ends decided, not retried.
+                    await s.execute(
+                        update(reviews)
+                        .where(reviews.c.task_id == d.task_id, reviews.c.status != "decided")
+                        .values(
+                            status="decided",
+                            outcome=d.outcome,
+                            decided_at=d.decided_at,
+                            claimed_by=None,
+                            lease_expires_at=None,
+                        )
+                    )
 
     async def _upsert_task(
         self,
