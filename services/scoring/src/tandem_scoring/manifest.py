@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -110,10 +111,15 @@ class ModelManifest(_Strict):
             raise ValueError("labels must be unique")
         return self
 
-    @property
+    # Cached: both are read for every task scored.
+    @cached_property
     def ordered_features(self) -> list[FeatureSpec]:
         """Features in the column order of the model's input tensor."""
         return sorted(self.features, key=lambda f: f.order)
+
+    @cached_property
+    def feature_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.features)
 
     @property
     def width(self) -> int:

@@ -100,8 +100,7 @@ def prepare(
         row.append(value)
         if flag is not None:
             flags.append(flag)
-    known = {f.name for f in manifest.features}
-    unknown = sorted(k for k in features if k not in known)
+    unknown = sorted(k for k in features if k not in manifest.feature_names)
     for name in unknown[:MAX_UNKNOWN_FLAGS]:
         flags.append(_flag("unknown_feature", name, "not an input of the model; ignored"))
     if len(unknown) > MAX_UNKNOWN_FLAGS:
