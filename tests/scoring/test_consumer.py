@@ -9,12 +9,14 @@ from prometheus_client import CollectorRegistry
 from tandem_cli import dataset
 from tandem_scoring.consumer import ScoringHandler
 from tandem_scoring.registry import ModelRegistry
-from tandem_scoring.scorer import Scorer
 from tandem_scoring.telemetry import ScoringMetrics
+from tandem_scoring.versions import LiveModels
 from tandem_shared.envelope import Event, event_id
 from tandem_shared.events import EventData, TaskScored, TaskSubmitted
 from tandem_shared.kafka import Incoming, Outgoing, Rejected
 from tandem_shared.topics import Topics
+
+from tests.scoring.conftest import MODELS
 
 SUBMITTED_AT = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
 
@@ -27,7 +29,9 @@ def incoming(body: dict[str, Any], offset: int) -> Incoming[Event[EventData]]:
 
 async def test_scores_and_rejects_in_order(registry: ModelRegistry) -> None:
     metrics_registry = CollectorRegistry()
-    handler = ScoringHandler(Scorer(registry), Topics("t."), ScoringMetrics(metrics_registry))
+    handler = ScoringHandler(
+        LiveModels(registry, MODELS), Topics("t."), ScoringMetrics(metrics_registry)
+    )
     bodies = [b for b, _ in dataset.sample_tasks(3, seed=8)]
     bodies.insert(1, {"task_id": "x-1", "task_type": "unknown", "features": {}})
     results = await handler([incoming(b, n) for n, b in enumerate(bodies)])
@@ -54,7 +58,9 @@ async def test_scores_and_rejects_in_order(registry: ModelRegistry) -> None:
 
 
 async def test_replay_gives_the_same_ids(registry: ModelRegistry) -> None:
-    handler = ScoringHandler(Scorer(registry), Topics("t."), ScoringMetrics(CollectorRegistry()))
+    handler = ScoringHandler(
+        LiveModels(registry, MODELS), Topics("t."), ScoringMetrics(CollectorRegistry())
+    )
     batch = [incoming(b, n) for n, (b, _) in enumerate(dataset.sample_tasks(5, seed=9))]
     first, second = await handler(batch), await handler(batch)
     ids = [[o.event.id for o in r] for r in first if not isinstance(r, Rejected)]

@@ -12,6 +12,7 @@ from tandem_shared.topics import Topics
 
 from tandem_scoring.scorer import Rejection, Scorer
 from tandem_scoring.telemetry import ScoringMetrics
+from tandem_scoring.versions import LiveModels
 
 SOURCE = "tandem/scoring"
 
@@ -19,8 +20,8 @@ SOURCE = "tandem/scoring"
 class ScoringHandler:
     """Scores each batch in a worker thread, so inference never blocks the event loop."""
 
-    def __init__(self, scorer: Scorer, topics: Topics, metrics: ScoringMetrics) -> None:
-        self.scorer = scorer
+    def __init__(self, live: LiveModels, topics: Topics, metrics: ScoringMetrics) -> None:
+        self.live = live
         self.topics = topics
         self.metrics = metrics
 
@@ -32,7 +33,9 @@ class ScoringHandler:
             if isinstance(incoming.item.data, TaskSubmitted):
                 tasks.append(incoming.item.data)
                 positions.append(i)
-        scores = await asyncio.to_thread(self.scorer.predict, tasks) if tasks else []
+        # The registry of this moment scores the whole batch, even if a new version goes live.
+        scorer = Scorer(self.live.registry, observe=self.metrics.observe_inference)
+        scores = await asyncio.to_thread(scorer.predict, tasks) if tasks else []
         scored_at = utcnow()
         for i, task, score in zip(positions, tasks, scores, strict=True):
             if isinstance(score, Rejection):

@@ -34,6 +34,12 @@ class ScoringMetrics:
             buckets=INFERENCE_BUCKETS,
             registry=registry,
         )
+        self.model_refused = Counter(
+            "tandem_model_refused",
+            "Model versions a control change asked for that failed to load (the old one stayed).",
+            ["model"],
+            registry=registry,
+        )
 
     def observe_inference(self, model: LoadedModel, rows: int, seconds: float) -> None:
         with guarded("inference metric"):

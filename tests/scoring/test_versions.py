@@ -1,0 +1,157 @@
+"""Live model versions on the real broker: promote a different model while tasks flow, refuse a
+broken one, and start a new replica on what the control topic says."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from tandem_cli import dataset
+from tandem_scoring.app import create_app
+from tandem_scoring.settings import ScoringSettings
+from tandem_scoring.versions import LiveModels
+from tandem_shared.control import ModelState, model_change, publish_change
+from tandem_shared.events import TaskScored
+from tandem_shared.kafka import Publisher, make_producer
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics
+
+from tests.kafka_utils import TopicReader, submit_tasks
+from tests.scoring.conftest import MODELS
+from tests.service_utils import running
+
+pytestmark = pytest.mark.kafka
+
+
+def version(models: Path, number: str, transform: str) -> Path:
+    """A copy of the reference model as another version; ``weaker`` halves its weights (a
+    different model), ``broken`` is not ONNX at all."""
+    target = models / "tumor_screening" / number
+    shutil.copytree(MODELS / "tumor_screening" / "1", target)
+    onnx_path = target / "model.onnx"
+    if transform == "weaker":
+        model = onnx.load(onnx_path)
+        for init in model.graph.initializer:
+            array = numpy_helper.to_array(init)
+            if array.dtype == np.float32 and array.size > 1:
+                init.CopyFrom(numpy_helper.from_array(array * 0.5, init.name))
+        onnx.save(model, onnx_path)
+    elif transform == "broken":
+        onnx_path.write_bytes(b"this is not an onnx model")
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["version"] = number
+    manifest["model_sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return target
+
+
+async def promote(kafka: KafkaSettings, topics: Topics, state: ModelState) -> None:
+    producer = make_producer(kafka, "admin")
+    await producer.start()
+    try:
+        await publish_change(
+            Publisher(producer), topics, model_change("tumor_screening", state, "ops")
+        )
+    finally:
+        await producer.stop()
+
+
+def bodies(count: int, seed: int) -> list[dict[str, object]]:
+    return [
+        {**b, "task_id": f"v{seed}-{n}"}
+        for n, (b, _) in enumerate(dataset.sample_tasks(count, seed))
+    ]
+
+
+async def test_promote_live_refuse_broken_and_restart_on_the_topic(
+    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    version(models, "1", "same")
+    version(models, "2", "weaker")
+    version(models, "3", "broken")
+    settings = ScoringSettings(
+        kafka=kafka_settings,
+        models_dir=models,
+        serve={"tumor_screening": "tumor_screening/1"},
+        batch_timeout_ms=20,
+        batch_max_records=20,
+    )
+    before, during, after = bodies(60, 1), bodies(300, 2), bodies(40, 3)
+    async with TopicReader(kafka_settings.bootstrap_servers, topics.scored) as scored:
+        async with running(create_app(settings)) as http:
+            await submit_tasks(kafka_settings.bootstrap_servers, topics.submitted, before)
+            await scored.until(60)
+
+            async def stream() -> None:
+                for start in range(0, len(during), 10):
+                    await submit_tasks(
+                        kafka_settings.bootstrap_servers,
+                        topics.submitted,
+                        during[start : start + 10],
+                    )
+                    await asyncio.sleep(0.02)
+
+            flowing = asyncio.create_task(stream())
+            await asyncio.sleep(0.2)
+            await promote(kafka_settings, topics, ModelState(live="2", previous="1"))
+            await flowing
+            await scored.until(360)
+            for _ in range(100):
+                models_now = (await http.get("/v1/models")).json()
+                if [m["version"] for m in models_now] == ["2"]:
+                    break
+                await asyncio.sleep(0.1)
+            await submit_tasks(kafka_settings.bootstrap_servers, topics.submitted, after[:20])
+            await scored.until(380)
+
+            await promote(kafka_settings, topics, ModelState(live="3", previous="2"))
+            for _ in range(100):
+                metrics = (await http.get("/metrics")).text
+                if 'tandem_model_refused_total{model="tumor_screening"} 1.0' in metrics:
+                    break
+                await asyncio.sleep(0.1)
+            assert 'tandem_model_refused_total{model="tumor_screening"} 1.0' in metrics
+            await submit_tasks(kafka_settings.bootstrap_servers, topics.submitted, after[20:])
+            await scored.until(400)
+
+        events = [TaskScored.model_validate_json(r.value) for r in scored.records]
+        by_task = {e.task.task_id: e.score.model.version for e in events}
+        assert len(events) == 400, "a task was lost or scored twice"
+        assert len(by_task) == 400
+        assert {by_task[b["task_id"]] for b in before} == {"1"}
+        assert {by_task[b["task_id"]] for b in after} == {"2"}, "the broken version was refused"
+        switched = [by_task[b["task_id"]] for b in during]
+        assert set(switched) <= {"1", "2"}
+        assert switched[-1] == "2"
+
+        # The same features score differently under the two versions: they are different models.
+        same = {**before[0], "task_id": "again"}
+        async with running(create_app(settings)):  # a new replica, configured for version 1
+            await submit_tasks(kafka_settings.bootstrap_servers, topics.submitted, [same])
+            await scored.until(401)
+        again = TaskScored.model_validate_json(scored.records[-1].value)
+        assert again.score.model.version == "2", "a new replica follows the control topic"
+        first = next(e for e in events if e.task.task_id == before[0]["task_id"])
+        assert again.score.probabilities != first.score.probabilities
+
+
+async def test_a_refused_version_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    version(models, "1", "same")
+    version(models, "2", "weaker")
+    version(models, "3", "broken")
+    live = LiveModels.load(models, {"tumor_screening": "tumor_screening/1"}, threads=1)
+    assert await live.apply("tumor_screening", ModelState(live="3", previous="2")) is False
+    assert live.state_of("tumor_screening") == "2"
+    assert await live.apply("tumor_screening", ModelState(live="1", previous="2")) is True
+    assert live.state_of("tumor_screening") == "1"
+    assert await live.apply("tumor_screening", ModelState(live="9", previous=None)) is False
+    assert live.state_of("tumor_screening") == "1"
