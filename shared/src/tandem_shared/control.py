@@ -88,3 +88,27 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     partitions = [TopicPartition(topic, p) for p in sorted(found)]
     consumer.assign(partitions)
     return partitions
+
+
+def model_state(changes: Mapping[str, ControlChanged], name: str) -> ModelState | None:
+    """The state the control topic holds for a model, if any."""
+    change = changes.get(model_key(name))
+    if change is None or change.kind != "model":
+        return None
+    return ModelState.model_validate(change.value)
+
+
+def promoted(current: ModelState | None, version: str) -> ModelState:
+    """``version`` goes live; the one it replaces becomes the target of a rollback."""
+    if current is None:
+        return ModelState(live=version)
+    previous = current.live if current.live != version else current.previous
+    shadow = current.shadow if current.shadow != version else None
+    return ModelState(live=version, previous=previous, shadow=shadow)
+
+
+def rolled_back(current: ModelState | None) -> ModelState:
+    """Back to the previous version; rolling back again returns to this one."""
+    if current is None or current.previous is None:
+        raise ValueError("no previous version is known to roll back to")
+    return ModelState(live=current.previous, previous=current.live, shadow=current.shadow)

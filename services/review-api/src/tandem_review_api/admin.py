@@ -1,0 +1,65 @@
+"""Admin endpoints: change which model version scores, through control events on tandem.control
+(the scoring replicas follow them live; the audit sink records who changed what)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from tandem_shared.auth import Principal, require_role
+from tandem_shared.control import (
+    ModelState,
+    model_change,
+    model_state,
+    promoted,
+    publish_change,
+    read_control,
+    rolled_back,
+)
+
+from tandem_review_api.errors import Conflict
+
+Admin = Annotated[Principal, Depends(require_role("admin"))]
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+class Promotion(BaseModel):
+    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class ModelStateOut(BaseModel):
+    name: str
+    state: ModelState | None
+
+
+async def _current(request: Request, name: str) -> ModelState | None:
+    runtime = request.app.state.runtime
+    changes = await read_control(runtime.settings.kafka.bootstrap_servers, runtime.topics)
+    return model_state(changes, name)
+
+
+async def _publish(request: Request, name: str, state: ModelState, who: Principal) -> ModelStateOut:
+    runtime = request.app.state.runtime
+    await publish_change(runtime.publisher, runtime.topics, model_change(name, state, who.subject))
+    return ModelStateOut(name=name, state=state)
+
+
+@router.get("/models/{name}", response_model=ModelStateOut)
+async def get_model(name: str, _: Admin, request: Request) -> ModelStateOut:
+    """The versions the control topic holds for a model (null: the replicas' configured default)."""
+    return ModelStateOut(name=name, state=await _current(request, name))
+
+
+@router.post("/models/{name}/promote", response_model=ModelStateOut)
+async def promote(name: str, body: Promotion, who: Admin, request: Request) -> ModelStateOut:
+    return await _publish(request, name, promoted(await _current(request, name), body.version), who)
+
+
+@router.post("/models/{name}/rollback", response_model=ModelStateOut)
+async def rollback(name: str, who: Admin, request: Request) -> ModelStateOut:
+    try:
+        state = rolled_back(await _current(request, name))
+    except ValueError as exc:
+        raise Conflict(f"model {name}: {exc}") from exc
+    return await _publish(request, name, state, who)

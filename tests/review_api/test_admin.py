@@ -1,0 +1,62 @@
+"""Admin endpoints publish model versions to the control topic, for admins only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tandem_review_api.app import create_app
+from tandem_review_api.settings import ReviewApiSettings
+from tandem_shared.control import ModelState, model_state, read_control
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics
+
+from tests.review_api.test_api import auth
+from tests.service_utils import running
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+async def api(
+    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ReviewApiSettings(
+        kafka=kafka_settings, database_url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    )
+    async with running(create_app(settings)) as client:
+        yield client
+
+
+async def test_promote_and_roll_back_through_the_control_topic(
+    api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    admin = auth("root", "admin")
+    assert (
+        await api.post("/v1/admin/models/tumor_screening/rollback", headers=admin)
+    ).status_code == 409
+    for version in ("1", "2"):
+        response = await api.post(
+            "/v1/admin/models/tumor_screening/promote", json={"version": version}, headers=admin
+        )
+        assert response.status_code == 200, response.text
+    assert response.json()["state"] == {"live": "2", "previous": "1", "shadow": None}
+    back = await api.post("/v1/admin/models/tumor_screening/rollback", headers=admin)
+    assert back.json()["state"] == {"live": "1", "previous": "2", "shadow": None}
+
+    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    assert model_state(changes, "tumor_screening") == ModelState(live="1", previous="2")
+    assert changes["model/tumor_screening"].changed_by == "root"
+    shown = await api.get("/v1/admin/models/tumor_screening", headers=admin)
+    assert shown.json()["state"]["live"] == "1"
+
+
+async def test_only_admins_change_models(api: httpx.AsyncClient) -> None:
+    url = "/v1/admin/models/tumor_screening/promote"
+    for role in ("reviewer", "senior", "auditor", "service"):
+        response = await api.post(url, json={"version": "2"}, headers=auth("x", role))
+        assert response.status_code == 403, role
+    bad = await api.post(url, json={"version": "../../etc"}, headers=auth("root", "admin"))
+    assert bad.status_code == 422
