@@ -9,22 +9,24 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from prometheus_client import CollectorRegistry
 from tandem_cli import dataset
 from tandem_scoring.app import create_app
+from tandem_scoring.consumer import ScoringHandler
 from tandem_scoring.settings import ScoringSettings
+from tandem_scoring.telemetry import ScoringMetrics
 from tandem_scoring.versions import LiveModels
 from tandem_shared.control import ModelState, model_change, publish_change
 from tandem_shared.events import TaskScored
-from tandem_shared.kafka import Publisher, make_producer
+from tandem_shared.kafka import Publisher, Rejected, make_producer
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import TopicReader, submit_tasks
 from tests.scoring.conftest import MODELS
+from tests.scoring.test_consumer import incoming
 from tests.service_utils import running
 
 pytestmark = pytest.mark.kafka
@@ -38,10 +40,9 @@ def version(models: Path, number: str, transform: str) -> Path:
     onnx_path = target / "model.onnx"
     if transform == "weaker":
         model = onnx.load(onnx_path)
-        for init in model.graph.initializer:
-            array = numpy_helper.to_array(init)
-            if array.dtype == np.float32 and array.size > 1:
-                init.CopyFrom(numpy_helper.from_array(array * 0.5, init.name))
+        [linear] = [n for n in model.graph.node if n.op_type == "LinearClassifier"]
+        [weights] = [a for a in linear.attribute if a.name == "coefficients"]
+        weights.floats[:] = [w * 0.5 for w in weights.floats]
         onnx.save(model, onnx_path)
     elif transform == "broken":
         onnx_path.write_bytes(b"this is not an onnx model")
@@ -155,3 +156,41 @@ async def test_a_refused_version_falls_back_to_the_previous_one(tmp_path: Path) 
     assert live.state_of("tumor_screening") == "1"
     assert await live.apply("tumor_screening", ModelState(live="9", previous=None)) is False
     assert live.state_of("tumor_screening") == "1"
+
+
+async def test_a_shadow_scores_beside_the_live_version_and_never_replaces_it(
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    version(models, "1", "same")
+    version(models, "2", "weaker")
+    live = LiveModels.load(models, {"tumor_screening": "tumor_screening/1"}, threads=1)
+    metrics_registry = CollectorRegistry()
+    handler = ScoringHandler(live, Topics("t."), ScoringMetrics(metrics_registry))
+    batch = [incoming(b, n) for n, b in enumerate(bodies(20, 5))]
+
+    assert await live.apply("tumor_screening", ModelState(live="1", shadow="2")) is True
+    results = await handler(batch)
+    scored = [r[0].event.data for r in results if not isinstance(r, Rejected)]
+    assert len(scored) == 20
+    for data in scored:
+        assert isinstance(data, TaskScored)
+        assert data.score.model.version == "1"
+        shadow = data.score.shadow
+        assert shadow is not None and shadow.model.version == "2"
+        assert shadow.agrees == (shadow.prediction == data.score.prediction)
+        assert shadow.confidence_delta == pytest.approx(shadow.confidence - data.score.confidence)
+        assert shadow.probabilities != data.score.probabilities
+    agreed = sum(
+        metrics_registry.get_sample_value(
+            "tandem_shadow_scores_total",
+            {"model": "tumor_screening", "version": "1", "shadow_version": "2", "agrees": a},
+        )
+        or 0
+        for a in ("true", "false")
+    )
+    assert agreed == 20
+
+    assert await live.apply("tumor_screening", ModelState(live="1")) is True
+    [first] = (await handler(batch[:1]))[0]
+    assert first.event.data.score.shadow is None

@@ -51,6 +51,17 @@ class Contribution(EventData):
     contribution: float
 
 
+class ShadowScore(EventData):
+    """What a candidate version scoring beside the live one said; it never routes."""
+
+    model: ModelRef
+    prediction: str
+    probabilities: dict[str, float]
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    agrees: bool
+    confidence_delta: float  # shadow confidence minus live confidence
+
+
 class Score(EventData):
     model: ModelRef
     prediction: str
@@ -58,6 +69,7 @@ class Score(EventData):
     confidence: Annotated[float, Field(ge=0.0, le=1.0)]
     quality_flags: list[QualityFlag] = Field(default_factory=list)
     explanation: list[Contribution] = Field(default_factory=list)
+    shadow: ShadowScore | None = None
 
 
 class TaskScored(EventData):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from tandem_shared.events import ShadowScore
 from tandem_shared.telemetry import LATENCY_BUCKETS, guarded
 
 from tandem_scoring.registry import LoadedModel
@@ -34,6 +35,19 @@ class ScoringMetrics:
             buckets=INFERENCE_BUCKETS,
             registry=registry,
         )
+        self.shadow_scores = Counter(
+            "tandem_shadow_scores",
+            "Tasks a shadow version scored beside the live one, by agreement.",
+            ["model", "version", "shadow_version", "agrees"],
+            registry=registry,
+        )
+        self.shadow_confidence_delta = Histogram(
+            "tandem_shadow_confidence_delta",
+            "Shadow confidence minus live confidence, per task.",
+            ["model", "version", "shadow_version"],
+            buckets=(-0.5, -0.2, -0.1, -0.05, -0.01, 0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=registry,
+        )
         self.model_refused = Counter(
             "tandem_model_refused",
             "Model versions a control change asked for that failed to load (the old one stayed).",
@@ -54,3 +68,9 @@ class ScoringMetrics:
             ).observe(result.confidence)
             for flag in result.quality_flags:
                 self.quality_flags.labels(result.task_type, flag.code).inc()
+
+    def observe_shadow(self, live: ScoreResult, shadow: ShadowScore) -> None:
+        with guarded("shadow metrics"):
+            labels = (live.model.name, live.model.version, shadow.model.version)
+            self.shadow_scores.labels(*labels, str(shadow.agrees).lower()).inc()
+            self.shadow_confidence_delta.labels(*labels).observe(shadow.confidence_delta)

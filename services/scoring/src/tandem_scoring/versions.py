@@ -27,6 +27,8 @@ class LiveModels:
         self.threads = threads
         self.registry = registry
         self.serve = {t: m.key for t, m in registry.task_types.items()}
+        self.shadow: ModelRegistry | None = None  # candidates scoring beside the live versions
+        self._shadow_serve: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -42,11 +44,35 @@ class LiveModels:
         """Make ``state.live`` the version of ``name``; False if it was refused. A replica that
         starts after a refused change falls back to ``state.previous``, as running ones kept it."""
         async with self._lock:  # one change at a time, in the order the topic gives them
-            if await self._switch(name, state.live):
-                return True
-            if state.previous and self.state_of(name) != state.previous:
+            switched = await self._switch(name, state.live)
+            if not switched and state.previous and self.state_of(name) != state.previous:
                 await self._switch(name, state.previous)
+            shadow = state.shadow if state.shadow != self.state_of(name) else None
+            return await self._shadow(name, shadow) and switched
+
+    async def _shadow(self, name: str, version: str | None) -> bool:
+        serve = {t: k for t, k in self._shadow_serve.items() if not k.startswith(f"{name}/")}
+        if version is not None:
+            try:
+                manifest = await asyncio.to_thread(read_manifest, self.models_dir / name / version)
+            except ModelError as exc:
+                log.error("shadow %s version %s refused: %s", name, version, exc)
+                return False
+            serve |= dict.fromkeys(manifest.task_types, f"{name}/{version}")
+        if serve == self._shadow_serve:
+            return True
+        try:
+            shadow = (
+                await asyncio.to_thread(ModelRegistry.load, self.models_dir, serve, self.threads)
+                if serve
+                else None
+            )
+        except ModelError as exc:
+            log.error("shadow %s version %s refused: %s", name, version, exc)
             return False
+        self.shadow, self._shadow_serve = shadow, serve
+        log.info("model %s shadow: %s", name, version or "none")
+        return True
 
     async def _switch(self, name: str, version: str) -> bool:
         if self.state_of(name) == version:
