@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from tandem_cli.main import app
 from tandem_shared.auth import verify_token
+from tandem_shared.control import ModelState, model_state, read_control
 from tandem_shared.envelope import decode
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
@@ -17,6 +19,7 @@ from typer.testing import CliRunner
 from tests.kafka_utils import consume
 
 runner = CliRunner()
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def test_token_is_verifiable_with_its_roles() -> None:
@@ -81,3 +84,37 @@ async def test_submit_publishes_cloudevents_from_stdin(
         event = decode(r.value, r.headers, {"tandem.task.submitted.v1": TaskSubmitted})
         assert event.subject == r.key.decode()
         assert event.source == "tandem/cli"
+
+
+@pytest.mark.kafka
+async def test_model_promote_and_rollback_publish_control_changes(
+    kafka_settings: KafkaSettings, topics: Topics, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TANDEM_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
+    monkeypatch.setenv("TANDEM_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
+    models = MODELS
+    args = ["model", "promote", "tumor_screening", "1", "--models-dir", str(models)]
+    first = await asyncio.to_thread(runner.invoke, app, args)
+    assert first.exit_code == 0, first.output
+    assert "OK tumor_screening/1" in first.output
+    second = await asyncio.to_thread(
+        runner.invoke, app, ["model", "promote", "tumor_screening", "7"]
+    )
+    assert "live 7, rollback to 1" in second.output
+    back = await asyncio.to_thread(runner.invoke, app, ["model", "rollback", "tumor_screening"])
+    assert back.exit_code == 0, back.output
+    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    assert model_state(changes, "tumor_screening") == ModelState(live="1", previous="7")
+
+    broken = tmp_path / "tumor_screening" / "2"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{}")
+    refused = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["model", "promote", "tumor_screening", "2", "--models-dir", str(tmp_path)],
+    )
+    assert refused.exit_code == 1
+    assert "refused" in refused.output
+    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    assert model_state(changes, "tumor_screening") == ModelState(live="1", previous="7")

@@ -26,7 +26,9 @@ def test_default_registry_serves_the_reference_model(registry: ModelRegistry) ->
     model = registry.get("tumor_screening")
     assert model is not None and model.key == "tumor_screening/1"
     assert registry.get("loan_application") is None
-    assert [m.key for m in registry.models] == ["tumor_screening/1"]
+    assert [m.key for m in registry.models] == ["tumor_screening/1", "wine_cultivar/1"]
+    wine = registry.get("wine_cultivar")
+    assert wine is not None and wine.manifest.labels[0] == "cultivar_a"
 
 
 def test_newest_version_serves_by_default_and_serve_pins_one(model_copy: Copy) -> None:
@@ -67,7 +69,8 @@ def test_an_empty_or_absent_folder_is_refused(tmp_path: Path) -> None:
 
 
 def drop_last_feature(data: dict[str, Any]) -> None:
-    data["features"] = data["features"][:-1]
+    dropped = data["features"].pop()
+    del data["explanation"]["coefficients"][dropped["name"]]
 
 
 def swap_labels(data: dict[str, Any]) -> None:
@@ -94,7 +97,7 @@ def wrong_checksum(data: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (drop_last_feature, r"input shape \[None, 30\] does not match the manifest's 29"),
+        (drop_last_feature, r"input shape \[None, 30\] does not match the manifest's 29 input"),
         (swap_labels, "tandem.labels do not match the manifest"),
         (drop_tensors, "not a valid manifest: tensors: Field required"),
         (range_inverted, "min is above max"),
@@ -163,6 +166,7 @@ def test_label_order_is_probed_without_metadata(reference_model: LoadedModel) ->
     with pytest.raises(ModelError, match="manifest's label order"):
         check_session(ModelManifest.model_validate(data), session)
     data["labels"] = [*reference_model.manifest.labels, "unsure"]
+    data["explanation"] = {"method": "none"}  # a linear one needs two labels
     with pytest.raises(ModelError, match="lists 3 labels"):
         check_session(ModelManifest.model_validate(data), session)
 
@@ -171,3 +175,102 @@ def test_the_repository_models_folder_is_the_default() -> None:
     from tandem_scoring.settings import ScoringSettings
 
     assert ScoringSettings().models_dir == MODELS
+
+
+def typed_manifest(**explanation: Any) -> ModelManifest:
+    """A manifest with one feature of each type (a one-hot and an ordinal category)."""
+    reference = {"bin_edges": [0.5], "bin_fractions": [0.25, 0.75]}
+    return ModelManifest.model_validate(
+        {
+            "name": "typed",
+            "version": "1",
+            "task_types": ["typed"],
+            "features": [
+                {"name": "n", "order": 0, "type": "numeric", "min": 0, "max": 9, "impute": 1},
+                {
+                    "name": "b",
+                    "order": 1,
+                    "type": "boolean",
+                    "impute": True,
+                    "reference": reference,
+                },
+                {
+                    "name": "c",
+                    "order": 2,
+                    "type": "categorical",
+                    "categories": ["red", "green", "blue"],
+                    "encoding": "one_hot",
+                    "impute": "green",
+                },
+                {
+                    "name": "o",
+                    "order": 3,
+                    "type": "categorical",
+                    "categories": ["low", "high"],
+                    "encoding": "ordinal",
+                    "impute": "low",
+                    "reference": reference,
+                },
+            ],
+            "labels": ["no", "yes"],
+            "tensors": {"input": "x", "label": "label", "probabilities": "probabilities"},
+            "explanation": explanation or {"method": "none"},
+            "metrics": {"holdout_accuracy": 1, "roc_auc": 1, "train_rows": 1, "holdout_rows": 0},
+            "dataset": {"source": "test", "split": "none", "fingerprint": "0" * 64},
+            "training": {"algorithm": "none"},
+            "model_sha256": "0" * 64,
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+    )
+
+
+def test_feature_types_map_to_input_columns() -> None:
+    from tandem_scoring.registry import edge_rows, reference_rows
+    from tandem_scoring.scorer import prepare
+
+    manifest = typed_manifest()
+    assert manifest.width == 6
+    assert manifest.missing_references == ["n", "c", "confidence"]
+    row, flags = prepare(manifest, {"n": 3, "b": False, "c": "blue", "o": "high"})
+    assert (row, flags) == ([3.0, 0.0, 0.0, 0.0, 1.0, 1.0], [])
+    row, flags = prepare(manifest, {"n": 3, "b": 1, "c": "purple", "o": 2})
+    assert row == [3.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    assert [(f.code, f.feature) for f in flags] == [("out_of_range", "c"), ("wrong_type", "o")]
+    row, flags = prepare(manifest, {"n": 3, "b": "yes"})
+    assert row == [3.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    assert [f.code for f in flags] == ["wrong_type", "missing", "missing"]
+    assert edge_rows(manifest).tolist() == [
+        [1, 1, 0, 1, 0, 0],
+        [0, 0, 1, 0, 0, 0],
+        [9, 1, 0, 0, 1, 1],
+    ]
+    # Two bins deep: booleans and ordinal categories walk theirs, the rest hold their impute.
+    assert reference_rows(manifest).tolist() == [[1, 0, 0, 1, 0, 0], [1, 1, 0, 1, 0, 1]]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"features": [{"impute": "black"}]}, "impute is not one of its categories"),
+        ({"features": [{"categories": ["a", "a"], "impute": "a"}]}, "categories must be unique"),
+        ({"features": [{"reference": {"bin_edges": [], "bin_fractions": [1]}}]}, "one bin per"),
+        ({"explanation": {"method": "linear"}}, "positive"),
+    ],
+)
+def test_typed_manifests_are_validated(edit: dict[str, Any], message: str) -> None:
+    data = typed_manifest().model_dump(mode="json")
+    if "features" in edit:
+        data["features"][2].update(edit["features"][0])
+    else:
+        data.update(edit)
+    with pytest.raises(ValueError, match=message):
+        ModelManifest.model_validate(data)
+
+
+def test_a_linear_explanation_needs_one_coefficient_per_numeric_feature() -> None:
+    with pytest.raises(ValueError, match="numeric or boolean features"):
+        typed_manifest(
+            method="linear", positive="yes", intercept=0, coefficients=dict.fromkeys("nbco", 1.0)
+        )
+    with pytest.raises(ValueError, match="one coefficient per feature"):
+        typed_manifest(method="linear", positive="yes", intercept=0, coefficients={"n": 1.0})

@@ -104,7 +104,7 @@ async def test_models_endpoint(service: tuple[FastAPI, httpx.AsyncClient]) -> No
     _, http = service
     response = await http.get("/v1/models")
     assert response.status_code == 200
-    [model] = response.json()
+    model = next(m for m in response.json() if m["name"] == "tumor_screening")
     assert (model["name"], model["version"]) == ("tumor_screening", "1")
     assert model["task_types"] == ["tumor_screening"]
     assert model["features"] == dataset.feature_names()

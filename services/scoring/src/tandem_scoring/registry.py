@@ -16,15 +16,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import ValidationError
 from tandem_shared.events import ModelRef
 
-from tandem_scoring.manifest import ModelManifest
+from tandem_scoring.manifest import (
+    BooleanFeature,
+    CategoricalFeature,
+    ModelManifest,
+    NumericFeature,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
+# float32 probabilities of a tree ensemble sum to 1 only up to rounding.
+PROBABILITY_TOLERANCE = 1e-4
 
 
 class ModelError(Exception):
@@ -109,7 +117,8 @@ def check_session(manifest: ModelManifest, session: Any) -> None:
     shape = list(tensor.shape)
     if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != manifest.width):
         raise ModelError(
-            f"{where}: input shape {shape} does not match the manifest's {manifest.width} features"
+            f"{where}: input shape {shape} does not match the manifest's {manifest.width} "
+            "input columns"
         )
     outputs = {o.name for o in session.get_outputs()}
     missing = {manifest.tensors.label, manifest.tensors.probabilities} - outputs
@@ -126,26 +135,78 @@ def check_session(manifest: ModelManifest, session: Any) -> None:
 
 
 def _probe(manifest: ModelManifest, session: Any, where: str) -> None:
-    """Score the reference, minimum and maximum rows: the width and label order must hold."""
+    """Score the impute, minimum and maximum rows: the width and label order must hold."""
+    score_rows(manifest, session, edge_rows(manifest), where)
+
+
+def edge_rows(manifest: ModelManifest) -> NDArray[np.float32]:
+    """The impute row, then every feature at its lowest, then at its highest value."""
+    rows: list[list[float]] = [[], [], []]
+    for f in manifest.ordered_features:
+        if isinstance(f, NumericFeature):
+            values: tuple[list[float], ...] = ([f.impute], [f.min], [f.max])
+        elif isinstance(f, BooleanFeature):
+            values = (f.encode(f.impute), f.encode(False), f.encode(True))
+        else:
+            values = (f.encode(f.impute), f.encode(f.categories[0]), f.encode(f.categories[-1]))
+        for row, value in zip(rows, values, strict=True):
+            row.extend(value)
+    return np.array(rows, dtype=np.float32)
+
+
+def reference_rows(manifest: ModelManifest) -> NDArray[np.float32]:
+    """Row k puts every feature in its k-th reference bin (its last when it has fewer): a
+    numeric one at the bin's middle (bounded by min and max), a boolean or category at the
+    value the bin counts."""
     specs = manifest.ordered_features
-    rows = np.array(
-        [[f.impute for f in specs], [f.min for f in specs], [f.max for f in specs]],
-        dtype=np.float32,
-    )
+    depth = max(len(f.reference.bin_fractions) if f.reference else 1 for f in specs)
+    rows: list[list[float]] = [[] for _ in range(depth)]
+    for f in specs:
+        for k, row in enumerate(rows):
+            row.extend(_bin_value(f, k))
+    return np.array(rows, dtype=np.float32)
+
+
+def _bin_value(f: NumericFeature | BooleanFeature | CategoricalFeature, k: int) -> list[float]:
+    if f.reference is None:
+        return f.encode(f.impute)  # type: ignore[arg-type]  # impute has the spec's own type
+    k = min(k, len(f.reference.bin_fractions) - 1)
+    if isinstance(f, BooleanFeature):
+        return f.encode(k == 1)
+    if isinstance(f, CategoricalFeature):
+        return f.encode(f.categories[k])
+    bounds = [f.min, *f.reference.bin_edges, f.max]
+    low, high = max(bounds[k], f.min), min(bounds[k + 1], f.max)
+    return [(low + high) / 2 if low <= high else f.impute]
+
+
+def score_rows(
+    manifest: ModelManifest, session: Any, rows: NDArray[np.float32], where: str
+) -> NDArray[np.float64]:
+    """Run the model on ``rows``; refuse answers of the wrong shape, probabilities that are not
+    a distribution, or labels that disagree with the manifest's label order."""
     try:
-        labels, probabilities = session.run(
+        labels, raw = session.run(
             [manifest.tensors.label, manifest.tensors.probabilities],
             {manifest.tensors.input: rows},
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(
-            f"{where}: does not accept {manifest.width} float32 features: {exc}"
+            f"{where}: does not accept {manifest.width} float32 input columns: {exc}"
         ) from exc
-    probabilities = np.asarray(probabilities)
+    probabilities: NDArray[np.float64] = np.asarray(raw, dtype=np.float64)
     if probabilities.shape != (len(rows), len(manifest.labels)):
         raise ModelError(
             f"{where}: answers probabilities of shape {list(probabilities.shape)}, but the "
             f"manifest lists {len(manifest.labels)} labels {manifest.labels}"
+        )
+    if not np.all(np.isfinite(probabilities)) or np.any(probabilities < -PROBABILITY_TOLERANCE):
+        raise ModelError(f"{where}: answers probabilities that are negative or not finite")
+    sums = probabilities.sum(axis=1)
+    worst = int(np.argmax(np.abs(sums - 1.0)))
+    if abs(sums[worst] - 1.0) > PROBABILITY_TOLERANCE:
+        raise ModelError(
+            f"{where}: probabilities do not sum to 1 (row {worst} sums to {sums[worst]:.6g})"
         )
     for label, row in zip(labels, probabilities, strict=True):
         if str(label) != manifest.labels[int(np.argmax(row))]:
@@ -153,6 +214,7 @@ def _probe(manifest: ModelManifest, session: Any, where: str) -> None:
                 f"{where}: predicted {label!r} where the manifest's label order "
                 f"{manifest.labels} says {manifest.labels[int(np.argmax(row))]!r}"
             )
+    return probabilities
 
 
 def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:

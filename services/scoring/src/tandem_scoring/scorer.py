@@ -16,7 +16,12 @@ import numpy as np
 from numpy.typing import NDArray
 from tandem_shared.events import FeatureValue, ModelRef, QualityFlag, Score, TaskSubmitted
 
-from tandem_scoring.manifest import FeatureSpec, ModelManifest
+from tandem_scoring.manifest import (
+    BooleanFeature,
+    CategoricalFeature,
+    ModelManifest,
+    NumericFeature,
+)
 from tandem_scoring.registry import LoadedModel, ModelRegistry
 
 # A producer may send thousands of stray keys; a few flags say enough.
@@ -63,7 +68,7 @@ def _short(raw: object) -> str:
 
 
 def _value(
-    spec: FeatureSpec, features: Mapping[str, FeatureValue]
+    spec: NumericFeature, features: Mapping[str, FeatureValue]
 ) -> tuple[float, QualityFlag | None]:
     """The input value of one feature, or the value it is scored as and the flag saying why."""
     raw = features.get(spec.name)
@@ -89,15 +94,45 @@ def _value(
     return value, None
 
 
+def _choice(
+    spec: BooleanFeature | CategoricalFeature, features: Mapping[str, FeatureValue]
+) -> tuple[bool | str, QualityFlag | None]:
+    """A boolean (also 0 or 1) or one of the categories; else the impute value and a flag."""
+    raw = features.get(spec.name)
+    imputed = f"scored as {spec.impute!r}"
+    if raw is None:
+        what = "null" if spec.name in features else "absent"
+        return spec.impute, _flag("missing", spec.name, f"{what}; {imputed}")
+    if isinstance(spec, BooleanFeature):
+        if isinstance(raw, int | float) and raw in (0, 1):  # True and False included
+            return bool(raw), None
+        detail = f"{_short(raw)} where a boolean is expected; {imputed}"
+        return spec.impute, _flag("wrong_type", spec.name, detail)
+    if not isinstance(raw, str):
+        detail = f"{type(raw).__name__} where a category is expected; {imputed}"
+        return spec.impute, _flag("wrong_type", spec.name, detail)
+    if raw not in spec.categories:
+        return spec.impute, _flag("out_of_range", spec.name, f"unknown category; {imputed}")
+    return raw, None
+
+
 def prepare(
     manifest: ModelManifest, features: Mapping[str, FeatureValue]
 ) -> tuple[list[float], list[QualityFlag]]:
-    """One input row in the manifest's feature order, and the quality flags raised on the way."""
+    """One input row in the manifest's column order, and the quality flags raised on the way."""
     row: list[float] = []
     flags: list[QualityFlag] = []
     for spec in manifest.ordered_features:
-        value, flag = _value(spec, features)
-        row.append(value)
+        flag: QualityFlag | None
+        if isinstance(spec, NumericFeature):
+            number, flag = _value(spec, features)
+            row.append(number)
+        elif isinstance(spec, BooleanFeature):
+            truth, flag = _choice(spec, features)
+            row.extend(spec.encode(bool(truth)))
+        else:
+            category, flag = _choice(spec, features)
+            row.extend(spec.encode(str(category)))
         if flag is not None:
             flags.append(flag)
     unknown = sorted(k for k in features if k not in manifest.feature_names)
