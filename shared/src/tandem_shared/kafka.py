@@ -230,7 +230,7 @@ class ConsumerLoop(Generic[T]):
                     continue
                 for out in result:
                     futures.append(await self._send_retrying(out, stop))
-            self.metrics.processed.labels(self.config.service, item.topic).inc()
+            self.metrics.processed_child(self.config.service, item.topic).inc()
             with guarded("event age"):
                 self._observe_age(item)
         for meta, reason in rejected:
@@ -361,7 +361,7 @@ class ConsumerLoop(Generic[T]):
 
     def _observe_age(self, item: Incoming[Any]) -> None:
         age = time.time() - item.timestamp_ms / 1000
-        self.metrics.end_to_end.labels(self.config.service, item.topic).observe(max(age, 0.0))
+        self.metrics.end_to_end_child(self.config.service, item.topic).observe(max(age, 0.0))
 
     async def _record_lag(self) -> None:
         for tp in self.consumer.assignment():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
@@ -22,6 +22,23 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+
+Metric = TypeVar("Metric", Counter, Gauge, Histogram)
+
+
+def children(metric: Metric) -> Callable[..., Metric]:
+    """A metric's labelled children, each looked up once: on the per-record path ``labels()``
+    costs more than the observation itself. Labels are low-cardinality, so the cache stays small."""
+    cache: dict[tuple[str, ...], Metric] = {}
+
+    def child(*labels: str) -> Metric:
+        found = cache.get(labels)
+        if found is None:
+            found = cache[labels] = metric.labels(*labels)
+        return found
+
+    return child
 
 
 class PipelineMetrics:
@@ -69,6 +86,8 @@ class PipelineMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.processed_child = children(self.processed)
+        self.end_to_end_child = children(self.end_to_end)
         self.lag = Gauge(
             "tandem_consumer_lag_records",
             "Records behind the end of the partition.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from tandem_shared.events import ShadowScore
-from tandem_shared.telemetry import LATENCY_BUCKETS, guarded
+from tandem_shared.telemetry import LATENCY_BUCKETS, children, guarded
 
 from tandem_scoring.registry import LoadedModel
 from tandem_scoring.scorer import ScoreResult
@@ -54,6 +54,8 @@ class ScoringMetrics:
             ["model"],
             registry=registry,
         )
+        self._confidence = children(self.confidence)
+        self._quality_flags = children(self.quality_flags)
 
     def observe_inference(self, model: LoadedModel, rows: int, seconds: float) -> None:
         with guarded("inference metric"):
@@ -63,11 +65,11 @@ class ScoringMetrics:
 
     def observe_score(self, result: ScoreResult) -> None:
         with guarded("score metrics"):
-            self.confidence.labels(
-                result.task_type, result.model.name, result.model.version
-            ).observe(result.confidence)
+            self._confidence(result.task_type, result.model.name, result.model.version).observe(
+                result.confidence
+            )
             for flag in result.quality_flags:
-                self.quality_flags.labels(result.task_type, flag.code).inc()
+                self._quality_flags(result.task_type, flag.code).inc()
 
     def observe_shadow(self, live: ScoreResult, shadow: ShadowScore) -> None:
         with guarded("shadow metrics"):
