@@ -208,7 +208,10 @@ def test_every_feature_missing_is_still_scored(registry: ModelRegistry) -> None:
     assert {f.code for f in result.quality_flags} == {"missing"}
     assert result.prediction in dataset.LABELS
     score = result.to_score()
-    assert score.explanation == [] and sum(score.probabilities.values()) == pytest.approx(1)
+    assert sum(score.probabilities.values()) == pytest.approx(1)
+    # Every feature sits at its reference value, so none of them moved the prediction.
+    assert len(score.explanation) == 5
+    assert all(c.contribution == 0 for c in score.explanation)
 
 
 def test_observer_sees_each_inference(reference_model: LoadedModel) -> None:

@@ -79,7 +79,7 @@ def test_wine_manifest_describes_its_data(wine_training: ModuleType) -> None:
     assert manifest.explanation.method == "occlusion" and manifest.missing_references == []
 
 
-def test_wine_scores_like_the_forest_with_one_call_per_batch(wine_training: ModuleType) -> None:
+def test_wine_scores_like_the_forest_then_explains_in_one_call(wine_training: ModuleType) -> None:
     train, holdout = wine_training.splits()
     forest = wine_training.train_forest(train)
     model = load_model(WINE)
@@ -95,7 +95,8 @@ def test_wine_scores_like_the_forest_with_one_call_per_batch(wine_training: Modu
         for i, row in enumerate(holdout.features)
     ]
     results = scorer.predict(tasks)
-    assert len(counting.inputs) == 1 and counting.inputs[0].shape == (len(tasks), 13)
+    # One call scores the batch, one more explains it (occlusion of each of the 13 features).
+    assert [m.shape for m in counting.inputs] == [(len(tasks), 13), (len(tasks) * 13, 13)]
     expected = forest.predict_proba(holdout.features)
     for result, want, predicted in zip(
         results, expected, forest.predict(holdout.features), strict=True

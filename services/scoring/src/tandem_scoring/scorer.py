@@ -14,8 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
-from tandem_shared.events import FeatureValue, ModelRef, QualityFlag, Score, TaskSubmitted
+from tandem_shared.events import (
+    Contribution,
+    FeatureValue,
+    ModelRef,
+    QualityFlag,
+    Score,
+    TaskSubmitted,
+)
 
+from tandem_scoring.explain import TOP_K, explain
 from tandem_scoring.manifest import (
     BooleanFeature,
     CategoricalFeature,
@@ -40,6 +48,8 @@ class ScoreResult:
     probabilities: dict[str, float]
     confidence: float
     quality_flags: list[QualityFlag] = field(default_factory=list)
+    # The top contributing features, largest first; empty when the model is not explained.
+    explanation: list[Contribution] = field(default_factory=list)
 
     def to_score(self) -> Score:
         return Score(
@@ -48,7 +58,7 @@ class ScoreResult:
             probabilities=self.probabilities,
             confidence=self.confidence,
             quality_flags=self.quality_flags,
-            explanation=[],
+            explanation=self.explanation,
         )
 
 
@@ -147,9 +157,17 @@ def prepare(
 class Scorer:
     """Scores batches of tasks with the models of a registry."""
 
-    def __init__(self, registry: ModelRegistry, observe: InferenceObserver | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        observe: InferenceObserver | None = None,
+        top_k: int = TOP_K,
+    ) -> None:
+        if top_k < 0:
+            raise ValueError("top_k must not be negative")
         self.registry = registry
         self.observe = observe
+        self.top_k = top_k
 
     def predict(self, tasks: Sequence[TaskSubmitted]) -> list[ScoreResult | Rejection]:
         """One result per task, in order. CPU-bound: call it from a worker thread."""
@@ -178,21 +196,17 @@ class Scorer:
             matrix[row] = values
             all_flags.append(flags)
         started = time.perf_counter()
-        _, raw = model.session.run(
-            [manifest.tensors.label, manifest.tensors.probabilities],
-            {manifest.tensors.input: matrix},
-        )
+        probabilities = _run(model, matrix)
         if self.observe is not None:
             self.observe(model, len(tasks), time.perf_counter() - started)
-        probabilities: NDArray[np.float64] = np.asarray(raw, dtype=np.float64)
-        if probabilities.shape != (len(tasks), len(manifest.labels)):
-            raise RuntimeError(
-                f"model {model.key} answered shape {list(probabilities.shape)} "
-                f"for {len(tasks)} tasks and {len(manifest.labels)} labels"
-            )
+        predicted = np.argmax(probabilities, axis=1)
+        explanations = explain(
+            lambda rows: _run(model, rows), manifest, matrix, probabilities, predicted, self.top_k
+        )
         out: list[ScoreResult] = []
-        for task, row_p, flags in zip(tasks, probabilities, all_flags, strict=True):
-            best = int(np.argmax(row_p))
+        for task, row_p, best, flags, explanation in zip(
+            tasks, probabilities, predicted, all_flags, explanations, strict=True
+        ):
             out.append(
                 ScoreResult(
                     task_id=task.task_id,
@@ -204,6 +218,23 @@ class Scorer:
                     },
                     confidence=min(max(float(row_p[best]), 0.0), 1.0),
                     quality_flags=flags,
+                    explanation=explanation,
                 )
             )
         return out
+
+
+def _run(model: LoadedModel, matrix: NDArray[np.float32]) -> NDArray[np.float64]:
+    """One onnxruntime call: the probabilities, one row per input row, one column per label."""
+    manifest = model.manifest
+    _, raw = model.session.run(
+        [manifest.tensors.label, manifest.tensors.probabilities],
+        {manifest.tensors.input: matrix},
+    )
+    probabilities: NDArray[np.float64] = np.asarray(raw, dtype=np.float64)
+    if probabilities.shape != (len(matrix), len(manifest.labels)):
+        raise RuntimeError(
+            f"model {model.key} answered shape {list(probabilities.shape)} "
+            f"for {len(matrix)} rows and {len(manifest.labels)} labels"
+        )
+    return probabilities
