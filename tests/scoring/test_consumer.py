@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 from tandem_cli import dataset
 from tandem_scoring.consumer import ScoringHandler
+from tandem_scoring.drift import DriftWatch
 from tandem_scoring.registry import ModelRegistry
 from tandem_scoring.telemetry import ScoringMetrics
 from tandem_scoring.versions import LiveModels
@@ -65,3 +67,29 @@ async def test_replay_gives_the_same_ids(registry: ModelRegistry) -> None:
     first, second = await handler(batch), await handler(batch)
     ids = [[o.event.id for o in r] for r in first if not isinstance(r, Rejected)]
     assert ids == [[o.event.id for o in r] for r in second if not isinstance(r, Rejected)]
+
+
+async def test_drift_alarms_ride_with_the_batch_as_control_events(registry: ModelRegistry) -> None:
+    drift = DriftWatch(window=300, threshold=0.2, min_count=300)
+    handler = ScoringHandler(
+        LiveModels(registry, MODELS), Topics("t."), ScoringMetrics(CollectorRegistry()), drift
+    )
+    steady = [b for b, _ in dataset.sample_tasks(300, seed=21)]
+    results = await handler([incoming(b, n) for n, b in enumerate(steady)])
+    assert all(len(r) == 1 for r in results if not isinstance(r, Rejected))  # no alarm
+
+    spread = float(np.std([b["features"]["mean_radius"] for b in steady]))
+    shifted = [
+        {
+            **b,
+            "features": {**b["features"], "mean_radius": b["features"]["mean_radius"] + 2 * spread},
+        }
+        for b, _ in dataset.sample_tasks(300, seed=22)
+    ]
+    results = await handler([incoming(b, n) for n, b in enumerate(shifted)])
+    extra = [o for r in results if not isinstance(r, Rejected) for o in r[1:]]
+    assert extra, "a shifted feature raises a drift alarm"
+    assert all(o.topic == "t.control" for o in extra)
+    subjects = {o.event.subject for o in extra}
+    assert "drift/tumor_screening/mean_radius" in subjects
+    assert len(results[-1]) > 1  # the alarms ride with the batch's last record

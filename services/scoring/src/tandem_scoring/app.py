@@ -13,6 +13,7 @@ from tandem_shared.kafka import event_decoder
 from tandem_shared.service import ServiceRuntime
 
 from tandem_scoring.consumer import ScoringHandler
+from tandem_scoring.drift import DriftWatch
 from tandem_scoring.settings import ScoringSettings
 from tandem_scoring.telemetry import ScoringMetrics
 from tandem_scoring.versions import ControlHandler, LiveModels
@@ -42,7 +43,12 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
         settings.group_id,
         [runtime.topics.submitted],
         event_decoder({"tandem.task.submitted.v1": TaskSubmitted}),
-        ScoringHandler(live, runtime.topics, metrics),
+        ScoringHandler(
+            live,
+            runtime.topics,
+            metrics,
+            DriftWatch(settings.drift_window, settings.drift_threshold, settings.drift_min_count),
+        ),
     )
     # Every replica follows every control change: a group of its own, read from the start.
     runtime.add_consumer(

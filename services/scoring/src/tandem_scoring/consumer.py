@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from tandem_shared.envelope import Event, utcnow
-from tandem_shared.events import EventData, ShadowScore, TaskScored, TaskSubmitted
+from tandem_shared.events import (
+    EventData,
+    FeatureValue,
+    ShadowScore,
+    TaskScored,
+    TaskSubmitted,
+)
 from tandem_shared.kafka import Incoming, Outgoing, Rejected, Result
 from tandem_shared.topics import Topics
 
+from tandem_scoring.drift import DriftChange, DriftWatch, drift_control_event
+from tandem_scoring.manifest import ModelManifest
+from tandem_scoring.registry import ModelRegistry
 from tandem_scoring.scorer import Rejection, Scorer, ScoreResult
 from tandem_scoring.telemetry import ScoringMetrics
 from tandem_scoring.versions import LiveModels
@@ -20,10 +29,17 @@ SOURCE = "tandem/scoring"
 class ScoringHandler:
     """Scores each batch in a worker thread, so inference never blocks the event loop."""
 
-    def __init__(self, live: LiveModels, topics: Topics, metrics: ScoringMetrics) -> None:
+    def __init__(
+        self,
+        live: LiveModels,
+        topics: Topics,
+        metrics: ScoringMetrics,
+        drift: DriftWatch | None = None,
+    ) -> None:
         self.live = live
         self.topics = topics
         self.metrics = metrics
+        self.drift = drift or DriftWatch(window=1000, threshold=0.2, min_count=1000)
 
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
         tasks: list[TaskSubmitted] = []
@@ -34,10 +50,14 @@ class ScoringHandler:
                 tasks.append(incoming.item.data)
                 positions.append(i)
         # The registries of this moment score the whole batch, even if a new version goes live.
-        live = Scorer(self.live.registry, observe=self.metrics.observe_inference)
+        registry = self.live.registry
+        live = Scorer(registry, observe=self.metrics.observe_inference)
         shadow = Scorer(self.live.shadow) if self.live.shadow is not None else None
         scores, shadows = await asyncio.to_thread(_score, live, shadow, tasks)
+        changes = await asyncio.to_thread(_watch, self.drift, registry, tasks, scores)
+        self.metrics.observe_drift(self.drift, changes)
         scored_at = utcnow()
+        last: int | None = None
         for i, task, score, candidate in zip(positions, tasks, scores, shadows, strict=True):
             if isinstance(score, Rejection):
                 results[i] = Rejected(score.reason)
@@ -54,6 +74,17 @@ class ScoringHandler:
             )
             event = Event.derived(data, source=SOURCE, subject=task.task_id, stage="scored")
             results[i] = [Outgoing(self.topics.scored, event)]
+            last = i
+        if changes and last is not None:
+            # Drift is a property of the batch: its control events ride with the batch's last
+            # scored record, so they too are acknowledged before the offsets are committed.
+            alarms = [
+                Outgoing(self.topics.control, drift_control_event(c, "scoring", scored_at))
+                for c in changes
+            ]
+            scored = results[last]
+            assert not isinstance(scored, Rejected)
+            results[last] = [*scored, *alarms]
         return results
 
 
@@ -67,6 +98,25 @@ def _score(
     if shadow is None:
         return scores, [None] * len(tasks)
     return scores, list(shadow.predict(tasks))
+
+
+def _watch(
+    watch: DriftWatch,
+    registry: ModelRegistry,
+    tasks: list[TaskSubmitted],
+    scores: list[ScoreResult | Rejection],
+) -> list[DriftChange]:
+    """Feed each model's scored rows and confidences to its drift monitor."""
+    by_model: dict[str, tuple[ModelManifest, list[Mapping[str, FeatureValue]], list[float]]] = {}
+    for task, score in zip(tasks, scores, strict=True):
+        model = registry.get(task.task_type)
+        if model is None or not isinstance(score, ScoreResult):
+            continue
+        entry = by_model.setdefault(model.key, (model.manifest, [], []))
+        entry[1].append(task.features)
+        entry[2].append(score.confidence)
+    groups = list(by_model.values())
+    return watch.observe([g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups])
 
 
 def _beside(live: ScoreResult, candidate: ScoreResult | Rejection | None) -> ShadowScore | None:

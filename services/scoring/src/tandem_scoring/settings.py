@@ -30,3 +30,9 @@ class ScoringSettings(ServiceSettings):
     serve: dict[str, str] = Field(default_factory=dict)
     # onnxruntime threads per inference call; batches are small and cores are shared.
     inference_threads: int = Field(default=1, ge=1)
+    # Drift: the population stability index of each feature and of the confidence over the
+    # last drift_window values, against the manifest's reference. Judged on full windows by
+    # default: PSI from a few hundred values is noisy enough to cross 0.2 with no drift at all.
+    drift_window: int = Field(default=1000, ge=10)
+    drift_threshold: float = Field(default=0.2, gt=0)
+    drift_min_count: int = Field(default=1000, ge=1)

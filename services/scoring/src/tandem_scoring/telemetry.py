@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tandem_shared.events import ShadowScore
 from tandem_shared.telemetry import LATENCY_BUCKETS, children, guarded
 
+from tandem_scoring.drift import DriftChange, DriftWatch
 from tandem_scoring.registry import LoadedModel
 from tandem_scoring.scorer import ScoreResult
 
@@ -54,6 +55,19 @@ class ScoringMetrics:
             ["model"],
             registry=registry,
         )
+        self.drift_psi = Gauge(
+            "tandem_drift_psi",
+            "Population stability index of a feature (or the confidence) over the recent window.",
+            ["model", "version", "feature"],
+            registry=registry,
+        )
+        self.drift_alarms = Counter(
+            "tandem_drift_changes",
+            "Drift alarms raised and cleared.",
+            ["model", "version", "feature", "drifting"],
+            registry=registry,
+        )
+        self._drift_psi = children(self.drift_psi)
         self._confidence = children(self.confidence)
         self._quality_flags = children(self.quality_flags)
 
@@ -76,3 +90,13 @@ class ScoringMetrics:
             labels = (live.model.name, live.model.version, shadow.model.version)
             self.shadow_scores.labels(*labels, str(shadow.agrees).lower()).inc()
             self.shadow_confidence_delta.labels(*labels).observe(shadow.confidence_delta)
+
+    def observe_drift(self, watch: DriftWatch, changes: list[DriftChange]) -> None:
+        with guarded("drift metrics"):
+            for monitor in watch.monitors.values():
+                for feature, value in monitor.current().items():
+                    self._drift_psi(monitor.model, monitor.version, feature).set(value)
+            for c in changes:
+                self.drift_alarms.labels(
+                    c.model, c.version, c.feature, str(c.drifting).lower()
+                ).inc()
