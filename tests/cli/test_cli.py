@@ -105,6 +105,12 @@ async def test_model_promote_and_rollback_publish_control_changes(
     assert back.exit_code == 0, back.output
     changes = await read_control(kafka_settings.bootstrap_servers, topics)
     assert model_state(changes, "tumor_screening") == ModelState(live="1", previous="7")
+    shadow = await asyncio.to_thread(
+        runner.invoke, app, ["model", "shadow", "tumor_screening", "3"]
+    )
+    assert "live 1, shadow 3" in shadow.output
+    stop = await asyncio.to_thread(runner.invoke, app, ["model", "shadow", "tumor_screening"])
+    assert "shadow none" in stop.output
 
     broken = tmp_path / "tumor_screening" / "2"
     broken.mkdir(parents=True)

@@ -52,6 +52,13 @@ async def test_promote_and_roll_back_through_the_control_topic(
     shown = await api.get("/v1/admin/models/tumor_screening", headers=admin)
     assert shown.json()["state"]["live"] == "1"
 
+    url = "/v1/admin/models/tumor_screening/shadow"
+    candidate = await api.post(url, json={"version": "3"}, headers=admin)
+    assert candidate.json()["state"] == {"live": "1", "previous": "2", "shadow": "3"}
+    assert (await api.post(url, json={"version": "1"}, headers=admin)).status_code == 409
+    stopped = await api.post(url, json={"version": None}, headers=admin)
+    assert stopped.json()["state"]["shadow"] is None
+
 
 async def test_only_admins_change_models(api: httpx.AsyncClient) -> None:
     url = "/v1/admin/models/tumor_screening/promote"

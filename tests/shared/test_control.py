@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tandem_shared.control import ModelState, promoted, rolled_back
+from tandem_shared.control import ModelState, promoted, rolled_back, shadowed
 
 
 def test_promote_keeps_the_replaced_version_for_a_rollback() -> None:
@@ -29,3 +29,13 @@ def test_promoting_the_shadow_ends_its_shadowing() -> None:
 def test_rollback_needs_a_previous_version(state: ModelState | None) -> None:
     with pytest.raises(ValueError, match="no previous version"):
         rolled_back(state)
+
+
+def test_shadow_is_set_and_cleared_beside_the_live_version() -> None:
+    state = ModelState(live="1", previous="0")
+    assert shadowed(state, "2") == ModelState(live="1", previous="0", shadow="2")
+    assert shadowed(shadowed(state, "2"), None) == state
+    with pytest.raises(ValueError, match="already live"):
+        shadowed(state, "1")
+    with pytest.raises(ValueError, match="promote one first"):
+        shadowed(None, "2")

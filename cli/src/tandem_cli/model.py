@@ -29,6 +29,7 @@ from tandem_shared.control import (
     publish_change,
     read_control,
     rolled_back,
+    shadowed,
 )
 from tandem_shared.kafka import Publisher, make_producer
 from tandem_shared.settings import KafkaSettings
@@ -140,3 +141,17 @@ def rollback(name: Annotated[str, typer.Argument(help="The model, e.g. tumor_scr
         _stderr.print(f"{name}: {exc}", markup=False)
         raise typer.Exit(1) from exc
     typer.echo(f"{name}: live {state.live} (rolled back from {state.previous})")
+
+
+@model_app.command()
+def shadow(
+    name: Annotated[str, typer.Argument(help="The model, e.g. tumor_screening.")],
+    version: Annotated[str | None, typer.Argument(help="The candidate; leave out to stop.")] = None,
+) -> None:
+    """Score VERSION of NAME beside the live one: recorded on every scored event, never routed."""
+    try:
+        state = asyncio.run(_change(name, lambda current: shadowed(current, version), _who()))
+    except ValueError as exc:
+        _stderr.print(f"{name}: {exc}", markup=False)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{name}: live {state.live}, shadow {state.shadow or 'none'}")

@@ -112,3 +112,12 @@ def rolled_back(current: ModelState | None) -> ModelState:
     if current is None or current.previous is None:
         raise ValueError("no previous version is known to roll back to")
     return ModelState(live=current.previous, previous=current.live, shadow=current.shadow)
+
+
+def shadowed(current: ModelState | None, version: str | None) -> ModelState:
+    """``version`` scores beside the live one (None: no shadow); the live version is unchanged."""
+    if current is None:
+        raise ValueError("no live version is recorded yet: promote one first")
+    if version is not None and version == current.live:
+        raise ValueError(f"version {version} is already live")
+    return current.model_copy(update={"shadow": version})

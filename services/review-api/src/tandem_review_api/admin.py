@@ -16,6 +16,7 @@ from tandem_shared.control import (
     publish_change,
     read_control,
     rolled_back,
+    shadowed,
 )
 
 from tandem_review_api.errors import Conflict
@@ -26,6 +27,16 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 class Promotion(BaseModel):
     version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class Shadow(BaseModel):
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The version to score beside the live one; null ends shadowing.",
+    )
 
 
 class ModelStateOut(BaseModel):
@@ -60,6 +71,16 @@ async def promote(name: str, body: Promotion, who: Admin, request: Request) -> M
 async def rollback(name: str, who: Admin, request: Request) -> ModelStateOut:
     try:
         state = rolled_back(await _current(request, name))
+    except ValueError as exc:
+        raise Conflict(f"model {name}: {exc}") from exc
+    return await _publish(request, name, state, who)
+
+
+@router.post("/models/{name}/shadow", response_model=ModelStateOut)
+async def shadow(name: str, body: Shadow, who: Admin, request: Request) -> ModelStateOut:
+    """Score a candidate version beside the live one; it is recorded, it never routes."""
+    try:
+        state = shadowed(await _current(request, name), body.version)
     except ValueError as exc:
         raise Conflict(f"model {name}: {exc}") from exc
     return await _publish(request, name, state, who)
