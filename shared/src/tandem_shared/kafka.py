@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 from tandem_shared.envelope import (
     EnvelopeError,
@@ -125,11 +125,13 @@ class Publisher:
         self._producer = producer
 
     async def send(self, outgoing: Outgoing) -> asyncio.Future[Any]:
+        headers = outgoing.event.headers()
+        # The current span (the record being processed, or a request) continues in the output.
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        headers += [(k, v.encode()) for k, v in carrier.items()]
         future: asyncio.Future[Any] = await self.producer.send(
-            outgoing.topic,
-            outgoing.event.value(),
-            key=outgoing.key,
-            headers=outgoing.event.headers(),
+            outgoing.topic, outgoing.event.value(), key=outgoing.key, headers=headers
         )
         return future
 

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import aiokafka
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -110,6 +112,9 @@ def setup_tracing(service: str) -> trace.Tracer:
     instrumentor = AIOKafkaInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
+        # Sends are traced by the Publisher instead: the instrumentation's send span works out
+        # the partition and enriches a span per record, a quarter of the consume loop's time.
+        unwrap(aiokafka.AIOKafkaProducer, "send")
     return trace.get_tracer(f"tandem.{service}")
 
 
