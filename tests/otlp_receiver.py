@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -91,7 +90,3 @@ class OtlpReceiver:
 def _value(v: object) -> object:
     kind = v.WhichOneof("value")  # type: ignore[attr-defined]
     return getattr(v, kind) if kind else None
-
-
-def spans_of_trace(spans: list[CollectedSpan], trace_id: str) -> Iterator[CollectedSpan]:
-    return (s for s in spans if s.trace_id == trace_id)

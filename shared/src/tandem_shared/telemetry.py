@@ -141,12 +141,6 @@ def context_from_headers(headers: Headers | None) -> Any:
     return propagate.extract(tuple(headers or ()), getter=_GETTER)
 
 
-def traceparent_of_current() -> str | None:
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent")
-
-
 def context_from_traceparent(traceparent: str | None) -> Any:
     return propagate.extract({"traceparent": traceparent} if traceparent else {})
 
