@@ -38,6 +38,7 @@ test: setup lint
 
 schemas:
 	$(RUN) python -m tandem_shared.schemas docs/schemas
+	$(RUN) tandem model schema
 
 clean: down
 	rm -rf .tandem
