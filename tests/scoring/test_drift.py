@@ -15,7 +15,6 @@ from tandem_scoring.drift import (
     DriftChange,
     DriftMonitor,
     drift_control_event,
-    is_drift,
     psi,
 )
 from tandem_scoring.manifest import ModelManifest, NumericFeature
@@ -244,16 +243,12 @@ def test_control_event_of_a_change() -> None:
     )
     data = event.data
     assert (data.kind, data.name, data.changed_by, data.changed_at) == (
-        "model",
+        "drift",
         "tumor_screening",
         "tandem/scoring",
         AT,
     )
-    assert data.value == {
-        "drift": {"feature": "mean_radius", "psi": 0.31, "drifting": True},
-        "version": "1",
-    }
-    assert is_drift(data)
+    assert data.value == {"feature": "mean_radius", "psi": 0.31, "drifting": True, "version": "1"}
     # Deterministic: the same change at the same time is the same event; a recovery is not.
     assert drift_control_event(change, "scoring", AT).id == event.id
     recovered = DriftChange("tumor_screening", "1", "mean_radius", 0.1, False)
@@ -272,4 +267,3 @@ def test_a_drift_record_is_never_read_as_a_model_state() -> None:
     state = model_change("tumor_screening", ModelState(live="1"), "admin")
     changes[state.subject] = state.data
     assert model_state(changes, "tumor_screening") == ModelState(live="1")
-    assert not is_drift(state.data)

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import onnx
@@ -15,9 +16,10 @@ from prometheus_client import CollectorRegistry
 from tandem_cli import dataset
 from tandem_scoring.app import create_app
 from tandem_scoring.consumer import ScoringHandler
+from tandem_scoring.drift import DriftChange, drift_control_event
 from tandem_scoring.settings import ScoringSettings
 from tandem_scoring.telemetry import ScoringMetrics
-from tandem_scoring.versions import LiveModels
+from tandem_scoring.versions import ControlHandler, LiveModels
 from tandem_shared.control import ModelState, model_change, publish_change
 from tandem_shared.events import TaskScored
 from tandem_shared.kafka import Publisher, Rejected, make_producer
@@ -194,3 +196,20 @@ async def test_a_shadow_scores_beside_the_live_version_and_never_replaces_it(
     assert await live.apply("tumor_screening", ModelState(live="1")) is True
     [first] = (await handler(batch[:1]))[0]
     assert first.event.data.score.shadow is None
+
+
+async def test_scoring_follows_model_states_not_drift_records(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    version(models, "1", "same")
+    version(models, "2", "weaker")
+    live = LiveModels.load(models, {"tumor_screening": "tumor_screening/1"}, threads=1)
+    metrics_registry = CollectorRegistry()
+    control = ControlHandler(live, ScoringMetrics(metrics_registry))
+    alarm = DriftChange("tumor_screening", "1", "mean_radius", 0.4, True)
+    await control.follow(drift_control_event(alarm, "scoring", datetime.now(UTC)).data)
+    assert live.state_of("tumor_screening") == "1"
+    assert metrics_registry.get_sample_value(
+        "tandem_model_refused_total", {"model": "tumor_screening"}
+    ) in (None, 0.0)
+    await control.follow(model_change("tumor_screening", ModelState(live="2"), "ops").data)
+    assert live.state_of("tumor_screening") == "2"

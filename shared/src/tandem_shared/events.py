@@ -126,7 +126,7 @@ class FeedbackRecorded(EventData):
 
 
 class ControlChanged(EventData):
-    kind: Literal["policy", "model", "kill_switch"]
+    kind: Literal["policy", "model", "kill_switch", "drift"]
     name: str
     value: dict[str, Any]
     changed_by: str

@@ -27,10 +27,8 @@ again when it falls below ``recovery * threshold`` (recovered); the gap keeps a 
 the threshold from flapping. Nothing is judged, nor reported by ``current``, before a feature
 has ``min_count`` values in its window. Not thread-safe: observe from one thread at a time.
 
-The control event puts drift under ``kind="model"`` (the event contract has no drift kind) with
-the key ``drift/MODEL/FEATURE``, so ``tandem_shared.control.model_state`` (key ``model/MODEL``)
-never reads it as a model state. A consumer that follows every ``kind="model"`` change must skip
-drift records: ``is_drift(change)`` says which they are.
+The control event has ``kind="drift"`` and the key ``drift/MODEL/FEATURE``, beside the model
+states (``kind="model"``, key ``model/MODEL``) that scoring follows.
 """
 
 from __future__ import annotations
@@ -247,10 +245,12 @@ def drift_control_event(change: DriftChange, service: str, at: datetime) -> Even
     the writer (e.g. ``scoring``). The id derives from the key, the state and ``at``."""
     subject = f"{DRIFT}/{change.model}/{change.feature}"
     data = ControlChanged(
-        kind="model",
+        kind="drift",
         name=change.model,
         value={
-            DRIFT: {"feature": change.feature, "psi": change.psi, "drifting": change.drifting},
+            "feature": change.feature,
+            "psi": change.psi,
+            "drifting": change.drifting,
             "version": change.version,
         },
         changed_by=f"tandem/{service}",
@@ -260,11 +260,6 @@ def drift_control_event(change: DriftChange, service: str, at: datetime) -> Even
     return Event(
         event_id(subject, f"{state}@{at.isoformat()}"), f"tandem/{service}", subject, data, at
     )
-
-
-def is_drift(change: ControlChanged) -> bool:
-    """Whether a control change is a drift record rather than a model state."""
-    return change.kind == "model" and DRIFT in change.value
 
 
 class DriftWatch:

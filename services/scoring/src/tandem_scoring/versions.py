@@ -15,7 +15,6 @@ from tandem_shared.envelope import Event
 from tandem_shared.events import ControlChanged, EventData
 from tandem_shared.kafka import Incoming, Result
 
-from tandem_scoring.drift import is_drift
 from tandem_scoring.registry import ModelError, ModelRegistry, read_manifest
 from tandem_scoring.telemetry import ScoringMetrics
 
@@ -110,8 +109,8 @@ class ControlHandler:
         return [[] for _ in batch]
 
     async def follow(self, change: EventData) -> None:
-        if not isinstance(change, ControlChanged) or change.kind != "model" or is_drift(change):
-            return  # drift records share the kind; scoring writes them, it does not follow them
+        if not isinstance(change, ControlChanged) or change.kind != "model":
+            return
         try:
             state = ModelState.model_validate(change.value)
         except ValidationError as exc:
