@@ -53,8 +53,9 @@ class ScoringHandler:
         registry = self.live.registry
         live = Scorer(registry, observe=self.metrics.observe_inference)
         shadow = Scorer(self.live.shadow) if self.live.shadow is not None else None
-        scores, shadows = await asyncio.to_thread(_score, live, shadow, tasks)
-        changes = await asyncio.to_thread(_watch, self.drift, registry, tasks, scores)
+        scores, shadows, changes = await asyncio.to_thread(
+            _score, live, shadow, tasks, self.drift, registry
+        )
         self.metrics.observe_drift(self.drift, changes)
         scored_at = utcnow()
         last: int | None = None
@@ -89,15 +90,21 @@ class ScoringHandler:
 
 
 def _score(
-    live: Scorer, shadow: Scorer | None, tasks: list[TaskSubmitted]
-) -> tuple[list[ScoreResult | Rejection], list[ScoreResult | Rejection | None]]:
-    """Both scorers in one trip to the worker thread; the shadow sees the same tasks."""
+    live: Scorer,
+    shadow: Scorer | None,
+    tasks: list[TaskSubmitted],
+    drift: DriftWatch,
+    registry: ModelRegistry,
+) -> tuple[list[ScoreResult | Rejection], list[ScoreResult | Rejection | None], list[DriftChange]]:
+    """All the batch's CPU work in one trip to the worker thread: the live scores, the shadow's
+    on the same tasks, and the drift they show."""
     if not tasks:
-        return [], []
+        return [], [], []
     scores = live.predict(tasks)
-    if shadow is None:
-        return scores, [None] * len(tasks)
-    return scores, list(shadow.predict(tasks))
+    shadows: list[ScoreResult | Rejection | None] = (
+        [None] * len(tasks) if shadow is None else list(shadow.predict(tasks))
+    )
+    return scores, shadows, _watch(drift, registry, tasks, scores)
 
 
 def _watch(
