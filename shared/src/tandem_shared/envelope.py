@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,15 +94,10 @@ def decode(
     if value is None:
         raise EnvelopeError("record has no value")
     try:
-        body = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnvelopeError(f"value is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise EnvelopeError("value is JSON nested too deeply to parse") from exc
-    try:
-        data = model.model_validate(body)
+        # Parsing and validating in one pass (pydantic-core) is twice as fast as json.loads first.
+        data = model.model_validate_json(value)
     except ValidationError as exc:
-        raise EnvelopeError(f"{ce_type} does not match its schema: {_summary(exc)}") from exc
+        raise EnvelopeError(_invalid(ce_type, exc)) from exc
     subject = attrs.get("ce_subject") or str(getattr(data, "task_id", "") or "")
     return Event(attrs["ce_id"], attrs["ce_source"], subject, data, _parse_time(attrs))
 
@@ -117,6 +111,16 @@ def _parse_time(attrs: Mapping[str, str]) -> datetime:
     except ValueError as exc:
         raise EnvelopeError(f"ce_time {raw!r} is not an RFC 3339 time") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _invalid(ce_type: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    if errors and errors[0]["type"] == "json_invalid":
+        detail = str(errors[0].get("ctx", {}).get("error", errors[0]["msg"]))
+        if "recursion limit" in detail:
+            return "value is JSON nested too deeply to parse"
+        return f"value is not JSON: {detail}"
+    return f"{ce_type} does not match its schema: {_summary(exc)}"
 
 
 def _summary(exc: ValidationError) -> str:
