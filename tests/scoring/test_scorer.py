@@ -222,3 +222,31 @@ def test_observer_sees_each_inference(reference_model: LoadedModel) -> None:
     )
     scorer.predict([task(clean_features(), n=i) for i in range(4)])
     assert seen == [("tumor_screening/1", 4)]
+
+
+def test_a_mixed_batch_is_read_as_each_row_alone(reference_model: LoadedModel) -> None:
+    """Clean rows take one numpy pass and the others the per-value rules: the input matrix and
+    the flags must be what ``prepare`` makes of every row by itself."""
+    manifest = reference_model.manifest
+    first = manifest.ordered_features[0].name
+    clean = clean_features()
+    odd: list[dict[str, Any]] = [
+        {**clean, first: value} for value in (None, "1", math.nan, 10**400, 1e39, 1e6, True)
+    ]
+    odd += [{k: v for k, v in clean.items() if k != first}, {**clean, "extra": 1.0}]
+    rows = [clean, *odd, {**clean, first: int(clean[first])}]
+    counting = CountingSession(reference_model.session)
+    model = LoadedModel(manifest, counting)
+    results = Scorer(ModelRegistry({"tumor_screening": model})).predict(
+        [task(r, n=i) for i, r in enumerate(rows)]
+    )
+    matrix = counting.inputs[0]
+    for i, row in enumerate(rows):
+        expected, flags = prepare(manifest, row)
+        np.testing.assert_array_equal(matrix[i], np.asarray(expected, dtype=np.float32))
+        result = results[i]
+        assert isinstance(result, ScoreResult)
+        assert result.quality_flags == flags
+    # Only the two clean rows (one with an int where floats are usual) have no flag.
+    flagged = [bool(r.quality_flags) for r in results if isinstance(r, ScoreResult)]
+    assert flagged == [False, *[True] * (len(rows) - 2), False]

@@ -48,6 +48,7 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
             runtime.topics,
             metrics,
             DriftWatch(settings.drift_window, settings.drift_threshold, settings.drift_min_count),
+            thread_min_batch=settings.thread_min_batch,
         ),
     )
     # Every replica follows every control change: a group of its own, read from the start.

@@ -27,7 +27,7 @@ SOURCE = "tandem/scoring"
 
 
 class ScoringHandler:
-    """Scores each batch in a worker thread, so inference never blocks the event loop."""
+    """Scores each batch: a heavy one in a worker thread, so it never blocks the event loop."""
 
     def __init__(
         self,
@@ -35,11 +35,13 @@ class ScoringHandler:
         topics: Topics,
         metrics: ScoringMetrics,
         drift: DriftWatch | None = None,
+        thread_min_batch: int = 256,
     ) -> None:
         self.live = live
         self.topics = topics
         self.metrics = metrics
         self.drift = drift or DriftWatch(window=1000, threshold=0.2, min_count=1000)
+        self.thread_min_batch = thread_min_batch
 
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
         tasks: list[TaskSubmitted] = []
@@ -53,17 +55,19 @@ class ScoringHandler:
         registry = self.live.registry
         live = Scorer(registry, observe=self.metrics.observe_inference)
         shadow = Scorer(self.live.shadow) if self.live.shadow is not None else None
-        scores, shadows, changes = await asyncio.to_thread(
-            _score, live, shadow, tasks, self.drift, registry
-        )
+        work = (live, shadow, tasks, self.drift, registry)
+        if len(tasks) >= self.thread_min_batch:
+            scores, shadows, changes = await asyncio.to_thread(_score, *work)
+        else:
+            scores, shadows, changes = _score(*work)
         self.metrics.observe_drift(self.drift, changes)
         scored_at = utcnow()
+        self.metrics.observe_scores([s for s in scores if isinstance(s, ScoreResult)])
         last: int | None = None
         for i, task, score, candidate in zip(positions, tasks, scores, shadows, strict=True):
             if isinstance(score, Rejection):
                 results[i] = Rejected(score.reason)
                 continue
-            self.metrics.observe_score(score)
             beside = _beside(score, candidate)
             if beside is not None:
                 self.metrics.observe_shadow(score, beside)

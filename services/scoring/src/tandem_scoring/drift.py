@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 from tandem_shared.envelope import Event, event_id
 from tandem_shared.events import ControlChanged, FeatureValue
 
+from tandem_scoring.columns import plain_numbers
 from tandem_scoring.manifest import (
     BooleanFeature,
     CategoricalFeature,
@@ -177,10 +178,9 @@ class DriftMonitor:
     ) -> list[DriftChange]:
         """Add one batch; return the features whose drift state it changed."""
         touched: list[str] = []
-        for name, spec in self._specs.items():
-            values = [v for row in rows if (v := _encode(spec, row.get(name))) is not None]
-            if values:
-                self._windows[name].push(np.asarray(values, dtype=np.float64))
+        for name, values in self._values(rows).items():
+            if len(values):
+                self._windows[name].push(values)
                 touched.append(name)
         if self._confidence is not None:
             finite = [c for c in confidences if math.isfinite(c)]
@@ -201,6 +201,22 @@ class DriftMonitor:
                 window.drifting = not window.drifting
                 changes.append(DriftChange(self.model, self.version, name, value, window.drifting))
         return changes
+
+    def _values(self, rows: Sequence[Mapping[str, FeatureValue]]) -> dict[str, NDArray[np.float64]]:
+        """Each watched feature's countable values in the batch: the numeric features of clean
+        rows straight from one matrix, everything else value by value."""
+        numeric = [name for name, spec in self._specs.items() if isinstance(spec, NumericFeature)]
+        block, clean = plain_numbers(numeric, rows)
+        rest = [row for row, ok in zip(rows, clean, strict=True) if not ok]
+        column_of = {name: j for j, name in enumerate(numeric)}
+        out: dict[str, NDArray[np.float64]] = {}
+        for name, spec in self._specs.items():
+            j = column_of.get(name)
+            column = block[clean, j] if j is not None else np.empty(0, dtype=np.float64)
+            scan = rest if j is not None else rows
+            others = [v for row in scan if (v := _encode(spec, row.get(name))) is not None]
+            out[name] = np.concatenate([column, np.asarray(others, dtype=np.float64)])
+        return out
 
     def current(self) -> dict[str, float]:
         """PSI of every watched feature that has ``min_count`` values in its window."""

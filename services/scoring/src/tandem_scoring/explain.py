@@ -91,11 +91,15 @@ def top(
 ) -> list[list[Contribution]]:
     """Per row, the ``k`` largest contributions by absolute value, largest first (ties keep
     the features' order)."""
-    out: list[list[Contribution]] = []
-    for row in contributions:
-        order = np.argsort(-np.abs(row), kind="stable")[:k]
-        out.append([Contribution(feature=names[i], contribution=float(row[i])) for i in order])
-    return out
+    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(contributions, order, axis=1).tolist()
+    return [
+        [
+            Contribution(feature=names[i], contribution=v)
+            for i, v in zip(row, row_values, strict=True)
+        ]
+        for row, row_values in zip(order.tolist(), values, strict=True)
+    ]
 
 
 def explain(

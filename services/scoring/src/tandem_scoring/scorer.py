@@ -23,6 +23,7 @@ from tandem_shared.events import (
     TaskSubmitted,
 )
 
+from tandem_scoring.columns import plain_numbers
 from tandem_scoring.explain import TOP_K, explain
 from tandem_scoring.manifest import (
     BooleanFeature,
@@ -154,6 +155,30 @@ def prepare(
     return row, flags
 
 
+def _inputs(
+    manifest: ModelManifest, rows: Sequence[Mapping[str, FeatureValue]]
+) -> tuple[NDArray[np.float32], list[list[QualityFlag]]]:
+    """The input matrix and each row's flags. When every feature is numeric, the rows that are
+    clean (all present, plain, finite, in range, nothing unknown) fill the matrix in one numpy
+    pass; the others, and every row of other models, go through ``prepare`` value by value."""
+    matrix = np.empty((len(rows), manifest.width), dtype=np.float32)
+    flags: list[list[QualityFlag]] = [[] for _ in rows]
+    specs = manifest.ordered_features
+    clean = np.zeros(len(rows), dtype=np.bool_)
+    if all(isinstance(spec, NumericFeature) for spec in specs):
+        numeric = [spec for spec in specs if isinstance(spec, NumericFeature)]
+        low = np.array([spec.min for spec in numeric])
+        high = np.array([spec.max for spec in numeric])
+        block, clean = plain_numbers([spec.name for spec in numeric], rows)
+        clean &= ((block >= low) & (block <= high) & (np.abs(block) <= _FLOAT32_MAX)).all(axis=1)
+        clean &= np.fromiter((len(row) == len(specs) for row in rows), np.bool_, len(rows))
+        matrix[clean] = block[clean]
+    for i in np.flatnonzero(~clean).tolist():
+        values, flags[i] = prepare(manifest, rows[i])
+        matrix[i] = values
+    return matrix, flags
+
+
 class Scorer:
     """Scores batches of tasks with the models of a registry."""
 
@@ -189,12 +214,7 @@ class Scorer:
 
     def _score(self, model: LoadedModel, tasks: Sequence[TaskSubmitted]) -> list[ScoreResult]:
         manifest = model.manifest
-        matrix = np.empty((len(tasks), manifest.width), dtype=np.float32)
-        all_flags: list[list[QualityFlag]] = []
-        for row, task in enumerate(tasks):
-            values, flags = prepare(manifest, task.features)
-            matrix[row] = values
-            all_flags.append(flags)
+        matrix, all_flags = _inputs(manifest, [task.features for task in tasks])
         started = time.perf_counter()
         probabilities = _run(model, matrix)
         if self.observe is not None:

@@ -30,6 +30,10 @@ class ScoringSettings(ServiceSettings):
     serve: dict[str, str] = Field(default_factory=dict)
     # onnxruntime threads per inference call; batches are small and cores are shared.
     inference_threads: int = Field(default=1, ge=1)
+    # Batches of at least this many tasks are scored in a worker thread, so the event loop
+    # keeps fetching and acknowledging; smaller ones inline, where the hand-off between
+    # threads (the GIL's 5 ms switch interval) would cost more latency than it saves.
+    thread_min_batch: int = Field(default=256, ge=1)
     # Drift: the population stability index of each feature and of the confidence over the
     # last drift_window values, against the manifest's reference. Judged on full windows by
     # default: PSI from a few hundred values is noisy enough to cross 0.2 with no drift at all.

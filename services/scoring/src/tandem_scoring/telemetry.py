@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tandem_shared.events import ShadowScore
 from tandem_shared.telemetry import LATENCY_BUCKETS, children, guarded
@@ -77,13 +79,15 @@ class ScoringMetrics:
                 seconds
             )
 
-    def observe_score(self, result: ScoreResult) -> None:
+    def observe_scores(self, results: Sequence[ScoreResult]) -> None:
         with guarded("score metrics"):
-            self._confidence(result.task_type, result.model.name, result.model.version).observe(
-                result.confidence
-            )
-            for flag in result.quality_flags:
-                self._quality_flags(result.task_type, flag.code).inc()
+            for result in results:
+                model = result.model
+                self._confidence(result.task_type, model.name, model.version).observe(
+                    result.confidence
+                )
+                for flag in result.quality_flags:
+                    self._quality_flags(result.task_type, flag.code).inc()
 
     def observe_shadow(self, live: ScoreResult, shadow: ShadowScore) -> None:
         with guarded("shadow metrics"):
