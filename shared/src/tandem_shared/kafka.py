@@ -144,6 +144,15 @@ class Publisher:
             await asyncio.gather(*futures)
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """A handled batch whose outputs are on their way: committed once all are acknowledged."""
+
+    records: list[ConsumerRecord[bytes, bytes]]
+    # The idempotent producer retries internally; a future that still fails means a rewind.
+    futures: list[asyncio.Future[Any]]
+
+
 @dataclass
 class LoopConfig:
     service: str
@@ -178,36 +187,65 @@ class ConsumerLoop(Generic[T]):
         self.ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                batches = await self.consumer.getmany(
-                    timeout_ms=self.config.timeout_ms, max_records=self.config.max_records
-                )
-            except KafkaError:
-                log.exception("poll failed; backing off")
-                await _sleep_or_stop(stop, self.config.backoff_s)
-                continue
-            self.ready = True
-            records = [r for tp in sorted(batches, key=_tp_order) for r in batches[tp]]
-            if records:
+        # A batch's acknowledgements are awaited, and its offsets committed, after the next
+        # batch has been fetched and handled: the acks arrive meanwhile, so the loop does not
+        # sit idle for a round trip per batch. At most one batch is unsettled at any time.
+        unsettled: _Sent | None = None
+        try:
+            while not stop.is_set():
                 try:
-                    done = await self._process(records, stop)
+                    batches = await self.consumer.getmany(
+                        timeout_ms=self.config.timeout_ms, max_records=self.config.max_records
+                    )
                 except KafkaError:
-                    log.exception("publishing failed; the batch will be processed again")
-                    self._rewind(records)
+                    log.exception("poll failed; backing off")
                     await _sleep_or_stop(stop, self.config.backoff_s)
                     continue
-                if not done:
-                    return  # stopped while retrying: nothing committed, redelivered later
-                await self._commit(records)
-            try:
-                await self._record_lag()
-            except Exception:
-                log.debug("lag metric failed", exc_info=True)
+                self.ready = True
+                records = [r for tp in sorted(batches, key=_tp_order) for r in batches[tp]]
+                sent: _Sent | None = None
+                if records:
+                    try:
+                        futures = await self._process(records, stop)
+                    except KafkaError:
+                        log.exception("publishing failed; the batch will be processed again")
+                        self._rewind([*(unsettled.records if unsettled else ()), *records])
+                        unsettled = None
+                        await _sleep_or_stop(stop, self.config.backoff_s)
+                        continue
+                    if futures is None:
+                        return  # stopped while retrying: not committed, redelivered later
+                    sent = _Sent(records, futures)
+                if unsettled is not None and not await self._settle(unsettled, later=records):
+                    unsettled = None
+                    await _sleep_or_stop(stop, self.config.backoff_s)
+                    continue
+                unsettled = sent
+                try:
+                    await self._record_lag()
+                except Exception:
+                    log.debug("lag metric failed", exc_info=True)
+        finally:
+            if unsettled is not None:
+                await self._settle(unsettled, later=[])
+
+    async def _settle(self, sent: _Sent, later: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        """Wait for the batch's acks, then commit it; if a send failed, rewind to the batch's
+        start (``later`` records, already handled, come again too) and say False."""
+        try:
+            await Publisher.flush(sent.futures)
+        except KafkaError:
+            log.exception("publishing failed; the batch will be processed again")
+            self._rewind([*sent.records, *later])
+            return False
+        await self._commit(sent.records)
+        return True
 
     async def _process(
         self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
-    ) -> bool:
+    ) -> list[asyncio.Future[Any]] | None:
+        """Handle the batch and send every output; the futures of the sends, or None if the
+        loop was stopped while retrying the handler."""
         started = time.perf_counter()
         started_ns = time.time_ns()
         self.metrics.batch_size.labels(self.config.service).observe(len(records))
@@ -223,7 +261,7 @@ class ConsumerLoop(Generic[T]):
                 rejected.append((_incoming(record, None), reason))
         results = await self._handle_with_retries(incoming, stop)
         if results is None:
-            return False
+            return None
         futures: list[asyncio.Future[Any]] = []
         for item, result in zip(incoming, results, strict=True):
             with self._span(item, started_ns):
@@ -233,17 +271,15 @@ class ConsumerLoop(Generic[T]):
                 for out in result:
                     futures.append(await self._send_retrying(out, stop))
             self.metrics.processed_child(self.config.service, item.topic).inc()
-            with guarded("event age"):
-                self._observe_age(item)
+        with guarded("event age"):
+            self._observe_ages(incoming)
         for meta, reason in rejected:
             with self._span(meta, started_ns):
                 futures.extend(await self._dead_letter(meta, reason, stop))
-        # The idempotent producer retries internally; if it still fails, run() rewinds.
-        await Publisher.flush(futures)
         self.metrics.batch_seconds.labels(self.config.service).observe(
             time.perf_counter() - started
         )
-        return True
+        return futures
 
     async def _handle_with_retries(
         self, batch: list[Incoming[T]], stop: asyncio.Event
@@ -361,9 +397,11 @@ class ConsumerLoop(Generic[T]):
             },
         )
 
-    def _observe_age(self, item: Incoming[Any]) -> None:
-        age = time.time() - item.timestamp_ms / 1000
-        self.metrics.end_to_end_child(self.config.service, item.topic).observe(max(age, 0.0))
+    def _observe_ages(self, items: Sequence[Incoming[Any]]) -> None:
+        now = time.time()
+        for item in items:
+            age = now - item.timestamp_ms / 1000
+            self.metrics.end_to_end_child(self.config.service, item.topic).observe(max(age, 0.0))
 
     async def _record_lag(self) -> None:
         for tp in self.consumer.assignment():
