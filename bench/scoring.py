@@ -1,14 +1,18 @@
 """Throughput and latency of the scoring service, against a raw Kafka relay and onnxruntime alone.
 
-    uv run python bench/scoring.py [--tasks 20000] [--batch 500]
+    uv run python bench/scoring.py [--tasks 20000] [--batch 500] [--replicas 2]
 
 One run starts its own Kafka broker (free ports, a temporary folder), pre-loads the same sample
 tasks into fresh topic prefixes, and measures, one after the other so they never share the CPU:
 a raw aiokafka relay (getmany, produce unchanged with acks=all, commit after the acks) in a
-process of its own; the real scoring service as a process; onnxruntime alone on the same
+process of its own; the real scoring service as one process, then as ``--replicas`` processes
+in one group (one per core, as it is scaled); the relay again (its better rate is the one
+compared against, as the broker is warmer for later phases); onnxruntime alone on the same
 batches; then the added latency of the service and of the relay at half the service's peak rate.
 Rates and latencies come from broker log-append times (the topics are created with
-``message.timestamp.type=LogAppendTime``), so every figure is read off the same clock.
+``message.timestamp.type=LogAppendTime``), so every figure is read off the same clock. A rate
+counts from the moment the consumer group was seen stable to the last output record, so it
+never holds a group join.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import shutil
 import signal
 import sys
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
@@ -48,10 +54,11 @@ from tandem_shared.kafka import make_consumer, make_producer
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics, ensure_topics
 
-PARTITIONS = 3
+PARTITIONS = 4  # an even share for one or two replicas
 LOG_APPEND_TIME = 1
 WARMUP = 50  # tasks sent before the paced run, to have connections and the group settled
 WAIT_S = 180.0  # a phase that has not finished by then has failed
+RELAY_GROUP = "bench-relay-"  # + the topic it relays
 Raw = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
@@ -112,6 +119,28 @@ async def read_stamps(bootstrap: str, topic: str) -> dict[str, int]:
         await consumer.stop()
 
 
+async def settled(bootstrap: str, group: str, members: int, alive: Callable[[], bool]) -> int:
+    """Wait until the consumer group is stable with ``members`` members; the time it was seen
+    so (ms since the epoch), from when throughput is counted, so no figure holds a rebalance."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while time.monotonic() < deadline and alive():
+            try:
+                (response,) = await admin.describe_consumer_groups([group])
+            except KafkaError:  # the group coordinator is not there yet on a new broker
+                response = None
+            if response is not None:
+                _, _, state, _, _, joined, *_ = response.groups[0]
+                if state == "Stable" and len(joined) == members:
+                    return time.time_ns() // 1_000_000
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"group {group} did not settle with {members} members")
+    finally:
+        await admin.close()
+
+
 async def wait_for(
     bootstrap: str,
     topic: str,
@@ -139,12 +168,13 @@ async def wait_for(
         await consumer.stop()
 
 
-def rate(stamps: Sequence[int]) -> float:
-    """Records per second appended after the first record's time, up to the last one's."""
-    first, last = min(stamps), max(stamps)
-    if last == first:
+def rate(stamps: Sequence[int], since_ms: int) -> float:
+    """Records per second appended after ``since_ms``, up to the last one."""
+    counted = [s for s in stamps if s > since_ms]
+    last = max(counted, default=since_ms)
+    if last == since_ms:
         return float("nan")
-    return sum(1 for s in stamps if s > first) / ((last - first) / 1000)
+    return len(counted) / ((last - since_ms) / 1000)
 
 
 def encode(tasks: Sequence[TaskSubmitted]) -> list[Raw]:
@@ -186,7 +216,7 @@ async def _relay(bootstrap: str, source: str, target: str, batch: int, ready: Pr
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    consumer = make_consumer(kafka, f"bench-relay-{uuid.uuid4().hex[:8]}", [source], "bench-relay")
+    consumer = make_consumer(kafka, RELAY_GROUP + source, [source], "bench-relay")
     producer = make_producer(kafka, client_id="bench-relay")
     await consumer.start()
     await producer.start()
@@ -248,18 +278,25 @@ class Bench:
         self.relays.append(proc)
         return proc, ready
 
-    def start_service(self, topics: Topics) -> ServiceSet:
-        port = free_port()
-        services = ServiceSet(
-            self.home,
-            self.bootstrap,
-            topics.prefix,
-            ports={"scoring": port},
-            env={"TANDEM_SCORING_BATCH_MAX_RECORDS": str(self.args.batch)},
-        )
-        self.services.append(services)
-        services.start(only=("scoring",))
-        return services
+    def start_service(self, topics: Topics, replicas: int = 1) -> list[ServiceSet]:
+        """``replicas`` scoring processes in one consumer group of their own."""
+        group = f"bench-scoring-{uuid.uuid4().hex[:8]}"
+        started = []
+        for replica in range(replicas):
+            services = ServiceSet(
+                self.home / f"{topics.prefix}{replica}",
+                self.bootstrap,
+                topics.prefix,
+                ports={"scoring": free_port()},
+                env={
+                    "TANDEM_SCORING_BATCH_MAX_RECORDS": str(self.args.batch),
+                    "TANDEM_SCORING_GROUP_ID": group,
+                },
+            )
+            self.services.append(services)
+            services.start(only=("scoring",))
+            started.append(services)
+        return started
 
     async def preload(self, what: str) -> Topics:
         topics = await make_topics(self.bootstrap, self.prefix(what))
@@ -268,23 +305,30 @@ class Bench:
         return topics
 
     async def relay_throughput(self) -> float:
-        topics = await self.preload("relay")
+        topics = await self.preload(f"relay-{len(self.relays)}")
         proc, _ = self.start_relay(topics)
+        since_ms = await settled(self.bootstrap, RELAY_GROUP + topics.submitted, 1, proc.is_alive)
         bar = self.progress.add_task("relay: relaying", total=len(self.tasks))
         await wait_for(
             self.bootstrap, topics.scored, len(self.tasks), self.progress, bar, proc.is_alive
         )
         await asyncio.to_thread(stop_relay, proc)
-        return rate(list((await read_stamps(self.bootstrap, topics.scored)).values()))
+        return rate(list((await read_stamps(self.bootstrap, topics.scored)).values()), since_ms)
 
-    async def service_throughput(self) -> float:
-        topics = await self.preload("service")
-        services = self.start_service(topics)
-        alive = services.running[0].process.alive
-        bar = self.progress.add_task("scoring service: scoring", total=len(self.tasks))
+    async def service_throughput(self, replicas: int) -> float:
+        topics = await self.preload(f"service-{replicas}")
+        replica_sets = self.start_service(topics, replicas)
+
+        def alive() -> bool:
+            return all(s.running[0].process.alive() for s in replica_sets)
+
+        group = replica_sets[0].env["TANDEM_SCORING_GROUP_ID"]
+        since_ms = await settled(self.bootstrap, group, replicas, alive)
+        bar = self.progress.add_task(f"scoring service x{replicas}: scoring", total=len(self.tasks))
         await wait_for(self.bootstrap, topics.scored, len(self.tasks), self.progress, bar, alive)
-        await asyncio.to_thread(services.stop)
-        return rate(list((await read_stamps(self.bootstrap, topics.scored)).values()))
+        for services in replica_sets:
+            await asyncio.to_thread(services.stop)
+        return rate(list((await read_stamps(self.bootstrap, topics.scored)).values()), since_ms)
 
     async def latency(self, what: str, per_second: float) -> Latency:
         topics = await make_topics(self.bootstrap, self.prefix(f"{what}-paced"))
@@ -295,7 +339,7 @@ class Bench:
             alive: Callable[[], bool] = proc.is_alive
             await asyncio.to_thread(ready.wait, WAIT_S)
         else:
-            services = self.start_service(topics)
+            (services,) = self.start_service(topics)
             alive = services.running[0].process.alive
             await asyncio.to_thread(services.wait_ready, WAIT_S)
         bar = self.progress.add_task(f"{what}: warm-up", total=WARMUP)
@@ -360,10 +404,20 @@ def onnx_rates(
 async def run(bench: Bench) -> tuple[dict[str, float], list[tuple[str, Latency]]]:
     console = bench.progress.console
     rates: dict[str, float] = {}
-    rates["raw relay (aiokafka)"] = await bench.relay_throughput()
-    console.print(f"relay: {rates['raw relay (aiokafka)']:,.0f} tasks/s")
-    rates["scoring service"] = service = await bench.service_throughput()
+    # The relay runs before and after the service and its better rate counts: the broker's
+    # JVM warms up during the first phases, which would otherwise flatter whatever runs later.
+    before = await bench.relay_throughput()
+    console.print(f"relay: {before:,.0f} tasks/s")
+    rates["raw relay (aiokafka)"] = before
+    rates["scoring service"] = service = await bench.service_throughput(1)
     console.print(f"scoring service: {service:,.0f} tasks/s")
+    if bench.args.replicas > 1:
+        scaled = await bench.service_throughput(bench.args.replicas)
+        rates[f"scoring service, {bench.args.replicas} processes"] = scaled
+        console.print(f"scoring service x{bench.args.replicas}: {scaled:,.0f} tasks/s")
+    after = await bench.relay_throughput()
+    console.print(f"relay again: {after:,.0f} tasks/s")
+    rates["raw relay (aiokafka)"] = max(before, after)
     raw, full = onnx_rates(bench.tasks, bench.args.batch, bench.progress)
     rates["onnxruntime session.run"] = raw
     rates["Scorer.predict (features + onnxruntime)"] = full
@@ -377,13 +431,13 @@ async def run(bench: Bench) -> tuple[dict[str, float], list[tuple[str, Latency]]
 
 
 def report(console: Console, rates: dict[str, float], latencies: list[tuple[str, Latency]]) -> None:
-    service = rates["scoring service"]
-    table = Table(title="throughput (tasks/s, first to last output record)")
+    table = Table(title="throughput (tasks/s, from the settled group to the last output record)")
     table.add_column("pipeline")
     table.add_column("tasks/s", justify="right")
-    table.add_column("scoring service ÷ this", justify="right")
+    table.add_column("÷ raw relay", justify="right")
+    relay = rates["raw relay (aiokafka)"]
     for name, value in rates.items():
-        table.add_row(name, f"{value:,.0f}", f"{service / value:.3g}")
+        table.add_row(name, f"{value:,.0f}", f"{value / relay:.3g}")
     console.print(table)
     table = Table(title="added latency (output append time − submitted append time)")
     for column in ("pipeline", "rate (tasks/s)", "tasks", "p50 ms", "p99 ms"):
@@ -409,6 +463,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500, help="records per getmany and inference")
     parser.add_argument("--latency-seconds", type=float, default=8.0, help="paced run length")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="scoring processes of the scaled run, one per core by default (1: no scaled run)",
+    )
     args = parser.parse_args()
     if args.tasks <= WARMUP or args.batch < 1:
         parser.error(f"--tasks must exceed {WARMUP} and --batch be at least 1")
