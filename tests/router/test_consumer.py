@@ -7,9 +7,11 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 from tandem_router.consumer import RouterHandler
+from tandem_router.control import RoutingControl
 from tandem_router.dedupe import SeenTasks
 from tandem_router.policy import Policy
 from tandem_router.telemetry import RouterMetrics
+from tandem_shared.control import KillSwitch
 from tandem_shared.envelope import Event, event_id
 from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskSubmitted
 from tandem_shared.kafka import Incoming, Outgoing, Rejected
@@ -27,10 +29,14 @@ def incoming(data: EventData, offset: int = 0, partition: int = 0) -> Incoming[E
     return Incoming(event, TOPICS.scored, partition, offset, subject, (), 0, event.value())
 
 
-def handler(rules: Policy | None = None) -> tuple[RouterHandler, CollectorRegistry]:
+def handler(
+    rules: Policy | None = None, kill_switch: bool = False
+) -> tuple[RouterHandler, CollectorRegistry]:
     registry = CollectorRegistry()
     metrics = RouterMetrics(registry)
-    return RouterHandler(rules or policy(), TOPICS, metrics, SeenTasks(100)), registry
+    control = RoutingControl(rules or policy(), metrics, kill_switch=kill_switch)
+    control.read()
+    return RouterHandler(control, TOPICS, metrics, SeenTasks(100)), registry
 
 
 def outputs(result: object) -> list[Outgoing]:
@@ -146,9 +152,7 @@ async def test_unknown_task_types_share_one_metric_label() -> None:
 
 
 async def test_the_kill_switch_sends_confident_tasks_to_people() -> None:
-    registry = CollectorRegistry()
-    metrics = RouterMetrics(registry)
-    route = RouterHandler(policy(), TOPICS, metrics, SeenTasks(10), kill_switch=True)
+    route, _ = handler(kill_switch=True)
     [result] = await route([incoming(scored("k", confidence=1.0))])
     [out] = outputs(result)
     assert out.topic == TOPICS.routed
@@ -158,9 +162,9 @@ async def test_the_kill_switch_sends_confident_tasks_to_people() -> None:
 
 async def test_the_active_policy_version_is_exported() -> None:
     registry = CollectorRegistry()
-    RouterMetrics(registry).active_policy(policy(), kill_switch=True)
+    RouterMetrics(registry).active_policy(policy(), KillSwitch(all=True))
     assert registry.get_sample_value("tandem_router_policy_version", {"policy": "test"}) == 3
-    assert registry.get_sample_value("tandem_router_kill_switch") == 1
+    assert registry.get_sample_value("tandem_router_kill_switch", {"task_type": "*"}) == 1
 
 
 @pytest.mark.parametrize("data", [TaskSubmitted(task_id="x", task_type="t", features={})])

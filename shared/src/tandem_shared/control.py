@@ -1,12 +1,14 @@
-"""The control topic: compacted, one key per controlled thing (``model/NAME``, ``policy/NAME``);
-the latest record of a key is its desired state. Services read it whole at start, then follow it."""
+"""The control topic: compacted, one key per controlled thing (``model/NAME``, ``policy/active``,
+``kill_switch``, ``drift/MODEL/FEATURE``); the latest record of a key is its desired state.
+Services read it whole at start, then follow it. Every change names who made it, and the audit
+sink keeps them all."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,16 +37,26 @@ class ModelState(BaseModel):
     shadow: str | None = None
 
 
-def model_change(name: str, state: ModelState, changed_by: str) -> Event[ControlChanged]:
+def _change(
+    kind: Literal["policy", "model", "kill_switch"],
+    key: str,
+    name: str,
+    value: BaseModel,
+    changed_by: str,
+) -> Event[ControlChanged]:
     data = ControlChanged(
-        kind="model",
+        kind=kind,
         name=name,
-        value=state.model_dump(),
+        value=value.model_dump(mode="json"),
         changed_by=changed_by,
         changed_at=utcnow(),
     )
     # Each change is its own event: ids are unique, the key (subject) is what compaction keeps.
-    return Event(str(uuid.uuid4()), "tandem/control", model_key(name), data, data.changed_at)
+    return Event(str(uuid.uuid4()), "tandem/control", key, data, data.changed_at)
+
+
+def model_change(name: str, state: ModelState, changed_by: str) -> Event[ControlChanged]:
+    return _change("model", model_key(name), name, state, changed_by)
 
 
 async def publish_change(publisher: Publisher, topics: Topics, event: Event[Any]) -> None:
@@ -53,9 +65,24 @@ async def publish_change(publisher: Publisher, topics: Topics, event: Event[Any]
 
 async def read_control(bootstrap_servers: str, topics: Topics) -> dict[str, ControlChanged]:
     """The latest valid control record of every key, read to the end of the topic as it is now."""
+    return dict(await read_control_log(bootstrap_servers, topics))
+
+
+async def read_control_history(
+    bootstrap_servers: str, topics: Topics, key: str
+) -> list[ControlChanged]:
+    """Every change of one key the topic still holds, oldest first (compaction keeps at least
+    the latest; the audit trail keeps them all)."""
+    return [c for k, c in await read_control_log(bootstrap_servers, topics) if k == key]
+
+
+async def read_control_log(
+    bootstrap_servers: str, topics: Topics
+) -> list[tuple[str, ControlChanged]]:
+    """Every valid control record with its key, in the order of the topic's one partition."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
-    latest: dict[str, ControlChanged] = {}
+    records: list[tuple[str, ControlChanged]] = []
     try:
         partitions = await _partitions(consumer, topics.control)
         await consumer.seek_to_beginning(*partitions)
@@ -64,20 +91,20 @@ async def read_control(bootstrap_servers: str, topics: Topics) -> dict[str, Cont
         async with asyncio.timeout(READ_TIMEOUT_S):
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=200)
-                for records in batches.values():
-                    for record in records:
+                for batch in batches.values():
+                    for record in batch:
                         try:
                             event = decode(record.value, record.headers, CONTROL_TYPES)
                         except EnvelopeError:
                             continue  # not a control change: nothing to follow
                         if isinstance(event.data, ControlChanged):
-                            latest[event.subject] = event.data
+                            records.append((event.subject, event.data))
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
     finally:
         await consumer.stop()
-    return latest
+    return records
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -121,3 +148,98 @@ def shadowed(current: ModelState | None, version: str | None) -> ModelState:
     if version is not None and version == current.live:
         raise ValueError(f"version {version} is already live")
     return current.model_copy(update={"shadow": version})
+
+
+# ---- routing policy ----------------------------------------------------------------------------
+
+POLICY_KEY = "policy/active"
+
+
+class PolicyVersion(BaseModel):
+    """A policy document as applied: its name and version, and the YAML text itself, so every
+    router replica parses exactly what was validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: int = Field(ge=1)
+    document: str
+
+
+class PolicyState(BaseModel):
+    """The active policy and the one before it (the target of a rollback)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    active: PolicyVersion
+    previous: PolicyVersion | None = None
+    action: Literal["apply", "rollback"] = "apply"
+
+
+def policy_change(state: PolicyState, changed_by: str) -> Event[ControlChanged]:
+    return _change("policy", POLICY_KEY, state.active.name, state, changed_by)
+
+
+def policy_state(changes: Mapping[str, ControlChanged]) -> PolicyState | None:
+    change = changes.get(POLICY_KEY)
+    if change is None or change.kind != "policy":
+        return None
+    return PolicyState.model_validate(change.value)
+
+
+def applied(current: PolicyState | None, proposed: PolicyVersion) -> PolicyState:
+    """``proposed`` becomes active. Versions only go up, so a version names one document."""
+    if current is not None and proposed.version <= current.active.version:
+        raise ValueError(
+            f"version {proposed.version} is not above the active version "
+            f"{current.active.version}: give the changed document a new version"
+        )
+    return PolicyState(active=proposed, previous=current.active if current else None)
+
+
+def policy_rolled_back(current: PolicyState | None) -> PolicyState:
+    """Back to the previous policy; rolling back again returns to this one."""
+    if current is None or current.previous is None:
+        raise ValueError("no previous policy is known to roll back to")
+    return PolicyState(active=current.previous, previous=current.active, action="rollback")
+
+
+# ---- kill switch -------------------------------------------------------------------------------
+
+KILL_SWITCH_KEY = "kill_switch"
+
+
+class KillSwitch(BaseModel):
+    """Automation off everywhere (``all``) or for some task types: those tasks go to people."""
+
+    model_config = ConfigDict(frozen=True)
+
+    all: bool = False
+    task_types: frozenset[str] = frozenset()
+
+    def covers(self, task_type: str) -> bool:
+        return self.all or task_type in self.task_types
+
+    @property
+    def engaged(self) -> bool:
+        return self.all or bool(self.task_types)
+
+
+def kill_switch_change(state: KillSwitch, changed_by: str) -> Event[ControlChanged]:
+    return _change("kill_switch", KILL_SWITCH_KEY, KILL_SWITCH_KEY, state, changed_by)
+
+
+def kill_switch_state(changes: Mapping[str, ControlChanged]) -> KillSwitch:
+    change = changes.get(KILL_SWITCH_KEY)
+    if change is None or change.kind != "kill_switch":
+        return KillSwitch()
+    return KillSwitch.model_validate(change.value)
+
+
+def switched(current: KillSwitch, on: bool, task_type: str | None = None) -> KillSwitch:
+    """The switch turned on or off, for everything (``task_type`` None) or one task type.
+    Turning everything off clears the task types too: off means automation is back."""
+    if task_type is None:
+        return KillSwitch(all=on, task_types=current.task_types if on else frozenset())
+    types = current.task_types | {task_type} if on else current.task_types - {task_type}
+    return KillSwitch(all=current.all, task_types=frozenset(types))

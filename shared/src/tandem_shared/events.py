@@ -90,6 +90,9 @@ class TaskRouted(EventData):
     outcomes: list[str]
     review_priority: Annotated[int, Field(ge=0, le=100)]
     due_at: datetime
+    # What the policy says happens to the review if it is still open at due_at.
+    on_overdue: Literal["escalate", "pending", "fallback"] = "escalate"
+    fallback_outcome: str | None = None
     submitted_at: datetime
     routed_at: datetime
 

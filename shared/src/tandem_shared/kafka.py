@@ -397,6 +397,13 @@ class ConsumerLoop(Generic[T]):
             },
         )
 
+    def last_fetch(self) -> float | None:
+        """When the broker last answered a fetch for one of this loop's partitions (seconds
+        since the epoch), records or not; None before the first answer."""
+        stamps = [self.consumer.last_poll_timestamp(tp) for tp in self.consumer.assignment()]
+        known = [s for s in stamps if s is not None]
+        return max(known) / 1000 if known else None
+
     def _observe_ages(self, items: Sequence[Incoming[Any]]) -> None:
         now = time.time()
         for item in items:

@@ -75,6 +75,13 @@ class ServiceRuntime:
     ) -> None:
         self._consumers.append(_ConsumerSpec(group_id, topics, decoder, handler))
 
+    def last_fetch(self, group_id: str) -> float | None:
+        """When the consumer of ``group_id`` last heard from the broker (see ConsumerLoop)."""
+        for spec, loop in zip(self._consumers, self._loops, strict=False):
+            if spec.group_id == group_id:
+                return loop.last_fetch()
+        return None
+
     @property
     def ready(self) -> bool:
         return (

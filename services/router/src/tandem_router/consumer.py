@@ -13,6 +13,7 @@ from tandem_shared.kafka import Incoming, Outgoing, Rejected, Result
 from tandem_shared.telemetry import guarded
 from tandem_shared.topics import Topics
 
+from tandem_router.control import RoutingControl
 from tandem_router.dedupe import SeenTasks
 from tandem_router.policy import Policy, Routing, decide
 from tandem_router.telemetry import RouterMetrics
@@ -25,29 +26,24 @@ UNKNOWN_TASK_TYPE = "other"  # metric label for task types the policy does not n
 
 class RouterHandler:
     def __init__(
-        self,
-        policy: Policy,
-        topics: Topics,
-        metrics: RouterMetrics,
-        seen: SeenTasks,
-        *,
-        kill_switch: bool = False,
+        self, control: RoutingControl, topics: Topics, metrics: RouterMetrics, seen: SeenTasks
     ) -> None:
-        self.policy = policy
+        self.control = control
         self.topics = topics
         self.metrics = metrics
         self.seen = seen
-        self.kill_switch = kill_switch
 
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
-        return [self.route(item) for item in batch]
+        # One policy and one view of the control topic for the whole batch.
+        policy, unreadable = self.control.policy, self.control.unreadable
+        return [self.route(item, policy, unreadable) for item in batch]
 
-    def route(self, item: Incoming[Event[EventData]]) -> Result:
+    def route(self, item: Incoming[Event[EventData]], policy: Policy, unreadable: bool) -> Result:
         scored = item.item.data
         if not isinstance(scored, TaskScored):
             return Rejected(f"expected a scored task, got {type(scored).__name__}")
         task = scored.task
-        label = task.task_type if task.task_type in self.policy.task_types else UNKNOWN_TASK_TYPE
+        label = task.task_type if task.task_type in policy.task_types else UNKNOWN_TASK_TYPE
         if not self.seen.claim(task.task_id, item.partition, item.offset):
             log.info("task %s already routed; duplicate dropped", task.task_id)
             with guarded("duplicates"):
@@ -55,7 +51,14 @@ class RouterHandler:
             return []
         # Routing time is the scoring time, so every output is a function of the input alone:
         # a replay yields identical events, not just identical ids.
-        routing = decide(self.policy, scored, now=scored.scored_at, kill_switch=self.kill_switch)
+        routing = decide(
+            policy,
+            scored,
+            now=scored.scored_at,
+            kill_switch=self.control.killed(task.task_type),
+            drifting=self.control.drifting(scored.score.model),
+            control_unreadable=unreadable,
+        )
         with guarded("routing"):
             self.metrics.routed(label, routing)
         if routing.route != "auto":
@@ -96,6 +99,8 @@ class RouterHandler:
             outcomes=list(routing.outcomes),
             review_priority=routing.review_priority,
             due_at=routing.due_at,
+            on_overdue=routing.overdue.action,
+            fallback_outcome=routing.overdue.outcome,
             submitted_at=scored.submitted_at,
             routed_at=routing.routed_at,
         )

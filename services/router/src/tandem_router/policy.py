@@ -54,6 +54,8 @@ BUILT_IN_REASONS = frozenset(
         "outcome_not_automatic",
         "low_confidence",
         "no_policy_for_task_type",
+        "drift_alarm",
+        "control_unreadable",
     }
 )
 
@@ -68,22 +70,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Rule(_Strict):
-    """A condition on one feature or context value that takes the task away from automation."""
+class Condition(_Strict):
+    """A test of one feature or context value, or ``all``/``any`` of nested conditions."""
 
-    reason: ReasonCode = Field(description="the reason code reviewers and metrics see")
     feature: str | None = Field(default=None, description="a feature of the task")
     context: str | None = Field(default=None, description="a top-level key of the task context")
-    op: Comparison
-    value: FeatureValue | list[FeatureValue]
-    route: Literal["review", "escalate"] = "review"
+    op: Comparison | None = None
+    value: FeatureValue | list[FeatureValue] = None
+    all: list[Condition] | None = Field(default=None, description="every one of these holds")
+    any: list[Condition] | None = Field(default=None, description="at least one of these holds")
 
     @model_validator(mode="after")
-    def _check(self) -> Rule:
-        if self.reason in BUILT_IN_REASONS:
-            raise ValueError(f"reason {self.reason!r} is reserved for the router's own reasons")
+    def _check(self) -> Condition:
+        combined = [k for k in ("all", "any") if getattr(self, k) is not None]
+        leaf = self.feature is not None or self.context is not None or self.op is not None
+        if len(combined) + leaf != 1:
+            raise ValueError("a condition is one of: feature/context with op and value, all, any")
+        if combined:
+            if not getattr(self, combined[0]):
+                raise ValueError(f"'{combined[0]}' needs at least one condition")
+            return self
         if (self.feature is None) == (self.context is None):
-            raise ValueError("a rule names exactly one of 'feature' or 'context'")
+            raise ValueError("a condition names exactly one of 'feature' or 'context'")
+        if self.op is None or "value" not in self.model_fields_set:
+            raise ValueError("a condition on a value needs 'op' and 'value'")
         wants_list = self.op in ("in", "not_in")
         if wants_list != isinstance(self.value, list):
             raise ValueError(f"op {self.op!r} needs {'a list' if wants_list else 'a single value'}")
@@ -92,6 +102,10 @@ class Rule(_Strict):
         return self
 
     def matches(self, features: dict[str, FeatureValue], context: dict[str, Any]) -> bool:
+        if self.all is not None:
+            return all(c.matches(features, context) for c in self.all)
+        if self.any is not None:
+            return any(c.matches(features, context) for c in self.any)
         if self.feature is not None:
             actual: Any = features.get(self.feature)
         else:
@@ -109,6 +123,36 @@ class Rule(_Strict):
             return bool(actual != self.value)
         values = self.value if isinstance(self.value, list) else [self.value]
         return (actual in values) == (self.op == "in")
+
+
+class Rule(Condition):
+    """A condition that takes the task away from automation, with the reason people see."""
+
+    reason: ReasonCode = Field(description="the reason code reviewers and metrics see")
+    route: Literal["review", "escalate"] = "review"
+
+    @model_validator(mode="after")
+    def _reserved(self) -> Rule:
+        if self.reason in BUILT_IN_REASONS:
+            raise ValueError(f"reason {self.reason!r} is reserved for the router's own reasons")
+        return self
+
+
+class Overdue(_Strict):
+    """What happens to a review that is still open at its due time."""
+
+    action: Literal["escalate", "pending", "fallback"] = Field(
+        default="escalate",
+        description="escalate to a senior, stay pending (counted as a breach), or decide "
+        "the fallback outcome",
+    )
+    outcome: str | None = Field(default=None, description="the fallback outcome")
+
+    @model_validator(mode="after")
+    def _check(self) -> Overdue:
+        if (self.action == "fallback") != (self.outcome is not None):
+            raise ValueError("'outcome' is needed with action fallback, and only then")
+        return self
 
 
 class TaskTypePolicy(_Strict):
@@ -130,6 +174,10 @@ class TaskTypePolicy(_Strict):
     review_priority: Annotated[int, Field(ge=0, le=100)] = 50
     review_due: Duration = Field(default=timedelta(hours=4))
     quality_flags: Literal["review", "escalate", "ignore"] = "review"
+    drift: Literal["review", "escalate", "ignore"] = Field(
+        default="review", description="what a drift alarm on the scoring model does"
+    )
+    overdue: Overdue = Field(default_factory=Overdue)
     rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -139,6 +187,9 @@ class TaskTypePolicy(_Strict):
         unknown = sorted(set(self.auto) - set(self.outcomes))
         if unknown:
             raise ValueError(f"auto outcomes {unknown} are not in outcomes {self.outcomes}")
+        fallback = self.overdue.outcome
+        if fallback is not None and fallback not in self.outcomes:
+            raise ValueError(f"overdue outcome {fallback!r} is not in outcomes {self.outcomes}")
         return self
 
 
@@ -161,6 +212,9 @@ def policy_json_schema() -> dict[str, Any]:
     return schema
 
 
+_ESCALATE_WHEN_OVERDUE = Overdue()
+
+
 @dataclass(frozen=True)
 class Routing:
     """Where one task goes, and why. ``outcome`` is the model's proposal (the decision if auto)."""
@@ -175,6 +229,7 @@ class Routing:
     routed_at: datetime
     due_at: datetime
     qa_sample: bool = False
+    overdue: Overdue = _ESCALATE_WHEN_OVERDUE
 
 
 def qa_bucket(task_id: str) -> float:
@@ -184,8 +239,17 @@ def qa_bucket(task_id: str) -> float:
 
 
 def decide(
-    policy: Policy, scored: TaskScored, now: datetime, *, kill_switch: bool = False
+    policy: Policy,
+    scored: TaskScored,
+    now: datetime,
+    *,
+    kill_switch: bool = False,
+    drifting: bool = False,
+    control_unreadable: bool = False,
 ) -> Routing:
+    """Where the task goes. ``kill_switch``: automation is off for its task type; ``drifting``:
+    the model that scored it has a drift alarm; ``control_unreadable``: the router cannot tell
+    whether either holds, so it does not guess."""
     task, score = scored.task, scored.score
     rules = policy.task_types.get(task.task_type)
     if rules is None:
@@ -205,11 +269,16 @@ def decide(
     escalate = False
     if kill_switch:
         reasons.append("kill_switch")
+    if control_unreadable:
+        reasons.append("control_unreadable")
     if task.critical:
         reasons.append("critical")
     if score.quality_flags and rules.quality_flags != "ignore":
         reasons.append("data_quality")
         escalate |= rules.quality_flags == "escalate"
+    if drifting and rules.drift != "ignore":
+        reasons.append("drift_alarm")
+        escalate |= rules.drift == "escalate"
     for rule in rules.rules:
         if rule.matches(task.features, task.context):
             reasons.append(rule.reason)
@@ -238,6 +307,7 @@ def decide(
         routed_at=now,
         due_at=now + rules.review_due,
         qa_sample=qa,
+        overdue=rules.overdue,
     )
 
 

@@ -29,4 +29,12 @@ class RouterSettings(ServiceSettings):
     dedupe_capacity: int = Field(
         default=1_000_000, ge=1, description="task ids remembered to drop duplicate submissions"
     )
-    kill_switch: bool = Field(default=False, description="send every task to people")
+    kill_switch: bool = Field(
+        default=False,
+        description="send every task to people, whatever the control topic says",
+    )
+    control_stale_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds without an answer on the control topic before tasks go to review",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from tandem_shared.control import KillSwitch
 
 from tandem_router.policy import Policy, Routing
 
@@ -42,14 +43,23 @@ class RouterMetrics:
 
         self.kill_switch = Gauge(
             "tandem_router_kill_switch",
-            "1 while automation is switched off and every task goes to people.",
+            "1 while automation is switched off and tasks go to people; task_type '*' is all.",
+            ["task_type"],
+            registry=registry,
+        )
+        self.policy_refused = Counter(
+            "tandem_router_policy_refused",
+            "Policy changes on the control topic refused (the last policy stays active).",
             registry=registry,
         )
 
-    def active_policy(self, policy: Policy, *, kill_switch: bool = False) -> None:
+    def active_policy(self, policy: Policy, kill_switch: KillSwitch) -> None:
         self.policy_version.clear()
         self.policy_version.labels(policy.name).set(policy.version)
-        self.kill_switch.set(1 if kill_switch else 0)
+        self.kill_switch.clear()
+        self.kill_switch.labels("*").set(1 if kill_switch.all else 0)
+        for task_type in kill_switch.task_types:
+            self.kill_switch.labels(task_type).set(1)
 
     def routed(self, task_type: str, routing: Routing) -> None:
         self.decisions.labels(task_type, routing.route, routing.outcome).inc()
