@@ -7,7 +7,10 @@ from datetime import timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tandem_router.policy import Rule, decide, qa_bucket
+from pydantic import ValidationError
+from tandem_router.loader import dump_policy as policy_document
+from tandem_router.loader import parse_policy
+from tandem_router.policy import Overdue, Rule, decide, qa_bucket
 from tandem_shared.events import PolicyRef, TaskScored
 
 from tests.router.factories import SCORED_AT, missing_flag, policy, scored
@@ -198,8 +201,84 @@ def test_same_input_same_routing(task: TaskScored, rate: float) -> None:
     )
     first = decide(rules, task, NOW)
     replayed = TaskScored.model_validate_json(task.model_dump_json())
-    second = decide(rules, replayed, NOW)
+    # The same version as every replica reads it: the document published on the control topic.
+    published = parse_policy(policy_document(rules))
+    second = decide(published, replayed, NOW)
     assert first == second
     assert first.route in ("auto", "review", "escalate")
     assert (first.route == "auto") == (first.reasons == ("confident",))
     assert first.review_priority >= task.task.priority
+
+
+def test_rules_combine_conditions_with_all_and_any() -> None:
+    both = Rule.model_validate(
+        {
+            "reason": "large_and_east",
+            "all": [
+                {"feature": "radius", "op": "gt", "value": 20},
+                {
+                    "any": [
+                        {"context": "clinic", "op": "eq", "value": "east"},
+                        {"context": "clinic", "op": "eq", "value": "north"},
+                    ]
+                },
+            ],
+        }
+    )
+    rules = policy(rules=[both])
+    assert (
+        decide(rules, scored(features={"radius": 30.0}, context={"clinic": "west"}), NOW).route
+        == "auto"
+    )
+    assert (
+        decide(rules, scored(features={"radius": 10.0}, context={"clinic": "east"}), NOW).route
+        == "auto"
+    )
+    matched = decide(rules, scored(features={"radius": 30.0}, context={"clinic": "north"}), NOW)
+    assert (matched.route, matched.reasons) == ("review", ("large_and_east",))
+
+
+@pytest.mark.parametrize(
+    ("condition", "problem"),
+    [
+        ({"all": []}, "at least one condition"),
+        (
+            {
+                "feature": "radius",
+                "op": "gt",
+                "value": 1,
+                "any": [{"feature": "a", "op": "eq", "value": 1}],
+            },
+            "one of",
+        ),
+        ({"feature": "radius", "op": "gt"}, "'op' and 'value'"),
+        ({"context": "clinic", "op": "in", "value": "east"}, "needs a list"),
+    ],
+)
+def test_malformed_conditions_are_refused(condition: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        Rule.model_validate({"reason": "r", **condition})
+
+
+@pytest.mark.parametrize(
+    ("drift", "route"), [("review", "review"), ("escalate", "escalate"), ("ignore", "auto")]
+)
+def test_a_drift_alarm_does_what_the_policy_says(drift: str, route: str) -> None:
+    routing = decide(policy(drift=drift), scored(confidence=1.0), NOW, drifting=True)
+    assert routing.route == route
+    assert ("drift_alarm" in routing.reasons) == (drift != "ignore")
+
+
+def test_an_unreadable_control_topic_sends_tasks_to_review() -> None:
+    routing = decide(policy(), scored(confidence=1.0), NOW, control_unreadable=True)
+    assert (routing.route, routing.reasons) == ("review", ("control_unreadable",))
+
+
+def test_the_overdue_action_is_carried_and_a_fallback_must_be_an_outcome() -> None:
+    fallback = Overdue(action="fallback", outcome="malignant")
+    routing = decide(policy(overdue=fallback), scored(confidence=0.5), NOW)
+    assert routing.overdue == fallback
+    with pytest.raises(ValidationError, match="not in outcomes"):
+        policy(overdue=Overdue(action="fallback", outcome="maybe"))
+    with pytest.raises(ValidationError, match="only then"):
+        Overdue(action="pending", outcome="benign")

@@ -74,6 +74,12 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         raise PolicyError(source, problems) from exc
 
 
+def dump_policy(policy: Policy) -> str:
+    """A policy as a YAML document that parses back to an equal policy."""
+    data = policy.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
 def _check_nodes(node: Node, path: tuple[str, ...], source: str, seen: set[int]) -> None:
     """Refuse what YAML allows but a reviewed policy should not have: repeated keys, aliases."""
     line = node.start_mark.line + 1

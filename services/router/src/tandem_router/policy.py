@@ -92,8 +92,9 @@ class Condition(_Strict):
             return self
         if (self.feature is None) == (self.context is None):
             raise ValueError("a condition names exactly one of 'feature' or 'context'")
-        if self.op is None or "value" not in self.model_fields_set:
-            raise ValueError("a condition on a value needs 'op' and 'value'")
+        if self.op is None or self.value is None:
+            # A missing value never matches, so null would make a rule that never applies.
+            raise ValueError("a condition on a value needs 'op' and 'value' (not null)")
         wants_list = self.op in ("in", "not_in")
         if wants_list != isinstance(self.value, list):
             raise ValueError(f"op {self.op!r} needs {'a list' if wants_list else 'a single value'}")

@@ -1,0 +1,138 @@
+"""The router's view of the control topic, without a broker: what each change does to routing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import CollectorRegistry
+from tandem_router.control import RoutingControl
+from tandem_router.loader import dump_policy
+from tandem_router.telemetry import RouterMetrics
+from tandem_shared.control import (
+    KILL_SWITCH_KEY,
+    POLICY_KEY,
+    KillSwitch,
+    PolicyState,
+    PolicyVersion,
+    kill_switch_change,
+    policy_change,
+)
+from tandem_shared.events import ControlChanged, ModelRef
+
+from tests.router.factories import policy
+
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(kill_switch: bool = False) -> tuple[RoutingControl, CollectorRegistry, Clock]:
+    registry, clock = CollectorRegistry(), Clock()
+    control = RoutingControl(
+        policy(), RouterMetrics(registry), kill_switch=kill_switch, clock=clock
+    )
+    return control, registry, clock
+
+
+def at(change: ControlChanged, seconds: int) -> ControlChanged:
+    return change.model_copy(update={"changed_at": T0 + timedelta(seconds=seconds)})
+
+
+def version(n: int, document: str | None = None) -> PolicyVersion:
+    text = (
+        document
+        if document is not None
+        else dump_policy(policy()).replace("version: 3", f"version: {n}")
+    )
+    return PolicyVersion(name="test", version=n, document=text)
+
+
+def applied(n: int, seconds: int, document: str | None = None) -> ControlChanged:
+    return at(policy_change(PolicyState(active=version(n, document)), "ana").data, seconds)
+
+
+def test_a_published_policy_becomes_active_and_its_version_is_exported() -> None:
+    control, registry, _ = make()
+    control.follow(POLICY_KEY, applied(4, 1))
+    assert control.policy.version == 4
+    assert registry.get_sample_value("tandem_router_policy_version", {"policy": "test"}) == 4
+
+
+def test_an_invalid_document_is_refused_whole_and_the_last_policy_stays() -> None:
+    control, registry, _ = make()
+    control.follow(POLICY_KEY, applied(4, 1))
+    broken = dump_policy(policy()).replace("version: 3", "version: 5").replace("0.97", "1.7")
+    control.follow(POLICY_KEY, applied(5, 2, broken))
+    assert control.policy.version == 4
+    assert registry.get_sample_value("tandem_router_policy_refused_total") == 1
+
+
+def test_a_replayed_older_change_does_not_undo_a_newer_one() -> None:
+    control, _, _ = make()
+    newer, older = applied(5, 10), applied(4, 5)
+    control.follow(POLICY_KEY, newer)
+    control.follow(POLICY_KEY, older)
+    assert control.policy.version == 5
+
+
+def test_the_kill_switch_per_task_type_and_everywhere() -> None:
+    control, registry, _ = make()
+    one = at(
+        kill_switch_change(KillSwitch(task_types=frozenset({"tumor_screening"})), "ana").data, 1
+    )
+    control.follow(KILL_SWITCH_KEY, one)
+    assert control.killed("tumor_screening") and not control.killed("wine_cultivar")
+    value = registry.get_sample_value("tandem_router_kill_switch", {"task_type": "tumor_screening"})
+    assert value == 1
+    control.follow(KILL_SWITCH_KEY, at(kill_switch_change(KillSwitch(all=True), "ana").data, 2))
+    assert control.killed("wine_cultivar")
+    control.follow(KILL_SWITCH_KEY, at(kill_switch_change(KillSwitch(), "ben").data, 3))
+    assert not control.killed("tumor_screening")
+    assert registry.get_sample_value("tandem_router_kill_switch", {"task_type": "*"}) == 0
+
+
+def test_a_kill_switch_set_by_configuration_cannot_be_lifted_by_an_event() -> None:
+    control, _, _ = make(kill_switch=True)
+    control.follow(KILL_SWITCH_KEY, at(kill_switch_change(KillSwitch(), "ana").data, 1))
+    assert control.killed("tumor_screening")
+
+
+def drift(drifting: bool, seconds: int, feature: str = "mean_radius") -> ControlChanged:
+    value = {"feature": feature, "psi": 0.3, "drifting": drifting, "version": "1"}
+    return ControlChanged(
+        kind="drift",
+        name="tumor_screening",
+        value=value,
+        changed_by="tandem/scoring",
+        changed_at=T0 + timedelta(seconds=seconds),
+    )
+
+
+def test_drift_alarms_concern_the_model_version_that_drifts() -> None:
+    control, _, _ = make()
+    live = ModelRef(name="tumor_screening", version="1")
+    control.follow("drift/tumor_screening/mean_radius", drift(True, 1))
+    control.follow("drift/tumor_screening/worst_area", drift(True, 1, "worst_area"))
+    assert control.drifting(live)
+    assert not control.drifting(ModelRef(name="tumor_screening", version="2"))
+    control.follow("drift/tumor_screening/mean_radius", drift(False, 2))
+    assert control.drifting(live)  # worst_area is still in alarm
+    control.follow("drift/tumor_screening/worst_area", drift(False, 2, "worst_area"))
+    assert not control.drifting(live)
+
+
+def test_unreadable_until_read_and_again_when_the_broker_goes_quiet() -> None:
+    control, _, clock = make()
+    assert control.unreadable
+    control.read()
+    assert not control.unreadable
+    clock.now += 11
+    assert control.unreadable
+    control.last_fetch = lambda: clock.now - 1  # the control consumer hears from the broker
+    assert not control.unreadable
