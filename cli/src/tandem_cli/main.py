@@ -17,6 +17,7 @@ from tandem_shared.auth import ROLES, mint_token
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 
 from tandem_cli.model import model_app
+from tandem_cli.policy import policy_app
 from tandem_cli.publish import publish_tasks, read_json_lines, validate
 from tandem_cli.stack.local import Entry
 
@@ -34,6 +35,7 @@ def _audit_app() -> typer.Typer:
 
 app.add_typer(_audit_app(), name="audit", help="The audit ledger: verification.")
 app.add_typer(model_app, name="model")
+app.add_typer(policy_app, name="policy")
 
 
 @app.command()

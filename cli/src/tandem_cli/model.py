@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,9 +30,8 @@ from tandem_shared.control import (
     rolled_back,
     shadowed,
 )
-from tandem_shared.kafka import Publisher, make_producer
-from tandem_shared.settings import KafkaSettings
-from tandem_shared.topics import Topics
+
+from tandem_cli.control import control_publisher, who
 
 model_app = typer.Typer(
     help="Models: check a folder, promote or roll back a version live, publish the schema.",
@@ -95,20 +93,10 @@ def schema(
 async def _change(
     name: str, decide: Callable[[ModelState | None], ModelState], who: str
 ) -> ModelState:
-    kafka = KafkaSettings()
-    topics = Topics(kafka.topic_prefix)
-    state = decide(model_state(await read_control(kafka.bootstrap_servers, topics), name))
-    producer = make_producer(kafka, client_id="tandem-cli")
-    await producer.start()
-    try:
-        await publish_change(Publisher(producer), topics, model_change(name, state, who))
-    finally:
-        await producer.stop()
+    async with control_publisher() as (kafka, topics, publisher):
+        state = decide(model_state(await read_control(kafka.bootstrap_servers, topics), name))
+        await publish_change(publisher, topics, model_change(name, state, who))
     return state
-
-
-def _who() -> str:
-    return os.environ.get("USER") or "cli"
 
 
 @model_app.command()
@@ -126,7 +114,7 @@ def promote(
         except ModelError as exc:
             _stderr.print(f"refused: {exc}", markup=False)
             raise typer.Exit(1) from exc
-    state = asyncio.run(_change(name, lambda current: promoted(current, version), _who()))
+    state = asyncio.run(_change(name, lambda current: promoted(current, version), who()))
     typer.echo(
         f"{name}: live {state.live}" + (f", rollback to {state.previous}" if state.previous else "")
     )
@@ -136,7 +124,7 @@ def promote(
 def rollback(name: Annotated[str, typer.Argument(help="The model, e.g. tumor_screening.")]) -> None:
     """Return NAME to the version it had before the last promotion."""
     try:
-        state = asyncio.run(_change(name, rolled_back, _who()))
+        state = asyncio.run(_change(name, rolled_back, who()))
     except ValueError as exc:
         _stderr.print(f"{name}: {exc}", markup=False)
         raise typer.Exit(1) from exc
@@ -150,7 +138,7 @@ def shadow(
 ) -> None:
     """Score VERSION of NAME beside the live one: recorded on every scored event, never routed."""
     try:
-        state = asyncio.run(_change(name, lambda current: shadowed(current, version), _who()))
+        state = asyncio.run(_change(name, lambda current: shadowed(current, version), who()))
     except ValueError as exc:
         _stderr.print(f"{name}: {exc}", markup=False)
         raise typer.Exit(1) from exc

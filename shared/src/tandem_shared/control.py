@@ -84,7 +84,7 @@ async def read_control_log(
     await consumer.start()
     records: list[tuple[str, ControlChanged]] = []
     try:
-        partitions = await _partitions(consumer, topics.control)
+        partitions = await assign_all(consumer, topics.control)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
         remaining = {tp for tp in partitions if end[tp] > 0}
@@ -107,7 +107,8 @@ async def read_control_log(
     return records
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` (waiting for its metadata) and return them."""
     async with asyncio.timeout(READ_TIMEOUT_S):
         while not (found := consumer.partitions_for_topic(topic)):
             await consumer._client.force_metadata_update()

@@ -1,0 +1,117 @@
+"""Admin endpoints of the policy lifecycle: validate, simulate, apply, roll back, the history and
+the kill switch. Changes are control events on tandem.control that every router replica follows
+live; each names the admin who made it, and the audit sink keeps it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from tandem_router.lifecycle import Governance, PolicyChange, proposed
+from tandem_router.loader import PolicyError
+from tandem_router.whatif import WhatIf
+from tandem_shared.auth import Principal, require_role
+from tandem_shared.control import KillSwitch, PolicyState
+from tandem_shared.envelope import utcnow
+
+from tandem_review_api.errors import Conflict, Unprocessable
+
+Admin = Annotated[Principal, Depends(require_role("admin"))]
+Reader = Annotated[Principal, Depends(require_role("admin", "auditor"))]
+router = APIRouter(prefix="/v1/admin", tags=["policy"])
+
+
+class Document(BaseModel):
+    document: str = Field(min_length=1, max_length=1_000_000, description="The policy as YAML.")
+
+
+class Simulation(Document):
+    since: datetime
+    until: datetime | None = Field(default=None, description="Default: now.")
+    reviews_per_hour: float = Field(default=30.0, gt=0, le=1_000_000)
+
+
+class Validity(BaseModel):
+    name: str
+    version: int
+    task_types: list[str]
+
+
+class Control(BaseModel):
+    policy: PolicyState | None
+    kill_switch: KillSwitch
+
+
+class Switch(BaseModel):
+    on: bool = Field(description="true: tasks go to people; false: automation is back")
+    task_type: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Only this task type; null: all."
+    )
+
+
+def _governance(request: Request) -> Governance:
+    runtime = request.app.state.runtime
+    return Governance(runtime.settings.kafka.bootstrap_servers, runtime.topics, runtime.publisher)
+
+
+def _parsed(document: str) -> Validity:
+    try:
+        policy, _ = proposed(document)
+    except PolicyError as exc:
+        raise Unprocessable(str(exc)) from exc
+    return Validity(name=policy.name, version=policy.version, task_types=sorted(policy.task_types))
+
+
+@router.get("/policy", response_model=Control)
+async def control(_: Reader, request: Request) -> Control:
+    """The active policy (with the one a rollback returns to) and the kill switch."""
+    state, switch = await _governance(request).state()
+    return Control(policy=state, kill_switch=switch)
+
+
+@router.post("/policy/validate", response_model=Validity)
+async def validate(body: Document, _: Admin) -> Validity:
+    """422 with every problem and its line when the document is not a valid policy."""
+    return _parsed(body.document)
+
+
+@router.post("/policy/simulate", response_model=WhatIf)
+async def simulate(body: Simulation, _: Admin, request: Request) -> WhatIf:
+    """The window's scored events under the document beside the active policy."""
+    _parsed(body.document)
+    until = body.until or utcnow()
+    try:
+        return await _governance(request).simulate(
+            body.document, body.since, until, body.reviews_per_hour
+        )
+    except ValueError as exc:
+        raise Conflict(str(exc)) from exc
+
+
+@router.post("/policy/apply", response_model=PolicyState)
+async def apply(body: Document, who: Admin, request: Request) -> PolicyState:
+    _parsed(body.document)
+    try:
+        return await _governance(request).apply(body.document, who.subject)
+    except ValueError as exc:
+        raise Conflict(str(exc)) from exc
+
+
+@router.post("/policy/rollback", response_model=PolicyState)
+async def rollback(who: Admin, request: Request) -> PolicyState:
+    try:
+        return await _governance(request).rollback(who.subject)
+    except ValueError as exc:
+        raise Conflict(str(exc)) from exc
+
+
+@router.get("/policy/history", response_model=list[PolicyChange])
+async def history(_: Reader, request: Request) -> list[PolicyChange]:
+    return await _governance(request).history()
+
+
+@router.post("/kill-switch", response_model=KillSwitch)
+async def kill_switch(body: Switch, who: Admin, request: Request) -> KillSwitch:
+    return await _governance(request).kill_switch(body.on, body.task_type, who.subject)
