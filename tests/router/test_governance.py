@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from tandem_review_api.app import create_app as review_api
 from tandem_review_api.settings import ReviewApiSettings
 from tandem_router.app import create_app as router_app
@@ -286,3 +287,35 @@ async def test_the_what_if_matches_what_the_router_does_once_the_policy_is_appli
     assert {c.task_id for c in report.changed} == changed
     assert report.changed_total == len(changed) > 0
     assert report.proposed.automatic < report.active.automatic
+
+
+async def test_when_the_control_topic_cannot_be_read_tasks_go_to_people(
+    kafka_settings: KafkaSettings, topics: Topics, policy_file: Path
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers
+    settings = router_settings(kafka_settings, policy_file, "router-failsafe")
+    settings = settings.model_copy(update={"control_stale_after_s": 2.0})
+    async with (
+        running(router_app(settings)) as router,
+        TopicReader(bootstrap, topics.decisions) as decisions,
+        TopicReader(bootstrap, topics.routed) as routed,
+    ):
+        await produce(bootstrap, topics.scored, [record(scored("before", confidence=1.0))])
+        assert isinstance(await _output(decisions, routed, "before"), DecisionMade)
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topics.control])
+        finally:
+            await admin.close()
+
+        async def unreadable() -> bool:
+            return bool((await router.get("/v1/control")).json()["control_unreadable"])
+
+        await eventually(unreadable, "the router to notice", timeout=30)
+        await produce(bootstrap, topics.scored, [record(scored("after", confidence=1.0))])
+        after = await _output(decisions, routed, "after")
+        assert isinstance(after, TaskRouted)
+        # The last known policy still applies: the route names it, the reason says why.
+        assert (after.reasons, after.policy.version) == (["control_unreadable"], 3)
