@@ -32,6 +32,7 @@ lint:
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) mypy bench
 
 test: setup lint
 	$(RUN) pytest

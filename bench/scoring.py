@@ -19,47 +19,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.synchronize import Event as ProcessEvent
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from harness import (
+    WAIT_S,
+    Drain,
+    Raw,
+    Stack,
+    add_common_args,
+    draw_tasks,
+    encode,
+    make_topics,
+    produce,
+    read_stamps,
+    records_on,
+    run_bench,
+    stop_relay,
+    wait_for_records,
+)
 from rich.console import Console
-from rich.progress import Progress, TaskID
+from rich.progress import Progress
 from rich.table import Table
-from tandem_cli.dataset import sample_tasks
 from tandem_cli.publish import publish_tasks
-from tandem_cli.stack.kafka import KafkaBroker
-from tandem_cli.stack.process import free_port
 from tandem_cli.stack.services import ServiceSet
 from tandem_scoring.registry import ModelRegistry
 from tandem_scoring.scorer import Scorer, prepare
 from tandem_scoring.settings import ScoringSettings
-from tandem_shared.envelope import Event
 from tandem_shared.events import TaskSubmitted
-from tandem_shared.kafka import make_consumer, make_producer
 from tandem_shared.settings import KafkaSettings
-from tandem_shared.topics import Topics, ensure_topics
+from tandem_shared.topics import Topics
 
-PARTITIONS = 4  # an even share for one or two replicas
-LOG_APPEND_TIME = 1
 WARMUP = 50  # tasks sent before the paced run, to have connections and the group settled
-WAIT_S = 180.0  # a phase that has not finished by then has failed
-RELAY_GROUP = "bench-relay-"  # + the topic it relays
-Raw = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
 @dataclass
@@ -70,250 +67,51 @@ class Latency:
     p99_ms: float
 
 
-# ---- topics and records ----------------------------------------------------------------------
+def stamped(topics: Topics) -> tuple[str, ...]:
+    return (topics.submitted, topics.scored)
 
 
-async def make_topics(bootstrap: str, prefix: str) -> Topics:
-    """The prefix's topics; submitted and scored stamped with the broker's append time."""
-    topics = Topics(prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        config = {"message.timestamp.type": "LogAppendTime"}
-        await admin.create_topics(
-            [
-                NewTopic(t, PARTITIONS, 1, topic_configs=config)
-                for t in (topics.submitted, topics.scored)
-            ]
-        )
-    finally:
-        await admin.close()
-    await ensure_topics(bootstrap, topics, PARTITIONS)
-    return topics
-
-
-def _partitions(topic: str) -> list[TopicPartition]:
-    return [TopicPartition(topic, p) for p in range(PARTITIONS)]
-
-
-async def read_stamps(bootstrap: str, topic: str) -> dict[str, int]:
-    """task id → log-append time (ms) of its first record on the topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = _partitions(topic)
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        stamps: dict[str, int] = {}
-        for tp in parts:
-            while await consumer.position(tp) < ends[tp]:
-                for record in (await consumer.getmany(tp, timeout_ms=500, max_records=5000)).get(
-                    tp, []
-                ):
-                    if record.timestamp_type != LOG_APPEND_TIME:
-                        raise RuntimeError(f"{topic} is not stamped with log-append time")
-                    stamps.setdefault(record.key.decode(), record.timestamp)
-        return stamps
-    finally:
-        await consumer.stop()
-
-
-async def settled(bootstrap: str, group: str, members: int, alive: Callable[[], bool]) -> int:
-    """Wait until the consumer group is stable with ``members`` members; the time it was seen
-    so (ms since the epoch), from when throughput is counted, so no figure holds a rebalance."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    deadline = time.monotonic() + WAIT_S
-    try:
-        while time.monotonic() < deadline and alive():
-            try:
-                (response,) = await admin.describe_consumer_groups([group])
-            except KafkaError:  # the group coordinator is not there yet on a new broker
-                response = None
-            if response is not None:
-                _, _, state, _, _, joined, *_ = response.groups[0]
-                if state == "Stable" and len(joined) == members:
-                    return time.time_ns() // 1_000_000
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"group {group} did not settle with {members} members")
-    finally:
-        await admin.close()
-
-
-async def wait_for(
-    bootstrap: str,
-    topic: str,
-    expected: int,
-    progress: Progress,
-    bar: TaskID,
-    alive: Callable[[], bool],
-) -> None:
-    """Until the topic holds ``expected`` records; fails if the writer dies or time runs out."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    deadline = time.monotonic() + WAIT_S
-    try:
-        while True:
-            count = sum((await consumer.end_offsets(_partitions(topic))).values())
-            progress.update(bar, completed=min(count, expected))
-            if count >= expected:
-                return
-            if not alive():
-                raise RuntimeError(f"the writer of {topic} exited with {count}/{expected} written")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: {count}/{expected} records after {WAIT_S:.0f}s")
-            await asyncio.sleep(0.25)
-    finally:
-        await consumer.stop()
-
-
-def rate(stamps: Sequence[int], since_ms: int) -> float:
-    """Records per second appended after ``since_ms``, up to the last one."""
-    counted = [s for s in stamps if s > since_ms]
-    last = max(counted, default=since_ms)
-    if last == since_ms:
-        return float("nan")
-    return len(counted) / ((last - since_ms) / 1000)
-
-
-def encode(tasks: Sequence[TaskSubmitted]) -> list[Raw]:
-    out = []
-    for task in tasks:
-        event = Event.derived(task, source="tandem/bench", subject=task.task_id, stage="submitted")
-        out.append((task.task_id.encode(), event.value(), event.headers()))
-    return out
-
-
-async def paced(
-    bootstrap: str, topic: str, records: Sequence[Raw], per_second: float, progress: Progress
-) -> None:
-    """Send on a fixed schedule (every 5 ms, whatever is due), then wait for every ack."""
-    producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap), client_id="tandem-bench")
-    await producer.start()
-    bar = progress.add_task(f"  paced at {per_second:,.0f}/s", total=len(records))
-    try:
-        futures = []
-        start, sent = time.monotonic(), 0
-        while sent < len(records):
-            due = min(len(records), int((time.monotonic() - start) * per_second) + 1)
-            for key, value, headers in records[sent:due]:
-                futures.append(await producer.send(topic, value, key=key, headers=headers))
-            progress.update(bar, completed=due)
-            sent = due
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-# ---- the relay: the least any consumer-producer on this broker can do ------------------------
-
-
-async def _relay(bootstrap: str, source: str, target: str, batch: int, ready: ProcessEvent) -> None:
-    # Stops between batches, leaving the group cleanly, on SIGTERM or Ctrl-C.
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    consumer = make_consumer(kafka, RELAY_GROUP + source, [source], "bench-relay")
-    producer = make_producer(kafka, client_id="bench-relay")
-    await consumer.start()
-    await producer.start()
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=batch)
-            if consumer.assignment():
-                ready.set()
-            records = [r for part in batches.values() for r in part]
-            if not records:
-                continue
-            futures = [
-                await producer.send(target, r.value, key=r.key, headers=list(r.headers))
-                for r in records
-            ]
-            await asyncio.gather(*futures)
-            await consumer.commit({tp: part[-1].offset + 1 for tp, part in batches.items() if part})
-    finally:
-        await consumer.stop()
-        await producer.stop()
-
-
-def stop_relay(proc: Any) -> None:
-    if proc.is_alive():
-        proc.terminate()  # by its pid; it leaves its group and exits
-        proc.join(15)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(5)
-
-
-def relay_main(bootstrap: str, source: str, target: str, batch: int, ready: ProcessEvent) -> None:
-    asyncio.run(_relay(bootstrap, source, target, batch, ready))
+def records(tasks: Sequence[TaskSubmitted]) -> list[Raw]:
+    return encode([(t.task_id, t) for t in tasks], "submitted")
 
 
 @dataclass
 class Bench:
     args: argparse.Namespace
-    bootstrap: str
-    home: Path
-    progress: Progress
+    stack: Stack
     tasks: list[TaskSubmitted]
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    relays: list[Any] = field(default_factory=list)
-    services: list[ServiceSet] = field(default_factory=list)
 
-    def prefix(self, what: str) -> str:
-        return f"bench.{self.run_id}.{what}."
+    @property
+    def bootstrap(self) -> str:
+        return self.stack.bootstrap
 
-    def start_relay(self, topics: Topics) -> tuple[Any, ProcessEvent]:
-        ctx = multiprocessing.get_context("spawn")
-        ready = ctx.Event()
-        proc = ctx.Process(
-            target=relay_main,
-            args=(self.bootstrap, topics.submitted, topics.scored, self.args.batch, ready),
-            daemon=True,
-        )
-        proc.start()
-        self.relays.append(proc)
-        return proc, ready
+    @property
+    def progress(self) -> Progress:
+        return self.stack.progress
 
     def start_service(self, topics: Topics, replicas: int = 1) -> list[ServiceSet]:
         """``replicas`` scoring processes in one consumer group of their own."""
         group = f"bench-scoring-{uuid.uuid4().hex[:8]}"
-        started = []
-        for replica in range(replicas):
-            services = ServiceSet(
-                self.home / f"{topics.prefix}{replica}",
-                self.bootstrap,
-                topics.prefix,
-                ports={"scoring": free_port()},
-                env={
-                    "TANDEM_SCORING_BATCH_MAX_RECORDS": str(self.args.batch),
-                    "TANDEM_SCORING_GROUP_ID": group,
-                },
-            )
-            self.services.append(services)
-            services.start(only=("scoring",))
-            started.append(services)
-        return started
+        env = {
+            "TANDEM_SCORING_BATCH_MAX_RECORDS": str(self.args.batch),
+            "TANDEM_SCORING_GROUP_ID": group,
+        }
+        return [
+            self.stack.start_service("scoring", topics.prefix, env, f"{topics.prefix}{replica}")
+            for replica in range(replicas)
+        ]
 
     async def preload(self, what: str) -> Topics:
-        topics = await make_topics(self.bootstrap, self.prefix(what))
+        topics = await make_topics(self.bootstrap, self.stack.prefix(what), stamped)
         kafka = KafkaSettings(bootstrap_servers=self.bootstrap, topic_prefix=topics.prefix)
         await publish_tasks(kafka, self.tasks, self.progress)
         return topics
 
     async def relay_throughput(self) -> float:
-        topics = await self.preload(f"relay-{len(self.relays)}")
-        proc, _ = self.start_relay(topics)
-        since_ms = await settled(self.bootstrap, RELAY_GROUP + topics.submitted, 1, proc.is_alive)
-        bar = self.progress.add_task("relay: relaying", total=len(self.tasks))
-        await wait_for(
-            self.bootstrap, topics.scored, len(self.tasks), self.progress, bar, proc.is_alive
+        topics = await self.preload(f"relay-{len(self.stack.relays)}")
+        return await self.stack.relay_rate(
+            topics.submitted, topics.scored, len(self.tasks), self.args.batch
         )
-        await asyncio.to_thread(stop_relay, proc)
-        return rate(list((await read_stamps(self.bootstrap, topics.scored)).values()), since_ms)
 
     async def service_throughput(self, replicas: int) -> float:
         topics = await self.preload(f"service-{replicas}")
@@ -322,20 +120,32 @@ class Bench:
         def alive() -> bool:
             return all(s.running[0].process.alive() for s in replica_sets)
 
-        group = replica_sets[0].env["TANDEM_SCORING_GROUP_ID"]
-        since_ms = await settled(self.bootstrap, group, replicas, alive)
-        bar = self.progress.add_task(f"scoring service x{replicas}: scoring", total=len(self.tasks))
-        await wait_for(self.bootstrap, topics.scored, len(self.tasks), self.progress, bar, alive)
-        for services in replica_sets:
-            await asyncio.to_thread(services.stop)
-        return rate(list((await read_stamps(self.bootstrap, topics.scored)).values()), since_ms)
+        def stop() -> None:
+            for services in replica_sets:
+                services.stop()
+
+        return await self.stack.drain(
+            Drain(
+                label=f"scoring service x{replicas}: scoring",
+                group=replica_sets[0].env["TANDEM_SCORING_GROUP_ID"],
+                members=replicas,
+                alive=alive,
+                stop=stop,
+                counter=lambda: records_on(self.bootstrap, topics.scored),
+                expected=len(self.tasks),
+                outputs=(topics.scored,),
+            )
+        )
 
     async def latency(self, what: str, per_second: float) -> Latency:
-        topics = await make_topics(self.bootstrap, self.prefix(f"{what}-paced"))
+        topics = await make_topics(self.bootstrap, self.stack.prefix(f"{what}-paced"), stamped)
         count = max(1, min(int(per_second * self.args.latency_seconds), len(self.tasks) - WARMUP))
-        warmup, measured = encode(self.tasks[:WARMUP]), encode(self.tasks[WARMUP : WARMUP + count])
+        warmup, measured = (
+            records(self.tasks[:WARMUP]),
+            records(self.tasks[WARMUP : WARMUP + count]),
+        )
         if what == "relay":
-            proc, ready = self.start_relay(topics)
+            proc, ready = self.stack.start_relay(topics.submitted, topics.scored, self.args.batch)
             alive: Callable[[], bool] = proc.is_alive
             await asyncio.to_thread(ready.wait, WAIT_S)
         else:
@@ -343,11 +153,13 @@ class Bench:
             alive = services.running[0].process.alive
             await asyncio.to_thread(services.wait_ready, WAIT_S)
         bar = self.progress.add_task(f"{what}: warm-up", total=WARMUP)
-        await paced(self.bootstrap, topics.submitted, warmup, per_second, self.progress)
-        await wait_for(self.bootstrap, topics.scored, WARMUP, self.progress, bar, alive)
-        await paced(self.bootstrap, topics.submitted, measured, per_second, self.progress)
+        await produce(self.bootstrap, topics.submitted, warmup, self.progress, per_second)
+        await wait_for_records(self.bootstrap, topics.scored, WARMUP, self.progress, bar, alive)
+        await produce(self.bootstrap, topics.submitted, measured, self.progress, per_second)
         bar = self.progress.add_task(f"{what}: draining", total=WARMUP + count)
-        await wait_for(self.bootstrap, topics.scored, WARMUP + count, self.progress, bar, alive)
+        await wait_for_records(
+            self.bootstrap, topics.scored, WARMUP + count, self.progress, bar, alive
+        )
         if what == "relay":
             await asyncio.to_thread(stop_relay, proc)
         else:
@@ -459,10 +271,8 @@ def report(console: Console, rates: dict[str, float], latencies: list[tuple[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=20_000, help="tasks pre-loaded per run")
-    parser.add_argument("--batch", type=int, default=500, help="records per getmany and inference")
+    add_common_args(parser, batch_help="records per getmany and inference")
     parser.add_argument("--latency-seconds", type=float, default=8.0, help="paced run length")
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--replicas",
         type=int,
@@ -472,39 +282,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.tasks <= WARMUP or args.batch < 1:
         parser.error(f"--tasks must exceed {WARMUP} and --batch be at least 1")
-    # A SIGTERM unwinds like Ctrl-C, so the broker and the services are stopped either way.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    console = Console()
-    home = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
-    broker = KafkaBroker(home / "kafka", free_port(), free_port())
-    finished = False
-    try:
-        with Progress(console=console, transient=True) as progress:
-            console.print(f"drawing {args.tasks} tasks; starting Kafka in {home}")
-            tasks = [
-                TaskSubmitted.model_validate(b) for b, _ in sample_tasks(args.tasks, args.seed)
-            ]
-            broker.start()
-            bench = Bench(args, broker.bootstrap_servers, home, progress, tasks)
-            try:
-                rates, latencies = asyncio.run(run(bench))
-            finally:
-                for proc in bench.relays:
-                    stop_relay(proc)
-                for services in bench.services:
-                    services.stop()
-        report(console, rates, latencies)
-        finished = True
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        return 130
-    finally:
-        broker.stop()
-        if finished:
-            shutil.rmtree(home, ignore_errors=True)
-        else:
-            console.print(f"logs kept in {home}")
-    return 0
+
+    async def measure(stack: Stack) -> tuple[dict[str, float], list[tuple[str, Latency]]]:
+        return await run(Bench(args, stack, draw_tasks(args.tasks, args.seed)))
+
+    return run_bench(
+        f"drawing {args.tasks} tasks", measure, lambda console, result: report(console, *result)
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -40,6 +42,12 @@ Duration = Annotated[
 ]
 
 Route = Literal["auto", "review", "escalate"]
+_ORDER: dict[str, Callable[[float, float], bool]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
 Comparison = Literal["gt", "ge", "lt", "le", "eq", "ne", "in", "not_in"]
 
 BUILT_IN_REASONS = frozenset(
@@ -116,8 +124,7 @@ class Condition(_Strict):
         if self.op in ("gt", "ge", "lt", "le"):
             if not _is_number(actual):
                 return False
-            a, v = float(actual), float(self.value)  # type: ignore[arg-type]
-            return {"gt": a > v, "ge": a >= v, "lt": a < v, "le": a <= v}[self.op]
+            return _ORDER[self.op](float(actual), float(self.value))  # type: ignore[arg-type]
         if self.op == "eq":
             return bool(actual == self.value)
         if self.op == "ne":

@@ -1,0 +1,415 @@
+"""What the benchmarks share: a Kafka broker of their own, topics stamped by the broker, a raw
+relay to compare a service against, and rates read off the broker's log-append times.
+
+Every figure comes from broker stamps (topics created with
+``message.timestamp.type=LogAppendTime``), so all are read off one clock, and a rate counts
+from the moment the consumer group was seen stable, so it never holds a group join.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from rich.console import Console
+from rich.progress import Progress, TaskID
+from tandem_cli.dataset import sample_tasks
+from tandem_cli.stack.kafka import KafkaBroker
+from tandem_cli.stack.process import free_port
+from tandem_cli.stack.services import ServiceSet
+from tandem_shared.envelope import Event
+from tandem_shared.events import EventData, TaskSubmitted
+from tandem_shared.kafka import make_consumer, make_producer
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics, ensure_topics
+
+PARTITIONS = 4  # an even share for one or two replicas
+LOG_APPEND_TIME = 1
+WAIT_S = 180.0  # a phase that has not finished by then has failed
+RELAY_GROUP = "bench-relay-"  # + the topic it relays
+Raw = tuple[bytes, bytes, list[tuple[str, bytes]]]
+Count = Callable[[], Awaitable[int]]
+R = TypeVar("R")
+
+
+def add_common_args(parser: argparse.ArgumentParser, batch_help: str) -> None:
+    parser.add_argument("--tasks", type=int, default=20_000, help="tasks pre-loaded per run")
+    parser.add_argument("--batch", type=int, default=500, help=batch_help)
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def draw_tasks(count: int, seed: int) -> list[TaskSubmitted]:
+    return [TaskSubmitted.model_validate(body) for body, _ in sample_tasks(count, seed)]
+
+
+# ---- topics and records ----------------------------------------------------------------------
+
+
+async def make_topics(
+    bootstrap: str, prefix: str, stamped: Callable[[Topics], Sequence[str]]
+) -> Topics:
+    """The prefix's topics; those ``stamped`` picks get the broker's append time."""
+    topics = Topics(prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"message.timestamp.type": "LogAppendTime"}
+        await admin.create_topics(
+            [NewTopic(t, PARTITIONS, 1, topic_configs=config) for t in stamped(topics)]
+        )
+    finally:
+        await admin.close()
+    await ensure_topics(bootstrap, topics, PARTITIONS)
+    return topics
+
+
+def partitions(topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+
+async def read_stamps(bootstrap: str, *topics: str) -> dict[str, int]:
+    """task id → log-append time (ms) of its first record on any of the topics."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [tp for topic in topics for tp in partitions(topic)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        stamps: dict[str, int] = {}
+        for tp in parts:
+            while await consumer.position(tp) < ends[tp]:
+                for record in (await consumer.getmany(tp, timeout_ms=500, max_records=5000)).get(
+                    tp, []
+                ):
+                    if record.timestamp_type != LOG_APPEND_TIME:
+                        raise RuntimeError(f"{tp.topic} is not stamped with log-append time")
+                    key = record.key.decode()
+                    stamps[key] = min(stamps.get(key, record.timestamp), record.timestamp)
+        return stamps
+    finally:
+        await consumer.stop()
+
+
+def encode(events: Sequence[tuple[str, EventData]], stage: str) -> list[Raw]:
+    """(task id, data) pairs as records keyed by task id, CloudEvents headers included."""
+    out = []
+    for task_id, data in events:
+        event = Event.derived(data, source="tandem/bench", subject=task_id, stage=stage)
+        out.append((task_id.encode(), event.value(), event.headers()))
+    return out
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    records: Sequence[Raw],
+    progress: Progress,
+    per_second: float | None = None,
+) -> None:
+    """Send on a fixed schedule (every 5 ms, whatever is due; all at once without a rate), then
+    wait for every ack."""
+    producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap), client_id="tandem-bench")
+    await producer.start()
+    label = f"  paced at {per_second:,.0f}/s" if per_second else f"  pre-loading {topic}"
+    bar = progress.add_task(label, total=len(records))
+    try:
+        futures = []
+        start, sent = time.monotonic(), 0
+        while sent < len(records):
+            due = len(records)
+            if per_second:
+                due = min(due, int((time.monotonic() - start) * per_second) + 1)
+            for key, value, headers in records[sent:due]:
+                futures.append(await producer.send(topic, value, key=key, headers=headers))
+            progress.update(bar, completed=due)
+            sent = due
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+# ---- waiting and counting --------------------------------------------------------------------
+
+
+async def settled(bootstrap: str, group: str, members: int, alive: Callable[[], bool]) -> int:
+    """Wait until the consumer group is stable with ``members`` members; the time it was seen
+    so (ms since the epoch), from when throughput is counted, so no figure holds a rebalance."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while time.monotonic() < deadline and alive():
+            try:
+                (response,) = await admin.describe_consumer_groups([group])
+            except KafkaError:  # the group coordinator is not there yet on a new broker
+                response = None
+            if response is not None:
+                _, _, state, _, _, joined, *_ = response.groups[0]
+                if state == "Stable" and len(joined) == members:
+                    return time.time_ns() // 1_000_000
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"group {group} did not settle with {members} members")
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def records_on(bootstrap: str, topic: str) -> AsyncIterator[Count]:
+    """How many records the topic holds."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+
+    async def count() -> int:
+        return sum((await consumer.end_offsets(partitions(topic))).values())
+
+    try:
+        yield count
+    finally:
+        await consumer.stop()
+
+
+@asynccontextmanager
+async def committed_by(bootstrap: str, group: str, topic: str) -> AsyncIterator[Count]:
+    """How many records of the topic the group has committed: a service commits a batch once
+    all its outputs are acknowledged, so this counts inputs fully handled, whatever they became."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+
+    async def count() -> int:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=partitions(topic))
+        return sum(max(meta.offset, 0) for meta in offsets.values())
+
+    try:
+        yield count
+    finally:
+        await admin.close()
+
+
+async def wait_for(
+    count: Count,
+    expected: int,
+    what: str,
+    progress: Progress,
+    bar: TaskID,
+    alive: Callable[[], bool],
+) -> None:
+    """Until ``count`` reaches ``expected``; fails if the writer dies or time runs out."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        done = await count()
+        progress.update(bar, completed=min(done, expected))
+        if done >= expected:
+            return
+        if not alive():
+            raise RuntimeError(f"the writer of {what} exited with {done}/{expected} written")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: {done}/{expected} records after {WAIT_S:.0f}s")
+        await asyncio.sleep(0.25)
+
+
+async def wait_for_records(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    progress: Progress,
+    bar: TaskID,
+    alive: Callable[[], bool],
+) -> None:
+    """Until the topic holds ``expected`` records."""
+    async with records_on(bootstrap, topic) as count:
+        await wait_for(count, expected, topic, progress, bar, alive)
+
+
+def rate(stamps: Sequence[int], since_ms: int) -> float:
+    """Records per second appended after ``since_ms``, up to the last one."""
+    counted = [s for s in stamps if s > since_ms]
+    last = max(counted, default=since_ms)
+    if last == since_ms:
+        return float("nan")
+    return len(counted) / ((last - since_ms) / 1000)
+
+
+# ---- the relay: the least any consumer-producer on this broker can do ------------------------
+
+
+async def _relay(bootstrap: str, source: str, target: str, batch: int, ready: ProcessEvent) -> None:
+    # Stops between batches, leaving the group cleanly, on SIGTERM or Ctrl-C.
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    consumer = make_consumer(kafka, RELAY_GROUP + source, [source], "bench-relay")
+    producer = make_producer(kafka, client_id="bench-relay")
+    await consumer.start()
+    await producer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=batch)
+            if consumer.assignment():
+                ready.set()
+            records = [r for part in batches.values() for r in part]
+            if not records:
+                continue
+            futures = [
+                await producer.send(target, r.value, key=r.key, headers=list(r.headers))
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+            await consumer.commit({tp: part[-1].offset + 1 for tp, part in batches.items() if part})
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def relay_main(bootstrap: str, source: str, target: str, batch: int, ready: ProcessEvent) -> None:
+    asyncio.run(_relay(bootstrap, source, target, batch, ready))
+
+
+def stop_relay(proc: BaseProcess) -> None:
+    if proc.is_alive():
+        proc.terminate()  # by its pid; it leaves its group and exits
+        proc.join(15)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
+
+
+@dataclass
+class Drain:
+    """One measured phase: a consumer group working off a pre-loaded backlog."""
+
+    label: str
+    group: str
+    members: int
+    alive: Callable[[], bool]
+    stop: Callable[[], None]
+    counter: Callable[[], AbstractAsyncContextManager[Count]]  # reaches ``expected`` when done
+    expected: int
+    outputs: Sequence[str]  # where the tasks' records land, stamped by the broker
+
+
+# ---- one run: the broker's address, its folder, and every process started on it ---------------
+
+
+@dataclass
+class Stack:
+    """A run's broker and folder, and every process started on them, to stop each at the end."""
+
+    bootstrap: str
+    home: Path
+    progress: Progress
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    relays: list[BaseProcess] = field(default_factory=list)
+    services: list[ServiceSet] = field(default_factory=list)
+
+    def prefix(self, what: str) -> str:
+        return f"bench.{self.run_id}.{what}."
+
+    def start_relay(self, source: str, target: str, batch: int) -> tuple[BaseProcess, ProcessEvent]:
+        """A relay process; the event is set once it has partitions assigned."""
+        ctx = multiprocessing.get_context("spawn")
+        ready = ctx.Event()
+        proc = ctx.Process(
+            target=relay_main, args=(self.bootstrap, source, target, batch, ready), daemon=True
+        )
+        proc.start()
+        self.relays.append(proc)
+        return proc, ready
+
+    def start_service(
+        self, name: str, prefix: str, env: Mapping[str, str], logs: str
+    ) -> ServiceSet:
+        """The service as a process of its own, on a free port, logging under ``logs``."""
+        services = ServiceSet(
+            self.home / logs, self.bootstrap, prefix, ports={name: free_port()}, env=env
+        )
+        self.services.append(services)
+        services.start(only=(name,))
+        return services
+
+    async def drain(self, phase: Drain) -> float:
+        """Tasks/s of the phase's group on its backlog, from the moment the group is stable."""
+        since_ms = await settled(self.bootstrap, phase.group, phase.members, phase.alive)
+        bar = self.progress.add_task(phase.label, total=phase.expected)
+        async with phase.counter() as count:
+            what = ", ".join(phase.outputs)
+            await wait_for(count, phase.expected, what, self.progress, bar, phase.alive)
+        await asyncio.to_thread(phase.stop)
+        return rate(list((await read_stamps(self.bootstrap, *phase.outputs)).values()), since_ms)
+
+    async def relay_rate(self, source: str, target: str, expected: int, batch: int) -> float:
+        """Tasks/s of a relay draining ``source``, pre-loaded with ``expected`` records."""
+        proc, _ = self.start_relay(source, target, batch)
+        return await self.drain(
+            Drain(
+                label="relay: relaying",
+                group=RELAY_GROUP + source,
+                members=1,
+                alive=proc.is_alive,
+                stop=lambda: stop_relay(proc),
+                # One record out per record in, so the target's count says when it is done.
+                counter=lambda: records_on(self.bootstrap, target),
+                expected=expected,
+                outputs=(target,),
+            )
+        )
+
+    def stop(self) -> None:
+        for proc in self.relays:
+            stop_relay(proc)
+        for services in self.services:
+            services.stop()
+
+
+def run_bench(
+    intro: str,
+    measure: Callable[[Stack], Coroutine[Any, Any, R]],
+    report: Callable[[Console, R], None],
+) -> int:
+    """Start a broker in a temporary folder, measure, stop every process the run started (by
+    its pid), report, and stop the broker; the folder (logs included) is kept on a failure."""
+    # A SIGTERM unwinds like Ctrl-C, so the broker and the services are stopped either way.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    console = Console()
+    home = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
+    broker = KafkaBroker(home / "kafka", free_port(), free_port())
+    finished = False
+    try:
+        with Progress(console=console, transient=True) as progress:
+            console.print(f"{intro}; starting Kafka in {home}")
+            broker.start()
+            stack = Stack(broker.bootstrap_servers, home, progress)
+            try:
+                result = asyncio.run(measure(stack))
+            finally:
+                stack.stop()
+        report(console, result)
+        finished = True
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    finally:
+        broker.stop()
+        if finished:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            console.print(f"logs kept in {home}")
+    return 0

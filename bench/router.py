@@ -1,0 +1,273 @@
+"""Throughput of the router service with a large policy, against a raw Kafka relay.
+
+    uv run python bench/router.py [--tasks 20000] [--batch 500] [--rules 50]
+
+One run starts its own Kafka broker (free ports, a temporary folder), scores sample tasks with
+the scoring service's model once, pre-loads the scored events into fresh topic prefixes, and
+measures, one after the other so they never share the CPU: a raw aiokafka relay (scored →
+routed, one record out per record in) in a process of its own; the real router service with a
+policy of ``--rules`` rules on ``tumor_screening``; the relay again (its better rate is the one
+compared against, as the broker is warmer for later phases). The router writes automatic
+decisions to ``decisions`` and review requests to ``routed`` (a QA-sampled decision to both),
+so its rate counts distinct tasks reaching an output, like the relay's. Rates come from broker
+log-append times, from the moment the consumer group was seen stable to the last output record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from harness import (
+    Drain,
+    Raw,
+    Stack,
+    add_common_args,
+    committed_by,
+    draw_tasks,
+    encode,
+    make_topics,
+    produce,
+    read_stamps,
+    run_bench,
+)
+from rich.console import Console
+from rich.table import Table
+from tandem_cli.dataset import CLINICS, TASK_TYPE, feature_names, feature_ranges, holdout_split
+from tandem_router.loader import load_policy
+from tandem_scoring.registry import ModelRegistry
+from tandem_scoring.scorer import Rejection, Scorer
+from tandem_scoring.settings import ScoringSettings
+from tandem_shared.events import TaskScored, TaskSubmitted
+from tandem_shared.topics import Topics
+
+AIM = 0.70  # of the relay's rate: routing should cost less than moving the bytes does
+LOCAL_POLICY = Path(__file__).resolve().parents[1] / "deploy" / "local" / "policy.yaml"
+RELAY = "raw relay (aiokafka)"
+
+
+def stamped(topics: Topics) -> tuple[str, ...]:
+    return (topics.routed, topics.decisions)
+
+
+# ---- the input: scored tasks and a policy of many rules --------------------------------------
+
+
+def score(tasks: Sequence[TaskSubmitted], batch: int) -> list[TaskScored]:
+    """The tasks as the scoring service would emit them: its model, its explanations."""
+    settings = ScoringSettings()
+    registry = ModelRegistry.load(settings.models_dir, settings.serve, settings.inference_threads)
+    scorer = Scorer(registry)
+    now = datetime.now(UTC)
+    out = []
+    for start in range(0, len(tasks), batch):
+        chunk = tasks[start : start + batch]
+        for task, result in zip(chunk, scorer.predict(chunk), strict=True):
+            if isinstance(result, Rejection):
+                raise RuntimeError(f"task {task.task_id} not scored: {result.reason}")
+            out.append(
+                TaskScored(task=task, score=result.to_score(), submitted_at=now, scored_at=now)
+            )
+    return out
+
+
+def _number(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+def _feature_rule(i: int, name: str) -> dict[str, Any]:
+    """Alternately an alert on an extreme measurement (past the holdout's 0.1% tails: met by a
+    task in a few hundred) and a bound on an implausible one (past the valid range: never met)."""
+    column = holdout_split().features[:, feature_names().index(name)]
+    low, high = feature_ranges()[name]
+    span = high - low
+    kind, op, value, route = [
+        ("high", "gt", np.quantile(column, 0.999), "review"),
+        ("implausibly_high", "ge", high + span, "escalate"),
+        ("low", "lt", np.quantile(column, 0.001), "review"),
+        ("implausibly_low", "le", low - span, "escalate"),
+    ][i % 4]
+    return {
+        "reason": f"r{i:02d}_{name}_{kind}",
+        "feature": name,
+        "op": op,
+        "value": _number(float(value)),
+        "route": route,
+    }
+
+
+def _context_rule(i: int) -> dict[str, Any]:
+    """Watch lists on the task's context: clinics that send no tasks, a few patients."""
+    watched = [f"P-{10_000 + 4_421 * n}" for n in range(20)]
+    op, key, value = [
+        ("in", "clinic", ["harbour", "riverside", "mobile_unit"]),
+        ("in", "patient_ref", watched),
+        ("eq", "clinic", "pilot_site"),
+        ("not_in", "clinic", list(CLINICS)),
+    ][i // 5 % 4]
+    return {"reason": f"r{i:02d}_{key}_watch", "context": key, "op": op, "value": value}
+
+
+def rules(count: int) -> list[dict[str, Any]]:
+    """``count`` rules, most of which a task rarely or never meets, as in a policy grown over
+    time; one in five looks at the context, the others at features spread over all 30."""
+    names = feature_names()
+    return [
+        _context_rule(i) if i % 5 == 4 else _feature_rule(i, names[(i * 7) % len(names)])
+        for i in range(count)
+    ]
+
+
+def write_policy(folder: Path, count: int) -> Path:
+    """The local policy with ``count`` rules on tumor screening, checked as the router will."""
+    document = yaml.safe_load(LOCAL_POLICY.read_text())
+    document["name"] = "bench"
+    document["description"] = f"The local policy with {count} rules, for bench/router.py."
+    document["task_types"][TASK_TYPE]["rules"] = rules(count)
+    path = folder / "policy.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    load_policy(path)  # an invalid policy would only show as a router that never joins
+    return path
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Mix:
+    """Where the router sent the tasks, counted from its outputs."""
+
+    tasks: int
+    decided: int  # automatic decisions, QA samples included
+    sampled: int  # automatic decisions also sent to review
+    to_people: int
+    lost: int  # reached neither output: dead-lettered or dropped
+
+    def __str__(self) -> str:
+        share = 100 / self.tasks
+        return (
+            f"{self.decided * share:.1f}% decided automatically "
+            f"({self.sampled * share:.1f}% QA-sampled), {self.to_people * share:.1f}% to people"
+            + (f", {self.lost} reached no output" if self.lost else "")
+        )
+
+
+@dataclass
+class Result:
+    rates: dict[str, float]
+    mix: Mix
+    rules: int
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    stack: Stack
+    records: list[Raw]
+    policy: Path
+
+    async def preload(self, what: str) -> Topics:
+        topics = await make_topics(self.stack.bootstrap, self.stack.prefix(what), stamped)
+        await produce(self.stack.bootstrap, topics.scored, self.records, self.stack.progress)
+        return topics
+
+    async def relay_throughput(self) -> float:
+        topics = await self.preload(f"relay-{len(self.stack.relays)}")
+        return await self.stack.relay_rate(
+            topics.scored, topics.routed, len(self.records), self.args.batch
+        )
+
+    async def router_throughput(self) -> tuple[float, Mix]:
+        topics = await self.preload("router")
+        group = f"bench-router-{uuid.uuid4().hex[:8]}"
+        env = {
+            "TANDEM_ROUTER_POLICY_FILE": str(self.policy),
+            "TANDEM_ROUTER_GROUP_ID": group,
+            "TANDEM_ROUTER_BATCH_MAX_RECORDS": str(self.args.batch),
+        }
+        services = self.stack.start_service("router", topics.prefix, env, topics.prefix)
+        rate = await self.stack.drain(
+            Drain(
+                label=f"router ({self.args.rules} rules): routing",
+                group=group,
+                members=1,
+                alive=services.running[0].process.alive,
+                stop=services.stop,
+                # A task may give one record or two, so the router's commits say when all are
+                # handled: it commits a batch once the batch's outputs are acknowledged.
+                counter=lambda: committed_by(self.stack.bootstrap, group, topics.scored),
+                expected=len(self.records),
+                outputs=(topics.routed, topics.decisions),
+            )
+        )
+        return rate, await self.mix(topics)
+
+    async def mix(self, topics: Topics) -> Mix:
+        decided = set(await read_stamps(self.stack.bootstrap, topics.decisions))
+        routed = set(await read_stamps(self.stack.bootstrap, topics.routed))
+        return Mix(
+            tasks=len(self.records),
+            decided=len(decided),
+            sampled=len(decided & routed),
+            to_people=len(routed - decided),
+            lost=len(self.records) - len(decided | routed),
+        )
+
+
+async def run(bench: Bench) -> Result:
+    console = bench.stack.progress.console
+    # The relay runs before and after the router and its better rate counts: the broker's JVM
+    # warms up during the first phases, which would otherwise flatter whatever runs later.
+    before = await bench.relay_throughput()
+    console.print(f"relay: {before:,.0f} tasks/s")
+    router, mix = await bench.router_throughput()
+    console.print(f"router ({bench.args.rules} rules): {router:,.0f} tasks/s; {mix}")
+    after = await bench.relay_throughput()
+    console.print(f"relay again: {after:,.0f} tasks/s")
+    rates = {RELAY: max(before, after), f"router service, {bench.args.rules} rules": router}
+    return Result(rates, mix, bench.args.rules)
+
+
+def report(console: Console, result: Result) -> None:
+    table = Table(
+        title="throughput (distinct tasks/s reaching an output, "
+        "from the settled group to the last output record)",
+        caption=f"router: {result.mix}",
+    )
+    for column in ("pipeline", "tasks/s", "÷ raw relay", "aim"):
+        table.add_column(column, justify="left" if column == "pipeline" else "right")
+    relay = result.rates[RELAY]
+    for name, value in result.rates.items():
+        ratio = value / relay
+        aim = "" if name == RELAY else f"≥ {AIM:.2f}: {'met' if ratio >= AIM else 'missed'}"
+        table.add_row(name, f"{value:,.0f}", f"{ratio:.3g}", aim)
+    console.print(table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, batch_help="records per getmany (TANDEM_ROUTER_BATCH_MAX_RECORDS)")
+    parser.add_argument("--rules", type=int, default=50, help="rules in the policy")
+    args = parser.parse_args()
+    if args.tasks < 1 or args.batch < 1 or args.rules < 0:
+        parser.error("--tasks and --batch must be at least 1, --rules not negative")
+
+    async def measure(stack: Stack) -> Result:
+        policy = write_policy(stack.home, args.rules)
+        scored = score(draw_tasks(args.tasks, args.seed), args.batch)
+        records = encode([(s.task.task_id, s) for s in scored], "scored")
+        return await run(Bench(args, stack, records, policy))
+
+    return run_bench(f"drawing and scoring {args.tasks} tasks", measure, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
