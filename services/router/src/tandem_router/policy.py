@@ -13,7 +13,8 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from functools import cached_property
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import (
     BaseModel,
@@ -42,6 +43,7 @@ Duration = Annotated[
 ]
 
 Route = Literal["auto", "review", "escalate"]
+Test = Callable[[dict[str, FeatureValue], dict[str, Any]], bool]
 _ORDER: dict[str, Callable[[float, float], bool]] = {
     "gt": operator.gt,
     "ge": operator.ge,
@@ -111,26 +113,36 @@ class Condition(_Strict):
         return self
 
     def matches(self, features: dict[str, FeatureValue], context: dict[str, Any]) -> bool:
+        return self.test(features, context)
+
+    @cached_property
+    def test(self) -> Test:
+        """The condition as one function, built once: a policy's rules run for every task."""
         if self.all is not None:
-            return all(c.matches(features, context) for c in self.all)
+            parts = [c.test for c in self.all]
+            return lambda f, c: all(p(f, c) for p in parts)
         if self.any is not None:
-            return any(c.matches(features, context) for c in self.any)
-        if self.feature is not None:
-            actual: Any = features.get(self.feature)
-        else:
-            actual = context.get(self.context or "")
-        if actual is None:
-            return False  # missing values are the data-quality check's business
-        if self.op in ("gt", "ge", "lt", "le"):
-            if not _is_number(actual):
-                return False
-            return _ORDER[self.op](float(actual), float(self.value))  # type: ignore[arg-type]
-        if self.op == "eq":
-            return bool(actual == self.value)
-        if self.op == "ne":
-            return bool(actual != self.value)
-        values = self.value if isinstance(self.value, list) else [self.value]
-        return (actual in values) == (self.op == "in")
+            parts = [c.test for c in self.any]
+            return lambda f, c: any(p(f, c) for p in parts)
+        on_feature, key = self.feature is not None, self.feature or self.context or ""
+        value, op = self.value, self.op
+        if op in ("gt", "ge", "lt", "le"):
+            compare, bound = _ORDER[op], float(value)  # type: ignore[arg-type]
+
+            def ordered(f: dict[str, FeatureValue], c: dict[str, Any]) -> bool:
+                actual = (f if on_feature else c).get(key)
+                # Missing and non-numeric values never match: that is the quality check's business.
+                return _is_number(actual) and compare(float(actual), bound)
+
+            return ordered
+        values = value if isinstance(value, list) else [value]
+        member = op in ("eq", "in")
+
+        def equal(f: dict[str, FeatureValue], c: dict[str, Any]) -> bool:
+            actual = (f if on_feature else c).get(key)
+            return actual is not None and (actual in values) == member
+
+        return equal
 
 
 class Rule(Condition):
@@ -288,7 +300,7 @@ def decide(
         reasons.append("drift_alarm")
         escalate |= rules.drift == "escalate"
     for rule in rules.rules:
-        if rule.matches(task.features, task.context):
+        if rule.test(task.features, task.context):
             reasons.append(rule.reason)
             escalate |= rule.route == "escalate"
     if rules.escalate_below is not None and score.confidence < rules.escalate_below:
@@ -319,5 +331,5 @@ def decide(
     )
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

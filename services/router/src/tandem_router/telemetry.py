@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from tandem_shared.control import KillSwitch
+from tandem_shared.telemetry import children
 
 from tandem_router.policy import Policy, Routing
 
@@ -53,6 +54,10 @@ class RouterMetrics:
             registry=registry,
         )
 
+        self._decisions = children(self.decisions)
+        self._routes = children(self.routes)
+        self._qa_samples = children(self.qa_samples)
+
     def active_policy(self, policy: Policy, kill_switch: KillSwitch) -> None:
         self.policy_version.clear()
         self.policy_version.labels(policy.name).set(policy.version)
@@ -62,8 +67,8 @@ class RouterMetrics:
             self.kill_switch.labels(task_type).set(1)
 
     def routed(self, task_type: str, routing: Routing) -> None:
-        self.decisions.labels(task_type, routing.route, routing.outcome).inc()
+        self._decisions(task_type, routing.route, routing.outcome).inc()
         for reason in routing.reasons:
-            self.routes.labels(task_type, routing.route, reason).inc()
+            self._routes(task_type, routing.route, reason).inc()
         if routing.qa_sample:
-            self.qa_samples.labels(task_type).inc()
+            self._qa_samples(task_type).inc()
