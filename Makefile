@@ -40,6 +40,7 @@ test: setup lint
 schemas:
 	$(RUN) python -m tandem_shared.schemas docs/schemas
 	$(RUN) tandem model schema
+	$(RUN) tandem policy schema
 
 clean: down
 	rm -rf .tandem

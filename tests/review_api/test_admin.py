@@ -67,3 +67,25 @@ async def test_only_admins_change_models(api: httpx.AsyncClient) -> None:
         assert response.status_code == 403, role
     bad = await api.post(url, json={"version": "../../etc"}, headers=auth("root", "admin"))
     assert bad.status_code == 422
+
+
+async def test_only_admins_change_policies_and_auditors_may_read_them(
+    api: httpx.AsyncClient,
+) -> None:
+    changes = [
+        ("/v1/admin/policy/validate", {"document": "name: x"}),
+        ("/v1/admin/policy/apply", {"document": "name: x"}),
+        ("/v1/admin/policy/rollback", None),
+        ("/v1/admin/kill-switch", {"on": True}),
+    ]
+    for role in ("reviewer", "senior", "auditor", "service"):
+        for url, body in changes:
+            response = await api.post(url, json=body, headers=auth("x", role))
+            assert response.status_code == 403, (role, url)
+    for role, allowed in (("auditor", 200), ("reviewer", 403)):
+        for url in ("/v1/admin/policy", "/v1/admin/policy/history"):
+            assert (await api.get(url, headers=auth("x", role))).status_code == allowed
+    invalid = await api.post(
+        "/v1/admin/policy/validate", json={"document": "name: x"}, headers=auth("root", "admin")
+    )
+    assert invalid.status_code == 422 and "task_types" in invalid.json()["detail"]

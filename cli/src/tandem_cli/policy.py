@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from tandem_router.lifecycle import Governance
 from tandem_router.loader import PolicyError, load_policy
+from tandem_router.policy import policy_json_schema
 from tandem_router.whatif import Accuracy, Placement, Side, WhatIf
 
 from tandem_cli.control import control_publisher, who
@@ -23,8 +25,8 @@ policy_app = typer.Typer(
     no_args_is_help=True,
 )
 _out = Console()
-_err = Console(stderr=True)
 T = TypeVar("T")
+SCHEMA_PATH = Path("docs/schemas/policy.json")
 _AGO = re.compile(r"^(\d+)([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
@@ -39,7 +41,7 @@ def _run(action: Callable[[Governance], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (PolicyError, ValueError) as exc:
-        _err.print(f"refused: {exc}", markup=False)
+        typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(1) from exc
 
 
@@ -47,7 +49,7 @@ def _read(path: Path) -> str:
     try:
         load_policy(path)  # refuse early, naming the file
     except PolicyError as exc:
-        _err.print(str(exc), markup=False)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     return path.read_text(encoding="utf-8")
 
@@ -74,13 +76,23 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Policy documents.
         try:
             policy = load_policy(path)
         except PolicyError as exc:
-            _err.print(str(exc), markup=False)
+            typer.echo(str(exc), err=True)
             failed = True
             continue
         types = ", ".join(sorted(policy.task_types)) or "none"
-        _out.print(f"{path}: valid ({policy.name} v{policy.version}; task types: {types})")
+        typer.echo(f"{path}: valid ({policy.name} v{policy.version}; task types: {types})")
     if failed:
         raise typer.Exit(1)
+
+
+@policy_app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Where to write it.")] = SCHEMA_PATH,
+) -> None:
+    """Write the policy document's JSON Schema (published as docs/schemas/policy.json)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(policy_json_schema(), indent=2, sort_keys=True) + "\n")
+    typer.echo(f"wrote {out}")
 
 
 @policy_app.command()
@@ -94,7 +106,7 @@ def simulate(
     against: Annotated[
         Path | None, typer.Option(help="Compare with this document instead of the active policy.")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     changes: Annotated[int, typer.Option(help="Changed tasks to list.")] = 20,
 ) -> None:
     """Replay a window of scored events under FILE beside the active policy."""
@@ -102,7 +114,7 @@ def simulate(
     base = load_policy(against) if against is not None else None
     start, end = when(since), when(until)
     report = _run(lambda g: g.simulate(document, start, end, reviews_per_hour, base))
-    if json:
+    if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
         _out.print(*render(report, changes=changes))
@@ -114,7 +126,7 @@ def apply(file: Annotated[Path, typer.Argument(help="The policy to activate.")])
     document = _read(file)
     state = _run(lambda g: g.apply(document, who()))
     before = f" (rollback to v{state.previous.version})" if state.previous else ""
-    _out.print(f"active: {state.active.name} v{state.active.version}{before}")
+    typer.echo(f"active: {state.active.name} v{state.active.version}{before}")
 
 
 @policy_app.command()
@@ -122,7 +134,7 @@ def rollback() -> None:
     """Return to the policy active before the last change."""
     state = _run(lambda g: g.rollback(who()))
     assert state.previous is not None
-    _out.print(
+    typer.echo(
         f"active: {state.active.name} v{state.active.version} "
         f"(rolled back from v{state.previous.version})"
     )
@@ -152,11 +164,11 @@ def kill_switch(
         raise typer.BadParameter("say on or off")
     result = _run(lambda g: g.kill_switch(state == "on", task_type, who()))
     if result.all:
-        _out.print("kill switch ON: every task goes to people")
+        typer.echo("kill switch ON: every task goes to people")
     elif result.task_types:
-        _out.print(f"kill switch ON for: {', '.join(sorted(result.task_types))}")
+        typer.echo(f"kill switch ON for: {', '.join(sorted(result.task_types))}")
     else:
-        _out.print("kill switch off: automation follows the policy")
+        typer.echo("kill switch off: automation follows the policy")
 
 
 # ---- the what-if report ----------------------------------------------------------------------
