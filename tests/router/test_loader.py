@@ -49,8 +49,11 @@ def test_the_documented_example_is_a_valid_policy() -> None:
     docs = (ROOT / "docs" / "policy.md").read_text()
     example = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
     policy = parse_policy(example, source="docs/policy.md")
-    [rule] = policy.task_types["tumor_screening"].rules
-    assert (rule.reason, rule.feature, rule.op) == ("large_lesion", "mean_radius", "gt")
+    rules = policy.task_types["tumor_screening"]
+    first, combined = rules.rules
+    assert (first.reason, first.feature, first.op) == ("large_lesion", "mean_radius", "gt")
+    assert combined.all is not None and combined.route == "escalate"
+    assert (rules.drift, rules.overdue.action) == ("review", "escalate")
 
 
 def test_a_value_error_names_the_field_path_and_its_line() -> None:
