@@ -1,5 +1,5 @@
 """Reading back a time window of the pipeline from Kafka: the scored events it routed, and the
-outcomes people decided for them, for a what-if of a proposed policy."""
+outcomes people gave them, for a what-if of a proposed policy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from tandem_shared.control import assign_all
 from tandem_shared.envelope import EnvelopeError, decode
-from tandem_shared.events import DecisionMade, TaskScored
+from tandem_shared.events import DecisionMade, FeedbackRecorded, TaskScored
 from tandem_shared.topics import Topics
 
 READ_TIMEOUT_S = 120.0
@@ -31,19 +31,32 @@ async def scored_between(
     return out
 
 
-async def human_outcomes(bootstrap_servers: str, topics: Topics, since: datetime) -> dict[str, str]:
-    """Task id → the outcome people decided, for decisions appended since ``since`` (a review
-    ends after its task was scored, so the window runs to the end of the topic)."""
-    labels: dict[str, str] = {}
+async def human_outcomes(
+    bootstrap_servers: str, topics: Topics, since: datetime
+) -> dict[str, str]:
+    """Task id → the outcome people gave, from records appended since ``since`` (a review ends
+    after its task was scored, so the window runs to the end of the topics): the human decision
+    where there is one, else a reviewer's label on the feedback topic (QA samples of automatic
+    decisions have only that)."""
+    decided: dict[str, str] = {}
+    labelled: dict[str, str] = {}
 
-    def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+    def keep_decision(record: ConsumerRecord[bytes, bytes]) -> None:
         event = decode(record.value, record.headers, {"tandem.decision.made.v1": DecisionMade})
         data = event.data
         if isinstance(data, DecisionMade) and data.decided_by == "human":
-            labels[data.task_id] = data.outcome
+            decided[data.task_id] = data.outcome
 
-    await _read(bootstrap_servers, topics.decisions, since, None, keep)
-    return labels
+    def keep_label(record: ConsumerRecord[bytes, bytes]) -> None:
+        event = decode(
+            record.value, record.headers, {"tandem.feedback.recorded.v1": FeedbackRecorded}
+        )
+        if isinstance(event.data, FeedbackRecorded):
+            labelled[event.data.task_id] = event.data.label
+
+    await _read(bootstrap_servers, topics.decisions, since, None, keep_decision)
+    await _read(bootstrap_servers, topics.feedback, since, None, keep_label)
+    return {**labelled, **decided}
 
 
 async def _read(
