@@ -30,7 +30,13 @@ from tandem_shared.envelope import (
 )
 from tandem_shared.events import DeadLetter, EventData
 from tandem_shared.settings import KafkaSettings
-from tandem_shared.telemetry import PipelineMetrics, context_from_headers, guarded
+from tandem_shared.telemetry import (
+    PipelineMetrics,
+    attached,
+    context_from_headers,
+    guarded,
+    recording,
+)
 
 log = logging.getLogger(__name__)
 
@@ -381,9 +387,12 @@ class ConsumerLoop(Generic[T]):
             log.warning("commit failed; records will be redelivered", exc_info=True)
 
     def _span(self, item: Incoming[Any], start_ns: int) -> Any:
+        parent = context_from_headers(item.headers)
+        if not recording():
+            return attached(parent)
         return self.tracer.start_as_current_span(
             f"{item.topic} process",
-            context=context_from_headers(item.headers),
+            context=parent,
             kind=trace.SpanKind.CONSUMER,
             start_time=start_ns,
             attributes={

@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -101,17 +103,45 @@ def setup_tracing(service: str) -> trace.Tracer:
     Kafka spans are made by the consume loop (one process span per record, continuing the
     record's trace) and the Publisher (which injects the context into what it sends), not by
     the aiokafka instrumentation: its per-record receive spans cost a tenth of the loop's time
-    and repeat what the process span says."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-        ):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    and repeat what the process span says. With no exporter configured no SDK is installed:
+    spans nobody receives are not made, and ``continue_trace`` passes the trace context on."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider) and _exporting():
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
     return trace.get_tracer(f"tandem.{service}")
+
+
+def _exporting() -> bool:
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def continue_trace(tracer: trace.Tracer, name: str, parent: Context, **options: Any) -> Any:
+    """A context manager: a span ``name`` under ``parent`` when spans are recorded; else the
+    parent itself made current, so what is published inside carries the caller's trace on."""
+    if recording():
+        return tracer.start_as_current_span(name, context=parent, **options)
+    return attached(parent)
+
+
+def recording() -> bool:
+    """Whether spans are made at all (an exporter is configured)."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+@contextmanager
+def attached(parent: Context) -> Iterator[None]:
+    """``parent`` is the current context within: what is sent inside continues its trace."""
+    token = otel_context.attach(parent)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def shutdown_tracing() -> None:
@@ -132,12 +162,12 @@ class _HeaderGetter(Getter[Headers]):
 _GETTER = _HeaderGetter()
 
 
-def context_from_headers(headers: Headers | None) -> Any:
+def context_from_headers(headers: Headers | None) -> Context:
     """The trace context a record carries (W3C traceparent), for its processing span."""
     return propagate.extract(tuple(headers or ()), getter=_GETTER)
 
 
-def context_from_traceparent(traceparent: str | None) -> Any:
+def context_from_traceparent(traceparent: str | None) -> Context:
     return propagate.extract({"traceparent": traceparent} if traceparent else {})
 
 

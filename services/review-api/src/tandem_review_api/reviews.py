@@ -12,7 +12,7 @@ from opentelemetry import trace
 from tandem_shared.auth import Principal
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.kafka import Outgoing, Publisher
-from tandem_shared.telemetry import context_from_traceparent
+from tandem_shared.telemetry import context_from_traceparent, continue_trace
 from tandem_shared.topics import Topics
 
 from tandem_review_api import queue
@@ -131,9 +131,10 @@ class ReviewService:
         """Publish inside the task's own trace (linked to the HTTP request that caused it)."""
         request_span = trace.get_current_span().get_span_context()
         links: Any = [trace.Link(request_span)] if request_span.is_valid else []
-        with self.tracer.start_as_current_span(
+        with continue_trace(
+            self.tracer,
             "review decide",
-            context=context_from_traceparent(traceparent),
+            context_from_traceparent(traceparent),
             links=links,
             kind=trace.SpanKind.PRODUCER,
         ):

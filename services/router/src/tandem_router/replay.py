@@ -31,9 +31,7 @@ async def scored_between(
     return out
 
 
-async def human_outcomes(
-    bootstrap_servers: str, topics: Topics, since: datetime
-) -> dict[str, str]:
+async def human_outcomes(bootstrap_servers: str, topics: Topics, since: datetime) -> dict[str, str]:
     """Task id → the outcome people gave, from records appended since ``since`` (a review ends
     after its task was scored, so the window runs to the end of the topics): the human decision
     where there is one, else a reviewer's label on the feedback topic (QA samples of automatic
