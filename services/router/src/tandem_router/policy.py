@@ -131,8 +131,11 @@ class Condition(_Strict):
 
             def ordered(f: dict[str, FeatureValue], c: dict[str, Any]) -> bool:
                 actual = (f if on_feature else c).get(key)
-                # Missing and non-numeric values never match: that is the quality check's business.
-                return _is_number(actual) and compare(float(actual), bound)
+                # Missing, non-numeric and non-finite values never match: that is the quality
+                # check's business. Exact type tests: a bool is not a number here.
+                if type(actual) is float:
+                    return -math.inf < actual < math.inf and compare(actual, bound)
+                return type(actual) is int and compare(actual, bound)
 
             return ordered
         values = value if isinstance(value, list) else [value]
