@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import propagate, trace
 
 from tandem_shared.envelope import (
@@ -130,16 +131,55 @@ class Publisher:
     def producer(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
 
-    async def send(self, outgoing: Outgoing) -> asyncio.Future[Any]:
+    @staticmethod
+    def record(outgoing: Outgoing) -> Record:
+        """The record to send; the current span (the record being processed, or a request)
+        continues in it."""
         headers = outgoing.event.headers()
-        # The current span (the record being processed, or a request) continues in the output.
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         headers += [(k, v.encode()) for k, v in carrier.items()]
+        return Record(outgoing.topic, outgoing.key, outgoing.event.value(), headers)
+
+    async def send(self, outgoing: Outgoing) -> asyncio.Future[Any]:
+        r = self.record(outgoing)
         future: asyncio.Future[Any] = await self.producer.send(
-            outgoing.topic, outgoing.event.value(), key=outgoing.key, headers=headers
+            r.topic, r.value, key=r.key, headers=r.headers
         )
         return future
+
+    async def send_records(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
+        """Send many records as a few batches, one per partition (as the producer would place
+        each by its key), instead of one ``send`` each: per-record sends were a sixth of a
+        service's time. Order within a partition is kept."""
+        producer = self.producer
+        partitions: dict[str, list[int]] = {}
+        grouped: dict[tuple[str, int], list[Record]] = {}
+        for r in records:
+            if r.topic not in partitions:
+                partitions[r.topic] = sorted(await producer.partitions_for(r.topic))
+            chosen = _PARTITIONER(r.key, partitions[r.topic], partitions[r.topic])
+            grouped.setdefault((r.topic, chosen), []).append(r)
+        futures: list[asyncio.Future[Any]] = []
+        for (topic, partition), items in grouped.items():
+            batch = producer.create_batch()
+            for r in items:
+                if batch.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
+                    continue
+                if batch.record_count():  # full: send it and start the next
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
+                        continue
+                # Larger than a batch on its own: the producer sends it alone.
+                futures.append(
+                    await producer.send(
+                        topic, r.value, key=r.key, headers=r.headers, partition=partition
+                    )
+                )
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         await self.flush([await self.send(o) for o in items])
@@ -148,6 +188,19 @@ class Publisher:
     async def flush(futures: Sequence[asyncio.Future[Any]]) -> None:
         if futures:
             await asyncio.gather(*futures)
+
+
+@dataclass(frozen=True)
+class Record:
+    """An event as the bytes sent: topic, key, value and headers."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+_PARTITIONER = DefaultPartitioner()
 
 
 @dataclass(frozen=True)
@@ -268,15 +321,16 @@ class ConsumerLoop(Generic[T]):
         results = await self._handle_with_retries(incoming, stop)
         if results is None:
             return None
-        futures: list[asyncio.Future[Any]] = []
+        outputs: list[Record] = []
         for item, result in zip(incoming, results, strict=True):
             with self._span(item, started_ns):
                 if isinstance(result, Rejected):
                     rejected.append((_without_item(item), result))
                     continue
-                for out in result:
-                    futures.append(await self._send_retrying(out, stop))
+                # Made inside the record's span, so each output continues its own trace.
+                outputs.extend(Publisher.record(out) for out in result)
             self.metrics.processed_child(self.config.service, item.topic).inc()
+        futures = await self._send_all_retrying(outputs, stop)
         with guarded("event age"):
             self._observe_ages(incoming)
         for meta, reason in rejected:
@@ -363,6 +417,20 @@ class ConsumerLoop(Generic[T]):
             utcnow(),
         )
         return [await self._send_retrying(Outgoing(self.config.dead_letter_topic, event), stop)]
+
+    async def _send_all_retrying(
+        self, records: list[Record], stop: asyncio.Event
+    ) -> list[asyncio.Future[Any]]:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.publisher.send_records(records)
+            except KafkaError:
+                if stop.is_set():
+                    raise
+                log.warning("sending a batch failed (attempt %d)", attempt, exc_info=True)
+                await asyncio.sleep(self._backoff(attempt))
 
     async def _send_retrying(self, out: Outgoing, stop: asyncio.Event) -> asyncio.Future[Any]:
         attempt = 0
