@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,10 @@ def test_event_ids_are_deterministic_per_task_and_stage() -> None:
     assert event_id("t-1", "scored") == event_id("t-1", "scored")
     assert event_id("t-1", "scored") != event_id("t-1", "routed")
     assert event_id("t-1", "scored") != event_id("t-2", "scored")
+    # Exactly RFC 4122's name-based UUID (version 5), as earlier releases wrote it.
+    namespace = uuid.UUID("6f1c3a52-5d0e-4b8e-9a57-3f1f4e0c2b71")
+    for task, stage in (("t-1", "scored"), ("tâche-ü", "feedback/ana"), ("x" * 200, "routed")):
+        assert event_id(task, stage) == str(uuid.uuid5(namespace, f"{task}/{stage}"))
 
 
 @pytest.mark.parametrize(

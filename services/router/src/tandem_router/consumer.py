@@ -110,6 +110,4 @@ class RouterHandler:
 
 
 def _event(data: EventData, task_id: str, stage: str, time: datetime) -> Event[EventData]:
-    return dataclasses.replace(
-        Event.derived(data, source=SOURCE, subject=task_id, stage=stage), time=time
-    )
+    return Event.derived(data, source=SOURCE, subject=task_id, stage=stage, time=time)

@@ -203,6 +203,11 @@ class TaskTypePolicy(_Strict):
     overdue: Overdue = Field(default_factory=Overdue)
     rules: list[Rule] = Field(default_factory=list)
 
+    @cached_property
+    def checks(self) -> tuple[tuple[str, bool, Test], ...]:
+        """Each rule as (reason, escalates, test), read once for every task routed."""
+        return tuple((r.reason, r.route == "escalate", r.test) for r in self.rules)
+
     @model_validator(mode="after")
     def _check(self) -> TaskTypePolicy:
         if len(set(self.outcomes)) != len(self.outcomes):
@@ -302,10 +307,11 @@ def decide(
     if drifting and rules.drift != "ignore":
         reasons.append("drift_alarm")
         escalate |= rules.drift == "escalate"
-    for rule in rules.rules:
-        if rule.test(task.features, task.context):
-            reasons.append(rule.reason)
-            escalate |= rule.route == "escalate"
+    features, context = task.features, task.context
+    for reason, escalates, test in rules.checks:
+        if test(features, context):
+            reasons.append(reason)
+            escalate |= escalates
     if rules.escalate_below is not None and score.confidence < rules.escalate_below:
         reasons.append("very_low_confidence")
         escalate = True
