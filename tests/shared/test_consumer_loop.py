@@ -25,10 +25,10 @@ from tandem_shared.kafka import (
     make_producer,
 )
 from tandem_shared.settings import KafkaSettings
-from tandem_shared.telemetry import PipelineMetrics
+from tandem_shared.telemetry import PipelineMetrics, recording
 from tandem_shared.topics import Topics
 
-from tests.kafka_utils import ce_headers, consume, header, produce
+from tests.kafka_utils import ce_headers, consume, header, produce, traceparent_for
 from tests.service_utils import committed
 
 pytestmark = pytest.mark.kafka
@@ -121,6 +121,28 @@ async def test_bad_records_are_dead_lettered_and_the_rest_flow_on(
     assert by_key[b"b"].origin_topic == topics.submitted
     assert {letter.origin_offset for letter in by_key.values()} <= {0, 1, 2, 3, 4}
     assert all(header(r, "ce_type") == "tandem.deadletter.recorded.v1" for r in letters)
+
+
+async def test_without_tracing_each_output_carries_its_input_trace_on(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    """No exporter, no spans: the producer's trace context still reaches the next service."""
+    parents = {f"t-{n}": traceparent_for(f"t-{n}") for n in range(4)}
+    records = [
+        (k, task(k), [*ce_headers("tandem.task.submitted.v1", k), ("traceparent", p.encode())])
+        for k, p in parents.items()
+    ]
+    await produce(kafka_settings.bootstrap_servers, topics.submitted, records)
+    group = f"g-{uuid.uuid4().hex}"
+
+    async def until() -> None:
+        while await committed(kafka_settings, group, [topics.submitted]) < len(records):
+            await asyncio.sleep(0.2)
+
+    assert not recording()
+    await run_loop(kafka_settings, topics, relay_to(topics.scored), group, until)
+    outputs = await consume(kafka_settings.bootstrap_servers, topics.scored, len(records))
+    assert {r.key.decode(): header(r, "traceparent") for r in outputs} == parents
 
 
 async def test_a_poison_record_is_isolated_after_retries(

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
 from tandem_shared.envelope import (
     EnvelopeError,
@@ -33,10 +33,11 @@ from tandem_shared.events import DeadLetter, EventData
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.telemetry import (
     PipelineMetrics,
-    attached,
+    carried,
     context_from_headers,
     guarded,
     recording,
+    trace_headers,
 )
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,7 @@ class Publisher:
     def record(outgoing: Outgoing) -> Record:
         """The record to send; the current span (the record being processed, or a request)
         continues in it."""
-        headers = outgoing.event.headers()
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        headers += [(k, v.encode()) for k, v in carrier.items()]
+        headers = outgoing.event.headers() + trace_headers()
         return Record(outgoing.topic, outgoing.key, outgoing.event.value(), headers)
 
     async def send(self, outgoing: Outgoing) -> asyncio.Future[Any]:
@@ -455,12 +453,11 @@ class ConsumerLoop(Generic[T]):
             log.warning("commit failed; records will be redelivered", exc_info=True)
 
     def _span(self, item: Incoming[Any], start_ns: int) -> Any:
-        parent = context_from_headers(item.headers)
         if not recording():
-            return attached(parent)
+            return carried(item.headers)
         return self.tracer.start_as_current_span(
             f"{item.topic} process",
-            context=parent,
+            context=context_from_headers(item.headers),
             kind=trace.SpanKind.CONSUMER,
             start_time=start_ns,
             attributes={

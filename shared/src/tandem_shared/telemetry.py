@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
@@ -127,6 +128,31 @@ def continue_trace(tracer: trace.Tracer, name: str, parent: Context, **options: 
     if recording():
         return tracer.start_as_current_span(name, context=parent, **options)
     return attached(parent)
+
+
+# W3C trace context headers, passed on unchanged when this process makes no spans.
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+_carried: ContextVar[list[tuple[str, bytes]] | None] = ContextVar("carried", default=None)
+
+
+@contextmanager
+def carried(headers: Headers) -> Iterator[None]:
+    """Within: what is sent carries these headers' trace context on, as it came in."""
+    token = _carried.set([(k, v) for k, v in headers if k in TRACE_HEADERS])
+    try:
+        yield
+    finally:
+        _carried.reset(token)
+
+
+def trace_headers() -> list[tuple[str, bytes]]:
+    """The headers that carry the current trace into an outgoing record."""
+    passed = _carried.get()
+    if passed is not None:
+        return passed
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [(k, v.encode()) for k, v in carrier.items()]
 
 
 def recording() -> bool:
