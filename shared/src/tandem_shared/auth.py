@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +23,7 @@ _IMPLIED: dict[str, frozenset[str]] = {
     "senior": frozenset({"reviewer"}),
     "admin": frozenset({"reviewer", "senior"}),
 }
-ALGORITHM = "HS256"  # pinned: the token's own header never chooses
+ALGORITHM = "HS256"  # of the tokens this project mints itself, for development
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,13 @@ def mint_token(
 
 
 def verify_token(settings: RuntimeSettings, token: str) -> Principal:
+    """The principal of a valid token; TokenError says why one is not. Blocks to fetch the
+    provider's keys the first time (RS256): call it from a worker thread."""
     try:
         claims = jwt.decode(
             token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=[ALGORITHM],
+            _key(settings, token),
+            algorithms=[settings.jwt_algorithm],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             options={"require": ["exp", "sub", "aud", "iss"]},
@@ -71,6 +75,19 @@ def verify_token(settings: RuntimeSettings, token: str) -> Principal:
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("roles claim must be a list of strings")
     return Principal(subject=str(claims["sub"]), roles=frozenset(roles))
+
+
+def _key(settings: RuntimeSettings, token: str) -> Any:
+    if settings.jwt_algorithm == "HS256":
+        return settings.jwt_secret.get_secret_value()
+    assert settings.jwt_jwks_url is not None  # the settings refuse RS256 without it
+    # The key named by the token's kid, from the provider's published set (cached).
+    return _jwks(settings.jwt_jwks_url).get_signing_key_from_jwt(token).key
+
+
+@functools.cache
+def _jwks(url: str) -> jwt.PyJWKClient:
+    return jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=10)
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -84,7 +101,9 @@ async def authenticate(
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     settings: RuntimeSettings = request.app.state.runtime.settings.runtime
     try:
-        return verify_token(settings, credentials.credentials)
+        if settings.jwt_algorithm == "HS256":
+            return verify_token(settings, credentials.credentials)
+        return await asyncio.to_thread(verify_token, settings, credentials.credentials)
     except TokenError as exc:
         raise HTTPException(
             401, f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}

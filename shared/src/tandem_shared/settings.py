@@ -29,13 +29,21 @@ class RuntimeSettings(BaseSettings):
     env: Literal["development", "production"] = "development"
     log_level: str = "INFO"
     log_json: bool = False
+    # HS256 with a local secret (development), or RS256 with the keys an OIDC provider
+    # publishes at a JWKS URL (production). The algorithm is pinned: a token's header never
+    # chooses it.
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     jwt_secret: SecretStr = SecretStr(DEV_SECRET)
+    jwt_jwks_url: str | None = None
     jwt_audience: str = "tandem"
     jwt_issuer: str = "tandem"
 
     @model_validator(mode="after")
-    def _no_placeholder_secret_in_production(self) -> RuntimeSettings:
-        if self.env != "development" and self.jwt_secret.get_secret_value() == DEV_SECRET:
+    def _keys_fit_the_algorithm(self) -> RuntimeSettings:
+        if self.jwt_algorithm == "RS256" and not self.jwt_jwks_url:
+            raise ValueError("TANDEM_JWT_ALGORITHM=RS256 needs TANDEM_JWT_JWKS_URL")
+        placeholder = self.jwt_secret.get_secret_value() == DEV_SECRET
+        if self.env != "development" and self.jwt_algorithm == "HS256" and placeholder:
             raise ValueError("TANDEM_JWT_SECRET must be set outside development")
         return self
 
