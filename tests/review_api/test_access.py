@@ -1,0 +1,76 @@
+"""Who may call what: every endpoint of the review API against every role, and no token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tandem_review_api.app import create_app
+from tandem_review_api.settings import ReviewApiSettings
+from tandem_shared.auth import ROLES
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics
+
+from tests.review_api.test_api import auth
+from tests.service_utils import running
+
+pytestmark = pytest.mark.kafka
+
+READERS = {"reviewer", "senior", "admin"}  # senior and admin imply reviewer
+ADMINS = {"admin"}
+# The roles each endpoint admits; a new endpoint must be added here or the test fails.
+ACCESS: dict[tuple[str, str], set[str]] = {
+    ("GET", "/v1/reviews"): READERS,
+    ("GET", "/v1/reviews/{review_id}"): READERS,
+    ("POST", "/v1/reviews/{review_id}/claim"): READERS,
+    ("POST", "/v1/reviews/{review_id}/release"): READERS,
+    ("POST", "/v1/reviews/{review_id}/decision"): READERS,
+    ("GET", "/v1/tasks/{task_id}"): READERS | {"auditor", "service"},
+    ("POST", "/v1/tasks"): {"service", "admin"},
+    ("GET", "/v1/admin/models/{name}"): ADMINS,
+    ("POST", "/v1/admin/models/{name}/promote"): ADMINS,
+    ("POST", "/v1/admin/models/{name}/rollback"): ADMINS,
+    ("POST", "/v1/admin/models/{name}/shadow"): ADMINS,
+    ("GET", "/v1/admin/policy"): ADMINS | {"auditor"},
+    ("POST", "/v1/admin/policy/validate"): ADMINS,
+    ("POST", "/v1/admin/policy/simulate"): ADMINS,
+    ("POST", "/v1/admin/policy/apply"): ADMINS,
+    ("POST", "/v1/admin/policy/rollback"): ADMINS,
+    ("GET", "/v1/admin/policy/history"): ADMINS | {"auditor"},
+    ("POST", "/v1/admin/kill-switch"): ADMINS,
+}
+
+
+@pytest.fixture
+async def api(
+    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ReviewApiSettings(
+        kafka=kafka_settings, database_url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    )
+    async with running(create_app(settings)) as client:
+        yield client
+
+
+async def test_every_endpoint_admits_exactly_its_roles(api: httpx.AsyncClient) -> None:
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    routes = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/v1/")
+        for method in operations
+    }
+    assert routes == set(ACCESS), "an endpoint without an entry in ACCESS, or one that is gone"
+    for (method, path), allowed in sorted(ACCESS.items()):
+        # Concrete values; an invalid body is refused only after the role was checked.
+        url = path.format(review_id="none", task_id="none", name="none")
+        anonymous = await api.request(method, url)
+        assert anonymous.status_code == 401, (method, path)
+        for role in ROLES:
+            response = await api.request(method, url, headers=auth("x", role))
+            if role in allowed:
+                assert response.status_code not in (401, 403), (method, path, role)
+            else:
+                assert response.status_code == 403, (method, path, role, response.text)
