@@ -101,7 +101,8 @@ class DecisionMade(EventData):
     task_id: TaskId
     task_type: str
     outcome: str
-    decided_by: Literal["model", "human"]
+    # "policy": a review still open at its due time, decided with the policy's fallback outcome.
+    decided_by: Literal["model", "human", "policy"]
     confidence: float | None
     model: ModelRef
     policy: PolicyRef

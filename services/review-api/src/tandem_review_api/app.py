@@ -46,7 +46,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         event_decoder(ACCEPTED),
         QueueMaterializer(store),
     )
-    gauges: list[asyncio.Task[None]] = []
+    background: list[asyncio.Task[None]] = []
 
     async def refresh_queue_depth() -> None:
         while True:
@@ -54,12 +54,21 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
                 metrics.set_queue_depth(await store.queue_depth(utcnow()))
             await asyncio.sleep(5)
 
+    async def handle_overdue() -> None:
+        while True:
+            await asyncio.sleep(settings.overdue_check_seconds)
+            try:
+                await reviews.handle_overdue()
+            except Exception:  # a database or broker outage: try again next round
+                log.warning("handling overdue reviews failed", exc_info=True)
+
     async def on_start() -> None:
         await upgrade(settings.database_url, MIGRATIONS)
-        gauges.append(asyncio.create_task(refresh_queue_depth()))
+        background.append(asyncio.create_task(refresh_queue_depth()))
+        background.append(asyncio.create_task(handle_overdue()))
 
     async def on_stop() -> None:
-        for task in gauges:
+        for task in background:
             task.cancel()
         await engine.dispose()
 

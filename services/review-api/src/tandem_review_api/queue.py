@@ -128,3 +128,34 @@ def feedback(review: Review, label: str, reviewer: str, now: datetime) -> Feedba
         policy=routed.policy,
         labelled_at=now,
     )
+
+
+def overdue_step(review: Review) -> Literal["escalate", "pending", "fallback"]:
+    """What the policy says happens to this review now that it is past its due time. A QA
+    sample's task was already decided by the model: it only stays, counted late."""
+    routed = review.routed
+    if routed.qa_sample or (review.escalated and routed.on_overdue == "escalate"):
+        return "pending"
+    if routed.on_overdue == "fallback" and routed.fallback_outcome is None:
+        return "escalate"  # a fallback with no outcome named cannot decide: people must
+    return routed.on_overdue
+
+
+def fallback_decision(review: Review, now: datetime) -> DecisionMade:
+    """The policy's stated outcome for a review nobody decided in time."""
+    routed = review.routed
+    outcome = routed.fallback_outcome
+    assert outcome is not None
+    return DecisionMade(
+        task_id=routed.task.task_id,
+        task_type=routed.task.task_type,
+        outcome=outcome,
+        decided_by="policy",
+        confidence=routed.score.confidence,
+        model=routed.score.model,
+        policy=routed.policy,
+        rationale=f"not decided by {routed.due_at.isoformat()}: the policy's fallback outcome",
+        overrode_model=outcome != routed.score.prediction,
+        submitted_at=routed.submitted_at,
+        decided_at=now,
+    )

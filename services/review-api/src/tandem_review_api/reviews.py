@@ -127,6 +127,35 @@ class ReviewService:
             review.routed.required_approvals,
         )
 
+    async def handle_overdue(self, now: datetime | None = None, limit: int = 100) -> int:
+        """Reviews still open at their due time, each handled once as its policy says:
+        escalated to a senior, left pending, or decided with the fallback outcome. Each is an
+        SLA breach. Returns how many were handled."""
+        now = now or utcnow()
+        async with self.store.transaction() as s:
+            due = await self.store.overdue(s, now, limit)
+        for review_id in due:
+            async with self.store.transaction() as s:
+                row, review = await self.store.load(s, review_id)  # locked: one replica wins
+                if row["breached_at"] is not None or review.status == "decided":
+                    continue
+                step = queue.overdue_step(review)
+                await self.store.mark_breached(s, review_id, now)
+                if step == "escalate":
+                    await self.store.escalate(s, review_id)
+                elif step == "fallback":
+                    decision = queue.fallback_decision(review, now)
+                    await self.store.decide_by_policy(s, review, decision, now)
+                    task_id = review.routed.task.task_id
+                    event = Event.derived(
+                        decision, source=SOURCE, subject=task_id, stage="decision"
+                    )
+                    await self._publish(
+                        [Outgoing(self.topics.decisions, event)], row["traceparent"]
+                    )
+            self.metrics.sla_breaches.labels(review.routed.task.task_type, step).inc()
+        return len(due)
+
     async def _publish(self, outgoing: list[Outgoing], traceparent: str | None) -> None:
         """Publish inside the task's own trace (linked to the HTTP request that caused it)."""
         request_span = trace.get_current_span().get_span_context()

@@ -13,3 +13,6 @@ class ReviewApiSettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///.tandem/review-api.db"
     lease_seconds: int = Field(default=300, ge=5, description="How long a claim holds a review.")
     page_size_max: int = Field(default=200, ge=1)
+    overdue_check_seconds: float = Field(
+        default=15.0, gt=0, description="How often reviews past their due time are handled."
+    )

@@ -238,6 +238,42 @@ class ReviewStore:
             .values(status="escalated", senior_only=True, claimed_by=None, lease_expires_at=None)
         )
 
+    async def overdue(self, s: AsyncSession, now: datetime, limit: int) -> list[str]:
+        """Open reviews past their due time and not yet handled, the longest overdue first."""
+        query = (
+            select(reviews.c.review_id)
+            .where(
+                reviews.c.breached_at.is_(None),
+                reviews.c.status != "decided",
+                reviews.c.due_at <= now,
+            )
+            .order_by(reviews.c.due_at)
+            .limit(limit)
+        )
+        return list((await s.execute(query)).scalars())
+
+    async def mark_breached(self, s: AsyncSession, review_id: str, now: datetime) -> None:
+        await s.execute(
+            update(reviews).where(reviews.c.review_id == review_id).values(breached_at=now)
+        )
+
+    async def decide_by_policy(
+        self, s: AsyncSession, review: Review, decision: DecisionMade, now: datetime
+    ) -> None:
+        """The policy's fallback outcome closes the review, whoever held it."""
+        await s.execute(
+            update(reviews)
+            .where(reviews.c.review_id == review.review_id)
+            .values(
+                status="decided",
+                outcome=decision.outcome,
+                decided_at=now,
+                claimed_by=None,
+                lease_expires_at=None,
+            )
+        )
+        await self._record_decision(s, review, decision, now)
+
     async def add_approval(
         self, s: AsyncSession, review_id: str, approval: Approval, now: datetime
     ) -> None:
@@ -277,15 +313,20 @@ class ReviewStore:
         if decided != 1:
             raise Conflict(f"review {review.review_id} changed while deciding; try again")
         if decision is not None:
-            task_id = review.routed.task.task_id
-            await self._upsert_task(
-                s, task_id, review.routed.task.task_type, "decided", review.routed.submitted_at, now
-            )
-            await s.execute(
-                update(tasks)
-                .where(tasks.c.task_id == task_id, tasks.c.decision.is_(None))
-                .values(decision=decision.model_dump(mode="json"), decided_at=now)
-            )
+            await self._record_decision(s, review, decision, now)
+
+    async def _record_decision(
+        self, s: AsyncSession, review: Review, decision: DecisionMade, now: datetime
+    ) -> None:
+        task_id = review.routed.task.task_id
+        await self._upsert_task(
+            s, task_id, review.routed.task.task_type, "decided", review.routed.submitted_at, now
+        )
+        await s.execute(
+            update(tasks)
+            .where(tasks.c.task_id == task_id, tasks.c.decision.is_(None))
+            .values(decision=decision.model_dump(mode="json"), decided_at=now)
+        )
 
     async def task(self, task_id: str) -> tuple[RowMapping, RowMapping | None]:
         async with self.sessions() as s:

@@ -50,7 +50,10 @@ reviews = Table(
     Column("outcome", String(64), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("decided_at", UtcDateTime(), nullable=True),
+    # Set once when the review is still open at due_at: an SLA breach, handled per the policy.
+    Column("breached_at", UtcDateTime(), nullable=True),
     Index("ix_reviews_queue", "status", "priority", "created_at"),
+    Index("ix_reviews_due", "breached_at", "due_at"),
 )
 
 approvals = Table(

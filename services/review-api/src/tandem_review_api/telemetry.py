@@ -23,6 +23,12 @@ class ReviewMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.sla_breaches = Counter(
+            "tandem_review_sla_breaches",
+            "Reviews still open at their due time, by what the policy did with them.",
+            ["task_type", "action"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "tandem_review_queue_depth",
             "Reviews not yet decided, by status.",
