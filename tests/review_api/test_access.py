@@ -24,7 +24,10 @@ ADMINS = {"admin"}
 ACCESS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/reviews"): READERS,
     ("GET", "/v1/reviews/{review_id}"): READERS,
+    ("POST", "/v1/reviews/next"): READERS,
     ("POST", "/v1/reviews/{review_id}/claim"): READERS,
+    ("POST", "/v1/reviews/{review_id}/heartbeat"): READERS,
+    ("POST", "/v1/reviews/{review_id}/escalate"): READERS,
     ("POST", "/v1/reviews/{review_id}/release"): READERS,
     ("POST", "/v1/reviews/{review_id}/decision"): READERS,
     ("GET", "/v1/tasks/{task_id}"): READERS | {"auditor", "service"},

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from tandem_review_api.app import create_app
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.auth import mint_token
 from tandem_shared.envelope import Event
 from tandem_shared.events import (
@@ -27,7 +24,6 @@ from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import consume, header
-from tests.service_utils import running
 
 pytestmark = pytest.mark.kafka
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -89,21 +85,6 @@ async def publish_routed(kafka: KafkaSettings, topics: Topics, items: list[TaskR
 
 def auth(subject: str, *roles: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(RuntimeSettings(), subject, list(roles))}"}
-
-
-@pytest.fixture
-async def api(
-    kafka_settings: KafkaSettings, topics: Topics, database_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings,
-        database_url=database_url,
-        batch_timeout_ms=50,
-        # The tasks here were due at fixed times now past: overdue handling is tested apart.
-        overdue_check_seconds=3600,
-    )
-    async with running(create_app(settings)) as client:
-        yield client
 
 
 async def pending(

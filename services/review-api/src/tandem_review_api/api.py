@@ -12,7 +12,7 @@ from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.kafka import Outgoing
 
-from tandem_review_api.reviews import ReviewService
+from tandem_review_api.reviews import Claim, ReviewService
 from tandem_review_api.store import QueueFilter, ReviewStore, review_item
 
 Reviewer = Annotated[Principal, Depends(require_role("reviewer"))]
@@ -39,6 +39,10 @@ class DecisionBody(BaseModel):
     rationale: str = Field(
         min_length=1, max_length=4000, description="Why; kept in the audit trail."
     )
+
+
+class EscalationBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000, description="Why a senior should decide.")
 
 
 class ClaimOut(BaseModel):
@@ -76,14 +80,37 @@ async def list_reviews(
     status: Literal["pending", "claimed", "escalated", "decided"] | None = None,
     task_type: str | None = None,
     assignee: str | None = None,
+    priority_min: Annotated[int | None, Query(ge=0, le=100)] = None,
+    due_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page:
+    """The queue, most urgent first (priority, then due time); ``next_cursor`` pages on."""
     now = utcnow()
-    rows, next_cursor = await store.list_reviews(
-        QueueFilter(status, task_type, assignee), limit, cursor, now
-    )
+    where = QueueFilter(status, task_type, assignee, priority_min, due_before)
+    rows, next_cursor = await store.list_reviews(where, limit, cursor, now)
     return Page(items=[review_item(r, now) for r in rows], next_cursor=next_cursor)
+
+
+@router.post("/reviews/next", response_model=ClaimOut, tags=["reviews"])
+async def claim_next(who: Reviewer, reviews: Reviews) -> ClaimOut:
+    """Claim the most urgent review you may take (404 when none is waiting)."""
+    return _claim_out(await reviews.claim(None, who))
+
+
+@router.post("/reviews/{review_id}/heartbeat", response_model=ClaimOut, tags=["reviews"])
+async def heartbeat(review_id: str, who: Reviewer, reviews: Reviews) -> ClaimOut:
+    """Extend your lease on a review you are still working on."""
+    return _claim_out(await reviews.heartbeat(review_id, who))
+
+
+@router.post("/reviews/{review_id}/escalate", status_code=204, tags=["reviews"])
+async def escalate(
+    review_id: str, body: EscalationBody, who: Reviewer, reviews: Reviews
+) -> Response:
+    """Hand a review you hold to the senior queue, with the reason."""
+    await reviews.escalate(review_id, who, body.reason)
+    return Response(status_code=204)
 
 
 @router.get("/reviews/{review_id}", tags=["reviews"])
@@ -95,7 +122,10 @@ async def get_review(review_id: str, _: Reviewer, store: Store) -> dict[str, Any
 
 @router.post("/reviews/{review_id}/claim", response_model=ClaimOut, tags=["reviews"])
 async def claim(review_id: str, who: Reviewer, reviews: Reviews) -> ClaimOut:
-    c = await reviews.claim(review_id, who)
+    return _claim_out(await reviews.claim(review_id, who))
+
+
+def _claim_out(c: Claim) -> ClaimOut:
     return ClaimOut(
         review_id=c.review_id, claimed_by=c.claimed_by, lease_expires_at=c.lease_expires_at
     )

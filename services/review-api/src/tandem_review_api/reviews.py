@@ -16,7 +16,7 @@ from tandem_shared.telemetry import context_from_traceparent, continue_trace
 from tandem_shared.topics import Topics
 
 from tandem_review_api import queue
-from tandem_review_api.errors import Conflict, Unavailable
+from tandem_review_api.errors import Conflict, NotFound, Unavailable
 from tandem_review_api.store import ReviewStore
 from tandem_review_api.telemetry import ReviewMetrics
 
@@ -56,20 +56,47 @@ class ReviewService:
         self.tracer = tracer
         self.metrics = metrics
 
-    async def claim(self, review_id: str, who: Principal) -> Claim:
+    async def claim(self, review_id: str | None, who: Principal) -> Claim:
+        """Claim a review, or (``review_id`` None) the most urgent one ``who`` may take;
+        NotFound when none is waiting."""
         now = utcnow()
         async with self.store.transaction() as s:
+            if review_id is None:
+                review_id = await self.store.next_claimable(s, who, now)
+                if review_id is None:
+                    raise NotFound("no review is waiting for you")
             _, review = await self.store.load(s, review_id)
             queue.check_claim(review, who, now)
             expires = await self.store.claim(s, review, who.subject, now, self.lease)
         return Claim(review_id, who.subject, expires)
 
+    async def heartbeat(self, review_id: str, who: Principal) -> Claim:
+        """Extend the claimant's lease: a reviewer still at work keeps the review."""
+        now = utcnow()
+        async with self.store.transaction() as s:
+            _, review = await self.store.load(s, review_id)
+            self._check_holder(review, who, now)
+            expires = await self.store.extend_lease(s, review, who.subject, now, self.lease)
+        return Claim(review_id, who.subject, expires)
+
+    async def escalate(self, review_id: str, who: Principal, reason: str) -> None:
+        """The claimant hands the review to the senior queue, saying why."""
+        now = utcnow()
+        async with self.store.transaction() as s:
+            _, review = await self.store.load(s, review_id)
+            self._check_holder(review, who, now)
+            await self.store.escalate(s, review_id, f"{who.subject}: {reason}")
+
+    @staticmethod
+    def _check_holder(review: queue.Review, who: Principal, now: datetime) -> None:
+        if not (review.lease_held(now) and review.claimed_by == who.subject):
+            raise Conflict(f"you do not hold the claim on review {review.review_id}")
+
     async def release(self, review_id: str, who: Principal) -> None:
         now = utcnow()
         async with self.store.transaction() as s:
             _, review = await self.store.load(s, review_id)
-            if not (review.lease_held(now) and review.claimed_by == who.subject):
-                raise Conflict(f"you do not hold the claim on review {review_id}")
+            self._check_holder(review, who, now)
             await self.store.release(s, review_id, "escalated" if review.escalated else "pending")
 
     async def decide(

@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tandem_shared.auth import Principal
 from tandem_shared.db import insert_ignoring_conflicts
 from tandem_shared.events import DecisionMade, TaskRouted, TaskSubmitted
 
@@ -35,6 +36,17 @@ class QueueFilter:
     status: str | None = None
     task_type: str | None = None
     assignee: str | None = None
+    priority_min: int | None = None
+    due_before: datetime | None = None
+
+
+# Most urgent first: the highest priority, then the earliest due, then the oldest.
+QUEUE_ORDER = (
+    reviews.c.priority.desc(),
+    reviews.c.due_at,
+    reviews.c.created_at,
+    reviews.c.review_id,
+)
 
 
 class ReviewStore:
@@ -156,22 +168,13 @@ class ReviewStore:
             query = query.where(reviews.c.task_type == where.task_type)
         if where.assignee:
             query = query.where(reviews.c.claimed_by == where.assignee)
+        if where.priority_min is not None:
+            query = query.where(reviews.c.priority >= where.priority_min)
+        if where.due_before is not None:
+            query = query.where(reviews.c.due_at < where.due_before)
         if cursor:
-            priority, created_at, review_id = _decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    reviews.c.priority < priority,
-                    and_(reviews.c.priority == priority, reviews.c.created_at > created_at),
-                    and_(
-                        reviews.c.priority == priority,
-                        reviews.c.created_at == created_at,
-                        reviews.c.review_id > review_id,
-                    ),
-                )
-            )
-        query = query.order_by(
-            reviews.c.priority.desc(), reviews.c.created_at, reviews.c.review_id
-        ).limit(limit + 1)
+            query = query.where(_after(_decode_cursor(cursor)))
+        query = query.order_by(*QUEUE_ORDER).limit(limit + 1)
         async with self.sessions() as s:
             rows = list((await s.execute(query)).mappings())
         next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
@@ -224,6 +227,45 @@ class ReviewStore:
             raise Conflict(f"review {review.review_id} was claimed by someone else just now")
         return expires
 
+    async def next_claimable(self, s: AsyncSession, who: Principal, now: datetime) -> str | None:
+        """The most urgent review ``who`` may claim now, locked; rows another transaction holds
+        are skipped (PostgreSQL), so reviewers asking at once get different reviews. SQLite
+        serialises writers instead, which is as correct."""
+        open_or_expired = or_(
+            reviews.c.status == "pending",
+            reviews.c.status == "escalated",
+            and_(reviews.c.status == "claimed", reviews.c.lease_expires_at <= now),
+        )
+        approved_already = (
+            select(approvals.c.id)
+            .where(
+                approvals.c.review_id == reviews.c.review_id, approvals.c.reviewer == who.subject
+            )
+            .exists()
+        )
+        query = (
+            select(reviews.c.review_id)
+            .where(open_or_expired, ~approved_already)
+            .order_by(*QUEUE_ORDER)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if not who.has("senior"):
+            query = query.where(reviews.c.senior_only.is_(False), reviews.c.status != "escalated")
+        found: str | None = (await s.execute(query)).scalar()
+        return found
+
+    async def extend_lease(
+        self, s: AsyncSession, review: Review, who: str, now: datetime, lease: timedelta
+    ) -> datetime:
+        expires = now + lease
+        await s.execute(
+            update(reviews)
+            .where(reviews.c.review_id == review.review_id, reviews.c.claimed_by == who)
+            .values(lease_expires_at=expires)
+        )
+        return expires
+
     async def release(self, s: AsyncSession, review_id: str, back_to: str = "pending") -> None:
         await s.execute(
             update(reviews)
@@ -231,11 +273,17 @@ class ReviewStore:
             .values(status=back_to, claimed_by=None, lease_expires_at=None)
         )
 
-    async def escalate(self, s: AsyncSession, review_id: str) -> None:
+    async def escalate(self, s: AsyncSession, review_id: str, reason: str | None = None) -> None:
         await s.execute(
             update(reviews)
             .where(reviews.c.review_id == review_id)
-            .values(status="escalated", senior_only=True, claimed_by=None, lease_expires_at=None)
+            .values(
+                status="escalated",
+                senior_only=True,
+                claimed_by=None,
+                lease_expires_at=None,
+                escalation_reason=reason,
+            )
         )
 
     async def overdue(self, s: AsyncSession, now: datetime, limit: int) -> list[str]:
@@ -364,15 +412,47 @@ def _unchanged(column: Any, value: object) -> Any:
     return column.is_(None) if value is None else column == value
 
 
+Position = tuple[int, datetime, datetime, str]
+
+
+def _after(position: Position) -> Any:
+    """Rows after ``position`` in QUEUE_ORDER (priority descending, the rest ascending)."""
+    priority, due_at, created_at, review_id = position
+    c = reviews.c
+    return or_(
+        c.priority < priority,
+        and_(c.priority == priority, c.due_at > due_at),
+        and_(c.priority == priority, c.due_at == due_at, c.created_at > created_at),
+        and_(
+            c.priority == priority,
+            c.due_at == due_at,
+            c.created_at == created_at,
+            c.review_id > review_id,
+        ),
+    )
+
+
 def _encode_cursor(row: RowMapping) -> str:
-    raw = json.dumps([row["priority"], row["created_at"].isoformat(), row["review_id"]])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    position = [
+        row["priority"],
+        row["due_at"].isoformat(),
+        row["created_at"].isoformat(),
+        row["review_id"],
+    ]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[int, datetime, str]:
+def _decode_cursor(cursor: str) -> Position:
     try:
-        priority, created_at, review_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return int(priority), datetime.fromisoformat(created_at), str(review_id)
+        priority, due_at, created_at, review_id = json.loads(
+            base64.urlsafe_b64decode(cursor.encode())
+        )
+        return (
+            int(priority),
+            datetime.fromisoformat(due_at),
+            datetime.fromisoformat(created_at),
+            str(review_id),
+        )
     except (ValueError, TypeError) as exc:
         raise Unprocessable("cursor is not one this API returned") from exc
 
@@ -407,6 +487,7 @@ def review_item(row: RowMapping, now: datetime) -> dict[str, Any]:
         "claimed_by": None if expired else row["claimed_by"],
         "lease_expires_at": None if expired else row["lease_expires_at"],
         "outcome": row["outcome"],
+        "escalation_reason": row["escalation_reason"],
         "created_at": row["created_at"],
         "decided_at": row["decided_at"],
     }

@@ -52,8 +52,10 @@ reviews = Table(
     Column("decided_at", UtcDateTime(), nullable=True),
     # Set once when the review is still open at due_at: an SLA breach, handled per the policy.
     Column("breached_at", UtcDateTime(), nullable=True),
+    Column("escalation_reason", Text, nullable=True),  # why a reviewer sent it to a senior
     Index("ix_reviews_queue", "status", "priority", "created_at"),
     Index("ix_reviews_due", "breached_at", "due_at"),
+    Index("ix_reviews_next", "status", "priority", "due_at"),
 )
 
 approvals = Table(
