@@ -5,17 +5,16 @@ sink keeps them all."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field
 
-from tandem_shared.envelope import EnvelopeError, Event, decode, utcnow
+from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import ControlChanged, EventData
 from tandem_shared.kafka import Outgoing, Publisher
+from tandem_shared.reading import read_events
 from tandem_shared.topics import Topics
 
 READ_TIMEOUT_S = 30.0
@@ -79,43 +78,17 @@ async def read_control_history(
 async def read_control_log(
     bootstrap_servers: str, topics: Topics
 ) -> list[tuple[str, ControlChanged]]:
-    """Every valid control record with its key, in the order of the topic's one partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
+    """Every valid control record with its key, in the order of its partition."""
     records: list[tuple[str, ControlChanged]] = []
-    try:
-        partitions = await assign_all(consumer, topics.control)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if end[tp] > 0}
-        async with asyncio.timeout(READ_TIMEOUT_S):
-            while remaining:
-                batches = await consumer.getmany(*remaining, timeout_ms=200)
-                for batch in batches.values():
-                    for record in batch:
-                        try:
-                            event = decode(record.value, record.headers, CONTROL_TYPES)
-                        except EnvelopeError:
-                            continue  # not a control change: nothing to follow
-                        if isinstance(event.data, ControlChanged):
-                            records.append((event.subject, event.data))
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= end[tp]:
-                        remaining.discard(tp)
-    finally:
-        await consumer.stop()
+
+    def keep(event: Event[EventData]) -> None:
+        if isinstance(event.data, ControlChanged):
+            records.append((event.subject, event.data))
+
+    await read_events(
+        bootstrap_servers, topics.control, CONTROL_TYPES, keep, timeout_s=READ_TIMEOUT_S
+    )
     return records
-
-
-async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """Assign every partition of ``topic`` (waiting for its metadata) and return them."""
-    async with asyncio.timeout(READ_TIMEOUT_S):
-        while not (found := consumer.partitions_for_topic(topic)):
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-    partitions = [TopicPartition(topic, p) for p in sorted(found)]
-    consumer.assign(partitions)
-    return partitions
 
 
 def model_state(changes: Mapping[str, ControlChanged], name: str) -> ModelState | None:
