@@ -1,0 +1,115 @@
+"""`tandem feedback export`: the labels people gave, as a training set a retraining job reads.
+
+Every human verdict (QA samples included) is a record on tandem.feedback with the features, the
+model's output and version, and the label. A task judged more than once (two approvers, then a
+senior) is one row: its last label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import typer
+from tandem_shared.envelope import Event
+from tandem_shared.events import EventData, FeedbackRecorded
+from tandem_shared.reading import read_events
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics
+
+from tandem_cli.policy import when
+
+feedback_app = typer.Typer(
+    help="Human labels from tandem.feedback: a training set.", no_args_is_help=True
+)
+FEEDBACK: dict[str, type[EventData]] = {"tandem.feedback.recorded.v1": FeedbackRecorded}
+FORMATS = {".parquet": "parquet", ".csv": "csv"}
+
+
+def training_rows(records: Sequence[FeedbackRecorded]) -> list[dict[str, Any]]:
+    """One row per task, its last label: the features as columns (in the order first seen),
+    then what the model said and what people decided."""
+    last: dict[str, FeedbackRecorded] = {}
+    for r in sorted(records, key=lambda r: r.labelled_at):
+        last[r.task_id] = r
+    features = list(dict.fromkeys(name for r in last.values() for name in r.features))
+    rows = []
+    for r in sorted(last.values(), key=lambda r: (r.labelled_at, r.task_id)):
+        rows.append(
+            {
+                "task_id": r.task_id,
+                "task_type": r.task_type,
+                **{name: r.features.get(name) for name in features},
+                "model_name": r.model.name,
+                "model_version": r.model.version,
+                "prediction": r.prediction,
+                "confidence": r.confidence,
+                "label": r.label,
+                "agreed": r.agreed,
+                "qa_sample": r.qa_sample,
+                "reviewer": r.reviewer,
+                "policy_name": r.policy.name,
+                "policy_version": r.policy.version,
+                "labelled_at": r.labelled_at,
+            }
+        )
+    return rows
+
+
+def write(rows: list[dict[str, Any]], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if FORMATS[out.suffix] == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), out)
+        return
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["task_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+async def _read(
+    kafka: KafkaSettings, task_type: str | None, since: str | None
+) -> list[FeedbackRecorded]:
+    found: list[FeedbackRecorded] = []
+
+    def keep(event: Event[EventData]) -> None:
+        data = event.data
+        if isinstance(data, FeedbackRecorded) and task_type in (None, data.task_type):
+            found.append(data)
+
+    start = when(since) if since else None
+    await read_events(
+        kafka.bootstrap_servers, Topics(kafka.topic_prefix).feedback, FEEDBACK, keep, start
+    )
+    return found
+
+
+@feedback_app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="The file to write: .parquet or .csv.")],
+    task_type: Annotated[
+        str | None, typer.Option(help="Only this task type (needed when there are several).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only labels since then: 7d, 24h, or an ISO time.")
+    ] = None,
+) -> None:
+    """Write the labels people gave as a training set, one row per task."""
+    if out.suffix not in FORMATS:
+        raise typer.BadParameter(f"{out.name}: the file must end in .parquet or .csv")
+    records = asyncio.run(_read(KafkaSettings(), task_type, since))
+    types = sorted({r.task_type for r in records})
+    if len(types) > 1:
+        typer.echo(
+            f"labels of several task types ({', '.join(types)}): choose one with --task-type",
+            err=True,
+        )
+        raise typer.Exit(1)
+    rows = training_rows(records)
+    write(rows, out)
+    typer.echo(f"wrote {len(rows)} labelled tasks ({len(records)} verdicts) to {out}")
