@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.kafka import Outgoing
 
+from tandem_review_api import live
+from tandem_review_api.errors import Unprocessable
 from tandem_review_api.reviews import Claim, ReviewService
 from tandem_review_api.store import QueueFilter, ReviewStore, review_item
 
@@ -90,6 +93,37 @@ async def list_reviews(
     where = QueueFilter(status, task_type, assignee, priority_min, due_before)
     rows, next_cursor = await store.list_reviews(where, limit, cursor, now)
     return Page(items=[review_item(r, now) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/reviews/events", tags=["reviews"], response_class=StreamingResponse)
+async def review_events(
+    _: Reviewer,
+    store: Store,
+    request: Request,
+    since: datetime | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-sent events: each change to a review, as the queue shows it. A reconnecting
+    client sends Last-Event-ID and misses nothing; ``since`` starts from a given time."""
+    start = since or _event_time(last_event_id) or utcnow()
+    settings = request.app.state.runtime.settings
+    events = live.stream(
+        live.ChangeFeed(store, start), request.is_disconnected, settings.events_poll_seconds
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event_time(event_id: str | None) -> datetime | None:
+    if not event_id:
+        return None
+    try:
+        return datetime.fromisoformat(event_id)
+    except ValueError as exc:
+        raise Unprocessable("Last-Event-ID is not one this API sent") from exc
 
 
 @router.post("/reviews/next", response_model=ClaimOut, tags=["reviews"])

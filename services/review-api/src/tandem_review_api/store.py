@@ -180,6 +180,17 @@ class ReviewStore:
         next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return rows[:limit], next_cursor
 
+    async def changed_since(self, since: datetime, limit: int = 500) -> list[RowMapping]:
+        """Reviews changed after ``since``, oldest change first."""
+        query = (
+            select(reviews)
+            .where(reviews.c.updated_at > since)
+            .order_by(reviews.c.updated_at, reviews.c.review_id)
+            .limit(limit)
+        )
+        async with self.sessions() as s:
+            return list((await s.execute(query)).mappings())
+
     async def load(self, s: AsyncSession, review_id: str) -> tuple[RowMapping, Review]:
         row = (
             (

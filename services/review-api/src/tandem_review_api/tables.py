@@ -16,6 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from tandem_shared.db import UtcDateTime
+from tandem_shared.envelope import utcnow
 
 metadata = MetaData()
 
@@ -53,9 +54,12 @@ reviews = Table(
     # Set once when the review is still open at due_at: an SLA breach, handled per the policy.
     Column("breached_at", UtcDateTime(), nullable=True),
     Column("escalation_reason", Text, nullable=True),  # why a reviewer sent it to a senior
+    # Set by every insert and update: the live stream of queue changes follows it.
+    Column("updated_at", UtcDateTime(), nullable=True, default=utcnow, onupdate=utcnow),
     Index("ix_reviews_queue", "status", "priority", "created_at"),
     Index("ix_reviews_due", "breached_at", "due_at"),
     Index("ix_reviews_next", "status", "priority", "due_at"),
+    Index("ix_reviews_updated", "updated_at"),
 )
 
 approvals = Table(
