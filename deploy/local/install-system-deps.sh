@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tandem needs from the system when it is missing: uv (from PyPI), Java 17+ and
-# Maven (to fetch and run the Kafka broker), PostgreSQL (for the database tests).
+# Maven (to fetch and run the Kafka broker), PostgreSQL (for the database tests), Chromium (for
+# the reviewer console's end-to-end test).
 set -euo pipefail
 
 need_apt=()
@@ -12,6 +13,7 @@ else
 fi
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian's packages: ${need_apt[*]}"

@@ -119,7 +119,8 @@ def stack_up() -> None:
         raise typer.Exit(1) from exc
     _print_status([(e, "ready") for e in entries])
     console.print(
-        "review API docs: http://127.0.0.1:8000/docs   ·   mint a token: "
+        "reviewer console: http://127.0.0.1:8000/console   ·   API docs: "
+        "http://127.0.0.1:8000/docs   ·   mint a token: "
         "uv run tandem token --role reviewer --subject you   ·   stop: make down"
     )
 

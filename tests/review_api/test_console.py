@@ -1,0 +1,96 @@
+"""The reviewer console end to end in headless Chromium (Debian's, driven by Playwright): a
+reviewer pastes a token, sees the queue, claims, reads the case and the model's reasons,
+decides with a rationale and is handed the next one. The screenshot is kept under build/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright, expect
+from tandem_shared.auth import mint_token
+from tandem_shared.events import Contribution, DecisionMade
+from tandem_shared.settings import KafkaSettings, RuntimeSettings
+from tandem_shared.topics import Topics
+
+from tests.kafka_utils import consume
+from tests.review_api.test_api import publish_routed, routed
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "build" / "test-artifacts" / "console.png"
+# Installed by deploy/local/install-system-deps.sh (make setup), from Debian's packages.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.kafka
+
+
+def explained(task_id: str, priority: int) -> object:
+    review = routed(task_id, priority=priority)
+    why = [
+        Contribution(feature="mean_radius", contribution=1.42),
+        Contribution(feature="mean_texture", contribution=-0.37),
+    ]
+    score = review.score.model_copy(update={"explanation": why})
+    return review.model_copy(update={"score": score})
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_reviewer_decides_in_the_console(
+    server: str, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    await publish_routed(
+        kafka_settings,
+        topics,
+        [explained("first", 80), explained("second", 40)],  # type: ignore[list-item]
+    )
+    token = mint_token(RuntimeSettings(), "rui", ["reviewer"])
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(f"{server}/console")
+            await page.get_by_test_id("token").fill(token)
+            await page.get_by_test_id("connect").click()
+            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
+                2, timeout=30_000
+            )
+
+            await page.get_by_test_id("next").click()
+            await expect(page.get_by_test_id("review")).to_contain_text("tumor_screening · first")
+            # The claim comes back on the live stream: one review is left waiting.
+            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
+                1, timeout=30_000
+            )
+            await expect(page.get_by_test_id("summary")).to_contain_text("says benign")
+            await expect(page.get_by_test_id("features")).to_contain_text("mean_radius")
+            await expect(page.get_by_test_id("explanation")).to_contain_text("1.420")
+
+            await page.get_by_test_id("decide").click()  # no outcome chosen yet: refused
+            await expect(page.get_by_test_id("message")).to_contain_text("Choose an outcome")
+            await page.get_by_test_id("outcome-malignant").click()
+            await page.get_by_test_id("rationale").fill("irregular border on the image")
+            await page.get_by_test_id("decide").click()
+
+            # Decided, and handed the next review: on the live queue nothing is left waiting.
+            await expect(page.get_by_test_id("review")).to_contain_text("tumor_screening · second")
+            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
+                0, timeout=30_000
+            )
+            await expect(page.locator("#live")).to_have_text("0 waiting")
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            await browser.close()
+
+    [record] = await consume(kafka_settings.bootstrap_servers, topics.decisions, 1)
+    decision = DecisionMade.model_validate_json(record.value)
+    assert (decision.task_id, decision.outcome, decision.reviewers) == (
+        "first",
+        "malignant",
+        ["rui"],
+    )
+    assert decision.rationale == "irregular border on the image" and decision.overrode_model
+    assert SCREENSHOT.stat().st_size > 10_000
