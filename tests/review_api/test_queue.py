@@ -4,6 +4,7 @@ escalation with a reason, filters and cursors (SQLite and PostgreSQL, real broke
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import httpx
@@ -89,3 +90,26 @@ async def test_filters_and_cursor_pages_cover_the_queue_once(
         if cursor is None:
             break
     assert seen == ["due-early", "p-6", "p-5", "p-4", "p-3", "p-2", "p-1", "p-0"]
+
+
+async def test_the_second_approver_reviews_blind_to_the_first(
+    api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    await publish_routed(kafka_settings, topics, [routed("crit", critical=True)])
+    [item] = await pending(api, 1)
+    review_id = item["review_id"]
+    ana, ben = auth("ana", "reviewer"), auth("ben", "reviewer")
+    await api.post(f"/v1/reviews/{review_id}/claim", headers=ana)
+    first = {"outcome": "malignant", "rationale": "ana-saw-an-irregular-border"}
+    step = await api.post(f"/v1/reviews/{review_id}/decision", json=first, headers=ana)
+    assert step.json()["status"] == "awaiting_approval"
+    # Ana cannot approve twice, and the next review for her is none.
+    assert (await api.post("/v1/reviews/next", headers=ana)).status_code == 404
+    claimed = await api.post("/v1/reviews/next", headers=ben)
+    assert claimed.json()["review_id"] == review_id
+    shown = (await api.get(f"/v1/reviews/{review_id}", headers=ben)).json()
+    listed = (await api.get("/v1/reviews?status=claimed", headers=ben)).json()["items"]
+    for view in (shown, *listed):
+        assert view["outcome"] is None and "approvals" not in view
+        text = json.dumps(view)
+        assert "ana-saw" not in text and '"ana"' not in text
