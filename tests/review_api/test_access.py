@@ -33,6 +33,7 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/reviews/{review_id}/decision"): READERS,
     ("GET", "/v1/tasks/{task_id}"): READERS | {"auditor", "service"},
     ("POST", "/v1/tasks"): {"service", "admin"},
+    ("GET", "/v1/stats"): {"senior", "admin", "auditor"},
     ("GET", "/v1/admin/models/{name}"): ADMINS,
     ("POST", "/v1/admin/models/{name}/promote"): ADMINS,
     ("POST", "/v1/admin/models/{name}/rollback"): ADMINS,

@@ -20,6 +20,7 @@ from tandem_cli.feedback import feedback_app
 from tandem_cli.model import model_app
 from tandem_cli.policy import policy_app
 from tandem_cli.publish import publish_tasks, read_json_lines, validate
+from tandem_cli.report import report
 from tandem_cli.stack.local import Entry
 
 app = typer.Typer(help="Tandem: hybrid human–AI decision workflows on Kafka.", no_args_is_help=True)
@@ -38,6 +39,7 @@ app.add_typer(_audit_app(), name="audit", help="The audit ledger: verification."
 app.add_typer(model_app, name="model")
 app.add_typer(policy_app, name="policy")
 app.add_typer(feedback_app, name="feedback")
+app.command()(report)
 
 
 @app.command()

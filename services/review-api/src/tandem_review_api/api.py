@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -13,7 +13,7 @@ from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.kafka import Outgoing
 
-from tandem_review_api import live
+from tandem_review_api import live, stats
 from tandem_review_api.errors import Unprocessable
 from tandem_review_api.reviews import Claim, ReviewService
 from tandem_review_api.store import QueueFilter, ReviewStore, review_item
@@ -21,6 +21,7 @@ from tandem_review_api.store import QueueFilter, ReviewStore, review_item
 Reviewer = Annotated[Principal, Depends(require_role("reviewer"))]
 TaskReader = Annotated[Principal, Depends(require_role("reviewer", "auditor", "service"))]
 Producer = Annotated[Principal, Depends(require_role("service", "admin"))]
+Overseer = Annotated[Principal, Depends(require_role("senior", "admin", "auditor"))]
 
 
 def _service(request: Request) -> ReviewService:
@@ -183,6 +184,27 @@ async def decide(
         approvals=r.approvals,
         required_approvals=r.required_approvals,
     )
+
+
+@router.get("/stats", response_model=stats.Report, tags=["outcomes"])
+async def outcomes(
+    _: Overseer,
+    store: Store,
+    request: Request,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    group_by: stats.GroupBy = "task_type",
+) -> stats.Report:
+    """Automation, overrides, reviewer agreement, QA accuracy, time to decision, SLA breaches
+    and reviewer time saved, per task type, model version, policy version or day. The window
+    defaults to the last 7 days."""
+    end = until or utcnow()
+    start = since or end - timedelta(days=7)
+    if start >= end:
+        raise Unprocessable("since must be before until")
+    decisions, reviews = await store.report_facts(start, end)
+    minutes = request.app.state.runtime.settings.minutes_per_review
+    return stats.report(decisions, reviews, start, end, group_by, minutes)
 
 
 @router.get("/tasks/{task_id}", tags=["tasks"])

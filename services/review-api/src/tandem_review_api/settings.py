@@ -13,6 +13,9 @@ class ReviewApiSettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///.tandem/review-api.db"
     lease_seconds: int = Field(default=300, ge=5, description="How long a claim holds a review.")
     page_size_max: int = Field(default=200, ge=1)
+    minutes_per_review: float = Field(
+        default=4.0, gt=0, description="A person's time per review, for the time-saved estimate."
+    )
     events_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often the live stream looks for queue changes."
     )

@@ -22,6 +22,7 @@ from tandem_shared.events import DecisionMade, TaskRouted, TaskSubmitted
 
 from tandem_review_api.errors import Conflict, NotFound, Unprocessable
 from tandem_review_api.queue import Approval, Review
+from tandem_review_api.stats import ReviewFacts
 from tandem_review_api.tables import approvals, reviews, tasks
 
 
@@ -179,6 +180,44 @@ class ReviewStore:
             rows = list((await s.execute(query)).mappings())
         next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return rows[:limit], next_cursor
+
+    async def report_facts(
+        self, since: datetime, until: datetime
+    ) -> tuple[list[DecisionMade], list[ReviewFacts]]:
+        """The decisions taken in [since, until) and the reviews created then, with their
+        approvals, as the outcomes report reads them."""
+        async with self.sessions() as s:
+            decided = (
+                await s.execute(
+                    select(tasks.c.decision).where(
+                        tasks.c.decided_at >= since,
+                        tasks.c.decided_at < until,
+                        tasks.c.decision.is_not(None),
+                    )
+                )
+            ).scalars()
+            decisions = [DecisionMade.model_validate(d) for d in decided]
+            rows = list(
+                (
+                    await s.execute(
+                        select(reviews).where(
+                            reviews.c.created_at >= since, reviews.c.created_at < until
+                        )
+                    )
+                ).mappings()
+            )
+            given: dict[str, list[str]] = {}
+            if rows:
+                ids = [r["review_id"] for r in rows]
+                for a in (
+                    await s.execute(
+                        select(approvals.c.review_id, approvals.c.outcome)
+                        .where(approvals.c.review_id.in_(ids))
+                        .order_by(approvals.c.id)
+                    )
+                ).mappings():
+                    given.setdefault(a["review_id"], []).append(a["outcome"])
+        return decisions, [_facts(r, given.get(r["review_id"], [])) for r in rows]
 
     async def changed_since(self, since: datetime, limit: int = 500) -> list[RowMapping]:
         """Reviews changed after ``since``, oldest change first."""
@@ -502,3 +541,19 @@ def review_item(row: RowMapping, now: datetime) -> dict[str, Any]:
         "created_at": row["created_at"],
         "decided_at": row["decided_at"],
     }
+
+
+def _facts(row: RowMapping, approved: list[str]) -> ReviewFacts:
+    routed = TaskRouted.model_validate(row["routed"])
+    model, policy = routed.score.model, routed.policy
+    return ReviewFacts(
+        task_type=row["task_type"],
+        model=f"{model.name}/{model.version}",
+        policy=f"{policy.name} v{policy.version}",
+        qa_sample=row["qa_sample"],
+        prediction=routed.score.prediction,
+        outcome=row["outcome"] if row["status"] == "decided" else None,
+        approvals=tuple(approved),
+        breached=row["breached_at"] is not None,
+        created_at=row["created_at"],
+    )

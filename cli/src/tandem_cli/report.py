@@ -1,0 +1,102 @@
+"""`tandem report`: the review API's outcomes report (GET /v1/stats) as a table."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+from tandem_shared.auth import mint_token
+from tandem_shared.settings import RuntimeSettings
+
+from tandem_cli.policy import when
+
+GROUPS = ("task_type", "model", "policy", "day", "none")
+
+
+def _token(given: str | None) -> str:
+    """The given token, TANDEM_TOKEN, or (in development only) an auditor's minted locally."""
+    token = given or os.environ.get("TANDEM_TOKEN")
+    if token:
+        return token
+    settings = RuntimeSettings()
+    if settings.env != "development":
+        raise typer.BadParameter("pass --token (or set TANDEM_TOKEN) outside development")
+    return mint_token(settings, "tandem-report", ["auditor"])
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f}s"
+
+
+def _percentiles(latency: dict[str, float | None]) -> str:
+    return " / ".join(_seconds(latency[p]) for p in ("p50", "p90", "p99"))
+
+
+def rows(group: dict[str, Any]) -> list[tuple[str, str]]:
+    waits = group["seconds_to_decision"]
+    checked = f"{_share(group['qa_accuracy'])} of {group['qa_samples_reviewed']}"
+    return [
+        ("decisions", f"{group['decisions']:,}"),
+        ("automatic", f"{group['automatic']:,} ({_share(group['automation_rate'])})"),
+        ("by people", f"{group['by_people']:,}"),
+        ("policy fallbacks (overdue)", f"{group['by_policy_fallback']:,}"),
+        ("people overriding the model", _share(group["override_rate"])),
+        ("reviewers agreeing", _share(group["reviewer_agreement"])),
+        ("QA: automatic decisions confirmed", checked),
+        ("time to decision p50 / p90 / p99, all", _percentiles(waits["all"])),
+        ("  automatic", _percentiles(waits["automatic"])),
+        ("  people", _percentiles(waits["people"])),
+        ("SLA breaches", f"{group['sla_breaches']:,}"),
+        ("reviewer hours saved", f"{group['reviewer_hours_saved']:,.1f}"),
+    ]
+
+
+def report(
+    since: Annotated[str, typer.Option(help="Window start: 7d, 24h, or an ISO time.")] = "7d",
+    until: Annotated[str, typer.Option(help="Window end: now or an ISO time.")] = "now",
+    by: Annotated[str, typer.Option(help="task_type, model, policy, day or none.")] = "task_type",
+    url: Annotated[str, typer.Option(envvar="TANDEM_REVIEW_API_URL", help="The review API.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    token: Annotated[
+        str | None, typer.Option(help="A bearer token (senior, admin or auditor).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Automation, overrides, agreement, QA accuracy, time to decision, SLA breaches and
+    reviewer time saved, side by side per group."""
+    if by not in GROUPS:
+        raise typer.BadParameter(f"--by is one of {', '.join(GROUPS)}")
+    params = {"since": when(since).isoformat(), "until": when(until).isoformat(), "group_by": by}
+    try:
+        response = httpx.get(
+            f"{url}/v1/stats", params=params, headers={"Authorization": f"Bearer {_token(token)}"}
+        )
+    except httpx.TransportError as exc:
+        typer.echo(f"cannot reach the review API at {url}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if response.status_code != 200:
+        typer.echo(f"the review API answered {response.status_code}: {response.text}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(response.text)
+        return
+    data = response.json()
+    table = Table(title=f"Tandem outcomes, {data['since'][:16]} to {data['until'][:16]}")
+    table.add_column("")
+    for group in data["groups"]:
+        table.add_column(group["key"], justify="right")
+    lines = [rows(g) for g in data["groups"]]
+    for i, (label, _) in enumerate(lines[0] if lines else []):
+        table.add_row(label, *(g[i][1] for g in lines))
+    Console(width=max(100, 40 + 28 * len(lines))).print(table)
+    if not lines:
+        typer.echo("no decisions and no reviews in that window")

@@ -1,0 +1,157 @@
+"""Outcomes and value, computed from what the review API holds: decisions (the model's and
+people's), reviews and approvals. Pure: rows in, a report out, grouped as asked."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, TypeVar
+
+import numpy as np
+from pydantic import BaseModel
+from tandem_shared.events import DecisionMade
+
+GroupBy = Literal["task_type", "model", "policy", "day", "none"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReviewFacts:
+    """One review as the report needs it."""
+
+    task_type: str
+    model: str
+    policy: str
+    qa_sample: bool
+    prediction: str
+    outcome: str | None  # what people decided, once decided
+    approvals: tuple[str, ...]  # the outcomes each approver gave, in order
+    breached: bool
+    created_at: datetime
+
+
+class Latency(BaseModel):
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+class Group(BaseModel):
+    key: str
+    decisions: int
+    automatic: int
+    by_people: int
+    by_policy_fallback: int
+    automation_rate: float | None
+    override_rate: float | None  # of people's decisions, those against the model
+    reviewer_agreement: float | None  # of reviews with several approvers, those all agreeing
+    qa_samples_reviewed: int
+    qa_accuracy: float | None  # automatic decisions people checked and agreed with
+    sla_breaches: int
+    seconds_to_decision: dict[str, Latency]  # all, automatic, people
+    reviewer_hours_saved: float
+
+
+class Report(BaseModel):
+    since: datetime
+    until: datetime
+    group_by: GroupBy
+    minutes_per_review: float
+    groups: list[Group]
+
+
+def report(
+    decisions: Sequence[DecisionMade],
+    reviews: Sequence[ReviewFacts],
+    since: datetime,
+    until: datetime,
+    group_by: GroupBy,
+    minutes_per_review: float,
+) -> Report:
+    keyed_decisions = _grouped(decisions, _decision_key(group_by))
+    keyed_reviews = _grouped(reviews, _review_key(group_by))
+    keys = sorted(set(keyed_decisions) | set(keyed_reviews))
+    groups = [
+        _group(key, keyed_decisions.get(key, []), keyed_reviews.get(key, []), minutes_per_review)
+        for key in keys
+    ]
+    return Report(
+        since=since,
+        until=until,
+        group_by=group_by,
+        minutes_per_review=minutes_per_review,
+        groups=groups,
+    )
+
+
+def _group(
+    key: str, decisions: list[DecisionMade], reviews: list[ReviewFacts], minutes: float
+) -> Group:
+    automatic = [d for d in decisions if d.decided_by == "model"]
+    people = [d for d in decisions if d.decided_by == "human"]
+    several = [r for r in reviews if len(r.approvals) > 1]
+    qa = [r for r in reviews if r.qa_sample and r.outcome is not None]
+    return Group(
+        key=key,
+        decisions=len(decisions),
+        automatic=len(automatic),
+        by_people=len(people),
+        by_policy_fallback=sum(d.decided_by == "policy" for d in decisions),
+        automation_rate=_share(len(automatic), len(decisions)),
+        override_rate=_share(sum(d.overrode_model for d in people), len(people)),
+        reviewer_agreement=_share(sum(len(set(r.approvals)) == 1 for r in several), len(several)),
+        qa_samples_reviewed=len(qa),
+        qa_accuracy=_share(sum(r.outcome == r.prediction for r in qa), len(qa)),
+        sla_breaches=sum(r.breached for r in reviews),
+        seconds_to_decision={
+            "all": _latency(decisions),
+            "automatic": _latency(automatic),
+            "people": _latency(people),
+        },
+        reviewer_hours_saved=round(len(automatic) * minutes / 60, 2),
+    )
+
+
+def _latency(decisions: Iterable[DecisionMade]) -> Latency:
+    waits = [(d.decided_at - d.submitted_at).total_seconds() for d in decisions]
+    if not waits:
+        return Latency(p50=None, p90=None, p99=None)
+    p50, p90, p99 = (float(v) for v in np.percentile(waits, [50, 90, 99]))
+    return Latency(p50=round(p50, 3), p90=round(p90, 3), p99=round(p99, 3))
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _grouped(items: Iterable[T], key: Callable[[T], str]) -> dict[str, list[T]]:
+    out: dict[str, list[T]] = defaultdict(list)
+    for item in items:
+        out[key(item)].append(item)
+    return out
+
+
+def _decision_key(group_by: GroupBy) -> Callable[[DecisionMade], str]:
+    return {
+        "task_type": lambda d: d.task_type,
+        "model": lambda d: f"{d.model.name}/{d.model.version}",
+        "policy": lambda d: f"{d.policy.name} v{d.policy.version}",
+        "day": lambda d: _day(d.decided_at),
+        "none": lambda d: "all",
+    }[group_by]
+
+
+def _review_key(group_by: GroupBy) -> Callable[[ReviewFacts], str]:
+    return {
+        "task_type": lambda r: r.task_type,
+        "model": lambda r: r.model,
+        "policy": lambda r: r.policy,
+        "day": lambda r: _day(r.created_at),
+        "none": lambda r: "all",
+    }[group_by]
+
+
+def _day(at: datetime) -> str:
+    return at.date().isoformat()  # UTC days

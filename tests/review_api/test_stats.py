@@ -1,0 +1,195 @@
+"""The outcomes report: a case computed by hand, and the same figures through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import httpx
+import pytest
+from tandem_cli.main import app
+from tandem_review_api.stats import ReviewFacts, report
+from tandem_shared.envelope import Event, utcnow
+from tandem_shared.events import DecisionMade, ModelRef, PolicyRef
+from tandem_shared.kafka import Outgoing, Publisher, make_producer
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics
+from typer.testing import CliRunner
+
+from tests.review_api.test_api import NOW, auth, pending, publish_routed, routed
+from tests.service_utils import eventually
+
+runner = CliRunner()
+V1, V2 = (
+    ModelRef(name="tumor_screening", version="1"),
+    ModelRef(name="tumor_screening", version="2"),
+)
+
+
+def decided(
+    n: int, by: str, seconds: float, model: ModelRef = V1, overrode: bool = False
+) -> DecisionMade:
+    return DecisionMade(
+        task_id=f"t-{n}",
+        task_type="tumor_screening",
+        outcome="benign",
+        decided_by=by,  # type: ignore[arg-type]
+        confidence=0.9,
+        model=model,
+        policy=PolicyRef(name="default", version=1),
+        overrode_model=overrode,
+        submitted_at=NOW,
+        decided_at=NOW + timedelta(seconds=seconds),
+    )
+
+
+def facts(
+    approvals: tuple[str, ...] = (),
+    qa: bool = False,
+    outcome: str | None = None,
+    breached: bool = False,
+) -> ReviewFacts:
+    return ReviewFacts(
+        task_type="tumor_screening",
+        model="tumor_screening/1",
+        policy="default v1",
+        qa_sample=qa,
+        prediction="benign",
+        outcome=outcome,
+        approvals=approvals,
+        breached=breached,
+        created_at=NOW,
+    )
+
+
+def test_a_report_computed_by_hand() -> None:
+    decisions = [
+        decided(1, "model", 1),
+        decided(2, "model", 2),
+        decided(3, "model", 3, model=V2),
+        decided(4, "human", 100, overrode=True),
+        decided(5, "human", 300),
+        decided(6, "policy", 14_400),
+    ]
+    reviews = [
+        facts(("benign", "benign"), outcome="benign"),
+        facts(("benign", "malignant"), outcome="malignant"),
+        facts(("benign",), qa=True, outcome="benign"),
+        facts(("malignant",), qa=True, outcome="malignant"),
+        facts(breached=True),
+    ]
+    [whole] = report(decisions, reviews, NOW, NOW + timedelta(days=1), "none", 6.0).groups
+    assert (whole.decisions, whole.automatic, whole.by_people, whole.by_policy_fallback) == (
+        6,
+        3,
+        2,
+        1,
+    )
+    assert whole.automation_rate == 0.5 and whole.override_rate == 0.5
+    assert whole.reviewer_agreement == 0.5  # one of the two reviews with two approvers agreed
+    assert (whole.qa_samples_reviewed, whole.qa_accuracy) == (2, 0.5)
+    assert whole.sla_breaches == 1
+    assert whole.reviewer_hours_saved == 0.3  # three automatic decisions at 6 minutes
+    automatic = whole.seconds_to_decision["automatic"]
+    assert (automatic.p50, automatic.p90) == (2.0, 2.8)
+    assert whole.seconds_to_decision["people"].p50 == 200.0
+
+    by_model = report(decisions, [], NOW, NOW + timedelta(days=1), "model", 6.0).groups
+    assert [(g.key, g.automatic) for g in by_model] == [
+        ("tumor_screening/1", 2),
+        ("tumor_screening/2", 1),
+    ]
+    empty = report([], [], NOW, NOW + timedelta(days=1), "day", 6.0)
+    assert empty.groups == []
+
+
+async def publish_decisions(
+    kafka: KafkaSettings, topics: Topics, decisions: list[DecisionMade]
+) -> None:
+    producer = make_producer(kafka, "test-router")
+    await producer.start()
+    try:
+        await Publisher(producer).publish(
+            [
+                Outgoing(
+                    topics.decisions,
+                    Event.derived(d, source="tandem/router", subject=d.task_id, stage="decision"),
+                )
+                for d in decisions
+            ]
+        )
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.kafka
+async def test_the_api_reports_the_decisions_it_holds(
+    api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    await publish_decisions(
+        kafka_settings, topics, [decided(n, "model", 0.5) for n in (10, 11, 12)]
+    )
+    await publish_routed(kafka_settings, topics, [routed("t-20")])
+    [item] = await pending(api, 1)
+    ana = auth("ana", "reviewer")
+    await api.post(f"/v1/reviews/{item['review_id']}/claim", headers=ana)
+    body = {"outcome": "malignant", "rationale": "border"}
+    assert (
+        await api.post(f"/v1/reviews/{item['review_id']}/decision", json=body, headers=ana)
+    ).status_code == 200
+
+    # The router's decisions carry the fixed test time, the person's the real one: span both.
+    now = utcnow()
+    window = {
+        "since": (min(NOW, now) - timedelta(days=1)).isoformat(),
+        "until": (max(NOW, now) + timedelta(days=1)).isoformat(),
+        "group_by": "none",
+    }
+
+    async def counted() -> bool:
+        groups = (await api.get("/v1/stats", params=window, headers=auth("au", "auditor"))).json()[
+            "groups"
+        ]
+        return bool(groups) and groups[0]["decisions"] == 4
+
+    await eventually(counted, "the decisions in the report", timeout=30)
+    [whole] = (await api.get("/v1/stats", params=window, headers=auth("au", "auditor"))).json()[
+        "groups"
+    ]
+    assert (whole["automatic"], whole["by_people"], whole["override_rate"]) == (3, 1, 1.0)
+    assert whole["automation_rate"] == 0.75 and whole["reviewer_hours_saved"] == 0.2
+    bad = await api.get(
+        "/v1/stats",
+        params={"since": NOW.isoformat(), "until": NOW.isoformat()},
+        headers=auth("au", "auditor"),
+    )
+    assert bad.status_code == 422
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_tandem_report_prints_the_report_of_a_running_api(
+    server: str, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    now = utcnow()
+    recent = [
+        decided(n, "model", 1).model_copy(update={"submitted_at": now, "decided_at": now})
+        for n in (30, 31)
+    ]
+    await publish_decisions(kafka_settings, topics, recent)
+
+    async def tandem(*args: str) -> str:
+        result = await asyncio.to_thread(
+            runner.invoke, app, ["report", "--url", server, "--by", "none", *args]
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    async def both_counted() -> bool:
+        groups = json.loads(await tandem("--json"))["groups"]
+        return bool(groups) and groups[0]["automatic"] == 2
+
+    await eventually(both_counted, "the decisions in the report", timeout=30)
+    table = await tandem()
+    assert "Tandem outcomes" in table and "2 (100.0%)" in table
