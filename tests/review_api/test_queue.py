@@ -12,6 +12,7 @@ import pytest
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
+from tests.kafka_utils import consume
 from tests.review_api.test_api import NOW, auth, pending, publish_routed, routed
 
 pytestmark = pytest.mark.kafka
@@ -113,3 +114,34 @@ async def test_the_second_approver_reviews_blind_to_the_first(
         assert view["outcome"] is None and "approvals" not in view
         text = json.dumps(view)
         assert "ana-saw" not in text and '"ana"' not in text
+
+
+async def test_twenty_concurrent_reviewers_never_share_or_lose_a_review(
+    api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    count = 40
+    await publish_routed(kafka_settings, topics, [routed(f"c-{n:02d}") for n in range(count)])
+    await pending(api, count)
+    decided: list[tuple[str, str]] = []
+
+    async def reviewer(name: str) -> None:
+        who = auth(name, "reviewer")
+        while True:
+            claim = await api.post("/v1/reviews/next", headers=who)
+            if claim.status_code == 404:
+                return
+            assert claim.status_code == 200, claim.text
+            review_id = claim.json()["review_id"]
+            body = {"outcome": "benign", "rationale": f"checked by {name}"}
+            done = await api.post(f"/v1/reviews/{review_id}/decision", json=body, headers=who)
+            assert done.status_code == 200, done.text
+            decided.append((review_id, name))
+
+    await asyncio.gather(*(reviewer(f"r{n:02d}") for n in range(20)))
+    ids = [review_id for review_id, _ in decided]
+    assert len(ids) == len(set(ids)) == count  # each decided once, none lost
+    assert len({name for _, name in decided}) > 1  # the work was shared
+    records = await consume(
+        kafka_settings.bootstrap_servers, topics.decisions, count + 1, timeout=5
+    )
+    assert sorted(r.key for r in records) == sorted(f"c-{n:02d}".encode() for n in range(count))
