@@ -161,3 +161,8 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         Policy.model_json_schema()["properties"].keys()
         <= json.loads(capsys.readouterr().out)["properties"].keys()
     )
+
+
+def test_characters_yaml_does_not_allow_are_refused_with_a_reason() -> None:
+    error = error_of("name: x\x7f")
+    assert "YAML" in str(error) and "special characters" in str(error)

@@ -19,10 +19,10 @@ from tandem_shared.control import (
     shadowed,
 )
 
-from tandem_review_api.errors import Conflict
+from tandem_review_api.errors import RESPONSES, Conflict
 
 Admin = Annotated[Principal, Depends(require_role("admin"))]
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=RESPONSES)
 
 
 class Promotion(BaseModel):

@@ -14,7 +14,7 @@ from tandem_shared.events import TaskSubmitted
 from tandem_shared.kafka import Outgoing
 
 from tandem_review_api import live, stats
-from tandem_review_api.errors import Unprocessable
+from tandem_review_api.errors import RESPONSES, Unprocessable
 from tandem_review_api.reviews import Claim, ReviewService
 from tandem_review_api.store import QueueFilter, ReviewStore, review_item
 
@@ -73,7 +73,7 @@ class Accepted(BaseModel):
     status: Literal["accepted", "already_submitted"]
 
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=RESPONSES)
 
 
 @router.get("/reviews", response_model=Page, tags=["reviews"])
@@ -223,7 +223,13 @@ async def get_task(task_id: str, _: TaskReader, store: Store) -> dict[str, Any]:
     }
 
 
-@router.post("/tasks", status_code=202, response_model=Accepted, tags=["tasks"])
+@router.post(
+    "/tasks",
+    status_code=202,
+    response_model=Accepted,
+    tags=["tasks"],
+    responses={200: {"model": Accepted, "description": "A known task id: nothing is done."}},
+)
 async def submit_task(
     body: TaskSubmitted, who: Producer, request: Request, response: Response
 ) -> Accepted:

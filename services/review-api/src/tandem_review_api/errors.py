@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+
+class Problem(BaseModel):
+    """What every refused request gets: what to fix, in a sentence."""
+
+    detail: str = Field(examples=["review 5f0c… is claimed by ana"])
+
+
+class InvalidRequest(BaseModel):
+    """A request that does not match the API: each field that is wrong, and why."""
+
+    detail: list[dict[str, Any]]
+
+
+# Declared on every router, so the OpenAPI document names each error a client can get.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No bearer token, or one that is not valid here."},
+    403: {"model": Problem, "description": "The token's roles do not allow this."},
+    404: {"model": Problem, "description": "No such review, task or model state."},
+    409: {"model": Problem, "description": "The request conflicts with the current state."},
+    422: {
+        "model": InvalidRequest | Problem,
+        "description": "The request is malformed, or its content cannot be accepted.",
+    },
+    503: {"model": Problem, "description": "Kafka is not reachable; try again."},
+}
 
 
 class ApiError(Exception):

@@ -16,11 +16,11 @@ from tandem_shared.auth import Principal, require_role
 from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.envelope import utcnow
 
-from tandem_review_api.errors import Conflict, Unprocessable
+from tandem_review_api.errors import RESPONSES, Conflict, Unprocessable
 
 Admin = Annotated[Principal, Depends(require_role("admin"))]
 Reader = Annotated[Principal, Depends(require_role("admin", "auditor"))]
-router = APIRouter(prefix="/v1/admin", tags=["policy"])
+router = APIRouter(prefix="/v1/admin", tags=["policy"], responses=RESPONSES)
 
 
 class Document(BaseModel):

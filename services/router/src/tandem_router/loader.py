@@ -47,7 +47,11 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks every character as it is built: a control character fails here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [Problem("", None, f"YAML: {exc}")]) from exc
     try:
         root = loader.get_single_node()
         if root is None:
