@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import TaskSubmitted
@@ -39,6 +39,12 @@ Store = Annotated[ReviewStore, Depends(_store)]
 
 
 class DecisionBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"outcome": "malignant", "rationale": "irregular border on the image"}]
+        }
+    )
+
     outcome: str = Field(min_length=1, max_length=64)
     rationale: str = Field(
         min_length=1, max_length=4000, description="Why; kept in the audit trail."
@@ -46,6 +52,10 @@ class DecisionBody(BaseModel):
 
 
 class EscalationBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "unlike any case I have seen"}]}
+    )
+
     reason: str = Field(min_length=1, max_length=2000, description="Why a senior should decide.")
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tandem_router.lifecycle import Governance, PolicyChange, proposed
 from tandem_router.loader import PolicyError
 from tandem_router.whatif import WhatIf
@@ -24,6 +24,17 @@ router = APIRouter(prefix="/v1/admin", tags=["policy"], responses=RESPONSES)
 
 
 class Document(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "document": "name: default\nversion: 2\ntask_types:\n  tumor_screening:\n"
+                    "    outcomes: [benign, malignant]\n    auto: {benign: 0.97}\n"
+                }
+            ]
+        }
+    )
+
     document: str = Field(min_length=1, max_length=1_000_000, description="The policy as YAML.")
 
 
@@ -45,6 +56,10 @@ class Control(BaseModel):
 
 
 class Switch(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"on": True, "task_type": "tumor_screening"}]}
+    )
+
     on: bool = Field(description="true: tasks go to people; false: automation is back")
     task_type: str | None = Field(
         default=None, min_length=1, max_length=64, description="Only this task type; null: all."
