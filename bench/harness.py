@@ -1,7 +1,8 @@
 """What the benchmarks share: a Kafka broker of their own, topics stamped by the broker, a raw
-relay to compare a service against, and rates read off the broker's log-append times.
+relay to compare a service against, and rates read off the broker's log-append times; and the
+processes of a run (services, a PostgreSQL server, others), each stopped by its pid at the end.
 
-Every figure comes from broker stamps (topics created with
+Every Kafka figure comes from broker stamps (topics created with
 ``message.timestamp.type=LogAppendTime``), so all are read off one clock, and a rate counts
 from the moment the consumer group was seen stable, so it never holds a group join.
 """
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
@@ -31,10 +33,14 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from tandem_cli.dataset import sample_tasks
 from tandem_cli.stack.kafka import KafkaBroker
-from tandem_cli.stack.process import free_port
+from tandem_cli.stack.postgres import PostgresServer
+from tandem_cli.stack.process import Process, free_port
 from tandem_cli.stack.services import ServiceSet
+from tandem_scoring.registry import ModelRegistry
+from tandem_scoring.scorer import Rejection, Scorer
+from tandem_scoring.settings import ScoringSettings
 from tandem_shared.envelope import Event
-from tandem_shared.events import EventData, TaskSubmitted
+from tandem_shared.events import EventData, TaskScored, TaskSubmitted
 from tandem_shared.kafka import make_consumer, make_producer
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics, ensure_topics
@@ -56,6 +62,24 @@ def add_common_args(parser: argparse.ArgumentParser, batch_help: str) -> None:
 
 def draw_tasks(count: int, seed: int) -> list[TaskSubmitted]:
     return [TaskSubmitted.model_validate(body) for body, _ in sample_tasks(count, seed)]
+
+
+def score(tasks: Sequence[TaskSubmitted], batch: int) -> list[TaskScored]:
+    """The tasks as the scoring service would emit them: its model, its explanations."""
+    settings = ScoringSettings()
+    registry = ModelRegistry.load(settings.models_dir, settings.serve, settings.inference_threads)
+    scorer = Scorer(registry)
+    now = datetime.now(UTC)
+    out = []
+    for start in range(0, len(tasks), batch):
+        chunk = tasks[start : start + batch]
+        for task, result in zip(chunk, scorer.predict(chunk), strict=True):
+            if isinstance(result, Rejection):
+                raise RuntimeError(f"task {task.task_id} not scored: {result.reason}")
+            out.append(
+                TaskScored(task=task, score=result.to_score(), submitted_at=now, scored_at=now)
+            )
+    return out
 
 
 # ---- topics and records ----------------------------------------------------------------------
@@ -319,6 +343,8 @@ class Stack:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     relays: list[BaseProcess] = field(default_factory=list)
     services: list[ServiceSet] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
+    databases: list[PostgresServer] = field(default_factory=list)
 
     def prefix(self, what: str) -> str:
         return f"bench.{self.run_id}.{what}."
@@ -344,6 +370,20 @@ class Stack:
         self.services.append(services)
         services.start(only=(name,))
         return services
+
+    def start_process(self, name: str, argv: Sequence[str]) -> Process:
+        """Any other process of the run, logging to ``logs/<name>.log``."""
+        process = Process.start(name, argv, log=self.home / "logs" / f"{name}.log")
+        self.processes.append(process)
+        return process
+
+    def start_postgres(self) -> PostgresServer:
+        """A PostgreSQL server of the run's own, on a free port, its data in the run's folder."""
+        self.home.chmod(0o711)  # the postgres user must reach its folder below this one
+        server = PostgresServer(self.home / "postgres", free_port())
+        self.databases.append(server)  # before starting, so a failed start is stopped too
+        server.start()
+        return server
 
     async def drain(self, phase: Drain) -> float:
         """Tasks/s of the phase's group on its backlog, from the moment the group is stable."""
@@ -377,6 +417,10 @@ class Stack:
             stop_relay(proc)
         for services in self.services:
             services.stop()
+        for process in self.processes:
+            process.stop()
+        for server in self.databases:  # last: the services may still be using it
+            server.stop()
 
 
 def run_bench(

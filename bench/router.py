@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +36,12 @@ from harness import (
     produce,
     read_stamps,
     run_bench,
+    score,
 )
 from rich.console import Console
 from rich.table import Table
 from tandem_cli.dataset import CLINICS, TASK_TYPE, feature_names, feature_ranges, holdout_split
 from tandem_router.loader import load_policy
-from tandem_scoring.registry import ModelRegistry
-from tandem_scoring.scorer import Rejection, Scorer
-from tandem_scoring.settings import ScoringSettings
-from tandem_shared.events import TaskScored, TaskSubmitted
 from tandem_shared.topics import Topics
 
 AIM = 0.70  # of the relay's rate: routing should cost less than moving the bytes does
@@ -58,25 +53,7 @@ def stamped(topics: Topics) -> tuple[str, ...]:
     return (topics.routed, topics.decisions)
 
 
-# ---- the input: scored tasks and a policy of many rules --------------------------------------
-
-
-def score(tasks: Sequence[TaskSubmitted], batch: int) -> list[TaskScored]:
-    """The tasks as the scoring service would emit them: its model, its explanations."""
-    settings = ScoringSettings()
-    registry = ModelRegistry.load(settings.models_dir, settings.serve, settings.inference_threads)
-    scorer = Scorer(registry)
-    now = datetime.now(UTC)
-    out = []
-    for start in range(0, len(tasks), batch):
-        chunk = tasks[start : start + batch]
-        for task, result in zip(chunk, scorer.predict(chunk), strict=True):
-            if isinstance(result, Rejection):
-                raise RuntimeError(f"task {task.task_id} not scored: {result.reason}")
-            out.append(
-                TaskScored(task=task, score=result.to_score(), submitted_at=now, scored_at=now)
-            )
-    return out
+# ---- the input: a policy of many rules -------------------------------------------------------
 
 
 def _number(value: float) -> float:
