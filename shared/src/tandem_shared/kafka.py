@@ -139,13 +139,6 @@ class Publisher:
         headers = outgoing.event.headers() + trace_headers()
         return Record(outgoing.topic, outgoing.key, outgoing.event.value(), headers)
 
-    async def send(self, outgoing: Outgoing) -> asyncio.Future[Any]:
-        r = self.record(outgoing)
-        future: asyncio.Future[Any] = await self.producer.send(
-            r.topic, r.value, key=r.key, headers=r.headers
-        )
-        return future
-
     async def send_records(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
         """Send many records as a few batches, one per partition (as the producer would place
         each by its key), instead of one ``send`` each: per-record sends were a sixth of a
@@ -180,7 +173,7 @@ class Publisher:
         return futures
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        await self.flush([await self.send(o) for o in items])
+        await self.flush(await self.send_records([self.record(o) for o in items]))
 
     @staticmethod
     async def flush(futures: Sequence[asyncio.Future[Any]]) -> None:
@@ -328,12 +321,12 @@ class ConsumerLoop(Generic[T]):
                 # Made inside the record's span, so each output continues its own trace.
                 outputs.extend(Publisher.record(out) for out in result)
             self.metrics.processed_child(self.config.service, item.topic).inc()
-        futures = await self._send_all_retrying(outputs, stop)
         with guarded("event age"):
             self._observe_ages(incoming)
         for meta, reason in rejected:
             with self._span(meta, started_ns):
-                futures.extend(await self._dead_letter(meta, reason, stop))
+                outputs.extend(Publisher.record(out) for out in self._dead_letter(meta, reason))
+        futures = await self._send_all_retrying(outputs, stop)
         self.metrics.batch_seconds.labels(self.config.service).observe(
             time.perf_counter() - started
         )
@@ -387,9 +380,7 @@ class ConsumerLoop(Generic[T]):
                 results.append(Rejected(f"{type(exc).__name__}: {exc}"))
         return results
 
-    async def _dead_letter(
-        self, meta: Incoming[None], reason: Rejected, stop: asyncio.Event
-    ) -> list[asyncio.Future[Any]]:
+    def _dead_letter(self, meta: Incoming[None], reason: Rejected) -> list[Outgoing]:
         self.metrics.deadlettered.labels(self.config.service, meta.topic).inc()
         log.warning("dead-lettering %s/%d@%d: %s", meta.topic, meta.partition, meta.offset, reason)
         if meta.topic == self.config.dead_letter_topic:
@@ -414,7 +405,7 @@ class ConsumerLoop(Generic[T]):
             letter,
             utcnow(),
         )
-        return [await self._send_retrying(Outgoing(self.config.dead_letter_topic, event), stop)]
+        return [Outgoing(self.config.dead_letter_topic, event)]
 
     async def _send_all_retrying(
         self, records: list[Record], stop: asyncio.Event
@@ -427,19 +418,7 @@ class ConsumerLoop(Generic[T]):
             except KafkaError:
                 if stop.is_set():
                     raise
-                log.warning("sending a batch failed (attempt %d)", attempt, exc_info=True)
-                await asyncio.sleep(self._backoff(attempt))
-
-    async def _send_retrying(self, out: Outgoing, stop: asyncio.Event) -> asyncio.Future[Any]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self.publisher.send(out)
-            except KafkaError:
-                if stop.is_set():
-                    raise
-                log.warning("send to %s failed (attempt %d)", out.topic, attempt, exc_info=True)
+                log.warning("sending failed (attempt %d)", attempt, exc_info=True)
                 await asyncio.sleep(self._backoff(attempt))
 
     async def _commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
