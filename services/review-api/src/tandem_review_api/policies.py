@@ -4,6 +4,8 @@ live; each names the admin who made it, and the audit sink keeps it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
@@ -72,10 +74,8 @@ def _governance(request: Request) -> Governance:
 
 
 def _parsed(document: str) -> Validity:
-    try:
+    with _refusals():
         policy, _ = proposed(document)
-    except PolicyError as exc:
-        raise Unprocessable(str(exc)) from exc
     return Validity(name=policy.name, version=policy.version, task_types=sorted(policy.task_types))
 
 
@@ -95,29 +95,32 @@ async def validate(body: Document, _: Admin) -> Validity:
 @router.post("/policy/simulate", response_model=WhatIf)
 async def simulate(body: Simulation, _: Admin, request: Request) -> WhatIf:
     """The window's scored events under the document beside the active policy."""
-    _parsed(body.document)
     until = body.until or utcnow()
-    try:
+    with _refusals():
         return await _governance(request).simulate(
             body.document, body.since, until, body.reviews_per_hour
         )
-    except ValueError as exc:
-        raise Conflict(str(exc)) from exc
 
 
 @router.post("/policy/apply", response_model=PolicyState)
 async def apply(body: Document, who: Admin, request: Request) -> PolicyState:
-    _parsed(body.document)
-    try:
+    with _refusals():
         return await _governance(request).apply(body.document, who.subject)
-    except ValueError as exc:
-        raise Conflict(str(exc)) from exc
 
 
 @router.post("/policy/rollback", response_model=PolicyState)
 async def rollback(who: Admin, request: Request) -> PolicyState:
-    try:
+    with _refusals():
         return await _governance(request).rollback(who.subject)
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """An invalid document is 422 with its problems; a change the state refuses is 409."""
+    try:
+        yield
+    except PolicyError as exc:
+        raise Unprocessable(str(exc)) from exc
     except ValueError as exc:
         raise Conflict(str(exc)) from exc
 
