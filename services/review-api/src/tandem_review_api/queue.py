@@ -92,14 +92,19 @@ def next_step(review: Review, approval: Approval, who: Principal) -> Step:
 
 
 def decision(
-    review: Review, outcome: str, rationale: str, reviewers: list[str], now: datetime
+    review: Review,
+    outcome: str,
+    rationale: str,
+    reviewers: list[str],
+    now: datetime,
+    decided_by: Literal["human", "policy"] = "human",
 ) -> DecisionMade:
     routed = review.routed
     return DecisionMade(
         task_id=routed.task.task_id,
         task_type=routed.task.task_type,
         outcome=outcome,
-        decided_by="human",
+        decided_by=decided_by,
         confidence=routed.score.confidence,
         model=routed.score.model,
         policy=routed.policy,
@@ -146,16 +151,5 @@ def fallback_decision(review: Review, now: datetime) -> DecisionMade:
     routed = review.routed
     outcome = routed.fallback_outcome
     assert outcome is not None
-    return DecisionMade(
-        task_id=routed.task.task_id,
-        task_type=routed.task.task_type,
-        outcome=outcome,
-        decided_by="policy",
-        confidence=routed.score.confidence,
-        model=routed.score.model,
-        policy=routed.policy,
-        rationale=f"not decided by {routed.due_at.isoformat()}: the policy's fallback outcome",
-        overrode_model=outcome != routed.score.prediction,
-        submitted_at=routed.submitted_at,
-        decided_at=now,
-    )
+    why = f"not decided by {routed.due_at.isoformat()}: the policy's fallback outcome"
+    return decision(review, outcome, why, [], now, decided_by="policy")

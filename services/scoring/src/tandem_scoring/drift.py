@@ -155,6 +155,9 @@ class DriftMonitor:
             if f.reference is not None:
                 self._specs[f.name] = f
                 self._windows[f.name] = _Window(f.reference, window)
+        # The numeric features, read from clean rows as one matrix (see _values).
+        self._numeric = [n for n, spec in self._specs.items() if isinstance(spec, NumericFeature)]
+        self._column_of = {name: j for j, name in enumerate(self._numeric)}
         self._confidence: _Window | None = None
         if manifest.confidence_reference is not None:
             if CONFIDENCE in manifest.feature_names:
@@ -205,10 +208,9 @@ class DriftMonitor:
     def _values(self, rows: Sequence[Mapping[str, FeatureValue]]) -> dict[str, NDArray[np.float64]]:
         """Each watched feature's countable values in the batch: the numeric features of clean
         rows straight from one matrix, everything else value by value."""
-        numeric = [name for name, spec in self._specs.items() if isinstance(spec, NumericFeature)]
-        block, clean = plain_numbers(numeric, rows)
+        block, clean = plain_numbers(self._numeric, rows)
         rest = [row for row, ok in zip(rows, clean, strict=True) if not ok]
-        column_of = {name: j for j, name in enumerate(numeric)}
+        column_of = self._column_of
         out: dict[str, NDArray[np.float64]] = {}
         for name, spec in self._specs.items():
             j = column_of.get(name)
