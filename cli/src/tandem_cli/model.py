@@ -4,7 +4,6 @@ and publish the manifest schema."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +29,7 @@ from tandem_shared.control import (
     rolled_back,
     shadowed,
 )
+from tandem_shared.schemas import write_schema
 
 from tandem_cli.control import control_publisher, who
 
@@ -85,9 +85,7 @@ def schema(
     out: Annotated[Path, typer.Option(help="Where to write it.")] = SCHEMA_PATH,
 ) -> None:
     """Write the manifest's JSON Schema (published as docs/schemas/model-manifest.json)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(manifest_schema(), indent=2, sort_keys=True) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_schema(manifest_schema(), out)}")
 
 
 async def _change(

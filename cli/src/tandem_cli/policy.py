@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from tandem_router.lifecycle import Governance
 from tandem_router.loader import PolicyError, load_policy
 from tandem_router.policy import policy_json_schema
 from tandem_router.whatif import Accuracy, Placement, Side, WhatIf
+from tandem_shared.schemas import write_schema
 
 from tandem_cli.control import control_publisher, who
 
@@ -90,9 +90,7 @@ def schema(
     out: Annotated[Path, typer.Option(help="Where to write it.")] = SCHEMA_PATH,
 ) -> None:
     """Write the policy document's JSON Schema (published as docs/schemas/policy.json)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(policy_json_schema(), indent=2, sort_keys=True) + "\n")
-    typer.echo(f"wrote {out}")
+    typer.echo(f"wrote {write_schema(policy_json_schema(), out)}")
 
 
 @policy_app.command()

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tandem_shared.events import json_schemas
 
 
+def write_schema(schema: dict[str, Any], path: Path) -> Path:
+    """One JSON Schema as published: sorted keys, so a regeneration diffs cleanly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    return path
+
+
 def write(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, schema in json_schemas().items():
-        path = directory / f"{name}.json"
-        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
-        written.append(path)
-    return written
+    return [write_schema(s, directory / f"{name}.json") for name, s in json_schemas().items()]
 
 
 if __name__ == "__main__":
