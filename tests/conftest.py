@@ -9,12 +9,17 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from tandem_cli.stack.kafka import KafkaBroker
 from tandem_cli.stack.postgres import PostgresServer
 from tandem_cli.stack.process import free_port
+from tandem_review_api.app import create_app
+from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics, ensure_topics
+
+from tests.service_utils import running
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +79,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'tandem.db'}"
     create: Callable[[], str] = request.getfixturevalue("pg_database")
     return create()
+
+
+@pytest.fixture
+async def admin_api(
+    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The review API in-process on SQLite, for what goes through Kafka (admin, access)."""
+    settings = ReviewApiSettings(
+        kafka=kafka_settings,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'admin.db'}",
+        overdue_check_seconds=3600,
+    )
+    async with running(create_app(settings)) as client:
+        yield client

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
-from tandem_review_api.app import create_app
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.auth import ROLES
-from tandem_shared.settings import KafkaSettings
-from tandem_shared.topics import Topics
 
 from tests.review_api.test_api import auth
-from tests.service_utils import running
 
 pytestmark = pytest.mark.kafka
 
@@ -50,19 +42,8 @@ ACCESS: dict[tuple[str, str], set[str]] = {
 STREAMS = {("GET", "/v1/reviews/events")}
 
 
-@pytest.fixture
-async def api(
-    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings, database_url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
-    )
-    async with running(create_app(settings)) as client:
-        yield client
-
-
-async def test_every_endpoint_admits_exactly_its_roles(api: httpx.AsyncClient) -> None:
-    paths = (await api.get("/openapi.json")).json()["paths"]
+async def test_every_endpoint_admits_exactly_its_roles(admin_api: httpx.AsyncClient) -> None:
+    paths = (await admin_api.get("/openapi.json")).json()["paths"]
     routes = {
         (method.upper(), path)
         for path, operations in paths.items()
@@ -73,12 +54,12 @@ async def test_every_endpoint_admits_exactly_its_roles(api: httpx.AsyncClient) -
     for (method, path), allowed in sorted(ACCESS.items()):
         # Concrete values; an invalid body is refused only after the role was checked.
         url = path.format(review_id="none", task_id="none", name="none")
-        anonymous = await api.request(method, url)
+        anonymous = await admin_api.request(method, url)
         assert anonymous.status_code == 401, (method, path)
         for role in ROLES:
             if role in allowed and (method, path) in STREAMS:
                 continue
-            response = await api.request(method, url, headers=auth("x", role))
+            response = await admin_api.request(method, url, headers=auth("x", role))
             if role in allowed:
                 assert response.status_code not in (401, 403), (method, path, role)
             else:

@@ -2,75 +2,58 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
-from tandem_review_api.app import create_app
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.control import ModelState, model_state, read_control
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.review_api.test_api import auth
-from tests.service_utils import running
 
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture
-async def api(
-    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings, database_url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
-    )
-    async with running(create_app(settings)) as client:
-        yield client
-
-
 async def test_promote_and_roll_back_through_the_control_topic(
-    api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
+    admin_api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
 ) -> None:
     admin = auth("root", "admin")
     assert (
-        await api.post("/v1/admin/models/tumor_screening/rollback", headers=admin)
+        await admin_api.post("/v1/admin/models/tumor_screening/rollback", headers=admin)
     ).status_code == 409
     for version in ("1", "2"):
-        response = await api.post(
+        response = await admin_api.post(
             "/v1/admin/models/tumor_screening/promote", json={"version": version}, headers=admin
         )
         assert response.status_code == 200, response.text
     assert response.json()["state"] == {"live": "2", "previous": "1", "shadow": None}
-    back = await api.post("/v1/admin/models/tumor_screening/rollback", headers=admin)
+    back = await admin_api.post("/v1/admin/models/tumor_screening/rollback", headers=admin)
     assert back.json()["state"] == {"live": "1", "previous": "2", "shadow": None}
 
     changes = await read_control(kafka_settings.bootstrap_servers, topics)
     assert model_state(changes, "tumor_screening") == ModelState(live="1", previous="2")
     assert changes["model/tumor_screening"].changed_by == "root"
-    shown = await api.get("/v1/admin/models/tumor_screening", headers=admin)
+    shown = await admin_api.get("/v1/admin/models/tumor_screening", headers=admin)
     assert shown.json()["state"]["live"] == "1"
 
     url = "/v1/admin/models/tumor_screening/shadow"
-    candidate = await api.post(url, json={"version": "3"}, headers=admin)
+    candidate = await admin_api.post(url, json={"version": "3"}, headers=admin)
     assert candidate.json()["state"] == {"live": "1", "previous": "2", "shadow": "3"}
-    assert (await api.post(url, json={"version": "1"}, headers=admin)).status_code == 409
-    stopped = await api.post(url, json={"version": None}, headers=admin)
+    assert (await admin_api.post(url, json={"version": "1"}, headers=admin)).status_code == 409
+    stopped = await admin_api.post(url, json={"version": None}, headers=admin)
     assert stopped.json()["state"]["shadow"] is None
 
 
-async def test_only_admins_change_models(api: httpx.AsyncClient) -> None:
+async def test_only_admins_change_models(admin_api: httpx.AsyncClient) -> None:
     url = "/v1/admin/models/tumor_screening/promote"
     for role in ("reviewer", "senior", "auditor", "service"):
-        response = await api.post(url, json={"version": "2"}, headers=auth("x", role))
+        response = await admin_api.post(url, json={"version": "2"}, headers=auth("x", role))
         assert response.status_code == 403, role
-    bad = await api.post(url, json={"version": "../../etc"}, headers=auth("root", "admin"))
+    bad = await admin_api.post(url, json={"version": "../../etc"}, headers=auth("root", "admin"))
     assert bad.status_code == 422
 
 
 async def test_only_admins_change_policies_and_auditors_may_read_them(
-    api: httpx.AsyncClient,
+    admin_api: httpx.AsyncClient,
 ) -> None:
     changes = [
         ("/v1/admin/policy/validate", {"document": "name: x"}),
@@ -80,12 +63,12 @@ async def test_only_admins_change_policies_and_auditors_may_read_them(
     ]
     for role in ("reviewer", "senior", "auditor", "service"):
         for url, body in changes:
-            response = await api.post(url, json=body, headers=auth("x", role))
+            response = await admin_api.post(url, json=body, headers=auth("x", role))
             assert response.status_code == 403, (role, url)
     for role, allowed in (("auditor", 200), ("reviewer", 403)):
         for url in ("/v1/admin/policy", "/v1/admin/policy/history"):
-            assert (await api.get(url, headers=auth("x", role))).status_code == allowed
-    invalid = await api.post(
+            assert (await admin_api.get(url, headers=auth("x", role))).status_code == allowed
+    invalid = await admin_api.post(
         "/v1/admin/policy/validate", json={"document": "name: x"}, headers=auth("root", "admin")
     )
     assert invalid.status_code == 422 and "task_types" in invalid.json()["detail"]

@@ -3,15 +3,12 @@ running router does, live, and the what-if of a policy matches what the router t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from tandem_review_api.app import create_app as review_api
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_router.app import create_app as router_app
 from tandem_router.settings import RouterSettings
 from tandem_router.whatif import WhatIf
@@ -49,17 +46,6 @@ def policy_file(tmp_path: Path) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY_YAML)
     return path
-
-
-@pytest.fixture
-async def admin_api(
-    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings, database_url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
-    )
-    async with running(review_api(settings)) as client:
-        yield client
 
 
 async def test_policy_changes_and_the_kill_switch_take_effect_live_and_roll_back(
