@@ -11,6 +11,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from tandem_shared.kafka import Outgoing, Publisher, make_producer
 from tandem_shared.settings import KafkaSettings
 
 
@@ -50,3 +51,13 @@ async def committed(kafka: KafkaSettings, group: str, topics: Sequence[str]) -> 
         return total
     finally:
         await consumer.stop()
+
+
+async def publish_events(kafka: KafkaSettings, outgoing: Sequence[Outgoing]) -> None:
+    """Publish events as a Tandem service does (CloudEvents headers, keyed by task)."""
+    producer = make_producer(kafka, "tests")
+    await producer.start()
+    try:
+        await Publisher(producer).publish(outgoing)
+    finally:
+        await producer.stop()

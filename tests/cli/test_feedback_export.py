@@ -12,12 +12,13 @@ import pytest
 from tandem_cli.main import app
 from tandem_shared.envelope import Event
 from tandem_shared.events import FeedbackRecorded, ModelRef, PolicyRef
-from tandem_shared.kafka import Outgoing, Publisher, make_producer
+from tandem_shared.kafka import Outgoing
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 from typer.testing import CliRunner
 
 from tests.review_api.test_api import NOW
+from tests.service_utils import publish_events
 
 pytestmark = pytest.mark.kafka
 runner = CliRunner()
@@ -44,25 +45,18 @@ def verdict(
 
 
 async def publish(kafka: KafkaSettings, topics: Topics, verdicts: list[FeedbackRecorded]) -> None:
-    producer = make_producer(kafka, "test-review-api")
-    await producer.start()
-    try:
-        await Publisher(producer).publish(
-            [
-                Outgoing(
-                    topics.feedback,
-                    Event.derived(
-                        v,
-                        source="tandem/review-api",
-                        subject=v.task_id,
-                        stage=f"feedback/{v.reviewer}",
-                    ),
-                )
-                for v in verdicts
-            ]
-        )
-    finally:
-        await producer.stop()
+    await publish_events(
+        kafka,
+        [
+            Outgoing(
+                topics.feedback,
+                Event.derived(
+                    v, source="tandem/review-api", subject=v.task_id, stage=f"feedback/{v.reviewer}"
+                ),
+            )
+            for v in verdicts
+        ],
+    )
 
 
 async def test_export_writes_one_row_per_task_with_its_last_label(

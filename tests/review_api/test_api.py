@@ -24,6 +24,7 @@ from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import consume, header
+from tests.service_utils import publish_events
 
 pytestmark = pytest.mark.kafka
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -65,22 +66,16 @@ def routed(
 
 
 async def publish_routed(kafka: KafkaSettings, topics: Topics, items: list[TaskRouted]) -> None:
-    producer = make_producer(kafka, "test-router")
-    await producer.start()
-    try:
-        await Publisher(producer).publish(
-            [
-                Outgoing(
-                    topics.routed,
-                    Event.derived(
-                        r, source="tandem/router", subject=r.task.task_id, stage="routed"
-                    ),
-                )
-                for r in items
-            ]
-        )
-    finally:
-        await producer.stop()
+    await publish_events(
+        kafka,
+        [
+            Outgoing(
+                topics.routed,
+                Event.derived(r, source="tandem/router", subject=r.task.task_id, stage="routed"),
+            )
+            for r in items
+        ],
+    )
 
 
 def auth(subject: str, *roles: str) -> dict[str, str]:

@@ -12,13 +12,13 @@ from tandem_cli.main import app
 from tandem_review_api.stats import ReviewFacts, report
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import DecisionMade, ModelRef, PolicyRef
-from tandem_shared.kafka import Outgoing, Publisher, make_producer
+from tandem_shared.kafka import Outgoing
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 from typer.testing import CliRunner
 
 from tests.review_api.test_api import NOW, auth, pending, publish_routed, routed
-from tests.service_utils import eventually
+from tests.service_utils import eventually, publish_events
 
 runner = CliRunner()
 V1, V2 = (
@@ -107,20 +107,16 @@ def test_a_report_computed_by_hand() -> None:
 async def publish_decisions(
     kafka: KafkaSettings, topics: Topics, decisions: list[DecisionMade]
 ) -> None:
-    producer = make_producer(kafka, "test-router")
-    await producer.start()
-    try:
-        await Publisher(producer).publish(
-            [
-                Outgoing(
-                    topics.decisions,
-                    Event.derived(d, source="tandem/router", subject=d.task_id, stage="decision"),
-                )
-                for d in decisions
-            ]
-        )
-    finally:
-        await producer.stop()
+    await publish_events(
+        kafka,
+        [
+            Outgoing(
+                topics.decisions,
+                Event.derived(d, source="tandem/router", subject=d.task_id, stage="decision"),
+            )
+            for d in decisions
+        ],
+    )
 
 
 @pytest.mark.kafka
