@@ -313,8 +313,9 @@ class ConsumerLoop(Generic[T]):
         if results is None:
             return None
         outputs: list[Record] = []
+        traced = recording()  # once a batch: whether spans are made at all
         for item, result in zip(incoming, results, strict=True):
-            with self._span(item, started_ns):
+            with self._span(item, started_ns, traced):
                 if isinstance(result, Rejected):
                     rejected.append((_without_item(item), result))
                     continue
@@ -324,7 +325,7 @@ class ConsumerLoop(Generic[T]):
         with guarded("event age"):
             self._observe_ages(incoming)
         for meta, reason in rejected:
-            with self._span(meta, started_ns):
+            with self._span(meta, started_ns, traced):
                 outputs.extend(Publisher.record(out) for out in self._dead_letter(meta, reason))
         futures = await self._send_all_retrying(outputs, stop)
         self.metrics.batch_seconds.labels(self.config.service).observe(
@@ -431,8 +432,8 @@ class ConsumerLoop(Generic[T]):
             # A rebalance took the partition: its new owner reprocesses, sinks dedupe by id.
             log.warning("commit failed; records will be redelivered", exc_info=True)
 
-    def _span(self, item: Incoming[Any], start_ns: int) -> Any:
-        if not recording():
+    def _span(self, item: Incoming[Any], start_ns: int, traced: bool) -> Any:
+        if not traced:
             return carried(item.headers)
         return self.tracer.start_as_current_span(
             f"{item.topic} process",
