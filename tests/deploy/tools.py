@@ -1,0 +1,56 @@
+"""What the deployment checks run: the tools tests/deploy/install-tools.sh puts in .tandem/tools
+(`make setup` runs it), found here or reported missing with the command that installs them."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / ".tandem" / "tools"
+CRDS = TOOLS / "crds"
+OVERLAYS = ("dev", "production")
+
+
+def tool(name: str) -> Path:
+    path = TOOLS / "bin" / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make setup` (tests/deploy/install-tools.sh)")
+    return path
+
+
+def crd_file(name: str) -> Path:
+    path = CRDS / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make setup` (tests/deploy/install-tools.sh)")
+    return path
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [str(tool("kustomize")), "build", str(directory)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@cache
+def rendered(overlay: str) -> list[dict[str, Any]]:
+    """The objects an overlay renders to (callers must not change them)."""
+    return kustomize_build(ROOT / "deploy" / "k8s" / "overlays" / overlay)
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [found] = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
