@@ -11,21 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tandem_audit_sink.settings import AuditSettings
-from tandem_review_api.settings import ReviewApiSettings
-from tandem_router.settings import RouterSettings
-from tandem_scoring.settings import ScoringSettings
-from tandem_shared.settings import ServiceSettings
 
 from tests.deploy.images import Stage, context_files, env, ignored, stages, workspace_packages
+from tests.deploy.services import SETTINGS, env_prefix, port
 from tests.deploy.tools import ROOT
 
-SETTINGS: dict[str, type[ServiceSettings]] = {
-    "scoring": ScoringSettings,
-    "router": RouterSettings,
-    "review-api": ReviewApiSettings,
-    "audit-sink": AuditSettings,
-}
 HADOLINT = Path(shutil.which("hadolint") or ROOT / ".venv" / "bin" / "hadolint")
 
 
@@ -42,8 +32,7 @@ def problems(text: str, service: str) -> list[str]:
     found: list[str] = []
     package = f"tandem-{service}"
     module = package.replace("-", "_")
-    port = SETTINGS[service].model_fields["port"].default
-    prefix = SETTINGS[service].model_config["env_prefix"]
+    prefix, listen = env_prefix(service), port(service)
     all_stages = stages(text)
     if len(all_stages) < 2:
         return ["not a multi-stage build"]
@@ -85,11 +74,11 @@ def problems(text: str, service: str) -> list[str]:
         found.append(f"CMD is not python -m {module}")
     elif importlib.util.find_spec(module) is None:
         found.append(f"{module} is not an importable module")
-    if [str(port)] not in [list(e.value) for e in final.all("EXPOSE")]:
-        found.append(f"port {port} is not exposed")
+    if [str(listen)] not in [list(e.value) for e in final.all("EXPOSE")]:
+        found.append(f"port {listen} is not exposed")
     variables = env(final)
-    if variables.get(f"{prefix}HOST") != "0.0.0.0" or variables.get(f"{prefix}PORT") != str(port):
-        found.append(f"{prefix}HOST and {prefix}PORT do not serve on 0.0.0.0:{port}")
+    if variables.get(f"{prefix}HOST") != "0.0.0.0" or variables.get(f"{prefix}PORT") != str(listen):
+        found.append(f"{prefix}HOST and {prefix}PORT do not serve on 0.0.0.0:{listen}")
     return found
 
 
