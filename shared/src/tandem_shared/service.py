@@ -4,6 +4,7 @@ lifespan starts the Kafka producer and the service's consumer loops and stops th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -65,6 +66,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._producer_started = False
+        self._periodic: list[tuple[float, Hook, str]] = []
 
     def add_consumer(
         self,
@@ -74,6 +76,21 @@ class ServiceRuntime:
         handler: BatchHandler[Any],
     ) -> None:
         self._consumers.append(_ConsumerSpec(group_id, topics, decoder, handler))
+
+    def every(self, seconds: float, job: Hook, what: str) -> None:
+        """Run ``job`` every ``seconds`` while the service runs; a failed round is logged and
+        the next one comes as usual (an outage of the database or broker passes)."""
+        self._periodic.append((seconds, job, what))
+
+    async def _repeat(self, seconds: float, job: Hook, what: str) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
+                return
+            try:
+                await job()
+            except Exception:
+                log.warning("%s failed; trying again in %.0f s", what, seconds, exc_info=True)
 
     def last_fetch(self, group_id: str) -> float | None:
         """When the consumer of ``group_id`` last heard from the broker (see ConsumerLoop)."""
@@ -99,6 +116,8 @@ class ServiceRuntime:
         self._producer_started = True
         for hook in self.on_start:
             await hook()
+        for seconds, job, what in self._periodic:
+            self._tasks.append(asyncio.create_task(self._repeat(seconds, job, what), name=what))
         for spec in self._consumers:
             consumer = make_consumer(
                 self.settings.kafka, spec.group_id, spec.topics, client_id=f"tandem-{self.name}"

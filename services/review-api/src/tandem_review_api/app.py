@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -46,31 +44,22 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         event_decoder(ACCEPTED),
         QueueMaterializer(store),
     )
-    background: list[asyncio.Task[None]] = []
 
     async def refresh_queue_depth() -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                metrics.set_queue_depth(await store.queue_depth(utcnow()))
-            await asyncio.sleep(5)
+        metrics.set_queue_depth(await store.queue_depth(utcnow()))
 
     async def handle_overdue() -> None:
-        while True:
-            await asyncio.sleep(settings.overdue_check_seconds)
-            try:
-                await reviews.handle_overdue()
-            except Exception:  # a database or broker outage: try again next round
-                log.warning("handling overdue reviews failed", exc_info=True)
+        await reviews.handle_overdue()
 
     async def on_start() -> None:
         await upgrade(settings.database_url, MIGRATIONS)
-        background.append(asyncio.create_task(refresh_queue_depth()))
-        background.append(asyncio.create_task(handle_overdue()))
+        await refresh_queue_depth()
 
     async def on_stop() -> None:
-        for task in background:
-            task.cancel()
         await engine.dispose()
+
+    runtime.every(5, refresh_queue_depth, "refreshing the queue depth")
+    runtime.every(settings.overdue_check_seconds, handle_overdue, "handling overdue reviews")
 
     runtime.on_start.append(on_start)
     runtime.on_stop.append(on_stop)
