@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tandem_audit_sink.checkpoint import Signer
 from tandem_audit_sink.ledger import AuditRecord
 from tandem_audit_sink.store import Ledger, migrate
 from tandem_shared.db import create_engine
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SIGNER = Signer.generate("tests")
+CHECKPOINT_EVERY = 4
 
 
 def record(n: int, task: str | None = None, **overrides: Any) -> AuditRecord:
@@ -38,6 +41,6 @@ async def ledger(database_url: str) -> AsyncIterator[Ledger]:
     await migrate(database_url)
     engine = create_engine(database_url)
     try:
-        yield Ledger(engine)
+        yield Ledger(engine, SIGNER, CHECKPOINT_EVERY)
     finally:
         await engine.dispose()

@@ -6,9 +6,11 @@ import base64
 import json
 from datetime import UTC, datetime
 
+import pytest
 from aiokafka import ConsumerRecord
 from tandem_audit_sink.consumer import MAX_ATTRIBUTE, capture
 from tandem_audit_sink.ledger import UNPARSED_TYPE, canonical_json
+from tandem_audit_sink.privacy import Redactor
 from tandem_shared.envelope import event_id
 
 from tests.kafka_utils import ce_headers
@@ -105,3 +107,32 @@ def test_hostile_records_are_kept_and_can_always_be_hashed() -> None:
 
     for captured in (binary, deep, nul, not_finite):
         canonical_json({"data": captured.data, "headers": dict(captured.headers)})
+
+
+def test_private_fields_are_stored_as_keyed_hashes_only() -> None:
+    redact = Redactor(["email", "ssn"], b"privacy-key")
+    body = {
+        "task_id": "t-1",
+        "task_type": "loan",
+        "features": {"amount": 5.0, "ssn": "123-45-6789"},
+        "context": {"applicants": [{"email": "ann@example.org"}, {"email": None}]},
+    }
+    headers = ce_headers("tandem.task.submitted.v1", "t-1", "id-1")
+    captured = capture(consumer_record(json.dumps(body).encode(), headers), redact)
+    stored = canonical_json(captured.data)
+    assert "123-45-6789" not in stored and "ann@example.org" not in stored
+    assert captured.data["features"] == {"amount": 5.0, "ssn": redact.hashed("123-45-6789")}
+    applicants = captured.data["context"]["applicants"]
+    assert applicants[0]["email"] == redact.hashed("ann@example.org")
+    assert applicants[1]["email"] == redact.hashed(None)
+    # keyed: without the key, the same value hashes otherwise
+    assert Redactor(["ssn"], b"another key").hashed("123-45-6789") != redact.hashed("123-45-6789")
+    # raw JSON that is not a valid event is searched too
+    raw = json.dumps({"ssn": "123-45-6789", "oops": True}).encode()
+    unparsed = capture(consumer_record(raw, []), redact)
+    assert "123-45-6789" not in canonical_json(unparsed.data)
+
+
+def test_private_fields_need_a_key() -> None:
+    with pytest.raises(ValueError, match="no privacy key"):
+        Redactor(["ssn"], b"")

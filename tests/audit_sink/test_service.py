@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 from tandem_audit_sink.app import create_app
-from tandem_audit_sink.ledger import AuditRecord, Head
+from tandem_audit_sink.auditor import check_consistency, check_inclusion
+from tandem_audit_sink.checkpoint import Checkpoint
+from tandem_audit_sink.ledger import AuditRecord
 from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.store import AppendResult, Ledger
 from tandem_shared.envelope import Event
@@ -20,7 +22,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.audit_sink.harness import DECISION, NOW, bearer, events, record
-from tests.kafka_utils import ce_headers, produce
+from tests.kafka_utils import TopicReader, ce_headers, produce
 from tests.service_utils import committed, eventually, running
 
 pytestmark = pytest.mark.kafka
@@ -35,6 +37,7 @@ async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
         database_url=database_url,
         group_id=f"audit-{uuid.uuid4().hex}",
         batch_timeout_ms=50,
+        checkpoint_every=3,
     )
     app = create_app(settings)
     t1 = events("t-1")
@@ -99,24 +102,74 @@ async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
         await produce(bootstrap, topics.deadletter, [record(letter)])
         await produce(bootstrap, topics.routed, [("t-2", b"plain text", [])])
         await produce(bootstrap, topics.submitted, [record(t1["submitted"])])
-        produced += 5
+        # for the completeness check: a decision whose task was never submitted, and a task
+        # decided without a score
+        t4 = events("t-4")
+        await produce(bootstrap, topics.decisions, [record(events("t-3")["decision"])])
+        await produce(bootstrap, topics.submitted, [record(t4["submitted"])])
+        await produce(bootstrap, topics.decisions, [record(t4["decision"])])
+        produced += 8
         stored = produced - 1  # the redelivery
 
         async def all_consumed() -> bool:
-            return await committed(kafka_settings, settings.group_id, topics.all()) == produced
+            return await committed(kafka_settings, settings.group_id, topics.audited()) == produced
 
         await eventually(all_consumed, "every record consumed and committed")
 
         verified = await client.get("/v1/audit/verify", headers=auditor)
         assert verified.status_code == 200
-        assert verified.json() == {
-            "ok": True,
-            "entries": stored,
-            "head_seq": stored,
-            "head_hash": verified.json()["head_hash"],
-            "failed_seq": None,
-            "reason": None,
+        report = verified.json()
+        assert report["ok"] is True, report
+        assert (report["entries"], report["tree_size"]) == (stored, stored)
+        assert report["checkpoints_checked"] >= 3
+
+        # The checkpoints are stored, published, and prove the events in them.
+        latest = (await client.get("/v1/audit/checkpoints/latest", headers=auditor)).json()
+        async with TopicReader(bootstrap, topics.checkpoints) as reader:
+
+            async def published() -> bool:
+                await reader.poll(0.2)
+                sizes = {json.loads(r.value or b"{}").get("tree_size") for r in reader.records}
+                return latest["tree_size"] in sizes
+
+            await eventually(published, "the latest checkpoint on its topic")
+        trusted = Checkpoint.of(latest)
+        trusted.check([app.state.ledger.signer.public_key])
+        proof = await client.get(
+            "/v1/audit/proofs/inclusion",
+            params={"event_id": t1["scored"].id, "tree_size": trusted.tree_size},
+            headers=auditor,
+        )
+        assert proof.status_code == 200, proof.text
+        check_inclusion(proof.json(), trusted, json.loads(t1["scored"].value()))
+        first = (await client.get("/v1/audit/checkpoints", headers=auditor)).json()[0]
+        consistency = await client.get(
+            "/v1/audit/proofs/consistency",
+            params={"first": first["tree_size"], "second": trusted.tree_size},
+            headers=auditor,
+        )
+        older = Checkpoint.of(first)
+        assert check_consistency(consistency.json(), older, [trusted.public_key]) == trusted
+        unknown = await client.get(
+            "/v1/audit/proofs/inclusion", params={"event_id": "nothing"}, headers=auditor
+        )
+        assert unknown.status_code == 404
+        assert "no event 'nothing'" in unknown.json()["detail"]
+
+        complete = (await client.get("/v1/audit/completeness", headers=auditor)).json()
+        assert complete == {
+            "complete": False,
+            "decided_tasks": 2,
+            "missing_stages": {"t-4": ["tandem.task.scored.v1"]},
+            "events_without_task": {"t-3": ["tandem.decision.made.v1"]},
         }
+
+        exported = await client.get(
+            "/v1/audit/export", params={"type": "tandem.task.submitted.v1"}, headers=auditor
+        )
+        assert exported.headers["content-type"] == "application/x-ndjson"
+        lines = [json.loads(line) for line in exported.text.splitlines()]
+        assert sorted(e["subject"] for e in lines) == ["t-1", "t-2", "t-4"]
 
         lineage = (await client.get("/v1/audit/tasks/t-1", headers=auditor)).json()
         assert lineage["task_id"] == "t-1"
@@ -136,6 +189,9 @@ async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
         assert first["source"] == "tests/submitted"
         assert datetime.fromisoformat(first["time"]) == t1["submitted"].time
         assert unparsed["data"]["value"] == "\x00 not json"
+        scored = lineage["events"][1]
+        assert scored["model"] == {"name": "loan", "version": "1"}
+        assert lineage["events"][2]["policy"] == {"name": "loan", "version": 3}
         assert "not JSON" in unparsed["data"]["reason"]
 
         t2 = (await client.get("/v1/audit/tasks/t-2", headers=auditor)).json()
@@ -154,7 +210,7 @@ async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
         assert (await client.get("/v1/audit/verify")).status_code == 401
 
         metrics = (await client.get("/metrics")).text
-        assert f"tandem_audit_chain_length {float(stored)}" in metrics
+        assert f"tandem_audit_tree_size {float(stored)}" in metrics
         assert f'tandem_audit_duplicates_total{{topic="{topics.submitted}"}} 1.0' in metrics
 
     # A replay from the start (a new consumer group) adds nothing: every id is already there.
@@ -205,12 +261,12 @@ async def test_offsets_wait_for_the_database_commit(
             return down["failures"] >= 2
 
         await eventually(failed_twice, "the append to fail")
-        assert await committed(kafka_settings, settings.group_id, topics.all()) == 0
-        assert (await ledger.head()) == Head(0, "0" * 64)
+        assert await committed(kafka_settings, settings.group_id, topics.audited()) == 0
+        assert await ledger.size() == 0
         down["on"] = False
 
         async def stored() -> bool:
-            return await committed(kafka_settings, settings.group_id, topics.all()) == 1
+            return await committed(kafka_settings, settings.group_id, topics.audited()) == 1
 
         await eventually(stored, "the record to be stored and committed")
         lineage = await client.get("/v1/audit/tasks/t-9", headers=bearer("auditor"))

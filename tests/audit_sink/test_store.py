@@ -1,35 +1,54 @@
-"""The ledger in SQLite and PostgreSQL: appends, dedupe, append-only triggers, tampering, races."""
+"""The ledger in SQLite and PostgreSQL: appends, checkpoints, proofs, dedupe, append-only,
+tampering, roles, races."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import text
+from sqlalchemy import TextClause, column, table, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from tandem_audit_sink.api import ConsistencyProofOut, InclusionProofOut
+from tandem_audit_sink.auditor import check_consistency, check_inclusion
 from tandem_audit_sink.consumer import AuditHandler
-from tandem_audit_sink.ledger import AuditRecord, Head
-from tandem_audit_sink.store import Ledger
+from tandem_audit_sink.ledger import AuditRecord, canonical_json, entry_leaf, seal
+from tandem_audit_sink.merkle import ProofError, root_of
+from tandem_audit_sink.store import MIGRATIONS, Ledger, LedgerError, migrate
 from tandem_audit_sink.telemetry import AuditMetrics
 from tandem_cli.stack.process import free_port
-from tandem_shared.db import create_engine, is_sqlite
-from tandem_shared.kafka import Incoming, TransientError
+from tandem_shared.db import create_engine, is_sqlite, upgrade
+from tandem_shared.envelope import utcnow
+from tandem_shared.kafka import Incoming, Outgoing, TransientError
 
-from tests.audit_sink.conftest import record
+from tests.audit_sink.conftest import CHECKPOINT_EVERY, SIGNER, record
 
 
-async def test_append_then_verify(ledger: Ledger) -> None:
+async def test_append_signs_checkpoints_and_verifies(ledger: Ledger) -> None:
     first = await ledger.append([record(n) for n in range(1, 4)])
     second = await ledger.append([record(n) for n in range(4, 6)])
     assert [e.seq for e in first.appended + second.appended] == [1, 2, 3, 4, 5]
-    assert second.head == Head(5, second.appended[-1].chain_hash)
-    assert await ledger.head() == second.head
-    result = await ledger.verify(chunk_size=2)
+    assert (first.tree_size, second.tree_size) == (3, 5)
+    assert first.checkpoint is None  # 3 < CHECKPOINT_EVERY
+    assert second.checkpoint is not None
+    assert second.checkpoint.tree_size == 5
+    second.checkpoint.check([SIGNER.public_key])
+    leaves = [bytes.fromhex(e.leaf_hash) for e in first.appended + second.appended]
+    assert second.checkpoint.root_hash == root_of(leaves).hex()
+    assert await ledger.checkpoint() is None  # nothing new since
+    await ledger.append([record(6)])
+    on_time = await ledger.checkpoint()
+    assert on_time is not None
+    assert on_time.tree_size == 6
+    assert [c.tree_size for c in await ledger.checkpoints()] == [5, 6]
+    result = await ledger.verify(chunk_size=2, trusted_keys=[SIGNER.public_key])
     assert result.ok, result.failure
-    assert result.entries == 5
-    assert result.head == second.head
+    assert (result.entries, result.checkpoints) == (6, 2)
 
 
 async def test_an_empty_ledger_verifies(ledger: Ledger) -> None:
@@ -61,58 +80,164 @@ async def test_lineage_is_a_tasks_events_in_ledger_order(ledger: Ledger) -> None
     assert await ledger.task_events("nobody") == []
 
 
-async def test_the_ledger_refuses_update_and_delete(ledger: Ledger) -> None:
-    await ledger.append([record(n) for n in range(1, 4)])
-    for statement in (
+@pytest.mark.parametrize(
+    "statement",
+    [
         "UPDATE ledger SET subject = 'mallory' WHERE seq = 2",
         "DELETE FROM ledger WHERE seq = 3",
-    ):
-        with pytest.raises(DBAPIError, match="append-only"):
-            async with ledger.engine.begin() as conn:
-                await conn.execute(text(statement))
+        "UPDATE ledger_checkpoint SET root_hash = 'x'",
+        "DELETE FROM ledger_checkpoint",
+        "UPDATE ledger_block SET hash = 'x'",
+        "DELETE FROM ledger_block",
+    ],
+)
+async def test_the_ledger_refuses_update_and_delete(ledger: Ledger, statement: str) -> None:
+    await ledger.append([record(n) for n in range(1, 300)])
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with ledger.engine.begin() as conn:
+            await conn.execute(text(statement))
     assert (await ledger.verify()).ok
 
 
-async def _bypassing_the_triggers(ledger: Ledger, statement: str) -> None:
-    """Tamper the way someone with direct database access could."""
+async def test_postgres_refuses_truncate_and_its_writer_role_only_inserts_and_reads(
+    pg_database: Callable[[], str],
+) -> None:
+    url = pg_database()
+    await migrate(url)
+    owner = create_engine(url)
+    login = f"audit_{uuid.uuid4().hex[:8]}"
+    async with owner.begin() as conn:
+        await conn.execute(text(f"CREATE ROLE {login} LOGIN IN ROLE tandem_audit_writer"))
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with owner.begin() as conn:
+            await conn.execute(text("TRUNCATE ledger"))
+    await owner.dispose()
+    service = create_engine(str(make_url(url).set(username=login)))
+    ledger = Ledger(service, SIGNER, CHECKPOINT_EVERY)
+    try:
+        await migrate(str(make_url(url).set(username=login)))  # at head already: only reads
+        assert len((await ledger.append([record(n) for n in range(1, 6)])).appended) == 5
+        assert (await ledger.verify()).ok
+        for statement in (
+            "UPDATE ledger SET subject = 'x'",
+            "DELETE FROM ledger",
+            "DELETE FROM ledger_checkpoint",
+            "ALTER TABLE ledger DISABLE TRIGGER ledger_no_update",
+            "DROP TABLE ledger_block",
+        ):
+            with pytest.raises(DBAPIError, match=r"permission denied|must be owner"):
+                async with service.begin() as conn:
+                    await conn.execute(text(statement))
+    finally:
+        await service.dispose()
+
+
+async def _bypassing_the_triggers(ledger: Ledger, statement: str | TextClause) -> None:
+    """Tamper the way someone with owner access to the database could."""
     async with ledger.engine.begin() as conn:
-        if is_sqlite(str(ledger.engine.url)):
-            await conn.execute(text("DROP TRIGGER ledger_no_update"))
-            await conn.execute(text("DROP TRIGGER ledger_no_delete"))
-            await conn.execute(text(statement))
-        else:
-            await conn.execute(text("ALTER TABLE ledger DISABLE TRIGGER ledger_no_update"))
-            await conn.execute(text(statement))
-            await conn.execute(text("ALTER TABLE ledger ENABLE TRIGGER ledger_no_update"))
+        for table in ("ledger", "ledger_block", "ledger_checkpoint"):
+            if is_sqlite(str(ledger.engine.url)):
+                await conn.execute(text(f"DROP TRIGGER {table}_no_update"))
+                await conn.execute(text(f"DROP TRIGGER {table}_no_delete"))
+            else:
+                await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {table}_no_update"))
+        await conn.execute(text(statement) if isinstance(statement, str) else statement)
+
+
+# the colons are escaped for SQLAlchemy's text()
+_AMOUNT_4 = "replace(canonical, '\"amount\"\\:4', '\"amount\"\\:400')"
 
 
 @pytest.mark.parametrize(
     ("statement", "seq", "reason"),
     [
         ("UPDATE ledger SET subject = 'mallory' WHERE seq = 3", 3, "entry mismatch"),
-        (
-            # the colons are escaped for SQLAlchemy's text()
-            "UPDATE ledger SET canonical = replace(canonical, '\"amount\"\\:4', '\"amount\"\\:400')"
-            " WHERE seq = 4",
-            4,
-            "leaf mismatch",
-        ),
-        ("UPDATE ledger SET chain_hash = leaf_hash WHERE seq = 5", 5, "chain mismatch"),
+        (f"UPDATE ledger SET canonical = {_AMOUNT_4} WHERE seq = 4", 4, "leaf mismatch"),
         ("DELETE FROM ledger WHERE seq = 2", 2, "gap in seq"),
         ("DELETE FROM ledger WHERE seq >= 5", 5, "ledger truncated"),
+        (
+            "UPDATE ledger_checkpoint SET root_hash = leaf_hash FROM ledger WHERE seq = 1",
+            6,
+            "checkpoint at size 6 has a signature that does not hold",
+        ),
     ],
-    ids=["column", "entry", "chain", "deleted-row", "cut-tail"],
+    ids=["column", "entry", "deleted-row", "cut-tail", "checkpoint"],
 )
 async def test_tampering_fails_verification_at_that_row(
     ledger: Ledger, statement: str, seq: int, reason: str
 ) -> None:
-    await ledger.append([record(n) for n in range(1, 7)])
+    await ledger.append([record(n) for n in range(1, 7)])  # a checkpoint at 6
+    await ledger.append([record(n) for n in range(7, 9)])  # none yet at 8
     await _bypassing_the_triggers(ledger, statement)
     result = await ledger.verify(chunk_size=2)
     assert not result.ok
     assert result.failure is not None
     assert result.failure.seq == seq
     assert result.failure.reason.startswith(reason)
+
+
+async def test_a_rewritten_entry_with_its_hash_is_caught_by_the_signed_root(ledger: Ledger) -> None:
+    await ledger.append([record(n) for n in range(1, 7)])
+    [row] = await ledger.task_events("task-3")
+    doc = json.loads(row.canonical)
+    doc["data"]["features"]["amount"] = 3000
+    canonical = canonical_json(doc)
+    rewrite = text("UPDATE ledger SET canonical = :c, leaf_hash = :h WHERE seq = 3")
+    await _bypassing_the_triggers(
+        ledger, rewrite.bindparams(c=canonical, h=entry_leaf(canonical).hex())
+    )
+    result = await ledger.verify()
+    assert result.failure is not None
+    assert result.failure.seq == 1
+    assert "root mismatch: entries 1 to 6" in result.failure.reason
+
+
+async def test_proofs_from_the_database_hold_offline(ledger: Ledger) -> None:
+    """Past two whole blocks, so proofs use stored block hashes and edge leaves only."""
+    ledger.checkpoint_every = 10_000
+    appended = []
+    for start in range(1, 700, 100):
+        appended += (await ledger.append([record(n) for n in range(start, start + 100)])).appended
+        await ledger.checkpoint()
+    sizes = [c.tree_size for c in await ledger.checkpoints()]
+    assert sizes == [100, 200, 300, 400, 500, 600, 700]
+    latest = await ledger.latest_checkpoint()
+    assert latest is not None
+    assert latest.root_hash == root_of(bytes.fromhex(e.leaf_hash) for e in appended).hex()
+    for n in (1, 256, 257, 513, 700):
+        proof = InclusionProofOut.of(await ledger.prove_inclusion(f"event-{n}"))
+        entry = check_inclusion(proof.model_dump(mode="json"), latest, record(n).data)
+        assert entry["seq"] == n
+    older = await ledger.checkpoint_at(300)
+    old_proof = InclusionProofOut.of(await ledger.prove_inclusion("event-3", tree_size=300))
+    check_inclusion(old_proof.model_dump(mode="json"), older)
+    with pytest.raises(ProofError, match="other data"):
+        check_inclusion(old_proof.model_dump(mode="json"), older, {"task_id": "forged"})
+    await ledger.append([record(701)])
+    with pytest.raises(LedgerError, match="not yet covered"):
+        await ledger.prove_inclusion("event-701")
+    for first, second in [(100, 700), (300, 500), (200, 200)]:
+        proof_doc = ConsistencyProofOut.of(await ledger.prove_consistency(first, second))
+        newer = check_consistency(
+            proof_doc.model_dump(mode="json"),
+            await ledger.checkpoint_at(first),
+            [SIGNER.public_key],
+        )
+        assert newer.tree_size == second
+
+
+async def test_a_new_writer_continues_the_same_tree(database_url: str, ledger: Ledger) -> None:
+    await ledger.append([record(n) for n in range(1, 300)])
+    restarted = Ledger(create_engine(database_url), SIGNER, CHECKPOINT_EVERY)
+    try:
+        await restarted.append([record(n) for n in range(300, 600)])
+        await ledger.append([record(n) for n in range(600, 610)])  # its edge is stale now
+    finally:
+        await restarted.engine.dispose()
+    result = await ledger.verify(chunk_size=100)
+    assert result.ok, result.failure
+    assert result.entries == 609
+    assert result.checkpoints == 3
 
 
 async def test_two_appenders_keep_one_chain(database_url: str, ledger: Ledger) -> None:
@@ -151,15 +276,22 @@ def incoming(item: AuditRecord) -> Incoming[AuditRecord]:
     return Incoming(item, item.topic, item.partition, item.offset, item.key, (), 0, b"")
 
 
-async def test_the_handler_appends_a_batch_and_outputs_nothing(ledger: Ledger) -> None:
+async def test_the_handler_appends_a_batch_and_outputs_its_checkpoint(ledger: Ledger) -> None:
     registry = CollectorRegistry()
-    handler = AuditHandler(ledger, AuditMetrics(registry))
+    handler = AuditHandler(ledger, AuditMetrics(registry), "checkpoints")
     results = await handler([incoming(record(n)) for n in (1, 2, 2)])
     assert results == [[], [], []]
     labels = {"topic": "tandem.tasks.submitted"}
     assert registry.get_sample_value("tandem_audit_entries_total", labels) == 2
     assert registry.get_sample_value("tandem_audit_duplicates_total", labels) == 1
-    assert registry.get_sample_value("tandem_audit_chain_length") == 2
+    assert registry.get_sample_value("tandem_audit_tree_size") == 2
+    results = await handler([incoming(record(n)) for n in (3, 4)])
+    assert results[0] == []
+    [published] = results[1]
+    assert isinstance(published, Outgoing)
+    assert published.topic == "checkpoints"
+    assert published.event.data.tree_size == 4
+    assert registry.get_sample_value("tandem_audit_checkpoint_tree_size") == 4
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -170,9 +302,36 @@ async def test_an_unreachable_database_is_a_transient_error(kind: str, tmp_path:
         else f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
     )
     engine = create_engine(url)
-    handler = AuditHandler(Ledger(engine), AuditMetrics(CollectorRegistry()))
+    handler = AuditHandler(Ledger(engine), AuditMetrics(CollectorRegistry()), "checkpoints")
     try:
         with pytest.raises(TransientError, match="unavailable"):
             await handler([incoming(record(1))])
+    finally:
+        await engine.dispose()
+
+
+async def test_a_hash_chained_ledger_migrates_into_the_merkle_tree(database_url: str) -> None:
+    """Entries written before the Merkle tree keep their leaves; blocks and task types are
+    filled in, and the ledger verifies and grows on."""
+    await upgrade(database_url, MIGRATIONS, "audit_0001")
+    old = [seal(record(n, data={"task_type": "loan"}), n, utcnow()) for n in range(1, 301)]
+    engine = create_engine(database_url)
+    try:
+        rows = [
+            {k: v for k, v in e.columns().items() if k != "task_type"}
+            | {"canonical": e.canonical, "leaf_hash": e.leaf_hash, "chain_hash": "0" * 64}
+            for e in old
+        ]
+        old_shape = table("ledger", *(column(name) for name in rows[0]))
+        async with engine.begin() as conn:
+            await conn.execute(old_shape.insert(), rows)
+        await migrate(database_url)
+        migrated = Ledger(engine, SIGNER, CHECKPOINT_EVERY)
+        await migrated.append([record(n) for n in range(301, 305)])
+        result = await migrated.verify()
+        assert result.ok, result.failure
+        assert (result.entries, result.checkpoints) == (304, 1)
+        assert (await migrated.task_events("task-7"))[0].task_type == "loan"
+        assert len(await migrated.blocks()) == 1
     finally:
         await engine.dispose()

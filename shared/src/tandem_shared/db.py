@@ -74,9 +74,10 @@ def _alembic_config(url: str, script_location: Path) -> Config:
     return cfg
 
 
-async def upgrade(url: str, script_location: Path) -> None:
-    """Bring the database to the newest migration (Alembic runs its own loop in a thread)."""
-    await asyncio.to_thread(command.upgrade, _alembic_config(url, script_location), "head")
+async def upgrade(url: str, script_location: Path, revision: str = "head") -> None:
+    """Bring the database to the newest migration, or to ``revision`` (Alembic runs its own
+    loop in a thread)."""
+    await asyncio.to_thread(command.upgrade, _alembic_config(url, script_location), revision)
 
 
 def run_migrations(target_metadata: MetaData, version_table: str) -> None:

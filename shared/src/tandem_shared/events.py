@@ -150,6 +150,18 @@ class DeadLetter(EventData):
     failed_at: datetime
 
 
+class LedgerCheckpoint(EventData):
+    """A signed tree head of the audit ledger (see the audit sink's checkpoint module)."""
+
+    origin: str
+    tree_size: int
+    root_hash: str
+    issued_at: datetime
+    public_key: str
+    key_id: str
+    signature: str
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     "tandem.task.submitted.v1": TaskSubmitted,
     "tandem.task.scored.v1": TaskScored,
@@ -158,6 +170,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     "tandem.feedback.recorded.v1": FeedbackRecorded,
     "tandem.control.changed.v1": ControlChanged,
     "tandem.deadletter.recorded.v1": DeadLetter,
+    "tandem.audit.checkpoint.v1": LedgerCheckpoint,
 }
 TYPE_OF: dict[type[EventData], str] = {model: name for name, model in EVENT_TYPES.items()}
 

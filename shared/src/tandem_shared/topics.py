@@ -44,7 +44,16 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
 
+    @property
+    def checkpoints(self) -> str:
+        """The audit ledger's signed checkpoints (not itself audited: that would never settle)."""
+        return f"{self.prefix}audit.checkpoints"
+
     def all(self) -> list[str]:
+        return [*self.audited(), self.checkpoints]
+
+    def audited(self) -> list[str]:
+        """The topics of the pipeline's events, every one of which the audit sink records."""
         return [
             self.submitted,
             self.scored,

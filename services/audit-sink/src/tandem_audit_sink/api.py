@@ -1,18 +1,24 @@
-"""The auditor's HTTP API: a task's lineage and the verification of the whole chain."""
+"""The auditor's HTTP API: lineage, completeness, checkpoints, proofs, verification, export."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from tandem_shared.auth import Principal, require_role
 
-from tandem_audit_sink.ledger import VerifyResult, document_of
+from tandem_audit_sink.checkpoint import Checkpoint
+from tandem_audit_sink.export import ExportFilter, export_query
+from tandem_audit_sink.ledger import document_of
+from tandem_audit_sink.lineage import STAGES, completeness, stage_order, versions_of
 from tandem_audit_sink.settings import AuditSettings
-from tandem_audit_sink.store import Ledger
+from tandem_audit_sink.store import ConsistencyProof, InclusionProof, Ledger, LedgerError
 from tandem_audit_sink.telemetry import AuditMetrics
+from tandem_audit_sink.verify import VerifyResult
 
 Auditor = Annotated[Principal, Depends(require_role("auditor"))]
 
@@ -32,6 +38,8 @@ class AuditEvent(BaseModel):
     source: str
     time: datetime
     topic: str
+    model: dict[str, Any] | None
+    policy: dict[str, Any] | None
     data: Any
 
 
@@ -40,11 +48,72 @@ class TaskLineage(BaseModel):
     events: list[AuditEvent]
 
 
+class CompletenessReport(BaseModel):
+    complete: bool
+    decided_tasks: int
+    missing_stages: dict[str, list[str]]
+    events_without_task: dict[str, list[str]]
+
+
+class CheckpointOut(BaseModel):
+    origin: str
+    tree_size: int
+    root_hash: str
+    issued_at: datetime
+    public_key: str
+    key_id: str
+    signature: str
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> CheckpointOut:
+        return cls.model_validate(checkpoint.document())
+
+
+class InclusionProofOut(BaseModel):
+    """Everything a verifier needs besides a checkpoint it trusts: the entry as hashed, its
+    index in the tree and the path to the checkpoint's root."""
+
+    event_id: str
+    leaf_index: int
+    tree_size: int
+    entry: str
+    leaf_hash: str
+    path: list[str]
+    checkpoint: CheckpointOut
+
+    @classmethod
+    def of(cls, proof: InclusionProof) -> InclusionProofOut:
+        return cls(
+            event_id=proof.entry.event_id,
+            leaf_index=proof.entry.seq - 1,
+            tree_size=proof.checkpoint.tree_size,
+            entry=proof.entry.canonical,
+            leaf_hash=proof.entry.leaf_hash,
+            path=proof.path,
+            checkpoint=CheckpointOut.of(proof.checkpoint),
+        )
+
+
+class ConsistencyProofOut(BaseModel):
+    first: CheckpointOut
+    second: CheckpointOut
+    path: list[str]
+
+    @classmethod
+    def of(cls, proof: ConsistencyProof) -> ConsistencyProofOut:
+        return cls(
+            first=CheckpointOut.of(proof.first),
+            second=CheckpointOut.of(proof.second),
+            path=proof.path,
+        )
+
+
 class VerifyReport(BaseModel):
     ok: bool
     entries: int
-    head_seq: int
-    head_hash: str
+    tree_size: int
+    root_hash: str
+    checkpoints_checked: int
     failed_seq: int | None = None
     reason: str | None = None
 
@@ -53,55 +122,144 @@ class VerifyReport(BaseModel):
         return cls(
             ok=result.ok,
             entries=result.entries,
-            head_seq=result.head.seq,
-            head_hash=result.head.chain_hash,
+            tree_size=result.tree_size,
+            root_hash=result.root_hash,
+            checkpoints_checked=result.checkpoints,
             failed_seq=result.failure.seq if result.failure else None,
             reason=result.failure.reason if result.failure else None,
         )
 
 
-_STAGE = {
-    "tandem.task.submitted.v1": 0,
-    "tandem.task.scored.v1": 1,
-    "tandem.task.routed.v1": 2,
-    "tandem.decision.made.v1": 3,
-    "tandem.feedback.recorded.v1": 4,
-}
-
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+def _not_found(exc: LedgerError) -> HTTPException:
+    return HTTPException(404, str(exc))
 
 
 @router.get("/tasks/{task_id:path}")
 async def task_lineage(task_id: str, ledger: LedgerDep, _: Auditor) -> TaskLineage:
-    """Every event of one task (its subject) in pipeline order: submitted, scored, routed,
-    decided, feedback, then anything else; ledger order within a stage. The sink reads the
-    topics side by side, so ledger order alone can put a later stage first.
+    """Every event of one task (its subject) in pipeline order (submitted, scored, routed,
+    decided, feedback, then anything else), each with the model and policy it names.
     Subjects may contain slashes."""
-    rows = sorted(
-        await ledger.task_events(task_id), key=lambda r: (_STAGE.get(r.event_type, 9), r.seq)
-    )
+    rows = sorted(await ledger.task_events(task_id), key=lambda r: stage_order(r.event_type, r.seq))
     if not rows:
         raise HTTPException(404, f"no audit events for task {task_id!r}")
-    events = [
-        AuditEvent(
-            seq=row.seq,
-            event_id=row.event_id,
-            type=row.event_type,
-            source=row.source,
-            time=row.event_time,
-            topic=row.topic,
-            data=document_of(row).get("data"),
+    events = []
+    for row in rows:
+        data = document_of(row).get("data")
+        model, policy = versions_of(data)
+        events.append(
+            AuditEvent(
+                seq=row.seq,
+                event_id=row.event_id,
+                type=row.event_type,
+                source=row.source,
+                time=row.event_time,
+                topic=row.topic,
+                model=model,
+                policy=policy,
+                data=data,
+            )
         )
-        for row in rows
-    ]
     return TaskLineage(task_id=task_id, events=events)
+
+
+@router.get("/completeness")
+async def task_completeness(
+    ledger: LedgerDep,
+    _: Auditor,
+    since: Annotated[datetime | None, Query(description="only events recorded from then")] = None,
+) -> CompletenessReport:
+    """Decided tasks that miss a stage (submitted, scored, and routed when people decided),
+    and events whose task was never submitted."""
+    report = completeness(await ledger.stages(STAGES, since))
+    return CompletenessReport(
+        complete=report.complete,
+        decided_tasks=report.decided,
+        missing_stages=report.missing,
+        events_without_task=report.orphans,
+    )
+
+
+@router.get("/checkpoints")
+async def list_checkpoints(
+    ledger: LedgerDep,
+    _: Auditor,
+    after: Annotated[int, Query(ge=0, description="only larger tree sizes")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CheckpointOut]:
+    """Signed checkpoints, smallest tree first."""
+    return [CheckpointOut.of(c) for c in await ledger.checkpoints(after, limit)]
+
+
+@router.get("/checkpoints/latest")
+async def latest_checkpoint(ledger: LedgerDep, _: Auditor) -> CheckpointOut:
+    latest = await ledger.latest_checkpoint()
+    if latest is None:
+        raise HTTPException(404, "no checkpoint yet")
+    return CheckpointOut.of(latest)
+
+
+@router.get("/proofs/inclusion")
+async def prove_inclusion(
+    ledger: LedgerDep,
+    _: Auditor,
+    event_id: str,
+    tree_size: Annotated[int | None, Query(ge=1, description="a checkpoint's size")] = None,
+) -> InclusionProofOut:
+    """The event's entry and its inclusion path to a checkpoint (the latest by default)."""
+    try:
+        return InclusionProofOut.of(await ledger.prove_inclusion(event_id, tree_size))
+    except LedgerError as exc:
+        raise _not_found(exc) from exc
+
+
+@router.get("/proofs/consistency")
+async def prove_consistency(
+    ledger: LedgerDep,
+    _: Auditor,
+    first: Annotated[int, Query(ge=1)],
+    second: Annotated[int, Query(ge=1)],
+) -> ConsistencyProofOut:
+    """The path showing that the checkpoint at ``second`` extends the one at ``first``."""
+    if first > second:
+        raise HTTPException(422, "first must not be larger than second")
+    try:
+        return ConsistencyProofOut.of(await ledger.prove_consistency(first, second))
+    except LedgerError as exc:
+        raise _not_found(exc) from exc
 
 
 @router.get("/verify")
 async def verify_ledger(request: Request, ledger: LedgerDep, _: Auditor) -> VerifyReport:
-    """Recompute every hash of the chain and report the first bad row, if any."""
+    """Recompute every entry, block and checkpoint, and report the first bad entry, if any."""
     settings: AuditSettings = request.app.state.runtime.settings
     metrics: AuditMetrics = request.app.state.audit_metrics
     result = await ledger.verify(settings.verify_chunk_size)
     metrics.verified(result)
     return VerifyReport.of(result)
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def export_entries(
+    ledger: LedgerDep,
+    _: Auditor,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    event_type: Annotated[list[str] | None, Query(alias="type")] = None,
+    task_type: Annotated[list[str] | None, Query()] = None,
+) -> StreamingResponse:
+    """Entries recorded in [since, until), of the given event and task types, as JSON lines.
+    Each line is an entry exactly as hashed: SHA-256(0x00 || line) is its leaf hash."""
+    wanted = ExportFilter(since, until, event_type or [], task_type or [])
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for rows in ledger.chunks(export_query(wanted)):
+            yield "".join(f"{row.canonical}\n" for row in rows).encode("utf-8")
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 from tandem_shared.db import create_engine
 from tandem_shared.service import ServiceRuntime
 
 from tandem_audit_sink.api import router
-from tandem_audit_sink.consumer import AuditHandler, capture
+from tandem_audit_sink.checkpoint import Signer
+from tandem_audit_sink.consumer import AuditHandler, Capture, checkpoint_event
+from tandem_audit_sink.privacy import Redactor
 from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.store import Ledger, migrate
 from tandem_audit_sink.telemetry import AuditMetrics
+
+log = logging.getLogger(__name__)
+
+
+def signer_of(settings: AuditSettings) -> Signer:
+    if settings.signing_key is not None:
+        return Signer.from_text(settings.signing_key.get_secret_value(), settings.origin)
+    signer = Signer.generate(settings.origin)
+    log.warning(
+        "no TANDEM_AUDIT_SIGNING_KEY: checkpoints are signed with a key made for this process "
+        "only (key id %s); set one so that auditors can trust them",
+        signer.key_id,
+    )
+    return signer
 
 
 def create_app(settings: AuditSettings | None = None) -> FastAPI:
@@ -18,24 +36,42 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime("audit-sink", settings)
     metrics = AuditMetrics(runtime.registry)
     engine = create_engine(settings.database_url)
-    ledger = Ledger(engine)
+    ledger = Ledger(engine, signer_of(settings), settings.checkpoint_every)
+    privacy_key = settings.privacy_key.get_secret_value() if settings.privacy_key else ""
+    redact = Redactor(settings.private_fields, privacy_key.encode())
+    topics = runtime.topics
 
     async def prepare() -> None:
-        await migrate(settings.database_url)
-        head = await ledger.head()
-        if head is not None:
-            metrics.head(head)
+        if settings.migrate_on_start:
+            await migrate(settings.database_url)
+        metrics.tree_size.set(await ledger.size())
+        # A checkpoint stored just before a crash may never have been published: publish the
+        # newest again (readers know it by its tree size).
+        latest = await ledger.latest_checkpoint()
+        if latest is not None:
+            await runtime.publisher.publish([checkpoint_event(latest, topics.checkpoints)])
+
+    async def checkpoint_on_time() -> None:
+        made = await ledger.checkpoint()
+        if made is not None:
+            metrics.checkpointed(made)
+            await runtime.publisher.publish([checkpoint_event(made, topics.checkpoints)])
 
     async def close() -> None:
         await engine.dispose()
 
     runtime.on_start.append(prepare)
     runtime.on_stop.append(close)
+    runtime.every(settings.checkpoint_seconds, checkpoint_on_time, "signing a checkpoint")
     # Its own decoder refuses nothing: an invalid record is stored raw, never dead-lettered.
     runtime.add_consumer(
-        settings.group_id, runtime.topics.all(), capture, AuditHandler(ledger, metrics)
+        settings.group_id,
+        topics.audited(),
+        Capture(redact),
+        AuditHandler(ledger, metrics, topics.checkpoints),
     )
     app = runtime.app("Tandem audit sink", [router])
     app.state.ledger = ledger
     app.state.audit_metrics = metrics
+    app.state.redact = redact
     return app

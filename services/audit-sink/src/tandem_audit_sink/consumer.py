@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from aiokafka import ConsumerRecord
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from tandem_shared.envelope import EnvelopeError, decode, event_id, header_map, utcnow
-from tandem_shared.events import EVENT_TYPES
-from tandem_shared.kafka import Incoming, Result, TransientError
+from tandem_shared.envelope import EnvelopeError, Event, decode, event_id, header_map, utcnow
+from tandem_shared.events import EVENT_TYPES, LedgerCheckpoint
+from tandem_shared.kafka import Incoming, Outgoing, Result, TransientError
 from tandem_shared.telemetry import guarded
 
+from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.ledger import UNPARSED_TYPE, AuditRecord, canonical_json, to_utc
+from tandem_audit_sink.privacy import NO_REDACTION, Redactor
 from tandem_audit_sink.store import Ledger
 from tandem_audit_sink.telemetry import AuditMetrics
 
@@ -30,12 +32,23 @@ MAX_ATTRIBUTE = 256  # longer ids, sources or subjects are not trusted as column
 _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)
 
 
-def capture(record: ConsumerRecord[bytes, bytes]) -> AuditRecord:
-    """The ledger's view of one record; never raises, whatever the record holds."""
+class Capture:
+    """The ledger's view of one record, with private fields hashed; never raises, whatever
+    the record holds."""
+
+    def __init__(self, redact: Redactor = NO_REDACTION) -> None:
+        self.redact = redact
+
+    def __call__(self, record: ConsumerRecord[bytes, bytes]) -> AuditRecord:
+        return capture(record, self.redact)
+
+
+def capture(record: ConsumerRecord[bytes, bytes], redact: Redactor = NO_REDACTION) -> AuditRecord:
     key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
     try:
         event = decode(record.value, record.headers, EVENT_TYPES)
-        body = json.loads(record.value or b"")  # the data as sent, not as re-serialised
+        # the data as sent (not as re-serialised), private fields hashed
+        body = redact(json.loads(record.value or b""))
         for name, value in (
             ("ce_id", event.id),
             ("ce_source", event.source),
@@ -45,9 +58,9 @@ def capture(record: ConsumerRecord[bytes, bytes]) -> AuditRecord:
         canonical_json(body)
         event_time = to_utc(event.time)
     except EnvelopeError as exc:
-        return _unparsed(record, key, str(exc))
+        return _unparsed(record, key, str(exc), redact)
     except Exception as exc:  # noqa: BLE001 - hostile input (deep nesting, odd times) is kept raw
-        return _unparsed(record, key, f"{type(exc).__name__}: {exc}")
+        return _unparsed(record, key, f"{type(exc).__name__}: {exc}", redact)
     return AuditRecord(
         event_id=event.id,
         event_type=event.type,
@@ -74,7 +87,9 @@ def _clean(value: str) -> str:
     return value.replace("\x00", "\ufffd")[:MAX_ATTRIBUTE]
 
 
-def _unparsed(record: ConsumerRecord[bytes, bytes], key: str | None, reason: str) -> AuditRecord:
+def _unparsed(
+    record: ConsumerRecord[bytes, bytes], key: str | None, reason: str, redact: Redactor
+) -> AuditRecord:
     raw = record.value
     value: str | None = None
     encoding: str | None = None
@@ -83,6 +98,8 @@ def _unparsed(record: ConsumerRecord[bytes, bytes], key: str | None, reason: str
             value, encoding = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        if redact.fields and encoding == "utf-8":
+            value = _redacted_text(value, redact)
     headers = header_map(record.headers)
     try:
         when = datetime.fromtimestamp(record.timestamp / 1000, UTC)
@@ -104,12 +121,29 @@ def _unparsed(record: ConsumerRecord[bytes, bytes], key: str | None, reason: str
     )
 
 
-class AuditHandler:
-    """Appends each consumed batch in one transaction; outputs nothing."""
+def _redacted_text(value: str, redact: Redactor) -> str:
+    """Raw JSON that is not an event may still hold private fields: hash them wherever they are
+    (text that is not JSON has no fields to find)."""
+    try:
+        return canonical_json(redact(json.loads(value)))
+    except (ValueError, RecursionError):
+        return value
 
-    def __init__(self, ledger: Ledger, metrics: AuditMetrics) -> None:
+
+def checkpoint_event(checkpoint: Checkpoint, topic: str) -> Outgoing:
+    data = LedgerCheckpoint(**checkpoint.document())
+    stage = f"checkpoint/{checkpoint.tree_size}"
+    event = Event.derived(data, source="audit-sink", subject=checkpoint.origin, stage=stage)
+    return Outgoing(topic, event)
+
+
+class AuditHandler:
+    """Appends each consumed batch in one transaction; outputs the checkpoint it signed, if any."""
+
+    def __init__(self, ledger: Ledger, metrics: AuditMetrics, checkpoint_topic: str) -> None:
         self.ledger = ledger
         self.metrics = metrics
+        self.checkpoint_topic = checkpoint_topic
 
     async def __call__(self, batch: Sequence[Incoming[AuditRecord]]) -> list[Result]:
         try:
@@ -124,4 +158,7 @@ class AuditHandler:
             self.metrics.appended(result)
         if result.duplicates:
             log.debug("%d event(s) already in the ledger", len(result.duplicates))
-        return [[] for _ in batch]
+        outputs: list[Result] = [[] for _ in batch]
+        if result.checkpoint is not None and batch:
+            outputs[-1] = [checkpoint_event(result.checkpoint, self.checkpoint_topic)]
+        return outputs

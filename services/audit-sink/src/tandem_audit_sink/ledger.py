@@ -1,22 +1,19 @@
-"""The hash-chained ledger, pure: canonical entries, RFC 6962 leaf hashes, the chain, verification.
+"""Ledger entries, pure: the canonical form of an event and its place, and its RFC 6962 leaf hash.
 
-Each entry is hashed as ``leaf = SHA-256(0x00 || canonical)`` and chained as
-``chain = SHA-256(0x01 || previous chain || leaf)`` from a genesis of 32 zero bytes, so changing,
-removing or reordering any row breaks every chain hash after it.
+Each entry is hashed as ``leaf = SHA-256(0x00 || canonical UTF-8)``; the leaves form the Merkle
+tree of ``merkle``, whose signed roots (``checkpoint``) commit to every entry before them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-GENESIS = bytes(32)
-LEAF_PREFIX = b"\x00"
-NODE_PREFIX = b"\x01"
+from tandem_audit_sink.merkle import leaf_hash
+
 UNPARSED_TYPE = "tandem.unparsed"
 
 # Ledger columns and the key each one has in the canonical entry.
@@ -64,12 +61,8 @@ def canonical_json(value: Any) -> str:
     return text
 
 
-def leaf_hash(canonical: str) -> bytes:
-    return hashlib.sha256(LEAF_PREFIX + canonical.encode("utf-8")).digest()
-
-
-def chain_hash(previous: bytes, leaf: bytes) -> bytes:
-    return hashlib.sha256(NODE_PREFIX + previous + leaf).digest()
+def entry_leaf(canonical: str) -> bytes:
+    return leaf_hash(canonical.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -90,17 +83,8 @@ class AuditRecord:
 
 
 @dataclass(frozen=True)
-class Head:
-    seq: int
-    chain_hash: str
-
-
-GENESIS_HEAD = Head(0, GENESIS.hex())
-
-
-@dataclass(frozen=True)
 class StoredEntry:
-    """A ledger row: the searchable columns, the canonical entry and its two hashes (hex)."""
+    """A ledger row: the searchable columns, the canonical entry and its leaf hash (hex)."""
 
     seq: int
     event_id: str
@@ -114,10 +98,10 @@ class StoredEntry:
     recorded_at: datetime
     canonical: str
     leaf_hash: str
-    chain_hash: str
+    task_type: str | None = None
 
     def columns(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in COLUMN_KEYS}
+        return {name: getattr(self, name) for name in COLUMN_KEYS} | {"task_type": self.task_type}
 
 
 def entry_document(record: AuditRecord, seq: int, recorded_at: datetime) -> dict[str, Any]:
@@ -138,11 +122,19 @@ def entry_document(record: AuditRecord, seq: int, recorded_at: datetime) -> dict
     }
 
 
-def seal(record: AuditRecord, seq: int, recorded_at: datetime, previous: Head) -> StoredEntry:
-    """Give a record its place after ``previous``."""
+def task_type_of(data: Any) -> str | None:
+    """The task type an event's data names, directly or in its task (what exports filter by)."""
+    if not isinstance(data, dict):
+        return None
+    found = data.get("task_type")
+    if found is None and isinstance(data.get("task"), dict):
+        found = data["task"].get("task_type")
+    return found if isinstance(found, str) and len(found) <= 256 else None
+
+
+def seal(record: AuditRecord, seq: int, recorded_at: datetime) -> StoredEntry:
+    """Give a record its place ``seq`` in the ledger."""
     canonical = canonical_json(entry_document(record, seq, recorded_at))
-    leaf = leaf_hash(canonical)
-    chained = chain_hash(bytes.fromhex(previous.chain_hash), leaf)
     return StoredEntry(
         seq=seq,
         event_id=record.event_id,
@@ -155,106 +147,28 @@ def seal(record: AuditRecord, seq: int, recorded_at: datetime, previous: Head) -
         offset=record.offset,
         recorded_at=to_utc(recorded_at),
         canonical=canonical,
-        leaf_hash=leaf.hex(),
-        chain_hash=chained.hex(),
+        leaf_hash=entry_leaf(canonical).hex(),
+        task_type=task_type_of(record.data),
     )
 
 
-@dataclass(frozen=True)
-class Failure:
-    seq: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    entries: int
-    head: Head
-    failure: Failure | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-
-class Verifier:
-    """Recomputes the chain incrementally, so a large ledger can be streamed through in chunks."""
-
-    def __init__(self) -> None:
-        self.entries = 0
-        self.seq = 0
-        self.chain = GENESIS
-        self.failure: Failure | None = None
-
-    def feed(self, rows: Iterable[StoredEntry]) -> bool:
-        """Check the next rows; False once a row failed (later rows are not looked at)."""
-        for row in rows:
-            if self.failure is not None:
-                break
-            self.failure = self._check(row)
-            if self.failure is None:
-                self.entries += 1
-                self.seq = row.seq
-                self.chain = bytes.fromhex(row.chain_hash)
-        return self.failure is None
-
-    def _check(self, row: StoredEntry) -> Failure | None:
-        expected = self.seq + 1
-        if row.seq != expected:
-            return Failure(expected, f"gap in seq: expected {expected}, found {row.seq}")
-        problem = _entry_problem(row)
-        if problem:
-            return Failure(row.seq, f"entry mismatch: {problem}")
-        leaf = leaf_hash(row.canonical)
-        if leaf.hex() != row.leaf_hash:
-            return Failure(row.seq, "leaf mismatch: the stored leaf hash is not the entry's hash")
-        if chain_hash(self.chain, leaf).hex() != row.chain_hash:
-            return Failure(
-                row.seq, "chain mismatch: the stored chain hash does not follow the previous row"
-            )
-        return None
-
-    def finish(self, head: Head | None = None) -> VerifyResult:
-        """The result; with the ledger's recorded head, a cut-off tail is caught too."""
-        reached = Head(self.seq, self.chain.hex())
-        if self.failure is None and head is not None:
-            if self.seq < head.seq:
-                self.failure = Failure(
-                    self.seq + 1,
-                    f"ledger truncated: it ends at seq {self.seq} but its head is at {head.seq}",
-                )
-            elif self.seq == head.seq and reached.chain_hash != head.chain_hash:
-                self.failure = Failure(
-                    self.seq, "head mismatch: the recorded head hash differs from the chain"
-                )
-        return VerifyResult(self.entries, reached, self.failure)
-
-
-def verify(entries: Iterable[StoredEntry], head: Head | None = None) -> VerifyResult:
-    verifier = Verifier()
-    verifier.feed(entries)
-    return verifier.finish(head)
-
-
-def _entry_problem(row: StoredEntry) -> str | None:
-    """Why the row's columns or canonical text disagree with the hashed entry, if they do."""
+def entry_problem(row: StoredEntry) -> str | None:
+    """Why the row's columns disagree with the hashed entry, if they do. The text itself needs
+    no check of form: the leaf hash is over the text as stored."""
     try:
         doc = json.loads(row.canonical)
     except ValueError:
         return "the stored entry is not JSON"
     if not isinstance(doc, dict):
         return "the stored entry is not a JSON object"
-    try:
-        if canonical_json(doc) != row.canonical:
-            return "the stored entry is not in canonical form"
-    except ValueError:
-        return "the stored entry cannot be canonicalised"
     differing = []
     for column, key in COLUMN_KEYS.items():
         value = getattr(row, column)
         rendered = rfc3339(value) if isinstance(value, datetime) else value
         if doc.get(key) != rendered:
             differing.append(column)
+    if row.task_type != task_type_of(doc.get("data")):
+        differing.append("task_type")
     if differing:
         return f"column {', '.join(differing)} differs from the hashed entry"
     return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from tandem_shared.settings import ServiceSettings
 
@@ -13,4 +13,24 @@ class AuditSettings(ServiceSettings):
     port: int = 8003
     group_id: str = "tandem-audit-sink"
     database_url: str = "sqlite+aiosqlite:///.tandem/audit-sink.db"
+    # Off where a migration Job owns the schema and the service's role may only insert and read.
+    migrate_on_start: bool = True
     verify_chunk_size: int = Field(default=1000, ge=1)
+    # Checkpoints: signed every N entries or T seconds, whichever comes first.
+    checkpoint_every: int = Field(default=1000, ge=1)
+    checkpoint_seconds: float = Field(default=10.0, gt=0)
+    # The Ed25519 private key (32 raw bytes in base64, or PKCS#8 PEM); `tandem audit keygen`
+    # makes one. Without it, development runs sign with a key that lives as long as the process.
+    signing_key: SecretStr | None = None
+    origin: str = "tandem-audit"
+    # Fields of event data stored only as HMAC-SHA256 under the privacy key.
+    private_fields: list[str] = Field(default_factory=list)
+    privacy_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _keys_are_set(self) -> AuditSettings:
+        if self.private_fields and self.privacy_key is None:
+            raise ValueError("TANDEM_AUDIT_PRIVATE_FIELDS needs TANDEM_AUDIT_PRIVACY_KEY")
+        if self.runtime.env != "development" and self.signing_key is None:
+            raise ValueError("TANDEM_AUDIT_SIGNING_KEY must be set outside development")
+        return self

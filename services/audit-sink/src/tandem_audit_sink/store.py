@@ -1,37 +1,46 @@
-"""The ledger in SQL: batched appends under the head lock, lineage queries, chunked reads."""
+"""The ledger in SQL: batched appends under one writer lock, checkpoints, proofs, chunked reads.
+
+Each append runs in one transaction: take the writer lock (an advisory lock on PostgreSQL, the
+write lock of BEGIN IMMEDIATE on SQLite), find the tree's size, seal the new entries, store the
+blocks they complete and, when due, a signed checkpoint. The tree's right edge is kept between
+appends and rebuilt from the stored blocks whenever another writer got in between.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tandem_shared.db import upgrade
 from tandem_shared.envelope import utcnow
 
-from tandem_audit_sink.ledger import (
-    AuditRecord,
-    Failure,
-    Head,
-    StoredEntry,
-    Verifier,
-    VerifyResult,
-    seal,
-    to_utc,
+from tandem_audit_sink.checkpoint import Checkpoint, Signer
+from tandem_audit_sink.ledger import AuditRecord, StoredEntry, seal, to_utc
+from tandem_audit_sink.merkle import (
+    BLOCK,
+    Frontier,
+    ProofError,
+    TreeView,
+    blocks_for,
+    consistency_proof,
+    inclusion_proof,
 )
-from tandem_audit_sink.tables import ledger, ledger_head
+from tandem_audit_sink.tables import ledger, ledger_block, ledger_checkpoint
+from tandem_audit_sink.verify import Failure, Verifier, VerifyResult
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
-_MAX_SEQ = 2**63 - 1
+_WRITER_LOCK = 0x7A6E_0AD1  # PostgreSQL advisory lock key held by the appending transaction
 
 
 class LedgerError(RuntimeError):
-    """The ledger's database is not in the shape the migrations leave it in."""
+    """A request the ledger cannot answer: an unknown event, a size no checkpoint covers."""
 
 
 async def migrate(url: str) -> None:
@@ -42,13 +51,38 @@ async def migrate(url: str) -> None:
 class AppendResult:
     appended: list[StoredEntry] = field(default_factory=list)
     duplicates: list[AuditRecord] = field(default_factory=list)
-    head: Head | None = None
+    tree_size: int = 0
+    checkpoint: Checkpoint | None = None
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    entry: StoredEntry
+    path: list[str]
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    first: Checkpoint
+    second: Checkpoint
+    path: list[str]
 
 
 class Ledger:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        signer: Signer | None = None,
+        checkpoint_every: int = 1000,
+    ) -> None:
+        """Appends sign a checkpoint once ``checkpoint_every`` entries came since the last one
+        (the service adds one on a timer too); without a signer the ledger is for reading."""
         self.engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every
+        self._postgres = engine.dialect.name == "postgresql"
+        self._frontier = Frontier()  # as of the last commit this process made or saw
 
     async def append(self, records: Sequence[AuditRecord]) -> AppendResult:
         """Append the records not yet present, in order, in one transaction."""
@@ -60,43 +94,63 @@ class Ledger:
             else:
                 fresh[record.event_id] = record
         async with self.engine.begin() as conn:
-            head = await self._lock_head(conn)
+            frontier = await self._locked_frontier(conn)
             present = await self._present(conn, list(fresh))
             recorded_at = utcnow()
+            blocks = []
             for record in fresh.values():
                 if record.event_id in present:
                     result.duplicates.append(record)
                     continue
-                entry = seal(record, head.seq + 1, recorded_at, head)
+                entry = seal(record, frontier.size + 1, recorded_at)
                 result.appended.append(entry)
-                head = Head(entry.seq, entry.chain_hash)
+                completed = frontier.push(bytes.fromhex(entry.leaf_hash))
+                if completed is not None:
+                    blocks.append({"block": completed[0], "hash": completed[1].hex()})
             if result.appended:
-                await conn.execute(ledger.insert(), [_values(e) for e in result.appended])
                 await conn.execute(
-                    update(ledger_head)
-                    .where(ledger_head.c.id == 1)
-                    .values(seq=head.seq, chain_hash=head.chain_hash)
+                    ledger.insert(), [e.columns() | _hashed(e) for e in result.appended]
                 )
-        result.head = head
+            if blocks:
+                await conn.execute(ledger_block.insert(), blocks)
+            last = await self._last_checkpoint_size(conn)
+            if frontier.size - last >= self.checkpoint_every:
+                result.checkpoint = await self._sign(conn, frontier)
+        self._frontier = frontier
+        result.tree_size = frontier.size
         return result
 
-    async def _lock_head(self, conn: AsyncConnection) -> Head:
-        if self._sqlite:
-            # Writing first takes SQLite's write lock now (waiting for the busy timeout) rather
-            # than failing to upgrade a read lock later; PostgreSQL uses FOR UPDATE below.
-            await conn.execute(
-                update(ledger_head).where(ledger_head.c.id == 1).values(seq=ledger_head.c.seq)
-            )
-        row = (
-            await conn.execute(
-                select(ledger_head.c.seq, ledger_head.c.chain_hash)
-                .where(ledger_head.c.id == 1)
-                .with_for_update()
-            )
-        ).one_or_none()
-        if row is None:
-            raise LedgerError("the ledger head row is missing; run the migrations")
-        return Head(int(row.seq), str(row.chain_hash))
+    async def checkpoint(self) -> Checkpoint | None:
+        """Sign the tree as it is, unless nothing was added since the last checkpoint."""
+        async with self.engine.begin() as conn:
+            frontier = await self._locked_frontier(conn)
+            made = None
+            if frontier.size > await self._last_checkpoint_size(conn):
+                made = await self._sign(conn, frontier)
+        self._frontier = frontier
+        return made
+
+    async def _sign(self, conn: AsyncConnection, frontier: Frontier) -> Checkpoint | None:
+        if self.signer is None:
+            return None
+        made = self.signer.sign(frontier.size, frontier.root().hex(), utcnow())
+        await conn.execute(ledger_checkpoint.insert(), [asdict(made)])
+        return made
+
+    async def _locked_frontier(self, conn: AsyncConnection) -> Frontier:
+        """Take the writer lock; the tree's right edge as stored now (a copy to work on)."""
+        if self._postgres:
+            await conn.execute(select(func.pg_advisory_xact_lock(_WRITER_LOCK)))
+        size = int(await conn.scalar(select(func.coalesce(func.max(ledger.c.seq), 0))) or 0)
+        if size != self._frontier.size:
+            view = await self._view(conn, size, [size])
+            self._frontier = Frontier.at(size, view.subtree)
+        return self._frontier.copy()
+
+    @staticmethod
+    async def _last_checkpoint_size(conn: AsyncConnection) -> int:
+        last = await conn.scalar(select(func.coalesce(func.max(ledger_checkpoint.c.tree_size), 0)))
+        return int(last or 0)
 
     @staticmethod
     async def _present(conn: AsyncConnection, event_ids: list[str]) -> set[str]:
@@ -107,14 +161,92 @@ class Ledger:
             found.update(rows.scalars())
         return found
 
-    async def head(self) -> Head | None:
+    @staticmethod
+    async def _view(conn: AsyncConnection, size: int, edges: Sequence[int]) -> TreeView:
+        """The block hashes of a tree of ``size`` leaves and the leaves of the edge blocks."""
+        rows = await conn.execute(
+            select(ledger_block.c.hash)
+            .where(ledger_block.c.block < size // BLOCK)
+            .order_by(ledger_block.c.block)
+        )
+        blocks = [bytes.fromhex(h) for h in rows.scalars()]
+        if len(blocks) != size // BLOCK:
+            raise LedgerError(f"{size // BLOCK - len(blocks)} block hash(es) missing")
+        leaves: dict[int, bytes] = {}
+        for block in blocks_for(*edges):
+            first = block * BLOCK + 1
+            rows = await conn.execute(
+                select(ledger.c.seq, ledger.c.leaf_hash).where(
+                    ledger.c.seq >= first, ledger.c.seq < first + BLOCK, ledger.c.seq <= size
+                )
+            )
+            leaves.update({int(seq) - 1: bytes.fromhex(h) for seq, h in rows})
+        return TreeView(size, blocks, leaves)
+
+    async def size(self) -> int:
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(select(func.coalesce(func.max(ledger.c.seq), 0))) or 0)
+
+    async def checkpoints(self, after: int = 0, limit: int | None = None) -> list[Checkpoint]:
+        query = (
+            select(ledger_checkpoint)
+            .where(ledger_checkpoint.c.tree_size > after)
+            .order_by(ledger_checkpoint.c.tree_size)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [_checkpoint(row) for row in await conn.execute(query)]
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        query = select(ledger_checkpoint).order_by(ledger_checkpoint.c.tree_size.desc()).limit(1)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else _checkpoint(row)
+
+    async def checkpoint_at(self, tree_size: int) -> Checkpoint:
+        query = select(ledger_checkpoint).where(ledger_checkpoint.c.tree_size == tree_size)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            raise LedgerError(f"no checkpoint at tree size {tree_size}")
+        return _checkpoint(row)
+
+    async def prove_inclusion(self, event_id: str, tree_size: int | None = None) -> InclusionProof:
+        """The entry of ``event_id`` and its path to the checkpoint at ``tree_size`` (the latest
+        by default)."""
         async with self.engine.connect() as conn:
             row = (
-                await conn.execute(
-                    select(ledger_head.c.seq, ledger_head.c.chain_hash).where(ledger_head.c.id == 1)
-                )
+                await conn.execute(select(ledger).where(ledger.c.event_id == event_id))
             ).one_or_none()
-        return None if row is None else Head(int(row.seq), str(row.chain_hash))
+        if row is None:
+            raise LedgerError(f"no event {event_id!r} in the ledger")
+        entry = _entry(row)
+        checkpoint = await (
+            self.checkpoint_at(tree_size) if tree_size else self.latest_checkpoint()
+        )
+        if checkpoint is None or checkpoint.tree_size < entry.seq:
+            raise LedgerError(
+                f"event {event_id!r} (seq {entry.seq}) is not yet covered by a checkpoint"
+            )
+        async with self.engine.connect() as conn:
+            view = await self._view(
+                conn, checkpoint.tree_size, [entry.seq - 1, checkpoint.tree_size]
+            )
+        path = inclusion_proof(entry.seq - 1, checkpoint.tree_size, view.subtree)
+        return InclusionProof(entry, [p.hex() for p in path], checkpoint)
+
+    async def prove_consistency(self, first: int, second: int) -> ConsistencyProof:
+        """The path from the checkpoint at ``first`` leaves to the one at ``second``."""
+        if first > second:
+            raise LedgerError("the first checkpoint must not be larger than the second")
+        older, newer = await self.checkpoint_at(first), await self.checkpoint_at(second)
+        async with self.engine.connect() as conn:
+            view = await self._view(conn, second, [first, second])
+        try:
+            path = consistency_proof(first, second, view.subtree)
+        except ProofError as exc:
+            raise LedgerError(str(exc)) from exc
+        return ConsistencyProof(older, newer, [p.hex() for p in path])
 
     async def task_events(self, task_id: str) -> list[StoredEntry]:
         async with self.engine.connect() as conn:
@@ -123,52 +255,90 @@ class Ledger:
             )
             return [_entry(r) for r in rows]
 
-    async def chunks(self, upto: int, size: int) -> AsyncIterator[list[StoredEntry]]:
-        """Rows with seq <= upto in seq order, ``size`` at a time (keyset paging)."""
-        after = 0
-        while after < upto:
+    async def stages(
+        self, event_types: Collection[str], since: datetime | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(subject, event type, canonical entry) of the given types, oldest first."""
+        query = select(ledger.c.subject, ledger.c.event_type, ledger.c.canonical).where(
+            ledger.c.event_type.in_(list(event_types))
+        )
+        if since is not None:
+            query = query.where(ledger.c.recorded_at >= since)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query.order_by(ledger.c.seq))
+            return [(str(s), str(t), str(c)) for s, t, c in rows]
+
+    async def chunks(
+        self,
+        query: Select[Any] | None = None,
+        size: int = 1000,
+        after: int = 0,
+        upto: int | None = None,
+    ) -> AsyncIterator[list[StoredEntry]]:
+        """Rows in seq order, ``size`` at a time (keyset paging), optionally filtered."""
+        base = query if query is not None else select(ledger)
+        while True:
+            page = base.where(ledger.c.seq > after)
+            if upto is not None:
+                page = page.where(ledger.c.seq <= upto)
             async with self.engine.connect() as conn:
-                rows = await conn.execute(
-                    select(ledger)
-                    .where(ledger.c.seq > after, ledger.c.seq <= upto)
-                    .order_by(ledger.c.seq)
-                    .limit(size)
-                )
+                rows = await conn.execute(page.order_by(ledger.c.seq).limit(size))
                 batch = [_entry(r) for r in rows]
             if not batch:
                 return
             yield batch
             after = batch[-1].seq
 
+    async def blocks(self) -> dict[int, bytes]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(ledger_block.c.block, ledger_block.c.hash))
+            return {int(b): bytes.fromhex(h) for b, h in rows}
+
     async def verify(
         self,
         chunk_size: int = 1000,
-        head: Head | None = None,
+        trusted_keys: Collection[str] | None = None,
+        since: Checkpoint | None = None,
+        kept: Sequence[Checkpoint] = (),
         on_chunk: Callable[[int], None] | None = None,
     ) -> VerifyResult:
-        """Stream the ledger up to its head through a Verifier; hashing runs off the event loop."""
-        head = head or await self.head()
-        verifier = Verifier()
-        async for rows in self.chunks(head.seq if head else _MAX_SEQ, chunk_size):
-            fine = await asyncio.to_thread(verifier.feed, rows)
-            if on_chunk is not None:
-                on_chunk(len(rows))
-            if not fine:
-                break
-        result = verifier.finish(head)
-        if head is None and result.ok:
-            missing = Failure(result.head.seq, "the ledger head row is missing")
-            return VerifyResult(result.entries, result.head, missing)
-        return result
+        """Recompute the ledger, from the start or from a trusted checkpoint ``since``, against
+        the stored checkpoints and any ``kept`` elsewhere (a cut tail shows against those).
+        Hashing runs off the event loop."""
+        start = None
+        if since is not None:
+            async with self.engine.connect() as conn:
+                size = since.tree_size
+                start = Frontier.at(size, (await self._view(conn, size, [size])).subtree)
+            if start.root().hex() != since.root_hash:
+                failure = Failure(1, "the stored tree does not match the trusted checkpoint")
+                return VerifyResult(0, size, start.root().hex(), 0, failure)
+        stored = await self.checkpoints(after=start.size if start else 0)
+        verifier = Verifier([*stored, *kept], await self.blocks(), trusted_keys, start)
+        if verifier.failure is None:
+            async for rows in self.chunks(size=chunk_size, after=start.size if start else 0):
+                fine = await asyncio.to_thread(verifier.feed, rows)
+                if on_chunk is not None:
+                    on_chunk(len(rows))
+                if not fine:
+                    break
+        return verifier.finish()
 
 
-def _values(entry: StoredEntry) -> dict[str, Any]:
-    return {
-        **entry.columns(),
-        "canonical": entry.canonical,
-        "leaf_hash": entry.leaf_hash,
-        "chain_hash": entry.chain_hash,
-    }
+def _hashed(entry: StoredEntry) -> dict[str, Any]:
+    return {"canonical": entry.canonical, "leaf_hash": entry.leaf_hash}
+
+
+def _checkpoint(row: Row[Any]) -> Checkpoint:
+    m = row._mapping
+    return Checkpoint(
+        origin=m["origin"],
+        tree_size=int(m["tree_size"]),
+        root_hash=m["root_hash"],
+        issued_at=to_utc(m["issued_at"]),
+        public_key=m["public_key"],
+        signature=m["signature"],
+    )
 
 
 def _entry(row: Row[Any]) -> StoredEntry:
@@ -186,5 +356,5 @@ def _entry(row: Row[Any]) -> StoredEntry:
         recorded_at=to_utc(m["recorded_at"]),
         canonical=m["canonical"],
         leaf_hash=m["leaf_hash"],
-        chain_hash=m["chain_hash"],
+        task_type=m["task_type"],
     )

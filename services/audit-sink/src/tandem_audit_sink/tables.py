@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
-    CheckConstraint,
     Column,
     DateTime,
     Index,
@@ -33,17 +32,29 @@ ledger = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("canonical", Text, nullable=False),
     Column("leaf_hash", String(64), nullable=False),
-    Column("chain_hash", String(64), nullable=False),
+    Column("task_type", Text, nullable=True),
     UniqueConstraint("event_id", name="uq_ledger_event_id"),
     Index("ix_ledger_subject_seq", "subject", "seq"),
+    Index("ix_ledger_recorded_at", "recorded_at"),
 )
 
-# One row: the newest seq and chain hash. Writers lock it, so replicas never fork the chain.
-ledger_head = Table(
-    "ledger_head",
+# The hash of every whole block of 256 leaves (block n holds seq 256n+1 to 256n+256), so a
+# proof or a restart needs the block hashes and at most two blocks' leaves.
+ledger_block = Table(
+    "ledger_block",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("seq", BigInteger, nullable=False),
-    Column("chain_hash", String(64), nullable=False),
-    CheckConstraint("id = 1", name="ck_ledger_head_single_row"),
+    Column("block", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Signed tree heads: tree size, root and time, signed with the ledger's Ed25519 key.
+ledger_checkpoint = Table(
+    "ledger_checkpoint",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", String(64), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("signature", Text, nullable=False),
 )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from tandem_audit_sink.ledger import Head, VerifyResult
+from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.store import AppendResult
+from tandem_audit_sink.verify import VerifyResult
 
 
 class AuditMetrics:
@@ -22,14 +23,24 @@ class AuditMetrics:
             ["topic"],
             registry=registry,
         )
-        self.chain_length = Gauge(
-            "tandem_audit_chain_length",
-            "Entries in the audit ledger's hash chain.",
+        self.tree_size = Gauge(
+            "tandem_audit_tree_size",
+            "Entries in the audit ledger's Merkle tree.",
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "tandem_audit_checkpoints",
+            "Signed checkpoints of the audit ledger made by this process.",
+            registry=registry,
+        )
+        self.checkpoint_size = Gauge(
+            "tandem_audit_checkpoint_tree_size",
+            "Tree size of the newest signed checkpoint.",
             registry=registry,
         )
         self.verify_failures = Counter(
             "tandem_audit_verify_failures",
-            "Ledger verifications that found a bad row.",
+            "Ledger verifications that found a bad entry, block or checkpoint.",
             registry=registry,
         )
 
@@ -38,11 +49,13 @@ class AuditMetrics:
             self.entries.labels(entry.topic).inc()
         for record in result.duplicates:
             self.duplicates.labels(record.topic).inc()
-        if result.head is not None:
-            self.head(result.head)
+        self.tree_size.set(result.tree_size)
+        if result.checkpoint is not None:
+            self.checkpointed(result.checkpoint)
 
-    def head(self, head: Head) -> None:
-        self.chain_length.set(head.seq)
+    def checkpointed(self, checkpoint: Checkpoint) -> None:
+        self.checkpoints.inc()
+        self.checkpoint_size.set(checkpoint.tree_size)
 
     def verified(self, result: VerifyResult) -> None:
         if not result.ok:

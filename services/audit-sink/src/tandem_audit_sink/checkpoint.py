@@ -1,0 +1,138 @@
+"""Signed checkpoints: a tree size, its root and a time, signed with the ledger's Ed25519 key.
+
+What is signed is the canonical JSON of origin, tree size, root hash and time, so a checkpoint
+can be checked by anyone who has its public key, with nothing from the ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from tandem_audit_sink.ledger import canonical_json, rfc3339, to_utc
+
+
+class CheckpointError(ValueError):
+    """A checkpoint whose signature does not hold, or whose key is not trusted."""
+
+
+def key_id(public_key: str) -> str:
+    """A short name for a public key (base64 of its 32 raw bytes): its SHA-256, 16 hex digits."""
+    return hashlib.sha256(base64.b64decode(public_key)).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    tree_size: int
+    root_hash: str
+    issued_at: datetime
+    public_key: str
+    signature: str
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public_key)
+
+    def statement(self) -> bytes:
+        return signed_statement(self.origin, self.tree_size, self.root_hash, self.issued_at)
+
+    def document(self) -> dict[str, Any]:
+        return asdict(self) | {"issued_at": rfc3339(self.issued_at), "key_id": self.key_id}
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Checkpoint:
+        try:
+            return cls(
+                origin=str(doc["origin"]),
+                tree_size=int(doc["tree_size"]),
+                root_hash=str(doc["root_hash"]),
+                issued_at=to_utc(datetime.fromisoformat(str(doc["issued_at"]))),
+                public_key=str(doc["public_key"]),
+                signature=str(doc["signature"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"not a checkpoint: {exc}") from exc
+
+    def check(self, trusted_keys: Collection[str] | None = None) -> None:
+        """Raise unless the signature holds, and (given trusted keys) the key is one of them."""
+        if trusted_keys is not None and self.public_key not in trusted_keys:
+            raise CheckpointError(
+                f"checkpoint at size {self.tree_size} is signed by untrusted key {self.key_id}"
+            )
+        try:
+            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(self.public_key))
+            key.verify(base64.b64decode(self.signature), self.statement())
+        except (InvalidSignature, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint at size {self.tree_size} has a signature that does not hold"
+            ) from exc
+
+
+def signed_statement(origin: str, tree_size: int, root_hash: str, issued_at: datetime) -> bytes:
+    doc = {
+        "origin": origin,
+        "tree_size": tree_size,
+        "root_hash": root_hash,
+        "issued_at": rfc3339(issued_at),
+    }
+    return canonical_json(doc).encode("utf-8")
+
+
+class Signer:
+    """The ledger's signing key: raw 32-byte Ed25519 seeds in base64, or PKCS#8 PEM."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, origin: str) -> None:
+        self._key = private_key
+        self.origin = origin
+        raw = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.public_key = base64.b64encode(raw).decode("ascii")
+        self.key_id = key_id(self.public_key)
+
+    @classmethod
+    def from_text(cls, text: str, origin: str) -> Signer:
+        text = text.strip()
+        try:
+            if text.startswith("-----BEGIN"):
+                key = serialization.load_pem_private_key(text.encode(), password=None)
+            else:
+                key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(text, validate=True))
+        except ValueError as exc:
+            raise ValueError(f"the audit signing key cannot be read: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("the audit signing key must be an Ed25519 key")
+        return cls(key, origin)
+
+    @classmethod
+    def generate(cls, origin: str) -> Signer:
+        return cls(Ed25519PrivateKey.generate(), origin)
+
+    def private_text(self) -> str:
+        raw = self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return base64.b64encode(raw).decode("ascii")
+
+    def sign(self, tree_size: int, root_hash: str, issued_at: datetime) -> Checkpoint:
+        statement = signed_statement(self.origin, tree_size, root_hash, issued_at)
+        signature = base64.b64encode(self._key.sign(statement)).decode("ascii")
+        return Checkpoint(
+            origin=self.origin,
+            tree_size=tree_size,
+            root_hash=root_hash,
+            issued_at=to_utc(issued_at),
+            public_key=self.public_key,
+            signature=signature,
+        )
