@@ -1,76 +1,121 @@
-"""`tandem audit`: check the audit ledger's hash chain straight from its database."""
+"""`tandem audit`: verify, prove and export the audit ledger straight from its database, and
+check proofs with nothing but a trusted checkpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from tandem_audit_sink.ledger import VerifyResult
+from tandem_audit_sink.api import ConsistencyProofOut, InclusionProofOut
+from tandem_audit_sink.auditor import check_consistency, check_inclusion
+from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError, Signer
+from tandem_audit_sink.export import ExportFilter, export_query
+from tandem_audit_sink.merkle import ProofError
 from tandem_audit_sink.settings import AuditSettings
-from tandem_audit_sink.store import Ledger
+from tandem_audit_sink.store import Ledger, LedgerError
+from tandem_audit_sink.verify import VerifyResult
 from tandem_shared.db import create_engine, is_sqlite
 
 audit_app = typer.Typer(
-    help="The audit ledger: verify its hash chain from the database.", no_args_is_help=True
+    help="The audit ledger: verify, prove, export; check proofs offline.", no_args_is_help=True
 )
 _stderr = Console(stderr=True)
+T = TypeVar("T")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="The ledger's database [default: TANDEM_AUDIT_DATABASE_URL, else the audit "
+        "sink's SQLite file].",
+        show_default=False,
+    ),
+]
+TrustedKeys = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-key",
+        help="A public key (base64) whose checkpoints are trusted; repeat for several. "
+        "Without it, any key the ledger recorded is accepted.",
+    ),
+]
 
 
 @audit_app.callback()
 def audit() -> None:
-    """The audit ledger: verify its hash chain from the database."""
+    """The audit ledger: verify, prove, export; check proofs offline."""
 
 
 class LedgerUnreadable(Exception):
     """The ledger's database cannot be read at all."""
 
 
-@audit_app.command()
-def verify(
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            help="The ledger's database [default: TANDEM_AUDIT_DATABASE_URL, else the audit "
-            "sink's SQLite file].",
-            show_default=False,
-        ),
-    ] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Rows read per query.")] = 1000,
-) -> None:
-    """Recompute every leaf and chain hash in seq order; exit 1 at the first bad row."""
+def _with_ledger(database_url: str | None, work: Callable[[Ledger], Awaitable[T]]) -> T:
+    """Run ``work`` on the ledger; exit 2 with the reason if its database cannot be read."""
     url = database_url or AuditSettings().database_url
+
+    async def run() -> T:
+        engine = create_engine(url)
+        try:
+            return await work(Ledger(engine))
+        finally:
+            await engine.dispose()
+
     try:
         _refuse_missing_file(url)
-        result = asyncio.run(_verify(url, chunk_size))
+        return asyncio.run(run())
     except (LedgerUnreadable, SQLAlchemyError, OSError) as exc:
         _stderr.print(f"ERROR: cannot read the ledger at {_display(url)}: {exc}", markup=False)
         raise typer.Exit(2) from exc
-    if result.failure is None:
-        typer.echo(f"OK: {result.entries} entries verified")
-        return
-    typer.echo(f"FAILED at seq {result.failure.seq}: {result.failure.reason}")
-    raise typer.Exit(1)
 
 
-def _refuse_missing_file(url: str) -> None:
-    """Opening a missing SQLite file would create an empty one: say it is missing instead."""
-    if is_sqlite(url):
-        path = url.split(":///", 1)[-1]
-        if path != ":memory:" and not Path(path).is_file():
-            raise LedgerUnreadable("no such database file")
-
-
-async def _verify(url: str, chunk_size: int) -> VerifyResult:
-    engine = create_engine(url)
+def _read_json(path: Path, what: str) -> Any:
     try:
-        ledger = Ledger(engine)
-        head = await ledger.head()
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        _stderr.print(f"ERROR: cannot read {what} {path}: {exc}", markup=False)
+        raise typer.Exit(2) from exc
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
+    try:
+        return Checkpoint.of(_read_json(path, "the checkpoint"))
+    except CheckpointError as exc:
+        _stderr.print(f"ERROR: {path}: {exc}", markup=False)
+        raise typer.Exit(2) from exc
+
+
+@audit_app.command()
+def verify(
+    database_url: DatabaseUrl = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows read per query.")] = 1000,
+    trust_key: TrustedKeys = None,
+    since: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint (JSON) trusted already: verify only what came after."),
+    ] = None,
+    kept: Annotated[
+        list[Path] | None,
+        typer.Option(help="Checkpoints (JSON) kept outside the ledger: a cut tail shows."),
+    ] = None,
+) -> None:
+    """Recompute every entry, block and signed checkpoint in seq order; exit 1 at the first bad
+    entry."""
+    start = _read_checkpoint(since) if since else None
+    others = [_read_checkpoint(path) for path in kept or []]
+
+    async def run(ledger: Ledger) -> VerifyResult:
+        total = await ledger.size() - (start.tree_size if start else 0)
         with Progress(
             TextColumn("verifying"),
             BarColumn(),
@@ -79,12 +124,137 @@ async def _verify(url: str, chunk_size: int) -> VerifyResult:
             console=_stderr,
             transient=True,
         ) as progress:
-            task = progress.add_task("verify", total=head.seq if head else None)
+            task = progress.add_task("verify", total=max(total, 0))
             return await ledger.verify(
-                chunk_size, head=head, on_chunk=lambda n: progress.advance(task, n)
+                chunk_size,
+                trusted_keys=trust_key,
+                since=start,
+                kept=others,
+                on_chunk=lambda n: progress.advance(task, n),
             )
-    finally:
-        await engine.dispose()
+
+    result = _with_ledger(database_url, run)
+    if result.failure is None:
+        typer.echo(
+            f"OK: {result.entries} entries verified, {result.checkpoints} signed checkpoints "
+            f"match; tree size {result.tree_size}, root {result.root_hash}"
+        )
+        return
+    typer.echo(f"FAILED at seq {result.failure.seq}: {result.failure.reason}")
+    raise typer.Exit(1)
+
+
+@audit_app.command()
+def prove(
+    event_id: Annotated[str | None, typer.Argument(help="Prove this event's inclusion.")] = None,
+    tree_size: Annotated[
+        int | None, typer.Option(min=1, help="Against this checkpoint [default: the latest].")
+    ] = None,
+    first: Annotated[
+        int | None, typer.Option(min=1, help="Prove consistency from this checkpoint's size…")
+    ] = None,
+    second: Annotated[int | None, typer.Option(min=1, help="…to this one's.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print an inclusion proof (EVENT_ID) or a consistency proof (--first and --second) as
+    JSON, for `tandem audit check`."""
+    if (event_id is None) == (first is None or second is None):
+        _stderr.print("ERROR: give an EVENT_ID, or --first and --second", markup=False)
+        raise typer.Exit(2)
+
+    async def run(ledger: Ledger) -> BaseModel:
+        if event_id is not None:
+            return InclusionProofOut.of(await ledger.prove_inclusion(event_id, tree_size))
+        return ConsistencyProofOut.of(await ledger.prove_consistency(first or 0, second or 0))
+
+    try:
+        proof = _with_ledger(database_url, run)
+    except LedgerError as exc:
+        _stderr.print(f"ERROR: {exc}", markup=False)
+        raise typer.Exit(1) from exc
+    typer.echo(proof.model_dump_json(indent=2))
+
+
+@audit_app.command()
+def check(
+    proof: Annotated[Path, typer.Argument(help="A proof printed by `tandem audit prove`.")],
+    checkpoint: Annotated[Path, typer.Option(help="The checkpoint (JSON) you trust.")],
+    public_key: Annotated[str, typer.Option(help="The ledger's public key (base64).")],
+    event: Annotated[
+        Path | None, typer.Option(help="The event's data (JSON) the entry must record.")
+    ] = None,
+) -> None:
+    """Check a proof with nothing but a trusted checkpoint and the ledger's public key: no
+    database, no server."""
+    trusted = _read_checkpoint(checkpoint)
+    doc = _read_json(proof, "the proof")
+    try:
+        trusted.check([public_key])
+        if isinstance(doc, dict) and "entry" in doc:
+            data = _read_json(event, "the event") if event else None
+            entry = check_inclusion(doc, trusted, data)
+            typer.echo(
+                f"OK: event {entry.get('id')} is entry {entry.get('seq')} of the tree of "
+                f"{trusted.tree_size} signed by key {trusted.key_id}"
+            )
+        else:
+            newer = check_consistency(doc, trusted, [public_key])
+            typer.echo(
+                f"OK: the tree of {newer.tree_size} extends the trusted one of "
+                f"{trusted.tree_size}; root {newer.root_hash}"
+            )
+    except (ProofError, CheckpointError) as exc:
+        typer.echo(f"FAILED: {exc}")
+        raise typer.Exit(1) from exc
+
+
+@audit_app.command()
+def export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="JSON lines file [default: stdout].")
+    ] = None,
+    since: Annotated[datetime | None, typer.Option(help="Recorded from then (UTC).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Recorded before then (UTC).")] = None,
+    event_type: Annotated[list[str] | None, typer.Option("--type", help="Event type.")] = None,
+    task_type: Annotated[list[str] | None, typer.Option(help="Task type.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Entries as JSON lines, each exactly as hashed (SHA-256 of 0x00 and the line is its leaf
+    hash)."""
+    wanted = ExportFilter(since, until, event_type or [], task_type or [])
+
+    async def run(ledger: Ledger) -> int:
+        count = 0
+        sink = output.open("w", encoding="utf-8") if output else sys.stdout
+        try:
+            async for rows in ledger.chunks(export_query(wanted)):
+                sink.write("".join(f"{row.canonical}\n" for row in rows))
+                count += len(rows)
+        finally:
+            if output:
+                sink.close()
+        return count
+
+    count = _with_ledger(database_url, run)
+    _stderr.print(f"exported {count} entries", markup=False)
+
+
+@audit_app.command()
+def keygen() -> None:
+    """Make an Ed25519 signing key: set the private one as TANDEM_AUDIT_SIGNING_KEY (a secret)
+    and give the public one to auditors."""
+    signer = Signer.generate("tandem-audit")
+    typer.echo(f"TANDEM_AUDIT_SIGNING_KEY={signer.private_text()}")
+    typer.echo(f"public key: {signer.public_key}")
+    typer.echo(f"key id: {signer.key_id}")
+
+
+def _refuse_missing_file(url: str) -> None:
+    """Opening a missing SQLite file would create an empty one: say it is missing instead."""
+    if is_sqlite(url):
+        path = url.split(":///", 1)[-1]
+        if path != ":memory:" and not Path(path).is_file():
+            raise LedgerUnreadable("no such database file")
 
 
 def _display(url: str) -> str:
