@@ -16,6 +16,9 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from tandem_audit_sink.auditor import check_inclusion
+from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError
+from tandem_audit_sink.merkle import ProofError
 from tandem_shared.auth import mint_token
 from tandem_shared.events import DecisionMade, TaskSubmitted
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
@@ -79,6 +82,7 @@ async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> i
         await asyncio.gather(*people, return_exceptions=True)
     elapsed = time.monotonic() - started
     audit = await _verify_audit(console)
+    audit["proof"] = await _prove_one_decision(run)
     _summary(run, elapsed, audit, console)
     return 0 if len(run.decisions) == count and audit.get("ok") else 1
 
@@ -175,6 +179,34 @@ async def _verify_audit(console: Console) -> dict[str, Any]:
         return last
 
 
+async def _prove_one_decision(run: Run) -> str:
+    """An auditor's check of the first decision: its inclusion proof against the newest signed
+    checkpoint, verified here with nothing but the proof and that checkpoint."""
+    first = min(run.decisions.values(), key=lambda d: d.decided_at, default=None)
+    if first is None:
+        return "no decision to prove"
+    token = mint_token(RuntimeSettings(), "demo-auditor", ["auditor"])
+    async with httpx.AsyncClient(
+        base_url=AUDIT, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        lineage = (await client.get(f"/v1/audit/tasks/{first.task_id}")).json()
+        decided = [e for e in lineage["events"] if e["type"] == "tandem.decision.made.v1"]
+        checkpoint = Checkpoint.of((await client.get("/v1/audit/checkpoints/latest")).json())
+        response = await client.get(
+            "/v1/audit/proofs/inclusion",
+            params={"event_id": decided[0]["event_id"], "tree_size": checkpoint.tree_size},
+        )
+    try:
+        checkpoint.check()
+        check_inclusion(response.json(), checkpoint, decided[0]["data"])
+    except (ProofError, CheckpointError, KeyError) as exc:
+        return f"FAILED for task {first.task_id}: {exc}"
+    return (
+        f"task {first.task_id}'s decision proven in the tree of {checkpoint.tree_size} "
+        f"signed by key {checkpoint.key_id}"
+    )
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -224,9 +256,11 @@ def _summary(run: Run, elapsed: float, audit: dict[str, Any], console: Console) 
     )
     table.add_row("wall time", f"{elapsed:.1f}s")
     verdict = (
-        f"OK: {audit.get('entries')} entries verified"
+        f"OK: {audit.get('entries')} entries, {audit.get('checkpoints_checked')} signed "
+        f"checkpoints verified"
         if audit.get("ok")
         else f"FAILED at seq {audit.get('failed_seq')}: {audit.get('reason') or audit}"
     )
     table.add_row("audit ledger", verdict)
+    table.add_row("audit proof (checked offline)", str(audit.get("proof")))
     Console().print(table)

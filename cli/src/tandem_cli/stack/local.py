@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tandem_audit_sink.checkpoint import Signer
 from tandem_shared.topics import Topics, ensure_topics
 
 from tandem_cli.stack.kafka import KafkaBroker
@@ -55,6 +56,17 @@ def _write_state(entries: list[Entry]) -> None:
     _state_file().write_text(json.dumps([e.__dict__ for e in entries], indent=2))
 
 
+def audit_signing_key(home: Path) -> str:
+    """The local stack's ledger key, made once and kept, so checkpoints stay verifiable across
+    restarts (a real deployment takes its key from a secret)."""
+    path = home / "audit-signing.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(Signer.generate("tandem-audit").private_text())
+    return path.read_text().strip()
+
+
 def up(say: Callable[[str], None] = print) -> list[Entry]:
     """Start what is not running yet; return every component with its address."""
     home = state_dir()
@@ -82,7 +94,8 @@ def up(say: Callable[[str], None] = print) -> list[Entry]:
             env={
                 "TANDEM_ROUTER_POLICY_FILE": str(
                     project_root() / "deploy" / "local" / "policy.yaml"
-                )
+                ),
+                "TANDEM_AUDIT_SIGNING_KEY": audit_signing_key(home),
             },
         )
         say(f"starting {', '.join(missing)}…")
