@@ -43,6 +43,8 @@ def problems(text: str, service: str) -> list[str]:
             found.append(f"{stage.base} has no pinned tag")
     if build is None or build is final:
         return [*found, "no build stage running uv sync before the final stage"]
+    if build.base != final.base:
+        found.append("the build and final stages differ in base: the environment would break")
     syncs = uv_syncs(build)
     for sync in syncs:
         if "--frozen" not in sync or "--no-dev" not in sync:
@@ -92,7 +94,8 @@ def test_the_single_root_dockerfile_is_gone() -> None:
 
 
 BROKEN = {
-    "one stage": ("FROM ${PYTHON_IMAGE}\nRUN useradd", "RUN useradd"),
+    "one stage": ("FROM python:3.11-slim-trixie\nRUN useradd", "RUN useradd"),
+    "another base": ("FROM python:3.11-slim-trixie\nRUN", "FROM python:3.12-slim-trixie\nRUN"),
     "root user": ("USER 10001:10001", "USER root"),
     "no health check": ("HEALTHCHECK --interval", "# HEALTHCHECK --interval"),
     "unknown package": ("--package tandem-scoring\n", "--package tandem-scorer\n"),
