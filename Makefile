@@ -14,6 +14,7 @@ setup:
 	@bash deploy/local/install-system-deps.sh
 	@$(UV) sync --frozen --all-groups --quiet
 	@$(RUN) python -c "from tandem_cli.stack.kafka import kafka_libs; kafka_libs()"
+	@bash tests/deploy/install-tools.sh
 
 up: setup
 	@$(RUN) tandem stack up

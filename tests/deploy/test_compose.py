@@ -16,15 +16,10 @@ from jsonschema import Draft202012Validator
 
 from tests.deploy.images import stages
 from tests.deploy.services import SETTINGS
-from tests.deploy.tools import ROOT
+from tests.deploy.tools import ROOT, compose
 
 Compose = dict[str, Any]
 ONE_SHOT = "service_completed_successfully"
-
-
-def compose() -> Compose:
-    loaded: Compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    return loaded
 
 
 @cache

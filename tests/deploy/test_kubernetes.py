@@ -1,0 +1,457 @@
+"""deploy/k8s: each overlay rendered by kustomize, every object validated offline against the
+Kubernetes schemas and the upstream CRDs (kube_schemas.py), then checked against the code."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tandem_shared.settings import KafkaSettings, RuntimeSettings
+from tandem_shared.topics import Topics
+
+from tests.deploy import kube_schemas
+from tests.deploy.images import stages
+from tests.deploy.services import SETTINGS, env_prefix, group_id, port
+from tests.deploy.tools import OVERLAYS, ROOT, compose, crd_file, of_kind, one, rendered
+
+Doc = dict[str, Any]
+SECRET = "tandem-secrets"
+# What each consumer's ScaledObject scales on: the topic it reads, or None for the lag of its
+# group over every topic it reads.
+CONSUMES: dict[str, Callable[[Topics], str | None]] = {
+    "scoring": lambda t: t.submitted,
+    "router": lambda t: t.scored,
+    "audit-sink": lambda t: None,
+}
+
+
+def pod_of(doc: Doc) -> Doc:
+    spec: Doc = doc["spec"]["template"]["spec"]
+    return spec
+
+
+def container_of(doc: Doc) -> Doc:
+    [container] = pod_of(doc)["containers"]
+    return container
+
+
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels and matchExpressions) applied to ``labels``."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        value, operator = labels.get(expression["key"]), expression["operator"]
+        values = expression.get("values", [])
+        if not {
+            "In": value in values,
+            "NotIn": value not in values,
+            "Exists": value is not None,
+            "DoesNotExist": value is None,
+        }[operator]:
+            return False
+    return True
+
+
+def config_of(docs: list[Doc]) -> dict[str, str]:
+    data: dict[str, str] = one(docs, "ConfigMap", "tandem")["data"]
+    return data
+
+
+def topics_of(docs: list[Doc]) -> Topics:
+    return Topics(config_of(docs)["TANDEM_KAFKA_TOPIC_PREFIX"])
+
+
+def image_user() -> str:
+    """The numeric user the images run as (their last USER)."""
+    final = stages((ROOT / "services" / "scoring" / "Dockerfile").read_text())[-1]
+    return str(final.all("USER")[-1].value[0].split(":")[0])
+
+
+# -- schemas -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", kube_schemas.KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_is_valid(overlay: str, version: str) -> None:
+    failures = {
+        f"{d['kind']}/{d['metadata']['name']}": kube_schemas.errors(d, version)
+        for d in rendered(overlay)
+    }
+    assert {k: v for k, v in failures.items() if v} == {}
+
+
+def _set(path: str, value: Any) -> Callable[[Doc], None]:
+    def edit(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node: Any = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[last] = value
+
+    return edit
+
+
+# Each a real mistake; the validator must refuse every one, built-in kind or custom resource.
+BREAKS: dict[str, tuple[str, str, Callable[[Doc], None]]] = {
+    "misspelt probe": (
+        "Deployment",
+        "scoring",
+        _set("spec.template.spec.containers.0.livenesProbe", {}),
+    ),
+    "port as text": ("Service", "router", _set("spec.ports.0.port", "8002")),
+    "removed API": (
+        "HorizontalPodAutoscaler",
+        "review-api",
+        _set("apiVersion", "autoscaling/v2beta2"),
+    ),
+    "bad name": ("Job", "review-api-migrations", _set("metadata.name", "Review_API")),
+    "unknown policy field": ("NetworkPolicy", "allow-kafka", _set("spec.egres", [])),
+    "no partitions": ("KafkaTopic", "tandem-control", _set("spec.partitions", 0)),
+    "numeric trigger metadata": (
+        "ScaledObject",
+        "scoring",
+        _set("spec.triggers.0.metadata.lagThreshold", 500),
+    ),
+    "unknown ScaledObject field": ("ScaledObject", "router", _set("spec.maxReplicas", 3)),
+    "unknown PodMonitor field": (
+        "PodMonitor",
+        "tandem",
+        _set("spec.podMetricsEndpoints.0.targetPortName", "http"),
+    ),
+    "custom resource metadata": ("PodMonitor", "tandem", _set("metadata.label", {})),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_the_validator_refuses_a_broken_object(case: str) -> None:
+    kind, name, edit = BREAKS[case]
+    doc = copy.deepcopy(one(rendered("production"), kind, name))
+    assert kube_schemas.errors(doc, kube_schemas.KUBERNETES_VERSIONS[0]) == []
+    edit(doc)
+    assert kube_schemas.errors(doc, kube_schemas.KUBERNETES_VERSIONS[0]) != []
+
+
+def test_custom_resources_are_checked_against_the_upstream_crds() -> None:
+    for name in kube_schemas.CUSTOM_RESOURCE_DEFINITIONS:
+        [crd] = [d for d in yaml.safe_load_all(crd_file(name).read_text()) if d]
+        assert crd["kind"] == "CustomResourceDefinition"
+    kinds = {d["kind"] for overlay in OVERLAYS for d in rendered(overlay)}
+    assert {"KafkaTopic", "ScaledObject", "PodMonitor"} <= kinds
+
+
+# -- layout --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_patch_the_base_rather_than_copy_it(overlay: str) -> None:
+    folder = ROOT / "deploy" / "k8s" / "overlays" / overlay
+    assert [p.name for p in folder.iterdir()] == ["kustomization.yaml"]
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../../base"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_everything_lives_in_the_overlays_namespace(overlay: str) -> None:
+    docs = rendered(overlay)
+    [namespace] = of_kind(docs, "Namespace")
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == namespace["metadata"]["name"], doc["kind"]
+
+
+# -- the services ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_deployment_runs_the_service_as_its_code_expects(overlay: str, service: str) -> None:
+    docs = rendered(overlay)
+    deployment = one(docs, "Deployment", service)
+    pod, container = pod_of(deployment), container_of(deployment)
+    prefix, listen = env_prefix(service), port(service)
+    env = {e["name"]: e for e in container["env"]}
+    assert env[f"{prefix}HOST"]["value"] == "0.0.0.0"
+    assert env[f"{prefix}PORT"]["value"] == str(listen)
+    for name in env:
+        if name.startswith(prefix):
+            assert name.removeprefix(prefix).lower() in SETTINGS[service].model_fields, name
+    assert container["ports"] == [{"name": "http", "containerPort": listen}]
+    assert container["envFrom"] == [{"configMapRef": {"name": "tandem"}}]
+    probes = {p: container[f"{p}Probe"]["httpGet"] for p in ("startup", "readiness", "liveness")}
+    assert probes == {
+        "startup": {"path": "/healthz", "port": "http"},
+        "readiness": {"path": "/readyz", "port": "http"},
+        "liveness": {"path": "/healthz", "port": "http"},
+    }
+    image, _, tag = container["image"].partition(":")
+    assert image == f"tandem/{service}"
+    assert tag and tag != "latest"
+    assert container["resources"]["requests"].keys() == {"cpu", "memory"}
+    assert container["resources"]["limits"]["memory"]
+    # The autoscaler owns the count: a replicas field would fight it on every apply.
+    assert "replicas" not in deployment["spec"]
+    [term] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selects(term["podAffinityTerm"]["labelSelector"], labels)
+    assert term["podAffinityTerm"]["matchLabelKeys"] == ["app.kubernetes.io/name"]
+    [svc] = [s for s in of_kind(docs, "Service") if s["metadata"]["name"] == service]
+    assert selects({"matchLabels": svc["spec"]["selector"]}, labels)
+    assert svc["spec"]["ports"] == [{"name": "http", "port": listen, "targetPort": "http"}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_is_locked_down(overlay: str) -> None:
+    workloads = [*of_kind(rendered(overlay), "Deployment"), *of_kind(rendered(overlay), "Job")]
+    assert len(workloads) == 6
+    for workload in workloads:
+        pod, container = pod_of(workload), container_of(workload)
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": int(image_user()),
+            "runAsGroup": int(image_user()),
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_are_referenced_never_inlined(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert of_kind(docs, "Secret") == []
+    secret_like = re.compile(r"SECRET|_KEY$|PASSWORD|TOKEN|DATABASE_URL")
+    assert [k for k in config_of(docs) if secret_like.search(k)] == []
+    for workload in [*of_kind(docs, "Deployment"), *of_kind(docs, "Job")]:
+        for variable in container_of(workload).get("env", []):
+            if secret_like.search(variable["name"]):
+                reference = variable["valueFrom"]["secretKeyRef"]
+                assert reference == {**reference, "name": SECRET, "key": variable["name"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_config_names_only_real_settings(overlay: str) -> None:
+    known = {f"TANDEM_KAFKA_{f.upper()}" for f in KafkaSettings.model_fields}
+    known |= {f"TANDEM_{f.upper()}" for f in RuntimeSettings.model_fields}
+    # The standard OpenTelemetry SDK variables the services' exporter reads.
+    known |= {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+    assert set(config_of(rendered(overlay))) <= known
+
+
+# -- Kafka: topics and autoscaling -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_topics_are_the_ones_the_code_uses(overlay: str) -> None:
+    docs = rendered(overlay)
+    topics = topics_of(docs)
+    declared = {t["spec"]["topicName"]: t for t in of_kind(docs, "KafkaTopic")}
+    assert sorted(declared) == sorted(topics.all())
+    bootstrap = config_of(docs)["TANDEM_KAFKA_BOOTSTRAP_SERVERS"]
+    for name, topic in declared.items():
+        # Strimzi names the bootstrap Service after the cluster.
+        cluster = topic["metadata"]["labels"]["strimzi.io/cluster"]
+        assert bootstrap.startswith(f"{cluster}-kafka-bootstrap:"), name
+        spec = topic["spec"]
+        compacted = spec["config"].get("cleanup.policy") == "compact"
+        assert compacted == (name == topics.control), name
+        # With acks=all a write needs min.insync.replicas copies: with more than one replica,
+        # fewer than all, so that losing a broker does not stop writes.
+        in_sync = spec["config"]["min.insync.replicas"]
+        assert in_sync == 1 if spec["replicas"] == 1 else 2 <= in_sync < spec["replicas"], name
+
+
+def keda_kafka_metadata_keys() -> set[str]:
+    """The trigger metadata the KEDA Kafka scaler reads, from its struct tags."""
+    source = crd_file("keda_kafka_scaler.go").read_text()
+    keys = set()
+    for names, order in re.findall(r'keda:"name=([\w;]+),order=([\w;]+)', source):
+        for name in names.split(";"):
+            if "triggerMetadata" in order:
+                keys.add(name)
+            if "resolvedEnv" in order:
+                keys.add(f"{name}FromEnv")
+    return keys
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_consumers_scale_on_their_own_lag_up_to_the_partitions(overlay: str) -> None:
+    docs = rendered(overlay)
+    topics = topics_of(docs)
+    partitions = {
+        t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic")
+    }
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in of_kind(docs, "ScaledObject")}
+    assert sorted(scaled) == sorted(CONSUMES)
+    known_keys = keda_kafka_metadata_keys()
+    assert {"bootstrapServersFromEnv", "consumerGroup", "topic", "lagThreshold"} <= known_keys
+    for service, consumed in CONSUMES.items():
+        spec = scaled[service]["spec"]
+        assert one(docs, "Deployment", service)
+        [trigger] = spec["triggers"]
+        metadata = trigger["metadata"]
+        assert trigger["type"] == "kafka"
+        assert set(metadata) <= known_keys, service
+        assert metadata["consumerGroup"] == group_id(service)
+        assert metadata.get("topic") == consumed(topics)
+        assert metadata["bootstrapServersFromEnv"] in config_of(docs)
+        read = [consumed(topics)] if consumed(topics) else list(partitions)
+        # A consumer beyond the partitions would get none and idle.
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        assert spec["maxReplicaCount"] <= min(partitions[t] for t in read), service
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_review_api_scales_on_cpu(overlay: str) -> None:
+    docs = rendered(overlay)
+    [hpa] = of_kind(docs, "HorizontalPodAutoscaler")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "review-api")
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert container_of(one(docs, "Deployment", "review-api"))["resources"]["requests"]["cpu"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_has_a_disruption_budget(overlay: str) -> None:
+    docs = rendered(overlay)
+    budgets = of_kind(docs, "PodDisruptionBudget")
+    for deployment in of_kind(docs, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        [budget] = [b for b in budgets if selects(b["spec"]["selector"], labels)]
+        # One pod may go at a time, whatever the replica count: a drain never blocks.
+        assert budget["spec"] == {**budget["spec"], "maxUnavailable": 1}
+
+
+# -- network policies ----------------------------------------------------------------------
+
+
+def _port_matches(rule_port: Doc, port: int | str, container: Doc) -> bool:
+    wanted = rule_port.get("port")
+    if isinstance(wanted, str):  # a named port: the container's
+        wanted = next(
+            (p["containerPort"] for p in container.get("ports", []) if p["name"] == wanted), None
+        )
+    return wanted in (None, port)
+
+
+def allowed(
+    docs: list[Doc], workload: Doc, direction: str, port: int, peer: Doc | None = None
+) -> bool:
+    """Whether the NetworkPolicies let ``workload``'s pods send (egress) or take (ingress)
+    traffic on ``port``; ``peer`` names the other side's namespace and pod labels, where the
+    rule restricts them."""
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    container = container_of(workload)
+    section, peers = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+    for policy in of_kind(docs, "NetworkPolicy"):
+        spec = policy["spec"]
+        if direction not in spec["policyTypes"] or not selects(spec["podSelector"], labels):
+            continue
+        for rule in spec.get(section, []):
+            if not any(_port_matches(p, port, container) for p in rule.get("ports") or [{}]):
+                continue
+            if not rule.get(peers) or peer is None:
+                return True
+            for other in rule[peers]:
+                namespace = other.get("namespaceSelector")
+                pods = other.get("podSelector")
+                if (namespace is None or selects(namespace, peer["namespace"])) and (
+                    pods is None or selects(pods, peer["pod"])
+                ):
+                    return True
+    return False
+
+
+def _peer(namespace: str, **labels: str) -> Doc:
+    return {"namespace": {"kubernetes.io/metadata.name": namespace}, "pod": labels}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_each_pod_do_its_work_and_no_more(overlay: str) -> None:
+    docs = rendered(overlay)
+    deny = one(docs, "NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    dns = _peer("kube-system", **{"k8s-app": "kube-dns"})
+    kafka = _peer("kafka", **{"strimzi.io/cluster": "tandem", "strimzi.io/kind": "Kafka"})
+    prometheus = _peer("monitoring", **{"app.kubernetes.io/name": "prometheus"})
+    stranger = _peer("default", app="other")
+    databases = {"review-api", "audit-sink"}
+    for service in SETTINGS:
+        deployment = one(docs, "Deployment", service)
+        listen = port(service)
+        assert allowed(docs, deployment, "Egress", 53, dns), service
+        assert not allowed(docs, deployment, "Egress", 53, stranger), service
+        assert allowed(docs, deployment, "Egress", 9092, kafka), service
+        assert not allowed(docs, deployment, "Egress", 9092, stranger), service
+        assert allowed(docs, deployment, "Egress", 4318), service
+        assert allowed(docs, deployment, "Egress", 5432) == (service in databases), service
+        assert not allowed(docs, deployment, "Egress", 80), service
+        assert allowed(docs, deployment, "Ingress", listen, prometheus), service
+        assert allowed(docs, deployment, "Ingress", listen, stranger) == (service in databases)
+        assert not allowed(docs, deployment, "Ingress", listen + 1, prometheus), service
+    for job in of_kind(docs, "Job"):
+        assert allowed(docs, job, "Egress", 5432), job["metadata"]["name"]
+        assert not allowed(docs, job, "Egress", 9092, kafka), job["metadata"]["name"]
+        assert not allowed(docs, job, "Ingress", 8000, stranger), job["metadata"]["name"]
+
+
+# -- migrations and monitoring -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migration_jobs_run_what_compose_runs(overlay: str) -> None:
+    docs = rendered(overlay)
+    services = compose()["services"]
+    for service in ("review-api", "audit-sink"):
+        job = one(docs, "Job", f"{service}-migrations")
+        container = container_of(job)
+        assert container["image"].split(":")[0] == f"tandem/{service}"
+        assert container["image"] == container_of(one(docs, "Deployment", service))["image"]
+        assert container["command"] == services[f"{service}-migrations"]["command"]
+        assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+
+
+@pytest.mark.parametrize("service", ["review-api", "audit-sink"])
+def test_the_migration_command_migrates_a_database(service: str, tmp_path: Path) -> None:
+    container = container_of(one(rendered("production"), "Job", f"{service}-migrations"))
+    command = [sys.executable if c == "python" else c for c in container["command"]]
+    [variable] = container["env"]
+    database = tmp_path / "db.sqlite"
+    env = {**os.environ, variable["name"]: f"sqlite+aiosqlite:///{database}"}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr
+    with sqlite3.connect(database) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert any("version" in t for t in tables), tables
+    assert len(tables) > 1, tables
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_scrapes_every_service_and_nothing_else(overlay: str) -> None:
+    docs = rendered(overlay)
+    [monitor] = of_kind(docs, "PodMonitor")
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    for workload in [*of_kind(docs, "Deployment"), *of_kind(docs, "Job")]:
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        is_service = workload["kind"] == "Deployment"
+        assert selects(monitor["spec"]["selector"], labels) == is_service
+        if is_service:
+            names = [p["name"] for p in container_of(workload)["ports"]]
+            assert endpoint["port"] in names
