@@ -18,7 +18,6 @@ STRIMZI_VERSION=0.49.0
 tools=$PWD/.tandem/tools
 mkdir -p "$tools/bin"
 uv=$(command -v uv || echo "python3 -m uv")
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 
 # Go's own installer puts it here, not always on PATH.
 [ -x /usr/local/go/bin/go ] && PATH=$PATH:/usr/local/go/bin
@@ -40,7 +39,7 @@ fi
 if ! compgen -G "$tools/uv/checkov/lib/python*/site-packages/checkov-$CHECKOV_VERSION.dist-info" >/dev/null; then
   echo "installing checkov $CHECKOV_VERSION"
   UV_TOOL_DIR="$tools/uv" UV_TOOL_BIN_DIR="$tools/bin" \
-    $uv tool install --quiet --force --python 3.11 "checkov==$CHECKOV_VERSION"
+    $uv tool install --quiet --force --python ">=3.10,<3.14" "checkov==$CHECKOV_VERSION"
 fi
 
 stamp="keda $KEDA_VERSION prometheus-operator $PROMETHEUS_OPERATOR_VERSION strimzi $STRIMZI_VERSION"
