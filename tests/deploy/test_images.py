@@ -17,6 +17,8 @@ from tests.deploy.services import SETTINGS, env_prefix, port
 from tests.deploy.tools import ROOT
 
 HADOLINT = Path(shutil.which("hadolint") or ROOT / ".venv" / "bin" / "hadolint")
+# `uv run` names its own binary in UV; uv may not be on PATH (python3 -m uv).
+UV = os.environ.get("UV") or shutil.which("uv") or "uv"
 
 
 def dockerfile_of(service: str) -> Path:
@@ -149,7 +151,7 @@ def test_the_build_steps_work_on_the_build_context(service: str, tmp_path: Path)
             command = shlex.split(instruction.value[0])
             assert command[:2] == ["uv", "sync"], f"cannot replay RUN {instruction.value[0]}"
             run = subprocess.run(
-                [*command, "--dry-run"],
+                [UV, *command[1:], "--dry-run"],
                 cwd=workdir,
                 env=environment,
                 capture_output=True,
