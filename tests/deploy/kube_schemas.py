@@ -30,7 +30,10 @@ CUSTOM_RESOURCE_DEFINITIONS = (
     "keda.sh_scaledobjects.yaml",
     "monitoring.coreos.com_podmonitors.yaml",
 )
-_OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+_OBJECT_META = (
+    "https://kubernetes.io/api/_definitions.json"
+    "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+)
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
