@@ -446,6 +446,10 @@ def test_the_migration_command_migrates_a_database(service: str, tmp_path: Path)
 def test_prometheus_scrapes_every_service_and_nothing_else(overlay: str) -> None:
     docs = rendered(overlay)
     [monitor] = of_kind(docs, "PodMonitor")
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [compose_job] = [
+        j["job_name"] for j in prometheus["scrape_configs"] if j["job_name"] != "prometheus"
+    ]
     [endpoint] = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics"
     for workload in [*of_kind(docs, "Deployment"), *of_kind(docs, "Job")]:
@@ -455,3 +459,5 @@ def test_prometheus_scrapes_every_service_and_nothing_else(overlay: str) -> None
         if is_service:
             names = [p["name"] for p in container_of(workload)["ports"]]
             assert endpoint["port"] in names
+            # The same job label as the Compose stack's Prometheus: one set of alert rules.
+            assert labels[monitor["spec"]["jobLabel"]] == compose_job
