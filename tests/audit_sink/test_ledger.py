@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from tandem_audit_sink.ledger import AuditRecord, canonical_json, entry_leaf, seal
+from tandem_audit_sink.ledger import AuditRecord, canonical_json, entry_leaf, parse, seal
 from tandem_audit_sink.merkle import node_hash
 
 from tests.audit_sink.conftest import record
@@ -66,7 +66,14 @@ def test_canonical_json_is_one_spelling() -> None:
         '{"t":"2026-05-01T00:00:00.000000Z"}'
     )
     assert canonical_json({"nul": "a\x00b"}) == '{"nul":"a\\u0000b"}'
-    with pytest.raises(ValueError, match="Out of range"):
-        canonical_json({"x": float("nan")})
-    with pytest.raises(UnicodeEncodeError):
+    assert canonical_json({"x": 1e-05, "y": 2.50, "z": 10**18}) == (
+        '{"x":0.00001,"y":2.5,"z":1000000000000000000}'
+    )
+    with pytest.raises(ValueError, match="str is not valid UTF-8"):
         canonical_json({"x": "\ud800"})
+    with pytest.raises(ValueError, match="Integer exceeds 64-bit range"):
+        canonical_json({"x": 2**64})
+    # strict JSON, so no NaN or infinity ever reaches the canonical form
+    for spelling in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(ValueError, match="unexpected character|no digit after sign"):
+            parse(f'{{"x": {spelling}}}')

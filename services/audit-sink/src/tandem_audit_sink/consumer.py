@@ -7,7 +7,6 @@ instead of being dead-lettered; the offsets are committed only after the databas
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from tandem_shared.kafka import Incoming, Outgoing, Result, TransientError
 from tandem_shared.telemetry import guarded
 
 from tandem_audit_sink.checkpoint import Checkpoint
-from tandem_audit_sink.ledger import UNPARSED_TYPE, AuditRecord, canonical_json, to_utc
+from tandem_audit_sink.ledger import UNPARSED_TYPE, AuditRecord, canonical_json, parse, to_utc
 from tandem_audit_sink.privacy import NO_REDACTION, Redactor
 from tandem_audit_sink.store import Ledger
 from tandem_audit_sink.telemetry import AuditMetrics
@@ -48,7 +47,7 @@ def capture(record: ConsumerRecord[bytes, bytes], redact: Redactor = NO_REDACTIO
     try:
         event = decode(record.value, record.headers, EVENT_TYPES)
         # the data as sent (not as re-serialised), private fields hashed
-        body = redact(json.loads(record.value or b""))
+        body = redact(parse(record.value or b""))
         for name, value in (
             ("ce_id", event.id),
             ("ce_source", event.source),
@@ -125,7 +124,7 @@ def _redacted_text(value: str, redact: Redactor) -> str:
     """Raw JSON that is not an event may still hold private fields: hash them wherever they are
     (text that is not JSON has no fields to find)."""
     try:
-        return canonical_json(redact(json.loads(value)))
+        return canonical_json(redact(parse(value)))
     except (ValueError, RecursionError):
         return value
 

@@ -6,11 +6,12 @@ tree of ``merkle``, whose signed roots (``checkpoint``) commit to every entry be
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from tandem_audit_sink.merkle import leaf_hash
 
@@ -38,7 +39,7 @@ def to_utc(value: datetime) -> datetime:
 
 def rfc3339(value: datetime) -> str:
     """UTC with microseconds and a Z: one spelling per instant."""
-    return to_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return to_utc(value).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _default(value: object) -> str:
@@ -47,18 +48,26 @@ def _default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8 as is, times as ``rfc3339``; raises ValueError for what
+    has no single spelling (lone surrogates, integers beyond 64 bits). Values come from strict
+    JSON (``parse``), which has no NaN or infinity to spell."""
+    try:
+        return orjson.dumps(value, default=_default, option=_CANONICAL)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 text as is, no NaN; raises ValueError when impossible."""
-    text = json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_default,
-    )
-    text.encode("utf-8")  # lone surrogates cannot be hashed as UTF-8: refuse them here
-    return text
+    return canonical_bytes(value).decode("utf-8")
+
+
+def parse(raw: bytes | str) -> Any:
+    """Strict JSON (RFC 8259: no NaN, no infinities); raises ValueError."""
+    return orjson.loads(raw)
 
 
 def entry_leaf(canonical: str) -> bytes:
@@ -134,7 +143,7 @@ def task_type_of(data: Any) -> str | None:
 
 def seal(record: AuditRecord, seq: int, recorded_at: datetime) -> StoredEntry:
     """Give a record its place ``seq`` in the ledger."""
-    canonical = canonical_json(entry_document(record, seq, recorded_at))
+    raw = canonical_bytes(entry_document(record, seq, recorded_at))
     return StoredEntry(
         seq=seq,
         event_id=record.event_id,
@@ -146,8 +155,8 @@ def seal(record: AuditRecord, seq: int, recorded_at: datetime) -> StoredEntry:
         partition=record.partition,
         offset=record.offset,
         recorded_at=to_utc(recorded_at),
-        canonical=canonical,
-        leaf_hash=entry_leaf(canonical).hex(),
+        canonical=raw.decode("utf-8"),
+        leaf_hash=leaf_hash(raw).hex(),
         task_type=task_type_of(record.data),
     )
 
@@ -156,7 +165,7 @@ def entry_problem(row: StoredEntry) -> str | None:
     """Why the row's columns disagree with the hashed entry, if they do. The text itself needs
     no check of form: the leaf hash is over the text as stored."""
     try:
-        doc = json.loads(row.canonical)
+        doc = parse(row.canonical)
     except ValueError:
         return "the stored entry is not JSON"
     if not isinstance(doc, dict):
@@ -176,5 +185,5 @@ def entry_problem(row: StoredEntry) -> str | None:
 
 def document_of(row: StoredEntry) -> dict[str, Any]:
     """The entry a row carries (what the lineage query shows)."""
-    doc = json.loads(row.canonical)
+    doc = parse(row.canonical)
     return doc if isinstance(doc, dict) else {}
