@@ -10,15 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from sqlalchemy import TextClause, column, table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from tandem_audit_sink.api import ConsistencyProofOut, InclusionProofOut
 from tandem_audit_sink.auditor import check_consistency, check_inclusion
-from tandem_audit_sink.consumer import AuditHandler
+from tandem_audit_sink.consumer import AuditHandler, capture
 from tandem_audit_sink.ledger import AuditRecord, canonical_json, entry_leaf, seal
 from tandem_audit_sink.merkle import ProofError, root_of
+from tandem_audit_sink.privacy import Redactor
 from tandem_audit_sink.store import MIGRATIONS, Ledger, LedgerError, migrate
 from tandem_audit_sink.telemetry import AuditMetrics
 from tandem_cli.stack.process import free_port
@@ -27,6 +29,7 @@ from tandem_shared.envelope import utcnow
 from tandem_shared.kafka import Incoming, Outgoing, TransientError
 
 from tests.audit_sink.conftest import CHECKPOINT_EVERY, SIGNER, record
+from tests.kafka_utils import ce_headers
 
 
 async def test_append_signs_checkpoints_and_verifies(ledger: Ledger) -> None:
@@ -335,3 +338,23 @@ async def test_a_hash_chained_ledger_migrates_into_the_merkle_tree(database_url:
         assert len(await migrated.blocks()) == 1
     finally:
         await engine.dispose()
+
+
+async def test_private_fields_never_reach_the_database_and_the_ledger_verifies(
+    ledger: Ledger,
+) -> None:
+    redact = Redactor(["ssn"], b"privacy-key")
+    body = {"task_id": "t-1", "task_type": "loan", "features": {"ssn": "123-45-6789", "x": 1}}
+    headers = ce_headers("tandem.task.submitted.v1", "t-1", "id-1")
+    kafka_record = ConsumerRecord(
+        "tandem.tasks.submitted", 0, 0, 0, 0, b"t-1", json.dumps(body).encode(), None, 0, 0,
+        headers,
+    )  # fmt: skip
+    await ledger.append([capture(kafka_record, redact), record(2), record(3), record(4)])
+    async with ledger.engine.connect() as conn:
+        dumped = "".join(str(row) for row in await conn.execute(text("SELECT * FROM ledger")))
+    assert "123-45-6789" not in dumped
+    assert redact.hashed("123-45-6789") in dumped
+    result = await ledger.verify(trusted_keys=[SIGNER.public_key])
+    assert result.ok, result.failure
+    assert result.checkpoints == 1
