@@ -42,6 +42,7 @@ schemas:
 	$(RUN) python -m tandem_shared.schemas docs/schemas
 	$(RUN) tandem model schema
 	$(RUN) tandem policy schema
+	$(RUN) tandem metrics docs/metrics.md
 
 clean: down
 	rm -rf .tandem

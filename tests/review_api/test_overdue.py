@@ -81,6 +81,16 @@ async def test_each_overdue_review_is_handled_once_as_its_policy_says(
         )
         assert line in metrics
 
+    # The queue as SREs see it: how many wait, and how long the oldest has (since routed).
+    depth = await app.state.store.queue_depth(LATE)
+    assert {status: d.count for status, d in depth.items()} == {"pending": 2, "escalated": 1}
+    assert depth["pending"].oldest_age_s == (LATE - NOW).total_seconds()
+    app.state.review_metrics.set_queue_depth(depth)
+    metrics = (await client.get("/metrics")).text
+    assert 'tandem_review_queue_depth{status="pending"} 2.0' in metrics
+    assert 'tandem_review_queue_oldest_age_seconds{status="pending"} 18000.0' in metrics
+    assert 'tandem_review_queue_oldest_age_seconds{status="claimed"} 0.0' in metrics
+
 
 @pytest.mark.parametrize(
     ("changes", "senior_only", "step"),

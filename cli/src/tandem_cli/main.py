@@ -17,6 +17,7 @@ from tandem_shared.auth import ROLES, mint_token
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 
 from tandem_cli.feedback import feedback_app
+from tandem_cli.metrics import metrics
 from tandem_cli.model import model_app
 from tandem_cli.policy import policy_app
 from tandem_cli.publish import publish_tasks, read_json_lines, validate
@@ -35,11 +36,14 @@ def _audit_app() -> typer.Typer:
     return audit_app
 
 
-app.add_typer(_audit_app(), name="audit", help="The audit ledger: verification.")
+app.add_typer(
+    _audit_app(), name="audit", help="The audit ledger: verify, prove, export, check proofs."
+)
 app.add_typer(model_app, name="model")
 app.add_typer(policy_app, name="policy")
 app.add_typer(feedback_app, name="feedback")
 app.command()(report)
+app.command()(metrics)
 
 
 @app.command()

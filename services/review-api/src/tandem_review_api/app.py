@@ -66,5 +66,6 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     app = runtime.app("Tandem review API", [router, admin.router, policies.router, web.router])
     app.state.store = store
     app.state.reviews = reviews
+    app.state.review_metrics = metrics
     errors.install(app)
     return app

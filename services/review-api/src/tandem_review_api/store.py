@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import and_, func, or_, select, update
@@ -442,14 +442,34 @@ class ReviewStore:
             )
         return row, review
 
-    async def queue_depth(self, now: datetime) -> dict[str, int]:
+    async def queue_depth(self, now: datetime) -> dict[str, QueueDepth]:
+        """Reviews not yet decided by status: how many, and how long the oldest has waited."""
         async with self.sessions() as s:
             rows = await s.execute(
-                select(reviews.c.status, func.count())
+                select(reviews.c.status, func.count(), func.min(reviews.c.created_at))
                 .where(reviews.c.status != "decided")
                 .group_by(reviews.c.status)
             )
-            return {str(status): int(count) for status, count in rows.all()}
+            return {
+                str(status): QueueDepth(int(count), _age(now, oldest))
+                for status, count, oldest in rows.all()
+            }
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    count: int
+    oldest_age_s: float
+
+
+def _age(now: datetime, since: datetime | str | None) -> float:
+    """Seconds since ``since``; min() over SQLite returns the stored text, not a datetime."""
+    if since is None:
+        return 0.0
+    if isinstance(since, str):
+        since = datetime.fromisoformat(since)
+    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    return max((now - since).total_seconds(), 0.0)
 
 
 async def _rowcount(s: AsyncSession, statement: Any) -> int:

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tandem_shared.telemetry import LATENCY_BUCKETS
 
 from tandem_review_api.queue import Review
+from tandem_review_api.store import QueueDepth
 
 
 class ReviewMetrics:
@@ -35,6 +36,12 @@ class ReviewMetrics:
             ["status"],
             registry=registry,
         )
+        self.queue_oldest = Gauge(
+            "tandem_review_queue_oldest_age_seconds",
+            "How long the oldest review not yet decided has waited, by status (0 when none).",
+            ["status"],
+            registry=registry,
+        )
 
     def observe_decision(self, review: Review, outcome: str, step: str, now: datetime) -> None:
         routed = review.routed
@@ -45,6 +52,8 @@ class ReviewMetrics:
             age = (now - routed.submitted_at).total_seconds()
             self.time_to_decision.labels(routed.task.task_type).observe(max(age, 0.0))
 
-    def set_queue_depth(self, depth: dict[str, int]) -> None:
+    def set_queue_depth(self, depth: dict[str, QueueDepth]) -> None:
         for status in ("pending", "claimed", "escalated"):
-            self.queue_depth.labels(status).set(depth.get(status, 0))
+            found = depth.get(status, QueueDepth(0, 0.0))
+            self.queue_depth.labels(status).set(found.count)
+            self.queue_oldest.labels(status).set(found.oldest_age_s)
