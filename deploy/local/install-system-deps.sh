@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tandem needs from the system when it is missing: uv (from PyPI), Java 17+ and
 # Maven (to fetch and run the Kafka broker), PostgreSQL (for the database tests), Chromium (for
-# the reviewer console's end-to-end test).
+# the reviewer console's end-to-end test), Prometheus and promtool (the local stack's metrics and
+# the alert rules' tests).
 set -euo pipefail
 
 need_apt=()
@@ -14,6 +15,7 @@ fi
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_apt+=(prometheus)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian's packages: ${need_apt[*]}"
