@@ -25,6 +25,8 @@ from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 from tandem_cli.publish import publish_tasks
+from tandem_cli.stack.local import prometheus_url
+from tandem_cli.stack.prometheus import ui_page
 
 API = "http://127.0.0.1:8000"
 AUDIT = "http://127.0.0.1:8003"
@@ -84,6 +86,7 @@ async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> i
     audit = await _verify_audit(console)
     audit["proof"] = await _prove_one_decision(run)
     _summary(run, elapsed, audit, console)
+    _where_to_look(console)
     return 0 if len(run.decisions) == count and audit.get("ok") else 1
 
 
@@ -264,3 +267,16 @@ def _summary(run: Run, elapsed: float, audit: dict[str, Any], console: Console) 
     table.add_row("audit ledger", verdict)
     table.add_row("audit proof (checked offline)", str(audit.get("proof")))
     Console().print(table)
+
+
+def _where_to_look(console: Console) -> None:
+    url = prometheus_url()
+    if url is not None:
+        console.print(
+            f"metrics: Prometheus at {url}   ·   alerts: {ui_page(url, 'alerts')}   ·   "
+            f"targets: {ui_page(url, 'targets')}"
+        )
+    console.print(
+        "what each alert means and what to do: docs/operations.md   ·   "
+        "Grafana dashboards: docker compose up, then http://127.0.0.1:3000"
+    )

@@ -14,6 +14,7 @@ from tandem_shared.topics import Topics, ensure_topics
 
 from tandem_cli.stack.kafka import KafkaBroker
 from tandem_cli.stack.process import pid_alive, port_open, project_root, stop_pid
+from tandem_cli.stack.prometheus import PROMETHEUS_PORT, PrometheusServer, answers
 from tandem_cli.stack.services import SERVICES, ServiceSet, ready
 
 KAFKA_PORT = 9092
@@ -105,7 +106,43 @@ def up(say: Callable[[str], None] = print) -> list[Entry]:
         ]
         _write_state(entries)
         services.wait_ready()
+    if "prometheus" not in names:
+        entries += _start_prometheus(home, say)
+        _write_state(entries)
     return entries
+
+
+def stack_prometheus(home: Path) -> PrometheusServer:
+    """The stack's Prometheus, scraping every service where the stack runs it."""
+    targets = [f"127.0.0.1:{spec.default_port}" for spec in SERVICES]
+    return PrometheusServer(home / "prometheus", targets)
+
+
+def _start_prometheus(home: Path, say: Callable[[str], None]) -> list[Entry]:
+    """Prometheus watches the stack and is no part of it: the stack runs on without it."""
+    if port_open(PROMETHEUS_PORT):
+        say(
+            f"port {PROMETHEUS_PORT} is taken by a process this stack did not start "
+            "(Debian's prometheus service?): running without Prometheus"
+        )
+        return []
+    server = stack_prometheus(home)
+    say("starting Prometheus…")
+    try:
+        server.start()
+    except (RuntimeError, TimeoutError) as exc:
+        say(f"{exc}: running without Prometheus")
+        return []
+    assert server.process is not None
+    return [Entry("prometheus", server.process.pid, server.url, _shown(server.process.log))]
+
+
+def prometheus_url() -> str | None:
+    """The address of the stack's Prometheus while it runs."""
+    for entry in _read_state():
+        if entry.name == "prometheus" and pid_alive(entry.pid):
+            return entry.url
+    return None
 
 
 def down(say: Callable[[str], None] = print) -> None:
@@ -119,13 +156,14 @@ def down(say: Callable[[str], None] = print) -> None:
 
 
 def status() -> list[tuple[Entry, str]]:
-    out = []
-    for entry in _read_state():
-        if not pid_alive(entry.pid):
-            state = "stopped"
-        elif entry.name == "kafka":
-            state = "running"
-        else:
-            state = "ready" if ready(entry.url) else "starting"
-        out.append((entry, state))
-    return out
+    return [(entry, _state(entry)) for entry in _read_state()]
+
+
+def _state(entry: Entry) -> str:
+    if not pid_alive(entry.pid):
+        return "stopped"
+    if entry.name == "kafka":
+        return "running"
+    if entry.name == "prometheus":
+        return "ready" if answers(f"{entry.url}/-/ready") else "starting"
+    return "ready" if ready(entry.url) else "starting"
