@@ -109,7 +109,10 @@ def partitions(topic: str) -> list[TopicPartition]:
 
 async def read_stamps(bootstrap: str, *topics: str) -> dict[str, int]:
     """task id → log-append time (ms) of its first record on any of the topics."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # "earliest": a background reset racing the seek below must not skip to the end
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         parts = [tp for topic in topics for tp in partitions(topic)]

@@ -70,7 +70,10 @@ class TopicReader:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        # "earliest": a background reset racing the seek below must not skip to the end
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         self.records: list[ConsumerRecord[bytes, bytes]] = []
 
     async def __aenter__(self) -> TopicReader:

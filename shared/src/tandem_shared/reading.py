@@ -45,13 +45,18 @@ async def read_records(
     until: datetime | None = None,
     timeout_s: float = READ_TIMEOUT_S,
 ) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    # Assigning starts a reset to auto_offset_reset in the background, which can land after
+    # the seek below: with "earliest" a late reset only rereads what the start skips anyway.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         async with asyncio.timeout(timeout_s):
             partitions = await assign_all(consumer, topic)
             end = await consumer.end_offsets(partitions)
-            remaining = await _start(consumer, partitions, end, since)
+            start = await _start(consumer, partitions, end, since)
+            remaining = set(start)
             limit_ms = int(until.timestamp() * 1000) if until is not None else None
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=200)
@@ -60,7 +65,7 @@ async def read_records(
                         if limit_ms is not None and record.timestamp >= limit_ms:
                             remaining.discard(tp)
                             break
-                        if record.offset < end[tp]:
+                        if start[tp] <= record.offset < end[tp]:
                             keep(record)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
@@ -74,21 +79,21 @@ async def _start(
     partitions: list[TopicPartition],
     end: Mapping[TopicPartition, int],
     since: datetime | None,
-) -> set[TopicPartition]:
-    """Seek each partition to where the read begins; the ones with something to read."""
+) -> dict[TopicPartition, int]:
+    """Seek each partition with something to read to where the read begins; those offsets."""
     if since is None:
         await consumer.seek_to_beginning(*partitions)
-        return {tp for tp in partitions if end[tp] > 0}
+        return {tp: 0 for tp in partitions if end[tp] > 0}
     found = await consumer.offsets_for_times(
         {tp: int(since.timestamp() * 1000) for tp in partitions}
     )
-    remaining = set()
+    start = {}
     for tp in partitions:
         at = found[tp]
         if at is not None and at.offset < end[tp]:
             consumer.seek(tp, at.offset)
-            remaining.add(tp)
-    return remaining
+            start[tp] = at.offset
+    return start
 
 
 async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
