@@ -22,8 +22,10 @@ from sklearn.preprocessing import StandardScaler
 from tandem_cli import dataset
 from tandem_scoring.manifest import (
     DatasetInfo,
+    FeedbackWindow,
     LinearExplanation,
     ModelManifest,
+    Segment,
     Tensors,
     Training,
     TrainingMetrics,
@@ -36,14 +38,17 @@ import modelkit
 NAME = "tumor_screening"
 VERSION = "1"
 DEFAULT_OUT = Path(__file__).resolve().parent
+# Validation reports on small, medium and large tumours apart (mean radius in mm).
+SEGMENTS = [Segment(feature="mean_radius", edges=[12.0, 15.0])]
 
 
-def train_pipeline(train: dataset.Split) -> Pipeline:
-    """The reference model; the tests refit it with this function to check the exported one."""
+def train_pipeline(train: dataset.Split, sample_weight: np.ndarray | None = None) -> Pipeline:
+    """The reference model; the tests refit it with this function to check the exported one.
+    ``sample_weight`` lets a retraining count people's corrections for more than one row."""
     pipeline = Pipeline(
         [("scale", StandardScaler()), ("classify", LogisticRegression(C=1.0, max_iter=5000))]
     )
-    pipeline.fit(train.features, train.labels)
+    pipeline.fit(train.features, train.labels, classify__sample_weight=sample_weight)
     return pipeline
 
 
@@ -71,16 +76,28 @@ def explanation(pipeline: Pipeline, names: list[str]) -> LinearExplanation:
 
 
 def build_manifest(
-    pipeline: Pipeline, model_bytes: bytes, out: Path, train: dataset.Split
+    pipeline: Pipeline,
+    model_bytes: bytes,
+    out: Path,
+    train: dataset.Split,
+    version: str = VERSION,
+    feedback: FeedbackWindow | None = None,
 ) -> ModelManifest:
     holdout = dataset.holdout_split()
     names = dataset.feature_names()
     accuracy, auc = evaluate(pipeline, holdout)
     model_sha256 = modelkit.sha256(model_bytes)
     fingerprint = dataset.fingerprint(train)
+    split = (
+        f"stratified train/holdout {1 - dataset.HOLDOUT_FRACTION:.0%}/"
+        f"{dataset.HOLDOUT_FRACTION:.0%}, random_state={dataset.SPLIT_SEED}; "
+        "fingerprint of the train split"
+    )
+    if feedback is not None:
+        split += f" and {feedback.rows} rows labelled by people (see feedback)"
     return ModelManifest(
         name=NAME,
-        version=VERSION,
+        version=version,
         task_types=[dataset.TASK_TYPE],
         features=modelkit.numeric_features(names, train.features),
         labels=[str(c) for c in pipeline.classes_],
@@ -95,11 +112,7 @@ def build_manifest(
         ),
         dataset=DatasetInfo(
             source="sklearn.datasets.load_breast_cancer",
-            split=(
-                f"stratified train/holdout {1 - dataset.HOLDOUT_FRACTION:.0%}/"
-                f"{dataset.HOLDOUT_FRACTION:.0%}, random_state={dataset.SPLIT_SEED}; "
-                "fingerprint of the train split"
-            ),
+            split=split,
             fingerprint=fingerprint,
         ),
         training=Training(
@@ -109,7 +122,32 @@ def build_manifest(
         ),
         model_sha256=model_sha256,
         created_at=modelkit.created_at(out, model_sha256, fingerprint),
+        segments=SEGMENTS,
+        feedback=feedback,
     )
+
+
+def original_train() -> dataset.Split:
+    """The rows every version of this model learns from, before any of people's labels."""
+    return dataset.train_split()
+
+
+def candidate(
+    train: dataset.Split,
+    out: Path,
+    version: str,
+    feedback: FeedbackWindow | None = None,
+    sample_weight: np.ndarray | None = None,
+) -> ModelManifest:
+    """Fit the recipe on ``train``, export it, and write ``out`` (model.onnx, manifest.json)."""
+    pipeline = train_pipeline(train, sample_weight)
+    labels = [str(c) for c in pipeline.classes_]
+    model_bytes = modelkit.export_onnx(
+        pipeline, pipeline.named_steps["classify"], dataset.feature_names(), labels
+    )
+    manifest = build_manifest(pipeline, model_bytes, out, train, version, feedback)
+    modelkit.write(out, model_bytes, manifest)
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,17 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the models folder")
     args = parser.parse_args(argv)
     out: Path = args.out / NAME / VERSION
-    train = dataset.train_split()
-    pipeline = train_pipeline(train)
-    labels = [str(c) for c in pipeline.classes_]
-    model_bytes = modelkit.export_onnx(
-        pipeline, pipeline.named_steps["classify"], dataset.feature_names(), labels
-    )
-    manifest = build_manifest(pipeline, model_bytes, out, train)
-    modelkit.write(out, model_bytes, manifest)
+    manifest = candidate(original_train(), out, VERSION)
     print(
         f"wrote {out}: holdout accuracy {manifest.metrics.holdout_accuracy:.4f}, "
-        f"ROC AUC {manifest.metrics.roc_auc:.4f}, {len(model_bytes)} bytes"
+        f"ROC AUC {manifest.metrics.roc_auc:.4f}"
     )
     return 0
 

@@ -94,11 +94,16 @@ async def test_model_promote_and_rollback_publish_control_changes(
     monkeypatch.setenv("TANDEM_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
     models = MODELS
     args = ["model", "promote", "tumor_screening", "1", "--models-dir", str(models)]
-    first = await asyncio.to_thread(runner.invoke, app, args)
+    ungated = await asyncio.to_thread(runner.invoke, app, args)
+    assert ungated.exit_code == 1
+    assert "refused: no validation evidence was given" in ungated.output
+    reason = ["--override", "the first version, validated when it was trained"]
+    first = await asyncio.to_thread(runner.invoke, app, [*args, *reason])
     assert first.exit_code == 0, first.output
     assert "OK tumor_screening/1" in first.output
+    assert "gate overridden: the first version" in first.output
     second = await asyncio.to_thread(
-        runner.invoke, app, ["model", "promote", "tumor_screening", "7"]
+        runner.invoke, app, ["model", "promote", "tumor_screening", "7", *reason]
     )
     assert "live 7, rollback to 1" in second.output
     back = await asyncio.to_thread(runner.invoke, app, ["model", "rollback", "tumor_screening"])
@@ -118,7 +123,7 @@ async def test_model_promote_and_rollback_publish_control_changes(
     refused = await asyncio.to_thread(
         runner.invoke,
         app,
-        ["model", "promote", "tumor_screening", "2", "--models-dir", str(tmp_path)],
+        ["model", "promote", "tumor_screening", "2", "--models-dir", str(tmp_path), *reason],
     )
     assert refused.exit_code == 1
     assert "refused" in refused.output

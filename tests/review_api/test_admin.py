@@ -22,7 +22,9 @@ async def test_promote_and_roll_back_through_the_control_topic(
     ).status_code == 409
     for version in ("1", "2"):
         response = await admin_api.post(
-            "/v1/admin/models/tumor_screening/promote", json={"version": version}, headers=admin
+            "/v1/admin/models/tumor_screening/promote",
+            json={"version": version, "override_reason": "tests"},
+            headers=admin,
         )
         assert response.status_code == 200, response.text
     assert response.json()["state"] == {"live": "2", "previous": "1", "shadow": None}
@@ -72,3 +74,57 @@ async def test_only_admins_change_policies_and_auditors_may_read_them(
         "/v1/admin/policy/validate", json={"document": "name: x"}, headers=auth("root", "admin")
     )
     assert invalid.status_code == 422 and "task_types" in invalid.json()["detail"]
+
+
+def evidence(candidate_accuracy: float) -> dict[str, object]:
+    scores = {"brier": 0.1, "ece": 0.05, "automation_rate": 0.7}
+    return {
+        "model": "tumor_screening",
+        "live": "1",
+        "candidate": "2",
+        "rows": 200,
+        "margin": 0.05,
+        "live_scores": {"accuracy": 0.90, **scores},
+        "candidate_scores": {"accuracy": candidate_accuracy, **scores},
+    }
+
+
+async def test_promotion_goes_through_the_gate_and_records_its_evidence(
+    admin_api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    url = "/v1/admin/models/tumor_screening/promote"
+    admin = auth("root", "admin")
+    bare = await admin_api.post(url, json={"version": "2"}, headers=admin)
+    assert bare.status_code == 409
+    assert "no validation evidence was given" in bare.json()["detail"]
+    worse = await admin_api.post(
+        url, json={"version": "2", "evidence": evidence(0.80)}, headers=admin
+    )
+    assert worse.status_code == 409
+    assert "less accurate overall: 0.800 against 0.900 live" in worse.json()["detail"]
+    assert (
+        model_state(await read_control(kafka_settings.bootstrap_servers, topics), "tumor_screening")
+        is None
+    )  # nothing went live
+
+    better = await admin_api.post(
+        url, json={"version": "2", "evidence": evidence(0.95)}, headers=admin
+    )
+    assert better.status_code == 200, better.text
+    forced = await admin_api.post(
+        url,
+        json={"version": "3", "evidence": evidence(0.80), "override_reason": "board decision 12"},
+        headers=admin,
+    )
+    assert forced.status_code == 200, forced.text
+    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    assert model_state(changes, "tumor_screening") == ModelState(live="3", previous="2")
+    second = changes["model-registry/tumor_screening/2"]
+    assert (second.kind, second.changed_by) == ("model_registry", "root")
+    assert second.value["evidence"]["candidate_scores"]["accuracy"] == 0.95
+    assert second.value["refused_for"] == []
+    third = changes["model-registry/tumor_screening/3"].value
+    assert third["override_reason"] == "board decision 12"
+    assert third["refused_for"] == [
+        "the evidence is about version 2, not 3",
+    ]

@@ -72,6 +72,47 @@ def write(rows: list[dict[str, Any]], out: Path) -> None:
         writer.writerows(rows)
 
 
+_TEXT_COLUMNS = {
+    "task_id",
+    "task_type",
+    "model_name",
+    "model_version",
+    "prediction",
+    "label",
+    "reviewer",
+    "policy_name",
+    "labelled_at",
+}
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A training set written by ``export`` (.parquet or .csv), its numbers as numbers."""
+    if path.suffix not in FORMATS:
+        raise ValueError(f"{path.name}: a training set ends in .parquet or .csv")
+    if FORMATS[path.suffix] == "parquet":
+        rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+        return rows
+    with path.open(newline="", encoding="utf-8") as f:
+        return [
+            {k: v if k in _TEXT_COLUMNS else _number(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def _number(text: str) -> Any:
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return float(text)
+    except ValueError:
+        return None if text == "" else text
+
+
+async def feedback_rows(kafka: KafkaSettings, since: str | None = None) -> list[dict[str, Any]]:
+    """The training set as ``export`` would write it, read from the feedback topic."""
+    return training_rows(await _read(kafka, None, since))
+
+
 async def _read(
     kafka: KafkaSettings, task_type: str | None, since: str | None
 ) -> list[FeedbackRecorded]:

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from tandem_router.loader import load_policy, parse_policy
+from tandem_router.policy import Policy
 from tandem_scoring.manifest import ModelManifest
 from tandem_scoring.registry import (
     LoadedModel,
@@ -23,15 +25,23 @@ from tandem_shared.control import (
     ModelState,
     model_change,
     model_state,
+    policy_state,
     promoted,
     publish_change,
     read_control,
+    registry_change,
     rolled_back,
     shadowed,
 )
+from tandem_shared.promotion import Evidence, Promotion, gate, refusals
 from tandem_shared.schemas import write_schema
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics
 
+from tandem_cli import improvement
 from tandem_cli.control import control_publisher, who
+from tandem_cli.feedback import feedback_rows, read_rows
+from tandem_cli.policy import when
 
 model_app = typer.Typer(
     help="Models: check a folder, promote or roll back a version live, publish the schema.",
@@ -89,10 +99,17 @@ def schema(
 
 
 async def _change(
-    name: str, decide: Callable[[ModelState | None], ModelState], who: str
+    name: str,
+    decide: Callable[[ModelState | None], ModelState],
+    who: str,
+    promotion: Promotion | None = None,
 ) -> ModelState:
     async with control_publisher() as (kafka, topics, publisher):
         state = decide(model_state(await read_control(kafka.bootstrap_servers, topics), name))
+        if promotion is not None:  # the evidence first: the audit trail shows why, then what
+            await publish_change(
+                publisher, topics, registry_change(name, promotion.version, promotion, who)
+            )
         await publish_change(publisher, topics, model_change(name, state, who))
     return state
 
@@ -101,21 +118,38 @@ async def _change(
 def promote(
     name: Annotated[str, typer.Argument(help="The model, e.g. tumor_screening.")],
     version: Annotated[str, typer.Argument(help="The version to score with from now on.")],
+    evidence: Annotated[
+        Path | None,
+        typer.Option(help="The validation (JSON from `tandem model validate`) it goes live on."),
+    ] = None,
+    override: Annotated[
+        str | None,
+        typer.Option(help="Promote although the gate refuses, for this reason (audited)."),
+    ] = None,
     models_dir: Annotated[
         Path | None, typer.Option(help="Check the version here first (the registry folder).")
     ] = None,
 ) -> None:
-    """Make VERSION of NAME score live on every scoring replica, without a restart."""
+    """Make VERSION of NAME score live on every scoring replica, without a restart, on the
+    evidence of a validation; the gate refuses a worse candidate unless overridden."""
     if models_dir is not None:
         try:
             typer.echo(check_model(models_dir / name / version))
         except ModelError as exc:
             _stderr.print(f"refused: {exc}", markup=False)
             raise typer.Exit(1) from exc
-    state = asyncio.run(_change(name, lambda current: promoted(current, version), who()))
+    try:
+        found = Evidence.model_validate_json(evidence.read_text()) if evidence else None
+        promotion = gate(version, found, override)
+    except (OSError, ValueError) as exc:  # GateRefused and an unreadable report alike
+        _stderr.print(f"refused: {exc}", markup=False)
+        raise typer.Exit(1) from exc
+    state = asyncio.run(_change(name, lambda current: promoted(current, version), who(), promotion))
     typer.echo(
         f"{name}: live {state.live}" + (f", rollback to {state.previous}" if state.previous else "")
     )
+    if promotion.override_reason:
+        typer.echo(f"gate overridden: {promotion.override_reason}")
 
 
 @model_app.command()
@@ -141,3 +175,133 @@ def shadow(
         _stderr.print(f"{name}: {exc}", markup=False)
         raise typer.Exit(1) from exc
     typer.echo(f"{name}: live {state.live}, shadow {state.shadow or 'none'}")
+
+
+def _training_rows(feedback: Path | None, since: str | None) -> tuple[list[dict[str, Any]], str]:
+    """People's labels, from an exported training set or the feedback topic; and their source."""
+    if feedback is not None:
+        try:
+            return read_rows(feedback), str(feedback)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    kafka = KafkaSettings()
+    return asyncio.run(feedback_rows(kafka, since)), Topics(kafka.topic_prefix).feedback
+
+
+FeedbackFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="A training set from `tandem feedback export` [default: the feedback topic]."
+    ),
+]
+Since = Annotated[str | None, typer.Option(help="Only labels since then: 30d, 24h or an ISO time.")]
+ModelsDir = Annotated[Path, typer.Option(help="The model registry.")]
+
+
+@model_app.command()
+def retrain(
+    model: Annotated[str, typer.Option(help="The model, e.g. tumor_screening.")],
+    feedback: FeedbackFile = None,
+    since: Since = None,
+    until: Annotated[
+        str | None, typer.Option(help="Learn from labels up to then; later ones validate.")
+    ] = None,
+    weight: Annotated[
+        float, typer.Option(min=0.1, help="How many training rows one of people's labels counts.")
+    ] = 3.0,
+    models_dir: ModelsDir = Path("models"),
+    publish: Annotated[bool, typer.Option(help="Record the version on the control topic.")] = True,
+) -> None:
+    """Train a candidate with the model's own recipe on its training data and people's labels,
+    and add it to the registry as a new version. It is never promoted by this."""
+    rows, source = _training_rows(feedback, since)
+    try:
+        manifest = improvement.retrain(
+            models_dir, model, rows, source, weight, when(until) if until else None
+        )
+    except (improvement.ImprovementError, ModelError) as exc:
+        _stderr.print(f"cannot retrain: {exc}", markup=False)
+        raise typer.Exit(1) from exc
+    window = manifest.feedback
+    assert window is not None  # a retrained version always learnt from people's labels
+    typer.echo(
+        f"{model} version {manifest.version}: {manifest.metrics.train_rows} training rows, "
+        f"{window.rows} of them labelled by people from {window.labelled_since:%Y-%m-%d %H:%M} "
+        f"to {window.labelled_until:%Y-%m-%d %H:%M}; holdout accuracy "
+        f"{manifest.metrics.holdout_accuracy:.4f}; data fingerprint {manifest.dataset.fingerprint}"
+    )
+    if publish:
+        record = improvement.Registration.of(manifest)
+        asyncio.run(_record(registry_change(model, manifest.version, record, who())))
+    typer.echo(
+        f"not promoted: validate it with tandem model validate --candidate {manifest.version}"
+    )
+
+
+async def _record(event: Any) -> None:
+    async with control_publisher() as (_, topics, publisher):
+        await publish_change(publisher, topics, event)
+
+
+@model_app.command("validate")
+def validate_candidate(
+    model: Annotated[str, typer.Option(help="The model, e.g. tumor_screening.")],
+    candidate: Annotated[str, typer.Option(help="The version to judge.")],
+    live: Annotated[
+        str | None, typer.Option(help="The version to judge it against [default: the live one].")
+    ] = None,
+    feedback: FeedbackFile = None,
+    since: Since = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="The policy to measure automation under [default: the active one]."),
+    ] = None,
+    margin: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="How much worse a segment may be.")
+    ] = 0.05,
+    report: Annotated[
+        Path, typer.Option(help="Where the report goes: FILE.md and FILE.json.")
+    ] = Path("validation"),
+    models_dir: ModelsDir = Path("models"),
+) -> None:
+    """Compare CANDIDATE with the live version on tasks people labelled after the candidate's
+    training window: accuracy, calibration, automation under the policy, and by segment."""
+    rows, _ = _training_rows(feedback, since)
+    active, current = asyncio.run(_active(model, policy))
+    against = live or current
+    if against is None:
+        raise typer.BadParameter("no live version is recorded: name one with --live")
+    try:
+        evidence = improvement.validate(models_dir, model, candidate, against, rows, active, margin)
+    except (improvement.ImprovementError, ModelError) as exc:
+        _stderr.print(f"cannot validate: {exc}", markup=False)
+        raise typer.Exit(1) from exc
+    refused = refusals(evidence, candidate)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.with_suffix(".md").write_text(improvement.markdown(evidence, refused))
+    report.with_suffix(".json").write_text(improvement.evidence_json(evidence))
+    live_s, cand_s = evidence.live_scores, evidence.candidate_scores
+    typer.echo(
+        f"{evidence.rows} held-out tasks: accuracy {live_s.accuracy:.1%} live {against}, "
+        f"{cand_s.accuracy:.1%} candidate {candidate}; automation {live_s.automation_rate:.1%} "
+        f"and {cand_s.automation_rate:.1%}"
+    )
+    for reason in refused:
+        typer.echo(f"the gate would refuse: {reason}")
+    if not refused:
+        typer.echo(f"the gate would pass version {candidate}")
+    typer.echo(f"wrote {report.with_suffix('.md')} and {report.with_suffix('.json')}")
+
+
+async def _active(model: str, policy: Path | None) -> tuple[Policy, str | None]:
+    """The policy to measure automation under, and the live version the control topic holds."""
+    kafka = KafkaSettings()
+    changes = await read_control(kafka.bootstrap_servers, Topics(kafka.topic_prefix))
+    state = model_state(changes, model)
+    live = state.live if state else None
+    if policy is not None:
+        return load_policy(policy), live
+    applied = policy_state(changes)
+    if applied is None:
+        raise typer.BadParameter("no policy is active: name one with --policy")
+    return parse_policy(applied.active.document), live

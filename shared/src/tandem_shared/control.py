@@ -37,7 +37,7 @@ class ModelState(BaseModel):
 
 
 def _change(
-    kind: Literal["policy", "model", "kill_switch"],
+    kind: Literal["policy", "model", "kill_switch", "model_registry"],
     key: str,
     name: str,
     value: BaseModel,
@@ -56,6 +56,14 @@ def _change(
 
 def model_change(name: str, state: ModelState, changed_by: str) -> Event[ControlChanged]:
     return _change("model", model_key(name), name, state, changed_by)
+
+
+def registry_change(
+    name: str, version: str, record: BaseModel, changed_by: str
+) -> Event[ControlChanged]:
+    """A model version's record: how it was trained (when registered) or the evidence it went
+    live on (when promoted). Scoring ignores it; the audit trail keeps every one."""
+    return _change("model_registry", f"model-registry/{name}/{version}", name, record, changed_by)
 
 
 async def publish_change(publisher: Publisher, topics: Topics, event: Event[Any]) -> None:

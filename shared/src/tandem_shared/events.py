@@ -130,7 +130,7 @@ class FeedbackRecorded(EventData):
 
 
 class ControlChanged(EventData):
-    kind: Literal["policy", "model", "kill_switch", "drift"]
+    kind: Literal["policy", "model", "kill_switch", "drift", "model_registry"]
     name: str
     value: dict[str, Any]
     changed_by: str

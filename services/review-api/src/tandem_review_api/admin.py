@@ -15,9 +15,11 @@ from tandem_shared.control import (
     promoted,
     publish_change,
     read_control,
+    registry_change,
     rolled_back,
     shadowed,
 )
+from tandem_shared.promotion import Evidence, GateRefused, gate
 
 from tandem_review_api.errors import RESPONSES, Conflict
 
@@ -25,8 +27,22 @@ Admin = Annotated[Principal, Depends(require_role("admin"))]
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=RESPONSES)
 
 
-class Promotion(BaseModel):
+class PromotionRequest(BaseModel):
     version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    evidence: Evidence | None = Field(
+        default=None, description="The validation it goes live on (`tandem model validate`)."
+    )
+    override_reason: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="Promote although the gate refuses (or without evidence), for this reason.",
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"version": "2", "override_reason": "first version, validated offline"}]
+        }
+    }
 
 
 class Shadow(BaseModel):
@@ -63,7 +79,17 @@ async def get_model(name: str, _: Admin, request: Request) -> ModelStateOut:
 
 
 @router.post("/models/{name}/promote", response_model=ModelStateOut)
-async def promote(name: str, body: Promotion, who: Admin, request: Request) -> ModelStateOut:
+async def promote(name: str, body: PromotionRequest, who: Admin, request: Request) -> ModelStateOut:
+    """Make a version live on its evidence. The gate refuses (409) a candidate less accurate
+    than the live version, or worse on a segment by more than the margin, and a promotion with
+    no evidence, unless an override reason is given; evidence and reason are recorded."""
+    try:
+        promotion = gate(body.version, body.evidence, body.override_reason)
+    except GateRefused as exc:
+        raise Conflict(f"model {name}: {exc}") from exc
+    runtime = request.app.state.runtime
+    record = registry_change(name, body.version, promotion, who.subject)
+    await publish_change(runtime.publisher, runtime.topics, record)
     return await _publish(request, name, promoted(await _current(request, name), body.version), who)
 
 

@@ -177,6 +177,30 @@ class Training(_Strict):
     opset: dict[str, int] = Field(default_factory=dict)
 
 
+class Segment(_Strict):
+    """A slice of the population that validation reports on by itself: the rows whose
+    ``feature`` falls in each band between ``edges`` (a region, an age band, a size class)."""
+
+    feature: Name
+    edges: Annotated[list[float], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _sorted(self) -> Segment:
+        if sorted(set(self.edges)) != self.edges:
+            raise ValueError("segment edges must be increasing")
+        return self
+
+
+class FeedbackWindow(_Strict):
+    """The people's labels a retrained version learnt from, besides the original training set."""
+
+    source: str
+    labelled_since: datetime
+    labelled_until: datetime
+    rows: Annotated[int, Field(ge=1)]
+    fingerprint: Digest
+
+
 class ModelManifest(_Strict):
     name: Name
     version: Name
@@ -192,10 +216,16 @@ class ModelManifest(_Strict):
     training: Training
     model_sha256: Digest
     created_at: datetime
+    segments: list[Segment] = Field(default_factory=list)
+    # Set on versions retrained with people's labels: which ones (dataset covers all rows).
+    feedback: FeedbackWindow | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelManifest:
         names = [f.name for f in self.features]
+        for segment in self.segments:
+            if segment.feature not in names:
+                raise ValueError(f"segment feature {segment.feature!r} is not a feature")
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
         if sorted(f.order for f in self.features) != list(range(len(self.features))):
