@@ -1,5 +1,6 @@
 """The improvement loop on real data with a known weakness: in the population the tasks now come
-from, medium-size benign tumours are malignant (a slice relabelled on purpose). People's labels
+from, what the data set calls benign is malignant from a mean radius of 13 mm (a slice
+relabelled on purpose). People's labels
 teach a retrained candidate; validation on later labels shows it better on that slice and not
 worse overall, and the gate refuses a deliberately worse candidate unless overridden."""
 
@@ -28,10 +29,10 @@ SLICE = "12 ≤ mean_radius < 15"
 
 
 def shifted(body: dict[str, Any], label: str) -> str:
-    """The truth where the tasks now come from: benign with a mean radius of 13 to 15 mm is
+    """The truth where the tasks now come from: benign with a mean radius of 13 mm or more is
     malignant there."""
     radius = body["features"]["mean_radius"]
-    return "malignant" if label == "benign" and 13.0 <= radius < 15.0 else label
+    return "malignant" if label == "benign" and radius >= 13.0 else label
 
 
 def labelled(count: int, seed: int, truth: Any = shifted) -> list[improvement.Row]:

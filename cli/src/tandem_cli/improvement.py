@@ -397,3 +397,54 @@ def markdown(evidence: Evidence, refused_for: Sequence[str]) -> str:
 
 def evidence_json(evidence: Evidence) -> str:
     return json.dumps(evidence.model_dump(mode="json"), indent=2) + "\n"
+
+
+# ---- live against shadow -----------------------------------------------------------------------
+
+
+class ShadowComparison(BaseModel):
+    """Live and shadow versions on the same live tasks, and on those people labelled since."""
+
+    model: str
+    live: list[str]
+    shadow: list[str]
+    tasks: int
+    agreement: float
+    confidence_shift: float
+    labelled: int
+    live_accuracy: float | None
+    shadow_accuracy: float | None
+
+
+def compare_shadow(
+    name: str, scored: Sequence[TaskScored], labels: dict[str, str]
+) -> ShadowComparison:
+    """Over the scored events of ``name`` that carry a shadow score (each task once)."""
+    seen: dict[str, TaskScored] = {}
+    for event in scored:
+        if event.score.model.name == name and event.score.shadow is not None:
+            seen.setdefault(event.task.task_id, event)
+    both = list(seen.values())
+    shadows = [e.score.shadow for e in both if e.score.shadow is not None]
+    judged = [e for e in both if e.task.task_id in labels]
+    return ShadowComparison(
+        model=name,
+        live=sorted({e.score.model.version for e in both}),
+        shadow=sorted({s.model.version for s in shadows}),
+        tasks=len(both),
+        agreement=_mean([s.agrees for s in shadows]),
+        confidence_shift=_mean([s.confidence_delta for s in shadows]),
+        labelled=len(judged),
+        live_accuracy=_mean([e.score.prediction == labels[e.task.task_id] for e in judged])
+        if judged
+        else None,
+        shadow_accuracy=_mean(
+            [
+                e.score.shadow.prediction == labels[e.task.task_id]
+                for e in judged
+                if e.score.shadow is not None
+            ]
+        )
+        if judged
+        else None,
+    )

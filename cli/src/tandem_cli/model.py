@@ -4,7 +4,8 @@ and publish the manifest schema."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +34,10 @@ from tandem_shared.control import (
     rolled_back,
     shadowed,
 )
+from tandem_shared.envelope import Event
+from tandem_shared.events import EventData, TaskScored
 from tandem_shared.promotion import Evidence, Promotion, gate, refusals
+from tandem_shared.reading import read_events
 from tandem_shared.schemas import write_schema
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
@@ -49,6 +53,7 @@ model_app = typer.Typer(
 )
 _stderr = Console(stderr=True)
 SCHEMA_PATH = Path("docs/schemas/model-manifest.json")
+SCORED: Mapping[str, type[EventData]] = {"tandem.task.scored.v1": TaskScored}
 
 
 def check_model(directory: Path) -> str:
@@ -305,3 +310,51 @@ async def _active(model: str, policy: Path | None) -> tuple[Policy, str | None]:
     if applied is None:
         raise typer.BadParameter("no policy is active: name one with --policy")
     return parse_policy(applied.active.document), live
+
+
+@model_app.command()
+def compare(
+    model: Annotated[str, typer.Option(help="The model, e.g. tumor_screening.")],
+    since: Annotated[
+        str, typer.Option(help="Live traffic since then: 24h, 7d or an ISO time.")
+    ] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Live against shadow on live traffic: how often they agree, how confidence shifts, and
+    how accurate each was on the tasks people have labelled since."""
+    kafka = KafkaSettings()
+    start = when(since)
+    scored, rows = asyncio.run(_live_traffic(kafka, start, since))
+    labels = {str(r["task_id"]): str(r["label"]) for r in rows}
+    found = improvement.compare_shadow(model, scored, labels)
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+        return
+    if not found.tasks:
+        typer.echo(f"no task of {model} was scored in shadow since {start:%Y-%m-%d %H:%M} UTC")
+        raise typer.Exit(1)
+
+    def share(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1%}"
+
+    typer.echo(
+        f"{model}: live {', '.join(found.live)} against shadow {', '.join(found.shadow)} on "
+        f"{found.tasks} tasks since {start:%Y-%m-%d %H:%M} UTC\n"
+        f"  agreement {share(found.agreement)}, confidence shift {found.confidence_shift:+.3f}\n"
+        f"  labelled by people since: {found.labelled}; accuracy live "
+        f"{share(found.live_accuracy)}, shadow {share(found.shadow_accuracy)}"
+    )
+
+
+async def _live_traffic(
+    kafka: KafkaSettings, start: datetime, since: str
+) -> tuple[list[TaskScored], list[dict[str, Any]]]:
+    scored: list[TaskScored] = []
+
+    def keep(event: Event[EventData]) -> None:
+        if isinstance(event.data, TaskScored):
+            scored.append(event.data)
+
+    topics = Topics(kafka.topic_prefix)
+    await read_events(kafka.bootstrap_servers, topics.scored, SCORED, keep, start)
+    return scored, await feedback_rows(kafka, since)
