@@ -3,10 +3,11 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: help setup up down status demo test lint unit schemas clean
+.PHONY: help setup up down status demo demo-loop test lint unit schemas clean
 
 help:
 	@echo "make demo    set up, start the stack, run a realistic workload, print the summary"
+	@echo "make demo-loop    one turn of the improvement loop: corrections, retraining, promotion"
 	@echo "make test    set up and run lint, unit, integration and end-to-end tests"
 	@echo "make up | down | status    the local stack (Kafka and the four services)"
 
@@ -27,6 +28,10 @@ status:
 
 demo: up
 	@$(RUN) tandem demo
+	@echo "The stack is still running: make status to see it, make down to stop it."
+
+demo-loop: up
+	@$(RUN) tandem demo-loop
 	@echo "The stack is still running: make status to see it, make down to stop it."
 
 lint:

@@ -93,7 +93,8 @@ async def test_retrain_validate_and_promote_through_the_topics(
     assert registered.value["dataset"]["fingerprint"] == manifest.dataset.fingerprint
     assert registered.value["feedback"]["rows"] == 600
     assert registered.value["feedback"]["source"] == topics.feedback
-    assert model_state(changes, "tumor_screening") is None  # retraining promotes nothing
+    # retraining promotes nothing; it pins what serves, so a restart cannot serve version 2
+    assert model_state(changes, "tumor_screening") == ModelState(live="1")
 
     report = tmp_path / "reports" / "v2"
     code, out = await run(
@@ -111,7 +112,7 @@ async def test_retrain_validate_and_promote_through_the_topics(
     )
     assert code == 0, out
     changes = await read_control(kafka_settings.bootstrap_servers, topics)
-    assert model_state(changes, "tumor_screening") == ModelState(live="2")
+    assert model_state(changes, "tumor_screening") == ModelState(live="2", previous="1")
     promoted = changes["model-registry/tumor_screening/2"].value
     evidence = json.loads(report.with_suffix(".json").read_text())
     assert promoted["evidence"] == evidence

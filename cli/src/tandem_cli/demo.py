@@ -8,6 +8,7 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,20 +41,42 @@ class Run:
     predictions: dict[str, str] = field(default_factory=dict)
     decisions: dict[str, DecisionMade] = field(default_factory=dict)
     reviewed: int = 0
+    tasks: list[TaskSubmitted] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+Truth = Callable[[dict[str, Any], str], str]
+
+
+def as_drawn(_body: dict[str, Any], label: str) -> str:
+    """The data set's own label: the demo's world is the one the model was trained on."""
+    return label
 
 
 async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> int:
+    run = await work(count, reviewers, seed, console)
+    audit = await _verify_audit(console)
+    audit["proof"] = await _prove_one_decision(run)
+    _summary(run, run.elapsed, audit, console)
+    _where_to_look(console)
+    return 0 if len(run.decisions) == count and audit.get("ok") else 1
+
+
+async def work(
+    count: int, reviewers: int, seed: int, console: Console, truth: Truth = as_drawn
+) -> Run:
+    """Publish ``count`` tasks and let simulated reviewers, who know ``truth``, work the queue
+    until every task is decided (or the wait is over)."""
     from tandem_cli.dataset import sample_tasks
 
     run_id = uuid.uuid4().hex[:8]
-    drawn = sample_tasks(count, seed)
     tasks: list[TaskSubmitted] = []
-    truth: dict[str, str] = {}
-    for n, (body, label) in enumerate(drawn):
+    labels: dict[str, str] = {}
+    for n, (body, label) in enumerate(sample_tasks(count, seed)):
         body = {**body, "task_id": f"demo-{run_id}-{n:05d}"}
         tasks.append(TaskSubmitted.model_validate(body))
-        truth[body["task_id"]] = label
-    run = Run(truth)
+        labels[body["task_id"]] = truth(body, label)
+    run = Run(labels, tasks=tasks)
     kafka = KafkaSettings()
     console.print(
         f"demo run {run_id}: {count} tumor screening tasks, "
@@ -82,12 +105,8 @@ async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> i
             )
         stop.set()
         await asyncio.gather(*people, return_exceptions=True)
-    elapsed = time.monotonic() - started
-    audit = await _verify_audit(console)
-    audit["proof"] = await _prove_one_decision(run)
-    _summary(run, elapsed, audit, console)
-    _where_to_look(console)
-    return 0 if len(run.decisions) == count and audit.get("ok") else 1
+    run.elapsed = time.monotonic() - started
+    return run
 
 
 async def _collect_decisions(

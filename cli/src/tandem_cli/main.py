@@ -170,5 +170,18 @@ def demo(
     sys.exit(asyncio.run(run_demo(tasks, reviewers, seed, console)))
 
 
+@app.command("demo-loop")
+def demo_loop(
+    tasks: Annotated[int, typer.Option(min=100, help="Tasks a round.")] = 1500,
+    reviewers: Annotated[int, typer.Option(min=1)] = 4,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """One turn of the improvement loop on the running stack: people correct the model on a
+    slice where it is weak, a retraining learns it, validation, shadow, promotion, the gain."""
+    from tandem_cli.demo_loop import run_loop
+
+    sys.exit(asyncio.run(run_loop(tasks, reviewers, seed, console)))
+
+
 if __name__ == "__main__":
     app()

@@ -220,6 +220,7 @@ def retrain(
     """Train a candidate with the model's own recipe on its training data and people's labels,
     and add it to the registry as a new version. It is never promoted by this."""
     rows, source = _training_rows(feedback, since)
+    serving = improvement.versions(models_dir, model)[-1:]  # what a restart would serve now
     try:
         manifest = improvement.retrain(
             models_dir, model, rows, source, weight, when(until) if until else None
@@ -237,15 +238,23 @@ def retrain(
     )
     if publish:
         record = improvement.Registration.of(manifest)
-        asyncio.run(_record(registry_change(model, manifest.version, record, who())))
+        asyncio.run(
+            _register(model, registry_change(model, manifest.version, record, who()), serving)
+        )
     typer.echo(
         f"not promoted: validate it with tandem model validate --candidate {manifest.version}"
     )
 
 
-async def _record(event: Any) -> None:
-    async with control_publisher() as (_, topics, publisher):
-        await publish_change(publisher, topics, event)
+async def _register(model: str, record: Any, serving: list[str]) -> None:
+    """Record the new version; and, if no live version is recorded yet, the one serving now, so
+    that a restart (which serves the newest by default) cannot put the candidate live."""
+    async with control_publisher() as (kafka, topics, publisher):
+        await publish_change(publisher, topics, record)
+        changes = await read_control(kafka.bootstrap_servers, topics)
+        if serving and model_state(changes, model) is None:
+            pinned = ModelState(live=serving[0])
+            await publish_change(publisher, topics, model_change(model, pinned, who()))
 
 
 @model_app.command("validate")

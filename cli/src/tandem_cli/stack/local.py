@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,28 @@ def audit_signing_key(home: Path) -> str:
     return path.read_text().strip()
 
 
+def models_dir(home: Path | None = None) -> Path:
+    """The local stack's model registry: the checkout's models, plus the versions retraining
+    adds, which stay out of the checkout."""
+    return (home or state_dir()) / "models"
+
+
+def seed_models(home: Path) -> Path:
+    """Copy the checkout's model versions into the local registry (new or changed ones)."""
+    target = models_dir(home)
+    source = project_root() / "models"
+    for manifest in source.glob("*/*/manifest.json"):
+        version = manifest.parent
+        copy = target / version.relative_to(source)
+        if not (copy / "manifest.json").exists() or (
+            (copy / "manifest.json").read_bytes() != manifest.read_bytes()
+        ):
+            shutil.copytree(version, copy, dirs_exist_ok=True)
+    for recipe in [*source.glob("train_*.py"), source / "modelkit.py"]:
+        shutil.copy2(recipe, target / recipe.name)
+    return target
+
+
 def up(say: Callable[[str], None] = print) -> list[Entry]:
     """Start what is not running yet; return every component with its address."""
     home = state_dir()
@@ -97,6 +120,7 @@ def up(say: Callable[[str], None] = print) -> list[Entry]:
                     project_root() / "deploy" / "local" / "policy.yaml"
                 ),
                 "TANDEM_AUDIT_SIGNING_KEY": audit_signing_key(home),
+                "TANDEM_SCORING_MODELS_DIR": str(seed_models(home)),
             },
         )
         say(f"starting {', '.join(missing)}…")
