@@ -1,4 +1,4 @@
-"""The services' Dockerfiles read with BuildKit's own parser, and the build context as the Docker
+"""The images' Dockerfiles read with BuildKit's own parser, and the build context as the Docker
 CLI sends it (.dockerignore), so that the images can be checked where no Docker engine runs."""
 
 from __future__ import annotations
@@ -12,7 +12,16 @@ from typing import Any
 
 import dockerfile
 
+from tests.deploy.services import SETTINGS
 from tests.deploy.tools import ROOT
+
+# The command line's image, for batch jobs (the retraining CronJob, deploy/k8s/base/retrain.yaml).
+JOB_IMAGE = "cli"
+# Image name (tandem/NAME) -> its Dockerfile.
+IMAGES = {
+    **{s: ROOT / "services" / s / "Dockerfile" for s in SETTINGS},
+    JOB_IMAGE: ROOT / "cli" / "Dockerfile",
+}
 
 
 @dataclass

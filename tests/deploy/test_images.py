@@ -1,18 +1,30 @@
-"""Each service's image (services/NAME/Dockerfile), checked without a Docker engine: the
-Dockerfile's shape, hadolint, and its dependency steps replayed by uv on the build context."""
+"""The images, checked without a Docker engine: each service's (services/NAME/Dockerfile) and the
+command line's for batch jobs (cli/Dockerfile); the Dockerfile's shape, hadolint, and its
+dependency steps replayed by uv on the build context."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.images import Stage, context_files, env, ignored, stages, workspace_packages
+from tests.deploy.images import (
+    IMAGES,
+    JOB_IMAGE,
+    Stage,
+    context_files,
+    env,
+    ignored,
+    stages,
+    workspace_packages,
+)
 from tests.deploy.services import SETTINGS, env_prefix, port
 from tests.deploy.tools import ROOT
 
@@ -20,39 +32,47 @@ HADOLINT = Path(shutil.which("hadolint") or ROOT / ".venv" / "bin" / "hadolint")
 # `uv run` names its own binary in UV; uv may not be on PATH (python3 -m uv).
 UV = os.environ.get("UV") or shutil.which("uv") or "uv"
 
+# What the training recipes (models/train_NAME.py) import beyond the command line's own needs.
+TRAINING_GROUP = "models"
 
-def dockerfile_of(service: str) -> Path:
-    return ROOT / "services" / service / "Dockerfile"
+
+def dockerfile_of(image: str) -> Path:
+    return IMAGES[image]
 
 
 def uv_syncs(stage: Stage) -> list[list[str]]:
     return [shlex.split(r.value[0]) for r in stage.all("RUN") if r.value[0].startswith("uv sync ")]
 
 
-def problems(text: str, service: str) -> list[str]:
-    """What keeps a Dockerfile from building the service's image as the project wants it."""
+def _values(command: list[str], option: str) -> list[str]:
+    return [command[i + 1] for i, arg in enumerate(command[:-1]) if arg == option]
+
+
+def build_problems(text: str, package: str, groups: list[str]) -> tuple[list[str], Stage | None]:
+    """What every image must do, server or job: a locked, dependencies-first build of
+    ``package`` with the dependency ``groups``, whose environment alone reaches a final stage
+    that runs as a numeric non-root user. Also the final stage, where there is one to judge."""
     found: list[str] = []
-    package = f"tandem-{service}"
-    module = package.replace("-", "_")
-    prefix, listen = env_prefix(service), port(service)
     all_stages = stages(text)
     if len(all_stages) < 2:
-        return ["not a multi-stage build"]
+        return ["not a multi-stage build"], None
     build = next((s for s in all_stages if uv_syncs(s)), None)
     final = all_stages[-1]
     for stage in all_stages:
         if ":" not in stage.base.split("/")[-1] or stage.base.endswith(":latest"):
             found.append(f"{stage.base} has no pinned tag")
     if build is None or build is final:
-        return [*found, "no build stage running uv sync before the final stage"]
+        return [*found, "no build stage running uv sync before the final stage"], None
     if build.base != final.base:
         found.append("the build and final stages differ in base: the environment would break")
     syncs = uv_syncs(build)
     for sync in syncs:
         if "--frozen" not in sync or "--no-dev" not in sync:
             found.append(f"`{shlex.join(sync)}` is not --frozen --no-dev")
-        if [sync[i + 1] for i, arg in enumerate(sync[:-1]) if arg == "--package"] != [package]:
+        if _values(sync, "--package") != [package]:
             found.append(f"`{shlex.join(sync)}` does not sync --package {package}")
+        if _values(sync, "--group") != groups:
+            found.append(f"`{shlex.join(sync)}` does not sync exactly the groups {groups}")
     if package not in workspace_packages():
         found.append(f"{package} is not a workspace package")
     # The dependencies' layer comes first, from the lock alone, so code changes keep it cached.
@@ -70,6 +90,17 @@ def problems(text: str, service: str) -> list[str]:
     user = users[-1].value[0].split(":")[0] if users else "root"
     if not user.isdigit() or int(user) == 0:
         found.append(f"the final stage runs as {user!r}, not a numeric non-root user")
+    return found, final
+
+
+def problems(text: str, service: str) -> list[str]:
+    """What keeps a Dockerfile from building the service's image as the project wants it."""
+    package = f"tandem-{service}"
+    module = package.replace("-", "_")
+    prefix, listen = env_prefix(service), port(service)
+    found, final = build_problems(text, package, [])
+    if final is None:
+        return found
     [*_, check] = final.all("HEALTHCHECK") or [None]
     if check is None or check.value[0] != "CMD" or "/healthz" not in " ".join(check.value):
         found.append("no HEALTHCHECK on /healthz")
@@ -83,6 +114,30 @@ def problems(text: str, service: str) -> list[str]:
     variables = env(final)
     if variables.get(f"{prefix}HOST") != "0.0.0.0" or variables.get(f"{prefix}PORT") != str(listen):
         found.append(f"{prefix}HOST and {prefix}PORT do not serve on 0.0.0.0:{listen}")
+    return found
+
+
+def job_problems(text: str) -> list[str]:
+    """What keeps cli/Dockerfile from building the batch jobs' image: the command line with the
+    training group, the registry with its recipes, and no server's parts."""
+    found, final = build_problems(text, "tandem-cli", [TRAINING_GROUP])
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    if TRAINING_GROUP not in root["dependency-groups"]:
+        found.append(f"the root pyproject declares no {TRAINING_GROUP!r} group")
+    if final is None:
+        return found
+    if ["models", "/app/models"] not in [list(c.value) for c in final.all("COPY") if not c.flags]:
+        found.append("the model registry and its recipes are not in /app/models")
+    scripts = tomllib.loads((ROOT / "cli" / "pyproject.toml").read_text())["project"]["scripts"]
+    cmd = final.all("CMD")
+    if not cmd or cmd[-1].value[0] not in scripts:
+        found.append(f"CMD does not start one of the package's commands {sorted(scripts)}")
+    if final.all("EXPOSE"):
+        found.append("a job listens on nothing, yet the image exposes a port")
+    # checkov asks every image for a HEALTHCHECK: a job has none to give, and says why.
+    waived = re.search(r"^# checkov:skip=CKV_DOCKER_2:\s*\S", text, re.MULTILINE)
+    if not final.all("HEALTHCHECK") and not waived:
+        found.append("no HEALTHCHECK and no reason given for the job having none")
     return found
 
 
@@ -117,16 +172,52 @@ def test_a_broken_dockerfile_is_refused(case: str) -> None:
     assert problems(text.replace(before, after, 1), "scoring") != []
 
 
-@pytest.mark.parametrize("service", sorted(SETTINGS))
-def test_the_build_steps_work_on_the_build_context(service: str, tmp_path: Path) -> None:
+def test_the_job_image_runs_the_command_line_with_the_training_group() -> None:
+    assert job_problems(dockerfile_of(JOB_IMAGE).read_text()) == []
+
+
+JOB_BROKEN = {
+    "no training group": (
+        "--group models --no-editable --package tandem-cli",
+        "--no-editable --package tandem-cli",
+    ),
+    "unlocked": (
+        "uv sync --frozen --no-dev --group models --no-editable",
+        "uv sync --no-dev --group models --no-editable",
+    ),
+    "another package": ("--no-editable --package tandem-cli", "--no-editable --package tandem"),
+    "no recipes": ("COPY models /app/models", "COPY models/tumor_screening /app/models"),
+    "root user": ("USER 10001:10001", "USER 0"),
+    "not the command line": ('CMD ["tandem", "--help"]', 'CMD ["python"]'),
+    "a port": ("USER 10001:10001", "USER 10001:10001\nEXPOSE 8000"),
+    "no reason for no health check": ("# checkov:skip=CKV_DOCKER_2:", "# checkov:"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JOB_BROKEN))
+def test_a_broken_job_image_is_refused(case: str) -> None:
+    before, after = JOB_BROKEN[case]
+    text = dockerfile_of(JOB_IMAGE).read_text()
+    assert before in text
+    assert job_problems(text.replace(before, after, 1)) != []
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_the_build_steps_work_on_the_build_context(image: str, tmp_path: Path) -> None:
     """Replays the build stage: its COPYs from the context as .dockerignore leaves it, then its
     uv syncs (--dry-run: resolved from the lock and checked against the copied sources,
-    nothing installed). A source the context lacks or a member not copied fails here."""
-    all_stages = stages(dockerfile_of(service).read_text())
+    nothing installed). A source the context lacks or a member not copied fails here; the
+    job image's environment must hold what the training recipes import."""
+    all_stages = stages(dockerfile_of(image).read_text())
     build = next(s for s in all_stages if uv_syncs(s))
     workdir = tmp_path
     environment = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv")}
     environment.pop("VIRTUAL_ENV", None)
+    installs: set[str] = set()  # what the last uv sync would install
     for instruction in build.instructions:
         cmd = instruction.cmd.upper()
         if cmd == "WORKDIR":
@@ -158,6 +249,11 @@ def test_the_build_steps_work_on_the_build_context(service: str, tmp_path: Path)
                 text=True,
             )
             assert run.returncode == 0, run.stderr
+            installs = set(re.findall(r"^ \+ ([\w.-]+)==", run.stderr, re.MULTILINE))
+    if image == JOB_IMAGE:
+        group = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+        wanted = {_requirement_name(r) for r in group[TRAINING_GROUP]}
+        assert wanted <= installs, run.stderr
     for stage in all_stages:
         for copy in stage.all("COPY"):
             if not copy.flags:
@@ -172,20 +268,25 @@ def test_the_build_context_leaves_out_what_images_do_not_need() -> None:
         ".tandem/review-api.db",
         "tests/conftest.py",
         "shared/src/tandem_shared/__pycache__/events.cpython-311.pyc",
-        "models/modelkit.py",
+        "models/README.md",
+        "cli/src/tandem_cli/__pycache__/main.cpython-311.pyc",
     ]:
         assert ignored(path), path
     for path in [
         "uv.lock",
         "shared/src/tandem_shared/events.py",
+        "cli/src/tandem_cli/main.py",
         "deploy/local/policy.yaml",
         "models/tumor_screening/1/model.onnx",
+        # The recipes: the job image retrains with them.
+        "models/modelkit.py",
+        "models/train_tumor_screening.py",
     ]:
         assert not ignored(path), path
 
 
 def test_hadolint_passes_the_dockerfiles_and_fails_a_bad_one() -> None:
-    files = [str(dockerfile_of(s)) for s in sorted(SETTINGS)]
+    files = [str(dockerfile_of(image)) for image in sorted(IMAGES)]
     run = subprocess.run([str(HADOLINT), *files], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     bad = "FROM python\nRUN cd /app && pip install requests\nCMD python app.py\n"
