@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from tandem_audit_sink.app import create_app
 from tandem_audit_sink.auditor import check_consistency, check_inclusion
@@ -272,3 +273,46 @@ async def test_offsets_wait_for_the_database_commit(
         lineage = await client.get("/v1/audit/tasks/t-9", headers=bearer("auditor"))
         assert [e["type"] for e in lineage.json()["events"]] == [DECISION]
         assert down["calls"] == down["failures"] + 1
+
+
+async def test_the_sink_verifies_itself_and_reports_tampering(
+    kafka_settings: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    """Each period the sink verifies what was added since its last good verification, and
+    every so many periods the whole ledger (here every time)."""
+    settings = AuditSettings(
+        kafka=kafka_settings,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}",
+        group_id=f"audit-{uuid.uuid4().hex}",
+        batch_timeout_ms=50,
+        checkpoint_every=2,
+        verify_seconds=0.3,
+        verify_whole_every=1,
+    )
+    app = create_app(settings)
+    async with running(app) as client:
+        for task in ("v-1", "v-2"):
+            await produce(
+                kafka_settings.bootstrap_servers,
+                topics.submitted,
+                [record(events(task)["submitted"])],
+            )
+
+        async def verified(size: float) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                text = (await client.get("/metrics")).text
+                return f"tandem_audit_verified_tree_size {size}" in text
+
+            return check
+
+        await eventually(await verified(2.0), "both events verified by the sink itself")
+        ledger: Ledger = app.state.ledger
+        async with ledger.engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER ledger_no_update"))
+            await conn.execute(text("UPDATE ledger SET source = 'forged' WHERE seq = 2"))
+
+        async def caught() -> bool:
+            text_ = (await client.get("/metrics")).text
+            return "tandem_audit_verify_failures_total 0.0" not in text_
+
+        await eventually(caught, "the tampering reported")

@@ -19,6 +19,10 @@ class AuditSettings(ServiceSettings):
     # Checkpoints: signed every N entries or T seconds, whichever comes first.
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_seconds: float = Field(default=10.0, gt=0)
+    # The sink verifies what was added since its last good verification this often, and the
+    # whole ledger every so many times (an entry changed after it was verified shows then).
+    verify_seconds: float = Field(default=300.0, gt=0)
+    verify_whole_every: int = Field(default=12, ge=1)
     # The Ed25519 private key (32 raw bytes in base64, or PKCS#8 PEM); `tandem audit keygen`
     # makes one. Without it, development runs sign with a key that lives as long as the process.
     signing_key: SecretStr | None = None

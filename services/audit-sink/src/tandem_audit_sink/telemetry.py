@@ -38,6 +38,11 @@ class AuditMetrics:
             "Tree size of the newest signed checkpoint.",
             registry=registry,
         )
+        self.verified_size = Gauge(
+            "tandem_audit_verified_tree_size",
+            "Tree size up to which the sink's own periodic verification last succeeded.",
+            registry=registry,
+        )
         self.verify_failures = Counter(
             "tandem_audit_verify_failures",
             "Ledger verifications that found a bad entry, block or checkpoint.",
