@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from tandem_shared.auth import Principal, require_role
+from tandem_shared.events import LedgerCheckpoint
 
 from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.export import ExportFilter, export_query
@@ -55,18 +56,9 @@ class CompletenessReport(BaseModel):
     events_without_task: dict[str, list[str]]
 
 
-class CheckpointOut(BaseModel):
-    origin: str
-    tree_size: int
-    root_hash: str
-    issued_at: datetime
-    public_key: str
-    key_id: str
-    signature: str
-
-    @classmethod
-    def of(cls, checkpoint: Checkpoint) -> CheckpointOut:
-        return cls.model_validate(checkpoint.document())
+def checkpoint_out(checkpoint: Checkpoint) -> LedgerCheckpoint:
+    """A checkpoint reads the same from the API as from its topic."""
+    return LedgerCheckpoint.model_validate(checkpoint.document())
 
 
 class InclusionProofOut(BaseModel):
@@ -79,7 +71,7 @@ class InclusionProofOut(BaseModel):
     entry: str
     leaf_hash: str
     path: list[str]
-    checkpoint: CheckpointOut
+    checkpoint: LedgerCheckpoint
 
     @classmethod
     def of(cls, proof: InclusionProof) -> InclusionProofOut:
@@ -90,20 +82,20 @@ class InclusionProofOut(BaseModel):
             entry=proof.entry.canonical,
             leaf_hash=proof.entry.leaf_hash,
             path=proof.path,
-            checkpoint=CheckpointOut.of(proof.checkpoint),
+            checkpoint=checkpoint_out(proof.checkpoint),
         )
 
 
 class ConsistencyProofOut(BaseModel):
-    first: CheckpointOut
-    second: CheckpointOut
+    first: LedgerCheckpoint
+    second: LedgerCheckpoint
     path: list[str]
 
     @classmethod
     def of(cls, proof: ConsistencyProof) -> ConsistencyProofOut:
         return cls(
-            first=CheckpointOut.of(proof.first),
-            second=CheckpointOut.of(proof.second),
+            first=checkpoint_out(proof.first),
+            second=checkpoint_out(proof.second),
             path=proof.path,
         )
 
@@ -188,17 +180,17 @@ async def list_checkpoints(
     _: Auditor,
     after: Annotated[int, Query(ge=0, description="only larger tree sizes")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[CheckpointOut]:
+) -> list[LedgerCheckpoint]:
     """Signed checkpoints, smallest tree first."""
-    return [CheckpointOut.of(c) for c in await ledger.checkpoints(after, limit)]
+    return [checkpoint_out(c) for c in await ledger.checkpoints(after, limit)]
 
 
 @router.get("/checkpoints/latest")
-async def latest_checkpoint(ledger: LedgerDep, _: Auditor) -> CheckpointOut:
+async def latest_checkpoint(ledger: LedgerDep, _: Auditor) -> LedgerCheckpoint:
     latest = await ledger.latest_checkpoint()
     if latest is None:
         raise HTTPException(404, "no checkpoint yet")
-    return CheckpointOut.of(latest)
+    return checkpoint_out(latest)
 
 
 @router.get("/proofs/inclusion")

@@ -130,7 +130,7 @@ def _redacted_text(value: str, redact: Redactor) -> str:
 
 
 def checkpoint_event(checkpoint: Checkpoint, topic: str) -> Outgoing:
-    data = LedgerCheckpoint(**checkpoint.document())
+    data = LedgerCheckpoint.model_validate(checkpoint.document())
     stage = f"checkpoint/{checkpoint.tree_size}"
     event = Event.derived(data, source="audit-sink", subject=checkpoint.origin, stage=stage)
     return Outgoing(topic, event)
