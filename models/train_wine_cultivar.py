@@ -22,8 +22,10 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from tandem_cli.dataset import Split, fingerprint
 from tandem_scoring.manifest import (
     DatasetInfo,
+    FeedbackWindow,
     ModelManifest,
     OcclusionExplanation,
+    Segment,
     Tensors,
     Training,
     TrainingMetrics,
@@ -38,6 +40,8 @@ VERSION = "1"
 TASK_TYPE = "wine_cultivar"
 # scikit-learn's target: 0, 1, 2 (class_0 ...).
 LABELS = ("cultivar_a", "cultivar_b", "cultivar_c")
+# Validation reports on light, medium and strong wines apart (alcohol, % by volume).
+SEGMENTS = [Segment(feature="alcohol", edges=[12.5, 13.5])]
 HOLDOUT_FRACTION = 0.3
 SPLIT_SEED = 7
 TREES, DEPTH, FOREST_SEED = 40, 4, 7
@@ -70,26 +74,39 @@ def splits() -> tuple[Split, Split]:
     )
 
 
-def train_forest(train: Split) -> RandomForestClassifier:
-    """The model; the tests refit it with this function to check the exported one."""
+def train_forest(train: Split, sample_weight: np.ndarray | None = None) -> RandomForestClassifier:
+    """The model; the tests refit it with this function to check the exported one.
+    ``sample_weight`` lets a retraining count people's corrections for more than one row."""
     forest = RandomForestClassifier(
         n_estimators=TREES, max_depth=DEPTH, random_state=FOREST_SEED, n_jobs=1
     )
-    forest.fit(train.features, train.labels)
+    forest.fit(train.features, train.labels, sample_weight=sample_weight)
     return forest
 
 
 def build_manifest(
-    forest: RandomForestClassifier, model_bytes: bytes, out: Path, train: Split, holdout: Split
+    forest: RandomForestClassifier,
+    model_bytes: bytes,
+    out: Path,
+    train: Split,
+    holdout: Split,
+    version: str = VERSION,
+    feedback: FeedbackWindow | None = None,
 ) -> ModelManifest:
     probabilities = forest.predict_proba(holdout.features)
     accuracy = accuracy_score(holdout.labels, forest.predict(holdout.features))
     auc = roc_auc_score(holdout.labels, probabilities, multi_class="ovr", labels=forest.classes_)
     model_sha256 = modelkit.sha256(model_bytes)
     train_fingerprint = fingerprint(train)
+    split = (
+        f"stratified train/holdout {1 - HOLDOUT_FRACTION:.0%}/{HOLDOUT_FRACTION:.0%}, "
+        f"random_state={SPLIT_SEED}; fingerprint of the train split"
+    )
+    if feedback is not None:
+        split += f" and {feedback.rows} rows labelled by people (see feedback)"
     return ModelManifest(
         name=NAME,
-        version=VERSION,
+        version=version,
         task_types=[TASK_TYPE],
         features=modelkit.numeric_features(feature_names(), train.features),
         labels=[str(c) for c in forest.classes_],
@@ -104,10 +121,7 @@ def build_manifest(
         ),
         dataset=DatasetInfo(
             source="sklearn.datasets.load_wine",
-            split=(
-                f"stratified train/holdout {1 - HOLDOUT_FRACTION:.0%}/{HOLDOUT_FRACTION:.0%}, "
-                f"random_state={SPLIT_SEED}; fingerprint of the train split"
-            ),
+            split=split,
             fingerprint=train_fingerprint,
         ),
         training=Training(
@@ -120,7 +134,30 @@ def build_manifest(
         ),
         model_sha256=model_sha256,
         created_at=modelkit.created_at(out, model_sha256, train_fingerprint),
+        segments=SEGMENTS,
+        feedback=feedback,
     )
+
+
+def original_train() -> Split:
+    """The rows every version of this model learns from, before any of people's labels."""
+    return splits()[0]
+
+
+def candidate(
+    train: Split,
+    out: Path,
+    version: str,
+    feedback: FeedbackWindow | None = None,
+    sample_weight: np.ndarray | None = None,
+) -> ModelManifest:
+    """Fit the recipe on ``train``, export it, and write ``out`` (model.onnx, manifest.json)."""
+    forest = train_forest(train, sample_weight)
+    labels = [str(c) for c in forest.classes_]
+    model_bytes = modelkit.export_onnx(forest, forest, feature_names(), labels)
+    manifest = build_manifest(forest, model_bytes, out, train, splits()[1], version, feedback)
+    modelkit.write(out, model_bytes, manifest)
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,15 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the models folder")
     args = parser.parse_args(argv)
     out: Path = args.out / NAME / VERSION
-    train, holdout = splits()
-    forest = train_forest(train)
-    labels = [str(c) for c in forest.classes_]
-    model_bytes = modelkit.export_onnx(forest, forest, feature_names(), labels)
-    manifest = build_manifest(forest, model_bytes, out, train, holdout)
-    modelkit.write(out, model_bytes, manifest)
+    manifest = candidate(original_train(), out, VERSION)
     print(
         f"wrote {out}: holdout accuracy {manifest.metrics.holdout_accuracy:.4f}, "
-        f"ROC AUC {manifest.metrics.roc_auc:.4f}, {len(model_bytes)} bytes"
+        f"ROC AUC {manifest.metrics.roc_auc:.4f}"
     )
     return 0
 

@@ -114,8 +114,30 @@ def test_validation_needs_labels_the_candidate_never_saw(registry: Path) -> None
     improvement.retrain(registry, "tumor_screening", rows, "tests", 3.0)
     with pytest.raises(improvement.ImprovementError, match="no labels given after"):
         improvement.validate(registry, "tumor_screening", "2", "1", rows, POLICY, 0.05)
-    with pytest.raises(improvement.ImprovementError, match="cannot retrain: it has no"):
+    (registry / "train_wine_cultivar.py").unlink()
+    with pytest.raises(improvement.ImprovementError, match="no recipe for wine_cultivar"):
         improvement.retrain(registry, "wine_cultivar", rows, "tests", 3.0)
+
+
+def test_the_other_recipe_retrains_too(registry: Path) -> None:
+    """The wine model's recipe (a random forest, three labels) takes people's labels as well."""
+    recipe = improvement.load_recipe(registry, "wine_cultivar")
+    holdout = recipe.splits()[1]
+    names = recipe.feature_names()
+    rows = [
+        {
+            "task_id": f"w-{i}",
+            "task_type": "wine_cultivar",
+            **dict(zip(names, map(float, features), strict=True)),
+            "label": str(label),
+            "labelled_at": T0 + timedelta(minutes=i),
+        }
+        for i, (features, label) in enumerate(zip(holdout.features, holdout.labels, strict=True))
+    ]
+    manifest = improvement.retrain(registry, "wine_cultivar", rows, "tests", 2.0)
+    assert manifest.version == "2"
+    assert manifest.metrics.train_rows == len(recipe.original_train()) + len(rows)
+    assert [s.feature for s in manifest.segments] == ["alcohol"]
 
 
 def scores(accuracy: float) -> Scores:
