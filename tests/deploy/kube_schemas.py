@@ -3,14 +3,16 @@
 Built-in kinds: the OpenAPI schemas of each Kubernetes release that the `kubernetes-validate`
 package ships (strict: unknown fields are errors). Custom resources: the openAPIV3Schema of the
 upstream CustomResourceDefinition (Strimzi, KEDA, Prometheus Operator; see install-tools.sh),
-made strict the same way, with `metadata` checked against the release's ObjectMeta. Names and
-label values are checked against the API server's own rules, which no schema carries.
+made strict the same way, with `metadata` checked against the release's ObjectMeta. Names,
+label values, a CronJob's schedule, time zone and policies, and a Job's restart policy are
+checked against the API server's own rules, which no schema carries.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zoneinfo
 from collections.abc import Iterator
 from functools import cache
 from importlib import resources
@@ -37,6 +39,25 @@ _OBJECT_META = (
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+# A CronJob's schedule as the API server parses it (robfig/cron's standard parser): five
+# fields of values, ranges, lists and steps, or a descriptor.
+_CRON_FIELDS = (
+    (0, 59, ()),
+    (0, 23, ()),
+    (1, 31, ()),
+    (1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+    (0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+)
+_CRON_DESCRIPTORS = {
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+}
+_CRON_PART = re.compile(r"(\*|\?|(\w+)(?:-(\w+))?)(?:/(\d+))?")
 
 
 def _schema_dir(version: str) -> Any:
@@ -116,10 +137,55 @@ def _name_errors(doc: dict[str, Any]) -> Iterator[str]:
             yield f"label {key}={value!r} is not a valid label value"
 
 
+def _cron_value(text: str, low: int, names: tuple[str, ...]) -> int | None:
+    if text.upper() in names:
+        return names.index(text.upper()) + low
+    return int(text) if text.isdigit() else None
+
+
+def schedule_errors(schedule: str) -> list[str]:
+    """Why the API server would refuse ``schedule``, if it would."""
+    if schedule in _CRON_DESCRIPTORS:
+        return []
+    fields = schedule.split()
+    if len(fields) != len(_CRON_FIELDS):
+        return [f"schedule {schedule!r} does not have five fields"]
+    found = []
+    for field, (low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in field.split(","):
+            match = _CRON_PART.fullmatch(part)
+            bounds = [_cron_value(v, low, names) for v in (match.group(2, 3) if match else ()) if v]
+            if (
+                not match
+                or match[4] == "0"
+                or any(b is None or not low <= b <= high for b in bounds)
+            ):
+                found.append(f"schedule {schedule!r}: {part!r} is not within {low}-{high}")
+    return found
+
+
+def _rule_errors(doc: dict[str, Any]) -> Iterator[str]:
+    """What the API server's validation refuses in a Job or CronJob beyond the schema."""
+    spec = doc.get("spec") or {}
+    if doc.get("kind") == "CronJob":
+        yield from schedule_errors(str(spec.get("schedule", "")))
+        zone = spec.get("timeZone")
+        if zone is not None and zone not in zoneinfo.available_timezones():
+            yield f"spec.timeZone {zone!r} is not a known time zone"
+        policy = spec.get("concurrencyPolicy", "Allow")
+        if policy not in ("Allow", "Forbid", "Replace"):
+            yield f"spec.concurrencyPolicy {policy!r} is none of Allow, Forbid, Replace"
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    if doc.get("kind") in ("Job", "CronJob"):
+        restart = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
+        if restart not in ("OnFailure", "Never"):
+            yield f"a Job's pods restart OnFailure or Never, not {restart!r}"
+
+
 def errors(doc: dict[str, Any], version: str) -> list[str]:
     """Every reason the API server of ``version`` would refuse ``doc`` for its shape."""
     api_version, kind = doc.get("apiVersion", ""), doc.get("kind", "")
-    found = list(_name_errors(doc))
+    found = [*_name_errors(doc), *_rule_errors(doc)]
     validator = _builtin_validator(version, api_version, kind)
     if validator is None:
         validator = _custom_validators().get((api_version, kind))
