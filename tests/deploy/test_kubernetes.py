@@ -19,11 +19,24 @@ from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 from tests.deploy import kube_schemas
-from tests.deploy.images import stages
+from tests.deploy.images import IMAGES, stages
 from tests.deploy.services import SETTINGS, env_prefix, group_id, port
-from tests.deploy.tools import OVERLAYS, ROOT, compose, crd_file, of_kind, one, rendered
+from tests.deploy.tools import (
+    OVERLAYS,
+    ROOT,
+    Doc,
+    compose,
+    container_of,
+    crd_file,
+    every_container,
+    of_kind,
+    one,
+    pod_of,
+    rendered,
+    template_of,
+    workloads,
+)
 
-Doc = dict[str, Any]
 SECRET = "tandem-secrets"
 # What each consumer's ScaledObject scales on: the topic it reads, or None for the lag of its
 # group over every topic it reads.
@@ -32,16 +45,6 @@ CONSUMES: dict[str, Callable[[Topics], str | None]] = {
     "router": lambda t: t.scored,
     "audit-sink": lambda t: None,
 }
-
-
-def pod_of(doc: Doc) -> Doc:
-    spec: Doc = doc["spec"]["template"]["spec"]
-    return spec
-
-
-def container_of(doc: Doc) -> Doc:
-    [container] = pod_of(doc)["containers"]
-    return container
 
 
 def selects(selector: Doc, labels: dict[str, str]) -> bool:
@@ -70,10 +73,11 @@ def topics_of(docs: list[Doc]) -> Topics:
     return Topics(config_of(docs)["TANDEM_KAFKA_TOPIC_PREFIX"])
 
 
-def image_user() -> str:
-    """The numeric user the images run as (their last USER)."""
-    final = stages((ROOT / "services" / "scoring" / "Dockerfile").read_text())[-1]
-    return str(final.all("USER")[-1].value[0].split(":")[0])
+def image_user(image: str) -> int:
+    """The numeric user an image (tandem/NAME[:TAG]) runs as: its Dockerfile's last USER."""
+    name = image.partition(":")[0].removeprefix("tandem/")
+    final = stages(IMAGES[name].read_text())[-1]
+    return int(final.all("USER")[-1].value[0].split(":")[0])
 
 
 # -- schemas -----------------------------------------------------------------------------
@@ -128,6 +132,33 @@ BREAKS: dict[str, tuple[str, str, Callable[[Doc], None]]] = {
         _set("spec.podMetricsEndpoints.0.targetPortName", "http"),
     ),
     "custom resource metadata": ("PodMonitor", "tandem", _set("metadata.label", {})),
+    # The retraining CronJob: by the schema, then by the API server's own rules.
+    "misspelt CronJob field": ("CronJob", "retrain", _set("spec.concurencyPolicy", "Forbid")),
+    "pod outside the job template": (
+        "CronJob",
+        "retrain",
+        _set("spec.jobTemplate.template", {"spec": {}}),
+    ),
+    "deadline as text": ("CronJob", "retrain", _set("spec.startingDeadlineSeconds", "1d")),
+    "schedule in words": ("CronJob", "retrain", _set("spec.schedule", "every Monday")),
+    "hour out of range": ("CronJob", "retrain", _set("spec.schedule", "0 24 * * 1")),
+    "unknown time zone": ("CronJob", "retrain", _set("spec.timeZone", "Europe/Paris-Nord")),
+    "unknown concurrency policy": ("CronJob", "retrain", _set("spec.concurrencyPolicy", "Never")),
+    "job pod restarting always": (
+        "CronJob",
+        "retrain",
+        _set("spec.jobTemplate.spec.template.spec.restartPolicy", "Always"),
+    ),
+    "registry mount read-only as text": (
+        "CronJob",
+        "retrain",
+        _set("spec.jobTemplate.spec.template.spec.containers.0.volumeMounts.0.readOnly", "no"),
+    ),
+    "access modes as text": (
+        "PersistentVolumeClaim",
+        "model-registry",
+        _set("spec.accessModes", "ReadWriteMany"),
+    ),
 }
 
 
@@ -212,22 +243,34 @@ def test_deployment_runs_the_service_as_its_code_expects(overlay: str, service: 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_pod_is_locked_down(overlay: str) -> None:
-    workloads = [*of_kind(rendered(overlay), "Deployment"), *of_kind(rendered(overlay), "Job")]
-    assert len(workloads) == 6
-    for workload in workloads:
-        pod, container = pod_of(workload), container_of(workload)
-        assert pod["automountServiceAccountToken"] is False
+    """Every pod, the CronJob's included, and every container in it, init containers too."""
+    found = workloads(rendered(overlay))
+    assert len(found) == 7
+    for workload in found:
+        pod, name = pod_of(workload), workload["metadata"]["name"]
+        [user] = {image_user(c["image"]) for c in every_container(workload)}
+        assert pod["automountServiceAccountToken"] is False, name
         assert pod["securityContext"] == {
             "runAsNonRoot": True,
-            "runAsUser": int(image_user()),
-            "runAsGroup": int(image_user()),
+            "runAsUser": user,
+            "runAsGroup": user,
+            "fsGroup": user,
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
-        }
-        assert container["securityContext"] == {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        }
+        }, name
+        for container in every_container(workload):
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            }, (name, container["name"])
+            assert container["imagePullPolicy"] == "Always", (name, container["name"])
+            assert container["resources"]["requests"].keys() == {"cpu", "memory"}
+            assert container["resources"]["limits"]["memory"], (name, container["name"])
+        # The root filesystem is read-only: Python's scratch space is an emptyDir.
+        mounts = {m["mountPath"]: m["name"] for m in container_of(workload)["volumeMounts"]}
+        [tmp] = [v for v in pod["volumes"] if v["name"] == mounts["/tmp"]]
+        assert "emptyDir" in tmp, name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -236,8 +279,8 @@ def test_secrets_are_referenced_never_inlined(overlay: str) -> None:
     assert of_kind(docs, "Secret") == []
     secret_like = re.compile(r"SECRET|_KEY$|PASSWORD|TOKEN|DATABASE_URL")
     assert [k for k in config_of(docs) if secret_like.search(k)] == []
-    for workload in [*of_kind(docs, "Deployment"), *of_kind(docs, "Job")]:
-        for variable in container_of(workload).get("env", []):
+    for container in [c for w in workloads(docs) for c in every_container(w)]:
+        for variable in container.get("env", []):
             if secret_like.search(variable["name"]):
                 reference = variable["valueFrom"]["secretKeyRef"]
                 assert reference == {**reference, "name": SECRET, "key": variable["name"]}
@@ -356,7 +399,7 @@ def allowed(
     """Whether the NetworkPolicies let ``workload``'s pods send (egress) or take (ingress)
     traffic on ``port``; ``peer`` names the other side's namespace and pod labels, where the
     rule restricts them."""
-    labels = workload["spec"]["template"]["metadata"]["labels"]
+    labels = template_of(workload)["metadata"]["labels"]
     container = container_of(workload)
     section, peers = ("egress", "to") if direction == "Egress" else ("ingress", "from")
     for policy in of_kind(docs, "NetworkPolicy"):
@@ -409,6 +452,15 @@ def test_network_policies_let_each_pod_do_its_work_and_no_more(overlay: str) -> 
         assert allowed(docs, job, "Egress", 5432), job["metadata"]["name"]
         assert not allowed(docs, job, "Egress", 9092, kafka), job["metadata"]["name"]
         assert not allowed(docs, job, "Ingress", 8000, stranger), job["metadata"]["name"]
+    # Retraining reads labels from Kafka and records its version there: Kafka only.
+    retrain = one(docs, "CronJob", "retrain")
+    assert allowed(docs, retrain, "Egress", 53, dns)
+    assert allowed(docs, retrain, "Egress", 9092, kafka)
+    assert not allowed(docs, retrain, "Egress", 9092, stranger)
+    for other in (80, 443, 4317, 4318, 5432):
+        assert not allowed(docs, retrain, "Egress", other), other
+    assert not allowed(docs, retrain, "Ingress", 8000, stranger)
+    assert not allowed(docs, retrain, "Ingress", 8000, prometheus)
 
 
 # -- migrations and monitoring -----------------------------------------------------------
@@ -452,8 +504,8 @@ def test_prometheus_scrapes_every_service_and_nothing_else(overlay: str) -> None
     ]
     [endpoint] = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics"
-    for workload in [*of_kind(docs, "Deployment"), *of_kind(docs, "Job")]:
-        labels = workload["spec"]["template"]["metadata"]["labels"]
+    for workload in workloads(docs):
+        labels = template_of(workload)["metadata"]["labels"]
         is_service = workload["kind"] == "Deployment"
         assert selects(monitor["spec"]["selector"], labels) == is_service
         if is_service:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+Doc = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tandem" / "tools"
 CRDS = TOOLS / "crds"
@@ -60,3 +61,30 @@ def compose() -> dict[str, Any]:
     """docker-compose.yml, loaded afresh (callers may change it)."""
     loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     return loaded
+
+
+def template_of(doc: Doc) -> Doc:
+    """The pod template of a Deployment, a Job or a CronJob (its Jobs' template)."""
+    spec: Doc = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    template: Doc = spec["template"]
+    return template
+
+
+def pod_of(doc: Doc) -> Doc:
+    spec: Doc = template_of(doc)["spec"]
+    return spec
+
+
+def container_of(doc: Doc) -> Doc:
+    [container] = pod_of(doc)["containers"]
+    return container
+
+
+def every_container(doc: Doc) -> list[Doc]:
+    pod = pod_of(doc)
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def workloads(docs: list[Doc]) -> list[Doc]:
+    """Everything that runs pods."""
+    return [d for d in docs if d["kind"] in ("Deployment", "Job", "CronJob")]
