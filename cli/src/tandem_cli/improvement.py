@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -177,10 +180,16 @@ def retrain(
     )
     version = str(int(known[-1]) + 1)
     combined = type(original)(features, labels)
-    manifest: ModelManifest = recipe.candidate(
-        combined, models_dir / name / version, version, window, weights
-    )
-    load_model(models_dir / name / version)  # what scoring will check: refuse it now if bad
+    # Written aside, checked as scoring will check it, then moved in whole: a failed run
+    # leaves no version behind, and scoring never sees half of one.
+    staging = Path(tempfile.mkdtemp(prefix=".retrain-", dir=models_dir))
+    try:
+        written = staging / name / version
+        manifest: ModelManifest = recipe.candidate(combined, written, version, window, weights)
+        load_model(written)
+        os.replace(written, models_dir / name / version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
