@@ -28,6 +28,7 @@ from tandem_shared.control import (
     publish_change,
     read_control,
     registry_change,
+    rolled_back,
     shadowed,
 )
 from tandem_shared.envelope import Event, utcnow
@@ -166,7 +167,13 @@ async def run_loop(per_round: int, reviewers: int, seed: int, console: Console) 
 
         console.rule(f"6. {per_round} more tasks, decided by version {candidate}")
         after = await work(per_round, reviewers, seed + 2, console, truth=shifted)
-    _summary(Figures.of(before), Figures.of(after), live, candidate, console)
+        _summary(Figures.of(before), Figures.of(after), live, candidate, console)
+        # The shifted population was the demo's own: leave the stack serving what it served.
+        await publish(model_change(MODEL, rolled_back(state), AUTHOR))
+    console.print(
+        f"rolled back to version {live}, so that make demo runs on the reference model again; "
+        f"version {candidate} stays in {registry / MODEL / candidate}"
+    )
     return 0
 
 
