@@ -32,6 +32,7 @@ from tandem_cli.stack.prometheus import ui_page
 API = "http://127.0.0.1:8000"
 AUDIT = "http://127.0.0.1:8003"
 REVIEWER_ACCURACY = 0.97  # simulated people are good, not perfect
+SENIORS = 2
 WAIT_SECONDS = 600
 
 
@@ -80,7 +81,7 @@ async def work(
     kafka = KafkaSettings()
     console.print(
         f"demo run {run_id}: {count} tumor screening tasks, "
-        f"{reviewers} simulated reviewers and one senior reviewer"
+        f"{reviewers} simulated reviewers and {SENIORS} senior reviewers"
     )
     stop = asyncio.Event()
     started = time.monotonic()
@@ -93,10 +94,14 @@ async def work(
             )
             for i in range(reviewers)
         ]
-        # Escalations (near coin tosses, disagreements on critical work) need a senior.
-        people.append(
-            asyncio.create_task(_reviewer("senior-1", "senior", run, random.Random(seed - 1), stop))
-        )
+        # Escalations (near coin tosses, disagreements on critical work) need a senior, and a
+        # critical one two approvals from different seniors.
+        people += [
+            asyncio.create_task(
+                _reviewer(f"senior-{i + 1}", "senior", run, random.Random(seed - 1 - i), stop)
+            )
+            for i in range(SENIORS)
+        ]
         try:
             await asyncio.wait_for(collector, timeout=WAIT_SECONDS)
         except TimeoutError:
