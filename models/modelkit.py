@@ -7,10 +7,11 @@ the same library versions rewrites the same bytes.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version as installed
 from pathlib import Path
@@ -128,3 +129,25 @@ def write(out: Path, model_bytes: bytes, manifest: ModelManifest) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.onnx").write_bytes(model_bytes)
     (out / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+def main(
+    argv: list[str] | None,
+    doc: str | None,
+    default_out: Path,
+    name: str,
+    version: str,
+    candidate: Callable[..., ModelManifest],
+    original_train: Callable[[], Any],
+) -> int:
+    """What every training script does when run: fit on the original rows, write, report."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--out", type=Path, default=default_out, help="the models folder")
+    args = parser.parse_args(argv)
+    out: Path = args.out / name / version
+    manifest = candidate(original_train(), out, version)
+    print(
+        f"wrote {out}: holdout accuracy {manifest.metrics.holdout_accuracy:.4f}, "
+        f"ROC AUC {manifest.metrics.roc_auc:.4f}"
+    )
+    return 0

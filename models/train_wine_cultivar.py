@@ -11,7 +11,6 @@ library versions rewrites the same bytes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import cache
 from pathlib import Path
@@ -161,16 +160,7 @@ def candidate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the models folder")
-    args = parser.parse_args(argv)
-    out: Path = args.out / NAME / VERSION
-    manifest = candidate(original_train(), out, VERSION)
-    print(
-        f"wrote {out}: holdout accuracy {manifest.metrics.holdout_accuracy:.4f}, "
-        f"ROC AUC {manifest.metrics.roc_auc:.4f}"
-    )
-    return 0
+    return modelkit.main(argv, __doc__, DEFAULT_OUT, NAME, VERSION, candidate, original_train)
 
 
 if __name__ == "__main__":
