@@ -10,20 +10,20 @@ promoted through the gate on that evidence, and the next tasks are decided by it
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from tandem_router.loader import load_policy, parse_policy
+from tandem_router.lifecycle import active_policy
+from tandem_router.loader import load_policy
 from tandem_router.policy import Policy
 from tandem_shared.control import (
     ModelState,
     model_change,
     model_state,
-    policy_state,
     promoted,
     publish_change,
     read_control,
@@ -32,9 +32,8 @@ from tandem_shared.control import (
     shadowed,
 )
 from tandem_shared.envelope import Event, utcnow
-from tandem_shared.events import EventData, TaskScored
+from tandem_shared.events import ControlChanged
 from tandem_shared.promotion import GateRefused, gate
-from tandem_shared.reading import read_events
 
 from tandem_cli import improvement
 from tandem_cli.control import control_publisher
@@ -49,7 +48,6 @@ WEIGHT = 3.0
 MARGIN = 0.05
 AUTHOR = "demo-loop"
 FOLLOW_S = 3.0  # time for every scoring replica to follow a control change
-SCORED: dict[str, type[EventData]] = {"tandem.task.scored.v1": TaskScored}
 
 
 def shifted(body: dict[str, Any], label: str) -> str:
@@ -145,7 +143,9 @@ async def run_loop(per_round: int, reviewers: int, seed: int, console: Console) 
         await asyncio.sleep(FOLLOW_S)
         shadow_began = utcnow()
         shadow_run = await work(per_round // 2, reviewers, seed + 1, console, truth=shifted)
-        compared = await _compare(kafka.bootstrap_servers, topics.scored, shadow_run, shadow_began)
+        compared = await improvement.live_against_shadow(
+            kafka.bootstrap_servers, topics, MODEL, shadow_began, shadow_run.truth
+        )
         console.print(
             f"live {live} against shadow {candidate} on {compared.tasks} tasks: agreement "
             f"{compared.agreement:.1%}, confidence shift {compared.confidence_shift:+.3f}; "
@@ -177,11 +177,11 @@ async def run_loop(per_round: int, reviewers: int, seed: int, console: Console) 
     return 0
 
 
-def _policy(changes: Any) -> Policy:
-    applied = policy_state(changes)
-    if applied is not None:
-        return parse_policy(applied.active.document)
-    return load_policy(project_root() / "deploy" / "local" / "policy.yaml")
+def _policy(changes: Mapping[str, ControlChanged]) -> Policy:
+    """The active policy, or the one the local stack's router starts with."""
+    return active_policy(changes) or load_policy(
+        project_root() / "deploy" / "local" / "policy.yaml"
+    )
 
 
 def _write_reports(evidence: Any) -> Path:
@@ -191,22 +191,6 @@ def _write_reports(evidence: Any) -> Path:
     base.with_suffix(".md").write_text(improvement.markdown(evidence, []))
     base.with_suffix(".json").write_text(improvement.evidence_json(evidence))
     return base.with_suffix(".md")
-
-
-async def _compare(
-    bootstrap: str, topic: str, run: Run, since: datetime
-) -> improvement.ShadowComparison:
-    scored: list[TaskScored] = []
-
-    def keep(event: Event[EventData]) -> None:
-        if isinstance(event.data, TaskScored) and event.data.task.task_id in run.truth:
-            scored.append(event.data)
-
-    await read_events(bootstrap, topic, SCORED, keep, since)
-    labels = {
-        d.task_id: run.truth[d.task_id] for d in run.decisions.values() if d.decided_by == "human"
-    }
-    return improvement.compare_shadow(MODEL, scored, labels)
 
 
 def _share(value: float | None) -> str:

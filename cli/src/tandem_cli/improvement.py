@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel
 from tandem_router.policy import Policy, decide
+from tandem_router.replay import human_outcomes, scored_between
 from tandem_scoring.manifest import (
     DatasetInfo,
     FeedbackWindow,
@@ -38,6 +39,7 @@ from tandem_scoring.registry import LoadedModel, ModelRegistry, load_model, read
 from tandem_scoring.scorer import Scorer, ScoreResult
 from tandem_shared.events import TaskScored, TaskSubmitted
 from tandem_shared.promotion import Evidence, Scores, SegmentResult
+from tandem_shared.topics import Topics
 
 Row = dict[str, Any]
 ECE_BINS = 10
@@ -426,7 +428,7 @@ class ShadowComparison(BaseModel):
 
 
 def compare_shadow(
-    name: str, scored: Sequence[TaskScored], labels: dict[str, str]
+    name: str, scored: Sequence[TaskScored], labels: Mapping[str, str]
 ) -> ShadowComparison:
     """Over the scored events of ``name`` that carry a shadow score (each task once)."""
     seen: dict[str, TaskScored] = {}
@@ -457,3 +459,17 @@ def compare_shadow(
         if judged
         else None,
     )
+
+
+async def live_against_shadow(
+    bootstrap_servers: str,
+    topics: Topics,
+    name: str,
+    since: datetime,
+    tasks: Collection[str] | None = None,
+) -> ShadowComparison:
+    """Scored traffic since ``since`` (only ``tasks``, if given) and what people said of it."""
+    scored = await scored_between(bootstrap_servers, topics, since, datetime.now(UTC))
+    if tasks is not None:
+        scored = [s for s in scored if s.task.task_id in tasks]
+    return compare_shadow(name, scored, await human_outcomes(bootstrap_servers, topics, since))

@@ -4,14 +4,14 @@ and publish the manifest schema."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from tandem_router.loader import load_policy, parse_policy
+from tandem_router.lifecycle import active_policy
+from tandem_router.loader import load_policy
 from tandem_router.policy import Policy
 from tandem_scoring.manifest import ModelManifest
 from tandem_scoring.registry import (
@@ -26,7 +26,6 @@ from tandem_shared.control import (
     ModelState,
     model_change,
     model_state,
-    policy_state,
     promoted,
     publish_change,
     read_control,
@@ -34,10 +33,7 @@ from tandem_shared.control import (
     rolled_back,
     shadowed,
 )
-from tandem_shared.envelope import Event
-from tandem_shared.events import EventData, TaskScored
 from tandem_shared.promotion import Evidence, Promotion, gate, refusals
-from tandem_shared.reading import read_events
 from tandem_shared.schemas import write_schema
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
@@ -53,7 +49,6 @@ model_app = typer.Typer(
 )
 _stderr = Console(stderr=True)
 SCHEMA_PATH = Path("docs/schemas/model-manifest.json")
-SCORED: Mapping[str, type[EventData]] = {"tandem.task.scored.v1": TaskScored}
 
 
 def check_model(directory: Path) -> str:
@@ -281,10 +276,7 @@ def validate_candidate(
     """Compare CANDIDATE with the live version on tasks people labelled after the candidate's
     training window: accuracy, calibration, automation under the policy, and by segment."""
     rows, _ = _training_rows(feedback, since)
-    active, current = asyncio.run(_active(model, policy))
-    against = live or current
-    if against is None:
-        raise typer.BadParameter("no live version is recorded: name one with --live")
+    active, against = asyncio.run(_active(model, policy, live))
     try:
         evidence = improvement.validate(models_dir, model, candidate, against, rows, active, margin)
     except (improvement.ImprovementError, ModelError) as exc:
@@ -307,18 +299,21 @@ def validate_candidate(
     typer.echo(f"wrote {report.with_suffix('.md')} and {report.with_suffix('.json')}")
 
 
-async def _active(model: str, policy: Path | None) -> tuple[Policy, str | None]:
-    """The policy to measure automation under, and the live version the control topic holds."""
+async def _active(model: str, policy: Path | None, live: str | None) -> tuple[Policy, str]:
+    """The policy to measure automation under and the version to judge against: as given, or
+    as the control topic holds them (read only when one is missing)."""
+    if policy is not None and live is not None:
+        return load_policy(policy), live
     kafka = KafkaSettings()
     changes = await read_control(kafka.bootstrap_servers, Topics(kafka.topic_prefix))
     state = model_state(changes, model)
-    live = state.live if state else None
-    if policy is not None:
-        return load_policy(policy), live
-    applied = policy_state(changes)
-    if applied is None:
+    against = live or (state.live if state else None)
+    if against is None:
+        raise typer.BadParameter("no live version is recorded: name one with --live")
+    active = load_policy(policy) if policy is not None else active_policy(changes)
+    if active is None:
         raise typer.BadParameter("no policy is active: name one with --policy")
-    return parse_policy(applied.active.document), live
+    return active, against
 
 
 @model_app.command()
@@ -333,9 +328,11 @@ def compare(
     how accurate each was on the tasks people have labelled since."""
     kafka = KafkaSettings()
     start = when(since)
-    scored, rows = asyncio.run(_live_traffic(kafka, start, since))
-    labels = {str(r["task_id"]): str(r["label"]) for r in rows}
-    found = improvement.compare_shadow(model, scored, labels)
+    found = asyncio.run(
+        improvement.live_against_shadow(
+            kafka.bootstrap_servers, Topics(kafka.topic_prefix), model, start
+        )
+    )
     if as_json:
         typer.echo(found.model_dump_json(indent=2))
         return
@@ -353,17 +350,3 @@ def compare(
         f"  labelled by people since: {found.labelled}; accuracy live "
         f"{share(found.live_accuracy)}, shadow {share(found.shadow_accuracy)}"
     )
-
-
-async def _live_traffic(
-    kafka: KafkaSettings, start: datetime, since: str
-) -> tuple[list[TaskScored], list[dict[str, Any]]]:
-    scored: list[TaskScored] = []
-
-    def keep(event: Event[EventData]) -> None:
-        if isinstance(event.data, TaskScored):
-            scored.append(event.data)
-
-    topics = Topics(kafka.topic_prefix)
-    await read_events(kafka.bootstrap_servers, topics.scored, SCORED, keep, start)
-    return scored, await feedback_rows(kafka, since)

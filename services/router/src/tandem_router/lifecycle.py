@@ -4,6 +4,7 @@ every change is a record on tandem.control naming who made it (the audit sink ke
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +25,7 @@ from tandem_shared.control import (
     read_control_history,
     switched,
 )
+from tandem_shared.events import ControlChanged
 from tandem_shared.kafka import Publisher
 from tandem_shared.topics import Topics
 
@@ -49,6 +51,12 @@ def proposed(document: str, source: str = "<proposed policy>") -> tuple[Policy, 
     return policy, PolicyVersion(name=policy.name, version=policy.version, document=document)
 
 
+def active_policy(changes: Mapping[str, ControlChanged]) -> Policy | None:
+    """The policy the control topic holds active, parsed (None before any was applied)."""
+    state = policy_state(changes)
+    return parse_policy(state.active.document, source="active policy") if state else None
+
+
 @dataclass
 class Governance:
     bootstrap_servers: str
@@ -60,8 +68,7 @@ class Governance:
         return policy_state(changes), kill_switch_state(changes)
 
     async def active(self) -> Policy | None:
-        state, _ = await self.state()
-        return parse_policy(state.active.document, source="active policy") if state else None
+        return active_policy(await read_control(self.bootstrap_servers, self.topics))
 
     async def apply(self, document: str, who: str) -> PolicyState:
         """Publish a valid document as the active policy. PolicyError if it is invalid,
