@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 
@@ -11,7 +12,7 @@ from tandem_shared.service import ServiceRuntime
 
 from tandem_audit_sink.api import router
 from tandem_audit_sink.checkpoint import Checkpoint, Signer
-from tandem_audit_sink.consumer import AuditHandler, Capture, checkpoint_event
+from tandem_audit_sink.consumer import AuditHandler, capture, checkpoint_event
 from tandem_audit_sink.privacy import Redactor
 from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.store import Ledger, migrate
@@ -87,7 +88,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     runtime.add_consumer(
         settings.group_id,
         topics.audited(),
-        Capture(redact),
+        functools.partial(capture, redact=redact),
         AuditHandler(ledger, metrics, topics.checkpoints),
     )
     app = runtime.app("Tandem audit sink", [router])

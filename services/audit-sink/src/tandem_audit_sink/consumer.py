@@ -31,18 +31,9 @@ MAX_ATTRIBUTE = 256  # longer ids, sources or subjects are not trusted as column
 _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)
 
 
-class Capture:
+def capture(record: ConsumerRecord[bytes, bytes], redact: Redactor = NO_REDACTION) -> AuditRecord:
     """The ledger's view of one record, with private fields hashed; never raises, whatever
     the record holds."""
-
-    def __init__(self, redact: Redactor = NO_REDACTION) -> None:
-        self.redact = redact
-
-    def __call__(self, record: ConsumerRecord[bytes, bytes]) -> AuditRecord:
-        return capture(record, self.redact)
-
-
-def capture(record: ConsumerRecord[bytes, bytes], redact: Redactor = NO_REDACTION) -> AuditRecord:
     key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
     try:
         event = decode(record.value, record.headers, EVENT_TYPES)

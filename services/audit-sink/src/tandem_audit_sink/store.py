@@ -105,22 +105,25 @@ class Ledger:
             # Seal a slice while the database inserts the one before: hashing and inserting
             # take about as long as each other, and run on two cores this way.
             inserting: asyncio.Task[Any] | None = None
-            for start in range(0, len(wanted), _PIPELINE_SLICE):
-                sealed = []
-                for record in wanted[start : start + _PIPELINE_SLICE]:
-                    entry = seal(record, frontier.size + 1, recorded_at)
-                    sealed.append(entry)
-                    completed = frontier.push(bytes.fromhex(entry.leaf_hash))
-                    if completed is not None:
-                        blocks.append({"block": completed[0], "hash": completed[1].hex()})
+            try:
+                for start in range(0, len(wanted), _PIPELINE_SLICE):
+                    sealed = []
+                    for record in wanted[start : start + _PIPELINE_SLICE]:
+                        entry = seal(record, frontier.size + 1, recorded_at)
+                        sealed.append(entry)
+                        completed = frontier.push(bytes.fromhex(entry.leaf_hash))
+                        if completed is not None:
+                            blocks.append({"block": completed[0], "hash": completed[1].hex()})
+                    if inserting is not None:
+                        await inserting
+                    rows = [e.columns() | _hashed(e) for e in sealed]
+                    inserting = asyncio.create_task(conn.execute(ledger.insert(), rows))
+                    await asyncio.sleep(0)  # let it send the rows before the next slice
+                    result.appended += sealed
+            finally:
+                # never leave an insert running on the connection the transaction ends on
                 if inserting is not None:
                     await inserting
-                rows = [e.columns() | _hashed(e) for e in sealed]
-                inserting = asyncio.create_task(conn.execute(ledger.insert(), rows))
-                await asyncio.sleep(0)  # let it send the rows before the next slice's hashing
-                result.appended += sealed
-            if inserting is not None:
-                await inserting
             if blocks:
                 await conn.execute(ledger_block.insert(), blocks)
             last = await self._last_checkpoint_size(conn)
