@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import and_, func, or_, select, update
@@ -462,14 +462,9 @@ class QueueDepth:
     oldest_age_s: float
 
 
-def _age(now: datetime, since: datetime | str | None) -> float:
-    """Seconds since ``since``; min() over SQLite returns the stored text, not a datetime."""
-    if since is None:
-        return 0.0
-    if isinstance(since, str):
-        since = datetime.fromisoformat(since)
-    since = since if since.tzinfo else since.replace(tzinfo=UTC)
-    return max((now - since).total_seconds(), 0.0)
+def _age(now: datetime, since: datetime | None) -> float:
+    """Seconds since ``since`` (min() keeps the column's type: an aware UTC time)."""
+    return 0.0 if since is None else max((now - since).total_seconds(), 0.0)
 
 
 async def _rowcount(s: AsyncSession, statement: Any) -> int:
