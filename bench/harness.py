@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import shutil
 import signal
 import tempfile
@@ -49,6 +50,7 @@ PARTITIONS = 4  # an even share for one or two replicas
 LOG_APPEND_TIME = 1
 WAIT_S = 180.0  # a phase that has not finished by then has failed
 RELAY_GROUP = "bench-relay-"  # + the topic it relays
+TICK = os.sysconf("SC_CLK_TCK")
 Raw = tuple[bytes, bytes, list[tuple[str, bytes]]]
 Count = Callable[[], Awaitable[int]]
 R = TypeVar("R")
@@ -171,6 +173,44 @@ async def produce(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+# ---- CPU use: what a phase cost, whichever side of it ran out -----------------------------
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _ticks(fields: Sequence[str], exited_children: bool) -> int:
+    times = [int(v) for v in fields[11:15]]  # utime, stime, cutime, cstime
+    return sum(times if exited_children else times[:2])
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU time the process used; with ``children``, its children's too, live or exited: how a
+    PostgreSQL server's backends show."""
+    used = _ticks(_stat(pid), exited_children=children)
+    if children:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = _stat(int(entry.name))
+            except OSError:  # gone since the listing
+                continue
+            if int(fields[1]) == pid:
+                used += _ticks(fields, exited_children=False)
+    return used / TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU time of all cores not idle: everything on the machine, other people's work included."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(
+        int, Path("/proc/stat").read_text().split(maxsplit=8)[1:8]
+    )
+    return (user + nice + system + irq + softirq) / TICK
 
 
 # ---- waiting and counting --------------------------------------------------------------------
@@ -331,6 +371,16 @@ class Drain:
     counter: Callable[[], AbstractAsyncContextManager[Count]]  # reaches ``expected`` when done
     expected: int
     outputs: Sequence[str]  # where the tasks' records land, stamped by the broker
+    pids: Callable[[], Sequence[int]]  # the processes doing the phase's work
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """A drained backlog: tasks per second, and the CPU the phase's processes spent on each
+    task (the broker's not included), which carries over between machines better than rates."""
+
+    tasks_per_s: float
+    cpu_us_per_task: float
 
 
 # ---- one run: the broker's address, its folder, and every process started on it ---------------
@@ -388,17 +438,21 @@ class Stack:
         server.start()
         return server
 
-    async def drain(self, phase: Drain) -> float:
-        """Tasks/s of the phase's group on its backlog, from the moment the group is stable."""
+    async def drain(self, phase: Drain) -> Throughput:
+        """Tasks/s of the phase's group on its backlog, from the moment the group is stable,
+        and its processes' CPU time per task over the same span."""
         since_ms = await settled(self.bootstrap, phase.group, phase.members, phase.alive)
+        cpu_before = sum(cpu_seconds(pid) for pid in phase.pids())
         bar = self.progress.add_task(phase.label, total=phase.expected)
         async with phase.counter() as count:
             what = ", ".join(phase.outputs)
             await wait_for(count, phase.expected, what, self.progress, bar, phase.alive)
+        cpu = sum(cpu_seconds(pid) for pid in phase.pids()) - cpu_before
         await asyncio.to_thread(phase.stop)
-        return rate(list((await read_stamps(self.bootstrap, *phase.outputs)).values()), since_ms)
+        stamps = await read_stamps(self.bootstrap, *phase.outputs)
+        return Throughput(rate(list(stamps.values()), since_ms), cpu / phase.expected * 1e6)
 
-    async def relay_rate(self, source: str, target: str, expected: int, batch: int) -> float:
+    async def relay_rate(self, source: str, target: str, expected: int, batch: int) -> Throughput:
         """Tasks/s of a relay draining ``source``, pre-loaded with ``expected`` records."""
         proc, _ = self.start_relay(source, target, batch)
         return await self.drain(
@@ -412,6 +466,7 @@ class Stack:
                 counter=lambda: records_on(self.bootstrap, target),
                 expected=expected,
                 outputs=(target,),
+                pids=lambda: [proc.pid] if proc.pid is not None else [],
             )
         )
 

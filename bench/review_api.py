@@ -35,8 +35,10 @@ from harness import (
     Raw,
     Stack,
     committed_by,
+    cpu_seconds,
     draw_tasks,
     encode,
+    machine_busy_seconds,
     make_topics,
     produce,
     read_stamps,
@@ -67,7 +69,6 @@ HERE = Path(__file__).resolve().parent
 # uvicorn's defaults otherwise, as the services run it (no access log either).
 BARE_SERVER = [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(HERE)]
 BARE_SERVER += ["--host", "127.0.0.1", "--no-access-log"]
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def stamped(topics: Topics) -> tuple[str, ...]:
@@ -97,44 +98,6 @@ def review_requests(tasks: int, seed: int) -> list[Raw]:
     now = datetime.now(UTC)
     scored = score(draw_tasks(tasks, seed), SCORE_BATCH)
     return encode([(s.task.task_id, to_review(s, now)) for s in scored], "routed")
-
-
-# ---- CPU use, to tell which side of the load a phase was bound by ----------------------------
-
-
-def _stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name (state first)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _ticks(fields: Sequence[str], exited_children: bool) -> int:
-    times = [int(v) for v in fields[11:15]]  # utime, stime, cutime, cstime
-    return sum(times if exited_children else times[:2])
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """CPU time the process used; with ``children``, its children's too, live or exited: how a
-    PostgreSQL server's backends show."""
-    used = _ticks(_stat(pid), exited_children=children)
-    if children:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = _stat(int(entry.name))
-            except OSError:  # gone since the listing
-                continue
-            if int(fields[1]) == pid:
-                used += _ticks(fields, exited_children=False)
-    return used / TICK
-
-
-def machine_busy_seconds() -> float:
-    """CPU time of all cores not idle: everything on the machine, other people's work included."""
-    user, nice, system, _idle, _iowait, irq, softirq = map(
-        int, Path("/proc/stat").read_text().split(maxsplit=8)[1:8]
-    )
-    return (user + nice + system + irq + softirq) / TICK
 
 
 # ---- the clients -----------------------------------------------------------------------------

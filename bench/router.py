@@ -28,6 +28,7 @@ from harness import (
     Drain,
     Raw,
     Stack,
+    Throughput,
     add_common_args,
     committed_by,
     draw_tasks,
@@ -139,7 +140,7 @@ class Mix:
 
 @dataclass
 class Result:
-    rates: dict[str, float]
+    rates: dict[str, Throughput]
     mix: Mix
     rules: int
 
@@ -156,13 +157,13 @@ class Bench:
         await produce(self.stack.bootstrap, topics.scored, self.records, self.stack.progress)
         return topics
 
-    async def relay_throughput(self) -> float:
+    async def relay_throughput(self) -> Throughput:
         topics = await self.preload(f"relay-{len(self.stack.relays)}")
         return await self.stack.relay_rate(
             topics.scored, topics.routed, len(self.records), self.args.batch
         )
 
-    async def router_throughput(self) -> tuple[float, Mix]:
+    async def router_throughput(self) -> tuple[Throughput, Mix]:
         topics = await self.preload("router")
         group = f"bench-router-{uuid.uuid4().hex[:8]}"
         env = {
@@ -171,18 +172,20 @@ class Bench:
             "TANDEM_ROUTER_BATCH_MAX_RECORDS": str(self.args.batch),
         }
         services = self.stack.start_service("router", topics.prefix, env, topics.prefix)
+        router = services.running[0].process
         rate = await self.stack.drain(
             Drain(
                 label=f"router ({self.args.rules} rules): routing",
                 group=group,
                 members=1,
-                alive=services.running[0].process.alive,
+                alive=router.alive,
                 stop=services.stop,
                 # A task may give one record or two, so the router's commits say when all are
                 # handled: it commits a batch once the batch's outputs are acknowledged.
                 counter=lambda: committed_by(self.stack.bootstrap, group, topics.scored),
                 expected=len(self.records),
                 outputs=(topics.routed, topics.decisions),
+                pids=lambda: [router.pid],
             )
         )
         return rate, await self.mix(topics)
@@ -204,12 +207,13 @@ async def run(bench: Bench) -> Result:
     # The relay runs before and after the router and its better rate counts: the broker's JVM
     # warms up during the first phases, which would otherwise flatter whatever runs later.
     before = await bench.relay_throughput()
-    console.print(f"relay: {before:,.0f} tasks/s")
+    console.print(f"relay: {before.tasks_per_s:,.0f} tasks/s")
     router, mix = await bench.router_throughput()
-    console.print(f"router ({bench.args.rules} rules): {router:,.0f} tasks/s; {mix}")
+    console.print(f"router ({bench.args.rules} rules): {router.tasks_per_s:,.0f} tasks/s; {mix}")
     after = await bench.relay_throughput()
-    console.print(f"relay again: {after:,.0f} tasks/s")
-    rates = {RELAY: max(before, after), f"router service, {bench.args.rules} rules": router}
+    console.print(f"relay again: {after.tasks_per_s:,.0f} tasks/s")
+    relay = max(before, after, key=lambda t: t.tasks_per_s)
+    rates = {RELAY: relay, f"router service, {bench.args.rules} rules": router}
     return Result(rates, mix, bench.args.rules)
 
 
@@ -219,13 +223,14 @@ def report(console: Console, result: Result) -> None:
         "from the settled group to the last output record)",
         caption=f"router: {result.mix}",
     )
-    for column in ("pipeline", "tasks/s", "÷ raw relay", "aim"):
+    for column in ("pipeline", "tasks/s", "÷ raw relay", "aim", "CPU µs/task"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
     relay = result.rates[RELAY]
     for name, value in result.rates.items():
-        ratio = value / relay
+        ratio = value.tasks_per_s / relay.tasks_per_s
         aim = "" if name == RELAY else f"≥ {AIM:.2f}: {'met' if ratio >= AIM else 'missed'}"
-        table.add_row(name, f"{value:,.0f}", f"{ratio:.3g}", aim)
+        cpu = f"{value.cpu_us_per_task:,.0f}"
+        table.add_row(name, f"{value.tasks_per_s:,.0f}", f"{ratio:.3g}", aim, cpu)
     console.print(table)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from harness import (
     Drain,
     Raw,
     Stack,
+    Throughput,
     add_common_args,
     draw_tasks,
     encode,
@@ -107,13 +109,13 @@ class Bench:
         await publish_tasks(kafka, self.tasks, self.progress)
         return topics
 
-    async def relay_throughput(self) -> float:
+    async def relay_throughput(self) -> Throughput:
         topics = await self.preload(f"relay-{len(self.stack.relays)}")
         return await self.stack.relay_rate(
             topics.submitted, topics.scored, len(self.tasks), self.args.batch
         )
 
-    async def service_throughput(self, replicas: int) -> float:
+    async def service_throughput(self, replicas: int) -> Throughput:
         topics = await self.preload(f"service-{replicas}")
         replica_sets = self.start_service(topics, replicas)
 
@@ -134,6 +136,7 @@ class Bench:
                 counter=lambda: records_on(self.bootstrap, topics.scored),
                 expected=len(self.tasks),
                 outputs=(topics.scored,),
+                pids=lambda: [s.running[0].process.pid for s in replica_sets],
             )
         )
 
@@ -213,28 +216,32 @@ def onnx_rates(
 # ---- the run ---------------------------------------------------------------------------------
 
 
-async def run(bench: Bench) -> tuple[dict[str, float], list[tuple[str, Latency]]]:
+Rates = dict[str, Throughput]
+
+
+async def run(bench: Bench) -> tuple[Rates, list[tuple[str, Latency]]]:
     console = bench.progress.console
-    rates: dict[str, float] = {}
+    rates: Rates = {}
     # The relay runs before and after the service and its better rate counts: the broker's
     # JVM warms up during the first phases, which would otherwise flatter whatever runs later.
     before = await bench.relay_throughput()
-    console.print(f"relay: {before:,.0f} tasks/s")
+    console.print(f"relay: {before.tasks_per_s:,.0f} tasks/s")
     rates["raw relay (aiokafka)"] = before
     rates["scoring service"] = service = await bench.service_throughput(1)
-    console.print(f"scoring service: {service:,.0f} tasks/s")
+    console.print(f"scoring service: {service.tasks_per_s:,.0f} tasks/s")
     if bench.args.replicas > 1:
         scaled = await bench.service_throughput(bench.args.replicas)
         rates[f"scoring service, {bench.args.replicas} processes"] = scaled
-        console.print(f"scoring service x{bench.args.replicas}: {scaled:,.0f} tasks/s")
+        console.print(f"scoring service x{bench.args.replicas}: {scaled.tasks_per_s:,.0f} tasks/s")
     after = await bench.relay_throughput()
-    console.print(f"relay again: {after:,.0f} tasks/s")
-    rates["raw relay (aiokafka)"] = max(before, after)
+    console.print(f"relay again: {after.tasks_per_s:,.0f} tasks/s")
+    rates["raw relay (aiokafka)"] = max(before, after, key=lambda t: t.tasks_per_s)
     raw, full = onnx_rates(bench.tasks, bench.args.batch, bench.progress)
-    rates["onnxruntime session.run"] = raw
-    rates["Scorer.predict (features + onnxruntime)"] = full
+    # In-process calls, timed by the clock: their CPU is not what the column measures.
+    rates["onnxruntime session.run"] = Throughput(raw, math.nan)
+    rates["Scorer.predict (features + onnxruntime)"] = Throughput(full, math.nan)
     console.print(f"onnxruntime: {raw:,.0f} tasks/s; Scorer.predict: {full:,.0f} tasks/s")
-    half = service / 2
+    half = service.tasks_per_s / 2
     latencies = [
         ("scoring service", await bench.latency("service", half)),
         ("raw relay (aiokafka)", await bench.latency("relay", half)),
@@ -242,14 +249,16 @@ async def run(bench: Bench) -> tuple[dict[str, float], list[tuple[str, Latency]]
     return rates, latencies
 
 
-def report(console: Console, rates: dict[str, float], latencies: list[tuple[str, Latency]]) -> None:
+def report(console: Console, rates: Rates, latencies: list[tuple[str, Latency]]) -> None:
     table = Table(title="throughput (tasks/s, from the settled group to the last output record)")
     table.add_column("pipeline")
     table.add_column("tasks/s", justify="right")
     table.add_column("÷ raw relay", justify="right")
-    relay = rates["raw relay (aiokafka)"]
+    table.add_column("CPU µs/task", justify="right")
+    relay = rates["raw relay (aiokafka)"].tasks_per_s
     for name, value in rates.items():
-        table.add_row(name, f"{value:,.0f}", f"{value / relay:.3g}")
+        cpu = "" if math.isnan(value.cpu_us_per_task) else f"{value.cpu_us_per_task:,.0f}"
+        table.add_row(name, f"{value.tasks_per_s:,.0f}", f"{value.tasks_per_s / relay:.3g}", cpu)
     console.print(table)
     table = Table(title="added latency (output append time − submitted append time)")
     for column in ("pipeline", "rate (tasks/s)", "tasks", "p50 ms", "p99 ms"):
@@ -283,7 +292,7 @@ def main() -> int:
     if args.tasks <= WARMUP or args.batch < 1:
         parser.error(f"--tasks must exceed {WARMUP} and --batch be at least 1")
 
-    async def measure(stack: Stack) -> tuple[dict[str, float], list[tuple[str, Latency]]]:
+    async def measure(stack: Stack) -> tuple[Rates, list[tuple[str, Latency]]]:
         return await run(Bench(args, stack, draw_tasks(args.tasks, args.seed)))
 
     return run_bench(
