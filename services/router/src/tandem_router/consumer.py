@@ -15,7 +15,7 @@ from tandem_shared.topics import Topics
 
 from tandem_router.control import RoutingControl
 from tandem_router.dedupe import SeenTasks
-from tandem_router.policy import Policy, Routing, decide
+from tandem_router.policy import Fired, Policy, Routing, decide
 from tandem_router.telemetry import RouterMetrics
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,24 @@ class RouterHandler:
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
         # One policy and one view of the control topic for the whole batch.
         policy, unreadable = self.control.policy, self.control.unreadable
-        return [self.route(item, policy, unreadable) for item in batch]
+        scored = [item.item.data for item in batch if isinstance(item.item.data, TaskScored)]
+        # The rules are tested for the whole batch at once: a numpy comparison per rule.
+        fired = iter(policy.fired([s.task for s in scored]))
+        return [
+            self.route(item, item.item.data, policy, unreadable, next(fired))
+            if isinstance(item.item.data, TaskScored)
+            else Rejected(f"expected a scored task, got {type(item.item.data).__name__}")
+            for item in batch
+        ]
 
-    def route(self, item: Incoming[Event[EventData]], policy: Policy, unreadable: bool) -> Result:
-        scored = item.item.data
-        if not isinstance(scored, TaskScored):
-            return Rejected(f"expected a scored task, got {type(scored).__name__}")
+    def route(
+        self,
+        item: Incoming[Event[EventData]],
+        scored: TaskScored,
+        policy: Policy,
+        unreadable: bool,
+        fired: Fired | None,
+    ) -> Result:
         task = scored.task
         label = task.task_type if task.task_type in policy.task_types else UNKNOWN_TASK_TYPE
         if not self.seen.claim(task.task_id, item.partition, item.offset):
@@ -58,6 +70,7 @@ class RouterHandler:
             kill_switch=self.control.killed(task.task_type),
             drifting=self.control.drifting(scored.score.model),
             control_unreadable=unreadable,
+            fired=fired,
         )
         with guarded("routing"):
             self.metrics.routed(label, routing)

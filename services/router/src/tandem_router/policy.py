@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -24,7 +24,9 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from tandem_shared.events import FeatureValue, PolicyRef, TaskScored
+from tandem_shared.events import FeatureValue, PolicyRef, TaskScored, TaskSubmitted
+
+from tandem_router.columns import Bound, ColumnRules
 
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -43,6 +45,7 @@ Duration = Annotated[
 ]
 
 Route = Literal["auto", "review", "escalate"]
+Fired = tuple[int, ...]  # positions of the rules that hold for a task
 Test = Callable[[dict[str, FeatureValue], dict[str, Any]], bool]
 _ORDER: dict[str, Callable[[float, float], bool]] = {
     "gt": operator.gt,
@@ -114,6 +117,14 @@ class Condition(_Strict):
 
     def matches(self, features: dict[str, FeatureValue], context: dict[str, Any]) -> bool:
         return self.test(features, context)
+
+    @cached_property
+    def bound(self) -> Bound | None:
+        """The condition as a comparison of one number with a bound, if it is one."""
+        if self.op not in _ORDER:
+            return None
+        key = self.feature if self.feature is not None else self.context
+        return Bound(self.feature is not None, key or "", self.op or "", float(self.value))  # type: ignore[arg-type]
 
     @cached_property
     def test(self) -> Test:
@@ -204,9 +215,14 @@ class TaskTypePolicy(_Strict):
     rules: list[Rule] = Field(default_factory=list)
 
     @cached_property
-    def checks(self) -> tuple[tuple[str, bool, Test], ...]:
-        """Each rule as (reason, escalates, test), read once for every task routed."""
-        return tuple((r.reason, r.route == "escalate", r.test) for r in self.rules)
+    def checks(self) -> tuple[tuple[str, bool], ...]:
+        """Each rule as (reason, escalates), read once for every task routed."""
+        return tuple((r.reason, r.route == "escalate") for r in self.rules)
+
+    @cached_property
+    def columns(self) -> ColumnRules:
+        """The rules, to test a batch of tasks at once."""
+        return ColumnRules([(r.bound, r.test) for r in self.rules])
 
     @model_validator(mode="after")
     def _check(self) -> TaskTypePolicy:
@@ -227,9 +243,26 @@ class Policy(_Strict):
     description: str = ""
     task_types: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], TaskTypePolicy]
 
-    @property
+    @cached_property
     def ref(self) -> PolicyRef:
         return PolicyRef(name=self.name, version=self.version)
+
+    def fired(self, tasks: Sequence[TaskSubmitted]) -> list[Fired | None]:
+        """For each task, which of its task type's rules hold (positions in the policy), or
+        None for a task type the policy does not name: what ``decide`` would find, for a
+        whole batch at once."""
+        out: list[Fired | None] = [None] * len(tasks)
+        by_type: dict[str, list[int]] = {}
+        for row, task in enumerate(tasks):
+            by_type.setdefault(task.task_type, []).append(row)
+        for task_type, rows in by_type.items():
+            rules = self.task_types.get(task_type)
+            if rules is None:
+                continue
+            values = [(tasks[row].features, tasks[row].context) for row in rows]
+            for row, fired in zip(rows, rules.columns.fired(values), strict=True):
+                out[row] = fired
+        return out
 
 
 def policy_json_schema() -> dict[str, Any]:
@@ -274,10 +307,12 @@ def decide(
     kill_switch: bool = False,
     drifting: bool = False,
     control_unreadable: bool = False,
+    fired: Fired | None = None,
 ) -> Routing:
     """Where the task goes. ``kill_switch``: automation is off for its task type; ``drifting``:
     the model that scored it has a drift alarm; ``control_unreadable``: the router cannot tell
-    whether either holds, so it does not guess."""
+    whether either holds, so it does not guess. ``fired``: which rules hold, if already known
+    for the whole batch (``Policy.fired``); the same as testing them here."""
     task, score = scored.task, scored.score
     rules = policy.task_types.get(task.task_type)
     if rules is None:
@@ -307,11 +342,12 @@ def decide(
     if drifting and rules.drift != "ignore":
         reasons.append("drift_alarm")
         escalate |= rules.drift == "escalate"
-    features, context = task.features, task.context
-    for reason, escalates, test in rules.checks:
-        if test(features, context):
-            reasons.append(reason)
-            escalate |= escalates
+    if fired is None:
+        fired = rules.columns.one(task.features, task.context)
+    for index in fired:
+        reason, escalates = rules.checks[index]
+        reasons.append(reason)
+        escalate |= escalates
     if rules.escalate_below is not None and score.confidence < rules.escalate_below:
         reasons.append("very_low_confidence")
         escalate = True

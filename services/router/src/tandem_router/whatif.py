@@ -132,7 +132,12 @@ def _unique(scored: Sequence[TaskScored]) -> list[TaskScored]:
 
 
 def _route(policy: Policy, tasks: Sequence[TaskScored]) -> Routed:
-    return [(task, decide(policy, task, now=task.scored_at)) for task in tasks]
+    # As the router does: the rules tested for all the tasks at once.
+    fired = policy.fired([task.task for task in tasks])
+    return [
+        (task, decide(policy, task, now=task.scored_at, fired=hits))
+        for task, hits in zip(tasks, fired, strict=True)
+    ]
 
 
 def _side(

@@ -1,0 +1,109 @@
+"""A task type's rules tested over a whole batch of tasks at once.
+
+Most rules of a grown policy compare one number of the task with a bound. Tested one task at a
+time, each is a Python call per task, and with fifty rules that was most of the router's time.
+Here each such rule is one numpy comparison over the batch's column of that number; the other
+rules (membership, ``all``/``any``) still run task by task. The answer is exactly what the
+rules' own tests give task by task, which a property test holds them to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Test = Callable[[dict[str, Any], dict[str, Any]], bool]
+Values = tuple[dict[str, Any], dict[str, Any]]  # a task's features and context
+
+_UFUNC: dict[str, Callable[[npt.NDArray[np.float64], float], npt.NDArray[np.bool_]]] = {
+    "gt": np.greater,
+    "ge": np.greater_equal,
+    "lt": np.less,
+    "le": np.less_equal,
+}
+# Beyond 2**53 an int is not exactly a float64: a task holding one is tested task by task.
+_EXACT = 2**53
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A rule that compares a feature (or a context value) with a number: ``value op bound``."""
+
+    on_feature: bool
+    key: str
+    op: str  # gt, ge, lt, le
+    bound: float
+
+
+class _Inexact(Exception):
+    """A value the column cannot hold exactly."""
+
+
+def _number(value: object) -> float:
+    """What a comparison sees: a finite float or int as float, anything else as NaN (which no
+    comparison meets, as a missing or non-numeric value meets no rule)."""
+    if type(value) is float:
+        return value if -math.inf < value < math.inf else math.nan
+    if type(value) is int:  # exact types: a bool is not a number here
+        if -_EXACT <= value <= _EXACT:
+            return float(value)
+        raise _Inexact
+    return math.nan
+
+
+def _column(values: list[Any]) -> npt.NDArray[np.float64]:
+    if all(type(v) is float for v in values):  # the usual case, without a call per value
+        column = np.array(values, dtype=np.float64)
+        column[~np.isfinite(column)] = math.nan
+        return column
+    return np.fromiter(map(_number, values), dtype=np.float64, count=len(values))
+
+
+class ColumnRules:
+    """Rules in policy order: each either a ``Bound`` (tested by column) or a ``Test``."""
+
+    def __init__(self, rules: Sequence[tuple[Bound | None, Test]]) -> None:
+        self.tests = [test for _, test in rules]
+        self.by_key: dict[tuple[bool, str], list[tuple[int, Bound]]] = {}
+        self.others: list[tuple[int, Test]] = []
+        for index, (rule, test) in enumerate(rules):
+            if rule is None:
+                self.others.append((index, test))
+            else:
+                key = (rule.on_feature, rule.key)
+                self.by_key.setdefault(key, []).append((index, rule))
+
+    def one(self, features: dict[str, Any], context: dict[str, Any]) -> tuple[int, ...]:
+        """The positions of the rules that hold for one task."""
+        return tuple(i for i, test in enumerate(self.tests) if test(features, context))
+
+    def fired(self, tasks: Sequence[Values]) -> list[tuple[int, ...]]:
+        """For each task, the positions of the rules that hold, in policy order."""
+        hits: list[list[int]] = [[] for _ in tasks]
+        one_by_one: set[int] = set()
+        for (on_feature, key), bounds in self.by_key.items():
+            side = 0 if on_feature else 1
+            values = [task[side].get(key) for task in tasks]
+            try:
+                column = _column(values)
+            except _Inexact:
+                one_by_one.update(row for row, v in enumerate(values) if type(v) is int)
+                column = np.array(
+                    [math.nan if type(v) is int else _number(v) for v in values], dtype=np.float64
+                )
+            for index, rule in bounds:
+                for row in np.flatnonzero(_UFUNC[rule.op](column, rule.bound)).tolist():
+                    hits[row].append(index)
+        for row, (features, context) in enumerate(tasks):
+            if row in one_by_one:
+                hits[row] = list(self.one(features, context))
+                continue
+            for index, test in self.others:
+                if test(features, context):
+                    hits[row].append(index)
+        return [tuple(sorted(row)) for row in hits]
