@@ -46,6 +46,7 @@ async def run_loop(
     handler,
     group: str,
     until,  # type: ignore[no-untyped-def]
+    slice_records: int = 100,
 ) -> PipelineMetrics:
     producer = make_producer(kafka_settings, "test")
     consumer = make_consumer(kafka_settings, group, [topics.submitted], "test")
@@ -57,7 +58,7 @@ async def run_loop(
         Publisher(producer),
         event_decoder({"tandem.task.submitted.v1": TaskSubmitted}),
         handler,
-        LoopConfig("test", topics.deadletter, backoff_s=0.01),
+        LoopConfig("test", topics.deadletter, backoff_s=0.01, slice_records=slice_records),
         metrics,
         trace.get_tracer("test"),
     )
@@ -88,6 +89,34 @@ def relay_to(topic: str):  # type: ignore[no-untyped-def]
         ]
 
     return handler
+
+
+async def test_a_batch_is_handled_in_slices_and_every_output_is_sent(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    ids = [f"t{i:02d}" for i in range(25)]
+    records = [(i, task(i), ce_headers("tandem.task.submitted.v1", i)) for i in ids]
+    records[7] = ("t07", b"{not json", ce_headers("tandem.task.submitted.v1", "t07"))
+    await produce(kafka_settings.bootstrap_servers, topics.submitted, records)
+    group = f"g-{uuid.uuid4().hex}"
+    relay = relay_to(topics.scored)
+    handled: list[int] = []
+
+    async def handler(batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
+        handled.append(len(batch))
+        return await relay(batch)  # type: ignore[no-any-return]
+
+    async def until() -> None:
+        while await committed(kafka_settings, group, [topics.submitted]) < len(records):
+            await asyncio.sleep(0.2)
+
+    await run_loop(kafka_settings, topics, handler, group, until, slice_records=4)
+
+    assert handled and max(handled) <= 4 and sum(handled) == 24
+    outputs = await consume(kafka_settings.bootstrap_servers, topics.scored, 24)
+    assert sorted(r.key.decode() for r in outputs) == [i for i in ids if i != "t07"]
+    (letter,) = await consume(kafka_settings.bootstrap_servers, topics.deadletter, 1)
+    assert letter.key == b"t07"
 
 
 async def test_bad_records_are_dead_lettered_and_the_rest_flow_on(

@@ -208,6 +208,10 @@ class LoopConfig:
     service: str
     dead_letter_topic: str
     max_records: int = 500
+    # A fetched batch is handled in slices of this many records: what a slice decodes is
+    # still in the CPU's caches when it is routed, encoded and freed. Handling 500 at once
+    # cost a fifth more CPU per record, most of it in allocating and freeing.
+    slice_records: int = 100
     timeout_ms: int = 200
     max_attempts: int = 3
     backoff_s: float = 0.2
@@ -294,11 +298,30 @@ class ConsumerLoop(Generic[T]):
     async def _process(
         self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
     ) -> list[asyncio.Future[Any]] | None:
-        """Handle the batch and send every output; the futures of the sends, or None if the
-        loop was stopped while retrying the handler."""
+        """Handle the batch, slice by slice, and send every output; the futures of the sends,
+        or None if the loop was stopped while retrying the handler (the batch is not committed,
+        so it comes again)."""
         started = time.perf_counter()
-        started_ns = time.time_ns()
         self.metrics.batch_size.labels(self.config.service).observe(len(records))
+        outputs: list[Record] = []
+        size = self.config.slice_records
+        for start in range(0, len(records), size):
+            handled = await self._handle_slice(records[start : start + size], stop)
+            if handled is None:
+                return None
+            outputs.extend(handled)
+        # Sent together: a produce request per partition for the batch, not for each slice.
+        futures = await self._send_all_retrying(outputs, stop)
+        self.metrics.batch_seconds.labels(self.config.service).observe(
+            time.perf_counter() - started
+        )
+        return futures
+
+    async def _handle_slice(
+        self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
+    ) -> list[Record] | None:
+        """Decode and handle the records; their outputs and dead letters as records to send."""
+        started_ns = time.time_ns()
         incoming: list[Incoming[T]] = []
         rejected: list[tuple[Incoming[None], Rejected]] = []
         for record in records:
@@ -327,11 +350,7 @@ class ConsumerLoop(Generic[T]):
         for meta, reason in rejected:
             with self._span(meta, started_ns, traced):
                 outputs.extend(Publisher.record(out) for out in self._dead_letter(meta, reason))
-        futures = await self._send_all_retrying(outputs, stop)
-        self.metrics.batch_seconds.labels(self.config.service).observe(
-            time.perf_counter() - started
-        )
-        return futures
+        return outputs
 
     async def _handle_with_retries(
         self, batch: list[Incoming[T]], stop: asyncio.Event

@@ -127,6 +127,7 @@ class ServiceRuntime:
                 service=self.name,
                 dead_letter_topic=self.topics.deadletter,
                 max_records=self.settings.batch_max_records,
+                slice_records=self.settings.batch_slice_records,
                 timeout_ms=self.settings.batch_timeout_ms,
                 max_attempts=self.settings.max_attempts,
                 backoff_s=self.settings.retry_backoff_s,

@@ -55,6 +55,8 @@ class ServiceSettings(BaseSettings):
     port: int = 8000
     batch_max_records: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=200, ge=1)
+    # A fetched batch is handled in slices this big (see LoopConfig.slice_records).
+    batch_slice_records: int = Field(default=100, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     retry_backoff_s: float = Field(default=0.2, ge=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
