@@ -19,6 +19,10 @@ CONTENT_TYPE = "application/json"
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8e-9a57-3f1f4e0c2b71")
 
 Headers = Sequence[tuple[str, bytes]]
+# Encoded once: every event sent carries them.
+_SPEC_VERSION_HEADER = ("ce_specversion", SPEC_VERSION.encode())
+_CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE.encode())
+_TYPE_BYTES = {model: name.encode() for model, name in TYPE_OF.items()}
 D = TypeVar("D", bound=EventData)
 
 
@@ -67,13 +71,13 @@ class Event(Generic[D]):
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
-            ("ce_specversion", SPEC_VERSION.encode()),
+            _SPEC_VERSION_HEADER,
             ("ce_id", self.id.encode()),
             ("ce_source", self.source.encode()),
-            ("ce_type", self.type.encode()),
+            ("ce_type", _TYPE_BYTES[type(self.data)]),
             ("ce_time", self.time.isoformat().encode()),
             ("ce_subject", self.subject.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
+            _CONTENT_TYPE_HEADER,
         ]
 
 

@@ -336,6 +336,7 @@ class ConsumerLoop(Generic[T]):
         if results is None:
             return None
         outputs: list[Record] = []
+        processed: dict[str, int] = {}  # by topic, counted once a slice
         traced = recording()  # once a batch: whether spans are made at all
         for item, result in zip(incoming, results, strict=True):
             with self._span(item, started_ns, traced):
@@ -344,7 +345,9 @@ class ConsumerLoop(Generic[T]):
                     continue
                 # Made inside the record's span, so each output continues its own trace.
                 outputs.extend(Publisher.record(out) for out in result)
-            self.metrics.processed_child(self.config.service, item.topic).inc()
+            processed[item.topic] = processed.get(item.topic, 0) + 1
+        for topic, count in processed.items():
+            self.metrics.processed_child(self.config.service, topic).inc(count)
         with guarded("event age"):
             self._observe_ages(incoming)
         for meta, reason in rejected:

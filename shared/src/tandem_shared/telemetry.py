@@ -135,14 +135,20 @@ TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 _carried: ContextVar[list[tuple[str, bytes]] | None] = ContextVar("carried", default=None)
 
 
-@contextmanager
-def carried(headers: Headers) -> Iterator[None]:
-    """Within: what is sent carries these headers' trace context on, as it came in."""
-    token = _carried.set([(k, v) for k, v in headers if k in TRACE_HEADERS])
-    try:
-        yield
-    finally:
-        _carried.reset(token)
+class carried:  # noqa: N801 - used as a function, like contextlib's managers
+    """Within: what is sent carries these headers' trace context on, as it came in. A class,
+    not a generator: it is entered for every record a service handles."""
+
+    __slots__ = ("_headers", "_token")
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def __enter__(self) -> None:
+        self._token = _carried.set([(k, v) for k, v in self._headers if k in TRACE_HEADERS])
+
+    def __exit__(self, *_: object) -> None:
+        _carried.reset(self._token)
 
 
 def trace_headers() -> list[tuple[str, bytes]]:

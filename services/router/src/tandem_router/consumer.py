@@ -39,12 +39,17 @@ class RouterHandler:
         scored = [item.item.data for item in batch if isinstance(item.item.data, TaskScored)]
         # The rules are tested for the whole batch at once: a numpy comparison per rule.
         fired = iter(policy.fired([s.task for s in scored]))
-        return [
-            self.route(item, item.item.data, policy, unreadable, next(fired))
-            if isinstance(item.item.data, TaskScored)
-            else Rejected(f"expected a scored task, got {type(item.item.data).__name__}")
-            for item in batch
-        ]
+        routed: list[tuple[str, Routing]] = []
+        results: list[Result] = []
+        for item in batch:
+            data = item.item.data
+            if isinstance(data, TaskScored):
+                results.append(self.route(item, data, policy, unreadable, next(fired), routed))
+            else:
+                results.append(Rejected(f"expected a scored task, got {type(data).__name__}"))
+        with guarded("routing"):
+            self.metrics.routed(routed)
+        return results
 
     def route(
         self,
@@ -53,7 +58,9 @@ class RouterHandler:
         policy: Policy,
         unreadable: bool,
         fired: Fired | None,
+        routed: list[tuple[str, Routing]],
     ) -> Result:
+        """The task's outputs; its routing is added to ``routed``, to be counted."""
         task = scored.task
         label = task.task_type if task.task_type in policy.task_types else UNKNOWN_TASK_TYPE
         if not self.seen.claim(task.task_id, item.partition, item.offset):
@@ -72,8 +79,7 @@ class RouterHandler:
             control_unreadable=unreadable,
             fired=fired,
         )
-        with guarded("routing"):
-            self.metrics.routed(label, routing)
+        routed.append((label, routing))
         if routing.route != "auto":
             return [self._routed(scored, routing)]
         outputs = [self._decision(scored, routing)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter as TallyCounter
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from tandem_shared.control import KillSwitch
 from tandem_shared.telemetry import children
@@ -66,9 +69,21 @@ class RouterMetrics:
         for task_type in kill_switch.task_types:
             self.kill_switch.labels(task_type).set(1)
 
-    def routed(self, task_type: str, routing: Routing) -> None:
-        self._decisions(task_type, routing.route, routing.outcome).inc()
-        for reason in routing.reasons:
-            self._routes(task_type, routing.route, reason).inc()
-        if routing.qa_sample:
-            self._qa_samples(task_type).inc()
+    def routed(self, routings: Iterable[tuple[str, Routing]]) -> None:
+        """Counts a batch's routings (task type, routing): each series is incremented once a
+        batch, not once a task, as a Prometheus increment takes a lock."""
+        decisions: TallyCounter[tuple[str, str, str]] = TallyCounter()
+        routes: TallyCounter[tuple[str, str, str]] = TallyCounter()
+        sampled: TallyCounter[str] = TallyCounter()
+        for task_type, routing in routings:
+            decisions[task_type, routing.route, routing.outcome] += 1
+            for reason in routing.reasons:
+                routes[task_type, routing.route, reason] += 1
+            if routing.qa_sample:
+                sampled[task_type] += 1
+        for labels, count in decisions.items():
+            self._decisions(*labels).inc(count)
+        for labels, count in routes.items():
+            self._routes(*labels).inc(count)
+        for task_type, count in sampled.items():
+            self._qa_samples(task_type).inc(count)
