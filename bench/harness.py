@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing
 import os
 import shutil
@@ -42,7 +43,7 @@ from tandem_scoring.scorer import Rejection, Scorer
 from tandem_scoring.settings import ScoringSettings
 from tandem_shared.envelope import Event
 from tandem_shared.events import EventData, TaskScored, TaskSubmitted
-from tandem_shared.kafka import make_consumer, make_producer
+from tandem_shared.kafka import Publisher, Record, make_consumer, make_producer
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics, ensure_topics
 
@@ -152,19 +153,29 @@ async def produce(
     progress: Progress,
     per_second: float | None = None,
 ) -> None:
-    """Send on a fixed schedule (every 5 ms, whatever is due; all at once without a rate), then
-    wait for every ack."""
+    """Send on a fixed schedule (every 5 ms, whatever is due), then wait for every ack; without
+    a rate, all at once in batches of a produce request per partition, as the services send, so
+    the loading takes little of the CPU that the phase it feeds is measured on."""
     producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap), client_id="tandem-bench")
     await producer.start()
-    label = f"  paced at {per_second:,.0f}/s" if per_second else f"  pre-loading {topic}"
+    label = f"  paced at {per_second:,.0f}/s" if per_second else f"  loading {topic}"
     bar = progress.add_task(label, total=len(records))
     try:
         futures = []
-        start, sent = time.monotonic(), 0
+        if not per_second:
+            publisher = Publisher(producer)
+            for start in range(0, len(records), 1000):
+                chunk = records[start : start + 1000]
+                sending = [
+                    Record(topic, key, value, list(headers)) for key, value, headers in chunk
+                ]
+                futures.extend(await publisher.send_records(sending))
+                progress.update(bar, completed=start + len(chunk))
+            await asyncio.gather(*futures)
+            return
+        began, sent = time.monotonic(), 0
         while sent < len(records):
-            due = len(records)
-            if per_second:
-                due = min(due, int((time.monotonic() - start) * per_second) + 1)
+            due = min(len(records), int((time.monotonic() - began) * per_second) + 1)
             for key, value, headers in records[sent:due]:
                 futures.append(await producer.send(topic, value, key=key, headers=headers))
             progress.update(bar, completed=due)
@@ -218,7 +229,7 @@ def machine_busy_seconds() -> float:
 
 async def settled(bootstrap: str, group: str, members: int, alive: Callable[[], bool]) -> int:
     """Wait until the consumer group is stable with ``members`` members; the time it was seen
-    so (ms since the epoch), from when throughput is counted, so no figure holds a rebalance."""
+    so (ms since the epoch)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     deadline = time.monotonic() + WAIT_S
@@ -306,8 +317,8 @@ async def wait_for_records(
 
 
 def rate(stamps: Sequence[int], since_ms: int) -> float:
-    """Records per second appended after ``since_ms``, up to the last one."""
-    counted = [s for s in stamps if s > since_ms]
+    """Records per second appended from ``since_ms`` on, up to the last one."""
+    counted = [s for s in stamps if s >= since_ms]
     last = max(counted, default=since_ms)
     if last == since_ms:
         return float("nan")
@@ -361,17 +372,24 @@ def stop_relay(proc: BaseProcess) -> None:
 
 @dataclass
 class Drain:
-    """One measured phase: a consumer group working off a pre-loaded backlog."""
+    """One measured phase: a consumer group working off a backlog of ``source``."""
 
     label: str
     group: str
     members: int
     alive: Callable[[], bool]
     stop: Callable[[], None]
+    source: str  # the backlog's topic, stamped by the broker
     counter: Callable[[], AbstractAsyncContextManager[Count]]  # reaches ``expected`` when done
     expected: int
     outputs: Sequence[str]  # where the tasks' records land, stamped by the broker
     pids: Callable[[], Sequence[int]]  # the processes doing the phase's work
+    # None: the backlog was loaded before the group started, and the rate counts from the
+    # moment the group is stable. A group of several members must be given its backlog once
+    # it is stable instead (its first member would otherwise work the backlog off while the
+    # others join): the rate then counts from the backlog's first record, and includes the
+    # loading, which makes it a little lower than it would be from a ready backlog.
+    load: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -381,6 +399,7 @@ class Throughput:
 
     tasks_per_s: float
     cpu_us_per_task: float
+    cores_busy: float = math.nan  # of the whole machine over the phase, the broker's included
 
 
 # ---- one run: the broker's address, its folder, and every process started on it ---------------
@@ -439,21 +458,28 @@ class Stack:
         return server
 
     async def drain(self, phase: Drain) -> Throughput:
-        """Tasks/s of the phase's group on its backlog, from the moment the group is stable,
-        and its processes' CPU time per task over the same span."""
+        """Tasks/s of the phase's group on its backlog, up to the last output record, and its
+        processes' CPU time per task over the same span."""
         since_ms = await settled(self.bootstrap, phase.group, phase.members, phase.alive)
         cpu_before = sum(cpu_seconds(pid) for pid in phase.pids())
+        busy_before, began = machine_busy_seconds(), time.monotonic()
+        if phase.load is not None:
+            await phase.load()
         bar = self.progress.add_task(phase.label, total=phase.expected)
         async with phase.counter() as count:
             what = ", ".join(phase.outputs)
             await wait_for(count, phase.expected, what, self.progress, bar, phase.alive)
         cpu = sum(cpu_seconds(pid) for pid in phase.pids()) - cpu_before
+        busy = (machine_busy_seconds() - busy_before) / (time.monotonic() - began)
         await asyncio.to_thread(phase.stop)
+        if phase.load is not None:
+            since_ms = min((await read_stamps(self.bootstrap, phase.source)).values())
         stamps = await read_stamps(self.bootstrap, *phase.outputs)
-        return Throughput(rate(list(stamps.values()), since_ms), cpu / phase.expected * 1e6)
+        tasks_per_s = rate(list(stamps.values()), since_ms)
+        return Throughput(tasks_per_s, cpu / phase.expected * 1e6, busy)
 
     async def relay_rate(self, source: str, target: str, expected: int, batch: int) -> Throughput:
-        """Tasks/s of a relay draining ``source``, pre-loaded with ``expected`` records."""
+        """Tasks/s of a relay draining ``source``, loaded with ``expected`` records."""
         proc, _ = self.start_relay(source, target, batch)
         return await self.drain(
             Drain(
@@ -462,6 +488,7 @@ class Stack:
                 members=1,
                 alive=proc.is_alive,
                 stop=lambda: stop_relay(proc),
+                source=source,
                 # One record out per record in, so the target's count says when it is done.
                 counter=lambda: records_on(self.bootstrap, target),
                 expected=expected,

@@ -16,6 +16,7 @@ log-append times, from the moment the consumer group was seen stable to the last
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import uuid
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ RELAY = "raw relay (aiokafka)"
 
 
 def stamped(topics: Topics) -> tuple[str, ...]:
-    return (topics.routed, topics.decisions)
+    return (topics.scored, topics.routed, topics.decisions)
 
 
 # ---- the input: a policy of many rules -------------------------------------------------------
@@ -152,40 +153,55 @@ class Bench:
     records: list[Raw]
     policy: Path
 
-    async def preload(self, what: str) -> Topics:
-        topics = await make_topics(self.stack.bootstrap, self.stack.prefix(what), stamped)
+    async def topics(self, what: str) -> Topics:
+        return await make_topics(self.stack.bootstrap, self.stack.prefix(what), stamped)
+
+    async def load(self, topics: Topics) -> None:
         await produce(self.stack.bootstrap, topics.scored, self.records, self.stack.progress)
-        return topics
 
     async def relay_throughput(self) -> Throughput:
-        topics = await self.preload(f"relay-{len(self.stack.relays)}")
+        topics = await self.topics(f"relay-{len(self.stack.relays)}")
+        await self.load(topics)
         return await self.stack.relay_rate(
             topics.scored, topics.routed, len(self.records), self.args.batch
         )
 
-    async def router_throughput(self) -> tuple[Throughput, Mix]:
-        topics = await self.preload("router")
+    async def router_throughput(self, replicas: int) -> tuple[Throughput, Mix]:
+        """``replicas`` router processes in one consumer group of their own."""
+        topics = await self.topics(f"router-{replicas}")
+        if replicas == 1:
+            await self.load(topics)
         group = f"bench-router-{uuid.uuid4().hex[:8]}"
         env = {
             "TANDEM_ROUTER_POLICY_FILE": str(self.policy),
             "TANDEM_ROUTER_GROUP_ID": group,
             "TANDEM_ROUTER_BATCH_MAX_RECORDS": str(self.args.batch),
         }
-        services = self.stack.start_service("router", topics.prefix, env, topics.prefix)
-        router = services.running[0].process
+        replica_sets = [
+            self.stack.start_service("router", topics.prefix, env, f"{topics.prefix}{replica}")
+            for replica in range(replicas)
+        ]
+        routers = [services.running[0].process for services in replica_sets]
+
+        def stop() -> None:
+            for services in replica_sets:
+                services.stop()
+
         rate = await self.stack.drain(
             Drain(
-                label=f"router ({self.args.rules} rules): routing",
+                label=f"router x{replicas} ({self.args.rules} rules): routing",
                 group=group,
-                members=1,
-                alive=router.alive,
-                stop=services.stop,
+                members=replicas,
+                alive=lambda: all(router.alive() for router in routers),
+                stop=stop,
+                source=topics.scored,
                 # A task may give one record or two, so the router's commits say when all are
                 # handled: it commits a batch once the batch's outputs are acknowledged.
                 counter=lambda: committed_by(self.stack.bootstrap, group, topics.scored),
                 expected=len(self.records),
                 outputs=(topics.routed, topics.decisions),
-                pids=lambda: [router.pid],
+                pids=lambda: [router.pid for router in routers],
+                load=None if replicas == 1 else lambda: self.load(topics),
             )
         )
         return rate, await self.mix(topics)
@@ -208,12 +224,19 @@ async def run(bench: Bench) -> Result:
     # warms up during the first phases, which would otherwise flatter whatever runs later.
     before = await bench.relay_throughput()
     console.print(f"relay: {before.tasks_per_s:,.0f} tasks/s")
-    router, mix = await bench.router_throughput()
-    console.print(f"router ({bench.args.rules} rules): {router.tasks_per_s:,.0f} tasks/s; {mix}")
+    rules = bench.args.rules
+    router, mix = await bench.router_throughput(1)
+    console.print(f"router ({rules} rules): {router.tasks_per_s:,.0f} tasks/s; {mix}")
+    rates = {f"router service, {rules} rules": router}
+    if bench.args.replicas > 1:
+        scaled, scaled_mix = await bench.router_throughput(bench.args.replicas)
+        rates[f"router service, {rules} rules, {bench.args.replicas} processes"] = scaled
+        console.print(
+            f"router x{bench.args.replicas}: {scaled.tasks_per_s:,.0f} tasks/s; {scaled_mix}"
+        )
     after = await bench.relay_throughput()
     console.print(f"relay again: {after.tasks_per_s:,.0f} tasks/s")
-    relay = max(before, after, key=lambda t: t.tasks_per_s)
-    rates = {RELAY: relay, f"router service, {bench.args.rules} rules": router}
+    rates = {RELAY: max(before, after, key=lambda t: t.tasks_per_s), **rates}
     return Result(rates, mix, bench.args.rules)
 
 
@@ -223,14 +246,15 @@ def report(console: Console, result: Result) -> None:
         "from the settled group to the last output record)",
         caption=f"router: {result.mix}",
     )
-    for column in ("pipeline", "tasks/s", "÷ raw relay", "aim", "CPU µs/task"):
+    for column in ("pipeline", "tasks/s", "÷ raw relay", "aim", "CPU µs/task", "cores busy"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
     relay = result.rates[RELAY]
     for name, value in result.rates.items():
         ratio = value.tasks_per_s / relay.tasks_per_s
         aim = "" if name == RELAY else f"≥ {AIM:.2f}: {'met' if ratio >= AIM else 'missed'}"
         cpu = f"{value.cpu_us_per_task:,.0f}"
-        table.add_row(name, f"{value.tasks_per_s:,.0f}", f"{ratio:.3g}", aim, cpu)
+        busy = f"{value.cores_busy:.2f}"
+        table.add_row(name, f"{value.tasks_per_s:,.0f}", f"{ratio:.3g}", aim, cpu, busy)
     console.print(table)
 
 
@@ -238,6 +262,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, batch_help="records per getmany (TANDEM_ROUTER_BATCH_MAX_RECORDS)")
     parser.add_argument("--rules", type=int, default=50, help="rules in the policy")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="router processes of the scaled run, one per core by default (1: no scaled run)",
+    )
     args = parser.parse_args()
     if args.tasks < 1 or args.batch < 1 or args.rules < 0:
         parser.error("--tasks and --batch must be at least 1, --rules not negative")

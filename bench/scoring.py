@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -49,13 +50,11 @@ from harness import (
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from tandem_cli.publish import publish_tasks
 from tandem_cli.stack.services import ServiceSet
 from tandem_scoring.registry import ModelRegistry
 from tandem_scoring.scorer import Scorer, prepare
 from tandem_scoring.settings import ScoringSettings
 from tandem_shared.events import TaskSubmitted
-from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 WARMUP = 50  # tasks sent before the paced run, to have connections and the group settled
@@ -83,6 +82,11 @@ class Bench:
     stack: Stack
     tasks: list[TaskSubmitted]
 
+    @cached_property
+    def backlog(self) -> list[Raw]:
+        """The tasks as the records producers send (CloudEvents headers), encoded once."""
+        return records(self.tasks)
+
     @property
     def bootstrap(self) -> str:
         return self.stack.bootstrap
@@ -103,20 +107,23 @@ class Bench:
             for replica in range(replicas)
         ]
 
-    async def preload(self, what: str) -> Topics:
-        topics = await make_topics(self.bootstrap, self.stack.prefix(what), stamped)
-        kafka = KafkaSettings(bootstrap_servers=self.bootstrap, topic_prefix=topics.prefix)
-        await publish_tasks(kafka, self.tasks, self.progress)
-        return topics
+    async def topics(self, what: str) -> Topics:
+        return await make_topics(self.bootstrap, self.stack.prefix(what), stamped)
+
+    async def load(self, topics: Topics) -> None:
+        await produce(self.bootstrap, topics.submitted, self.backlog, self.progress)
 
     async def relay_throughput(self) -> Throughput:
-        topics = await self.preload(f"relay-{len(self.stack.relays)}")
+        topics = await self.topics(f"relay-{len(self.stack.relays)}")
+        await self.load(topics)
         return await self.stack.relay_rate(
             topics.submitted, topics.scored, len(self.tasks), self.args.batch
         )
 
     async def service_throughput(self, replicas: int) -> Throughput:
-        topics = await self.preload(f"service-{replicas}")
+        topics = await self.topics(f"service-{replicas}")
+        if replicas == 1:
+            await self.load(topics)
         replica_sets = self.start_service(topics, replicas)
 
         def alive() -> bool:
@@ -133,6 +140,7 @@ class Bench:
                 members=replicas,
                 alive=alive,
                 stop=stop,
+                source=topics.submitted,
                 counter=lambda: records_on(self.bootstrap, topics.scored),
                 expected=len(self.tasks),
                 outputs=(topics.scored,),
@@ -255,10 +263,13 @@ def report(console: Console, rates: Rates, latencies: list[tuple[str, Latency]])
     table.add_column("tasks/s", justify="right")
     table.add_column("÷ raw relay", justify="right")
     table.add_column("CPU µs/task", justify="right")
+    table.add_column("cores busy", justify="right")
     relay = rates["raw relay (aiokafka)"].tasks_per_s
     for name, value in rates.items():
         cpu = "" if math.isnan(value.cpu_us_per_task) else f"{value.cpu_us_per_task:,.0f}"
-        table.add_row(name, f"{value.tasks_per_s:,.0f}", f"{value.tasks_per_s / relay:.3g}", cpu)
+        busy = "" if math.isnan(value.cores_busy) else f"{value.cores_busy:.2f}"
+        ratio = f"{value.tasks_per_s / relay:.3g}"
+        table.add_row(name, f"{value.tasks_per_s:,.0f}", ratio, cpu, busy)
     console.print(table)
     table = Table(title="added latency (output append time − submitted append time)")
     for column in ("pipeline", "rate (tasks/s)", "tasks", "p50 ms", "p99 ms"):

@@ -28,6 +28,7 @@ _UFUNC: dict[str, Callable[[npt.NDArray[np.float64], float], npt.NDArray[np.bool
 }
 # Beyond 2**53 an int is not exactly a float64: a task holding one is tested task by task.
 _EXACT = 2**53
+_FLOATS = {float}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def _number(value: object) -> float:
 
 
 def _column(values: list[Any]) -> npt.NDArray[np.float64]:
-    if all(type(v) is float for v in values):  # the usual case, without a call per value
+    if set(map(type, values)) == _FLOATS:  # the usual case, without a Python call per value
         column = np.array(values, dtype=np.float64)
         column[~np.isfinite(column)] = math.nan
         return column
