@@ -73,7 +73,7 @@ class ScoringHandler:
                 self.metrics.observe_shadow(score, beside)
             data = TaskScored(
                 task=task,
-                score=score.to_score().model_copy(update={"shadow": beside}),
+                score=score.to_score(shadow=beside),
                 submitted_at=batch[i].item.time,
                 scored_at=scored_at,
             )

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,8 +52,9 @@ class LoadedModel:
     manifest: ModelManifest
     session: Session
 
-    @property
+    @cached_property
     def ref(self) -> ModelRef:
+        """Made once: every score names it."""
         return ModelRef(name=self.manifest.name, version=self.manifest.version)
 
     @property

@@ -20,6 +20,7 @@ from tandem_shared.events import (
     ModelRef,
     QualityFlag,
     Score,
+    ShadowScore,
     TaskSubmitted,
 )
 
@@ -52,7 +53,7 @@ class ScoreResult:
     # The top contributing features, largest first; empty when the model is not explained.
     explanation: list[Contribution] = field(default_factory=list)
 
-    def to_score(self) -> Score:
+    def to_score(self, shadow: ShadowScore | None = None) -> Score:
         return Score(
             model=self.model,
             prediction=self.prediction,
@@ -60,6 +61,7 @@ class ScoreResult:
             confidence=self.confidence,
             quality_flags=self.quality_flags,
             explanation=self.explanation,
+            shadow=shadow,
         )
 
 
@@ -224,19 +226,19 @@ class Scorer:
             lambda rows: _run(model, rows), manifest, matrix, probabilities, predicted, self.top_k
         )
         out: list[ScoreResult] = []
+        labels, ref = manifest.labels, model.ref
+        # Python lists, not numpy rows: reading numpy scalars one by one is slow.
         for task, row_p, best, flags, explanation in zip(
-            tasks, probabilities, predicted, all_flags, explanations, strict=True
+            tasks, probabilities.tolist(), predicted.tolist(), all_flags, explanations, strict=True
         ):
             out.append(
                 ScoreResult(
                     task_id=task.task_id,
                     task_type=task.task_type,
-                    model=model.ref,
-                    prediction=manifest.labels[best],
-                    probabilities={
-                        label: float(p) for label, p in zip(manifest.labels, row_p, strict=True)
-                    },
-                    confidence=min(max(float(row_p[best]), 0.0), 1.0),
+                    model=ref,
+                    prediction=labels[best],
+                    probabilities=dict(zip(labels, row_p, strict=True)),
+                    confidence=min(max(row_p[best], 0.0), 1.0),
                     quality_flags=flags,
                     explanation=explanation,
                 )
