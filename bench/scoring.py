@@ -145,6 +145,7 @@ class Bench:
                 expected=len(self.tasks),
                 outputs=(topics.scored,),
                 pids=lambda: [s.running[0].process.pid for s in replica_sets],
+                load=None if replicas == 1 else lambda: self.load(topics),
             )
         )
 
