@@ -239,6 +239,7 @@ class ConsumerLoop(Generic[T]):
         self.metrics = metrics
         self.tracer = tracer
         self.ready = False
+        self._committing: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         # A batch's acknowledgements are awaited, and its offsets committed, after the next
@@ -282,18 +283,28 @@ class ConsumerLoop(Generic[T]):
         finally:
             if unsettled is not None:
                 await self._settle(unsettled, later=[])
+            await self._committed()
 
     async def _settle(self, sent: _Sent, later: list[ConsumerRecord[bytes, bytes]]) -> bool:
-        """Wait for the batch's acks, then commit it; if a send failed, rewind to the batch's
-        start (``later`` records, already handled, come again too) and say False."""
+        """Wait for the batch's acks, then start committing it; if a send failed, rewind to the
+        batch's start (``later`` records, already handled, come again too) and say False."""
         try:
             await Publisher.flush(sent.futures)
         except KafkaError:
             log.exception("publishing failed; the batch will be processed again")
             self._rewind([*sent.records, *later])
             return False
-        await self._commit(sent.records)
+        # The commit's round trip (about 8 ms, a tenth of a batch's time) runs while the next
+        # batch is handled; commits stay in order, as each waits for the one before.
+        await self._committed()
+        self._committing = asyncio.create_task(self._commit(sent.records))
         return True
+
+    async def _committed(self) -> None:
+        """Wait for the commit in flight, if any."""
+        if self._committing is not None:
+            await self._committing
+            self._committing = None
 
     async def _process(
         self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
