@@ -121,10 +121,12 @@ class Condition(_Strict):
     @cached_property
     def bound(self) -> Bound | None:
         """The condition as a comparison of one number with a bound, if it is one."""
-        if self.op not in _ORDER:
+        op, value = self.op, self.value
+        if op is None or op not in _ORDER or not _is_number(value):
             return None
-        key = self.feature if self.feature is not None else self.context
-        return Bound(self.feature is not None, key or "", self.op or "", float(self.value))  # type: ignore[arg-type]
+        on_feature = self.feature is not None
+        key = self.feature if on_feature else self.context
+        return Bound(on_feature, key or "", op, float(value))
 
     @cached_property
     def test(self) -> Test:
