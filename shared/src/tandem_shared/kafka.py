@@ -348,7 +348,7 @@ class ConsumerLoop(Generic[T]):
             return None
         outputs: list[Record] = []
         processed: dict[str, int] = {}  # by topic, counted once a slice
-        traced = recording()  # once a batch: whether spans are made at all
+        traced = recording()  # once a slice: whether spans are made at all
         for item, result in zip(incoming, results, strict=True):
             with self._span(item, started_ns, traced):
                 if isinstance(result, Rejected):

@@ -34,8 +34,8 @@ class ScoringSettings(ServiceSettings):
     # keeps fetching and acknowledging; smaller ones inline, where the hand-off between
     # threads (the GIL's 5 ms switch interval) would cost more latency than it saves.
     thread_min_batch: int = Field(default=256, ge=1)
-    # A fetched batch is scored whole: inference gains from large batches, and a heavy one
-    # leaves the event loop for a worker thread, which slices of it would never reach.
+    # Slices as large as the default batch, so a default batch is scored whole: inference
+    # gains from large batches, and only a heavy one leaves the event loop for a worker thread.
     batch_slice_records: int = Field(default=500, ge=1)
     # Drift: the population stability index of each feature and of the confidence over the
     # last drift_window values, against the manifest's reference. Judged on full windows by
