@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 from tandem_cli import dataset
+from tandem_scoring.columns import plain_numbers
 from tandem_scoring.drift import (
     CONFIDENCE,
     DriftChange,
@@ -214,6 +215,27 @@ def test_values_are_counted_by_feature_type() -> None:
     assert current["x"] == pytest.approx(psi([0.5, 0.5], [1, 1]))
     assert current["flag"] == pytest.approx(0.0)
     assert current["kind"] == pytest.approx(psi([0.2, 0.3, 0.5], [0, 1, 0]))
+
+
+def test_numbers_the_scorer_read_count_as_reading_them_again() -> None:
+    rows: list[dict[str, FeatureValue]] = [
+        {"x": 0.0, "free": 0.3},
+        {"x": 2.0},  # clean in x alone, not in the scorer's read of x and free
+        {"x": 1, "free": math.inf},
+        {"x": True, "free": 0.1},
+        {"x": "7", "free": 0.2},
+        {"x": 12.5, "free": 0.4},  # out of range: still counted, it is drift
+    ]
+    alone = DriftMonitor(_mixed_manifest(), window=10, min_count=1)
+    shared = DriftMonitor(_mixed_manifest(), window=10, min_count=1)
+    alone.observe(rows, [])
+    read = plain_numbers(["free", "x"], rows)
+    assert read.covers(["x"], len(rows)) and not read.covers(["x", "y"], len(rows))
+    shared.observe(rows, [], read)
+    assert shared.size("x") == alone.size("x") == 5
+    assert shared.current() == alone.current()
+    # A read of other rows (a different count) is not used.
+    assert not read.covers(["x"], len(rows) - 1)
 
 
 def test_hysteresis_keeps_the_state_between_the_two_levels() -> None:

@@ -8,15 +8,29 @@ monitor take the clean rows as one matrix and send only the others down the per-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 from tandem_shared.events import FeatureValue
 
 
-def plain_numbers(
-    names: Sequence[str], rows: Sequence[Mapping[str, FeatureValue]]
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+@dataclass(frozen=True)
+class PlainNumbers:
+    """What ``plain_numbers`` read from a batch's rows, kept for the next reader of the same
+    rows (the drift monitor after the scorer), so the batch is read once."""
+
+    names: Sequence[str]
+    matrix: NDArray[np.float64]
+    clean: NDArray[np.bool_]
+
+    def covers(self, names: Sequence[str], rows: int) -> bool:
+        """Whether this holds ``names`` for a batch of ``rows`` rows. A row clean in these
+        names is clean in any of them; a row that is not goes down the per-value path."""
+        return len(self.matrix) == rows and set(names) <= set(self.names)
+
+
+def plain_numbers(names: Sequence[str], rows: Sequence[Mapping[str, FeatureValue]]) -> PlainNumbers:
     """A (rows x names) float64 matrix and the mask of the rows it holds: those where every
     named feature is present, an int or a float (not a bool, not a string) and finite. The
     other rows are zeros in the matrix and False in the mask."""
@@ -33,13 +47,13 @@ def plain_numbers(
             picked.append(values)
             where.append(i)
     if not picked:
-        return matrix, clean
+        return PlainNumbers(names, matrix, clean)
     try:
         block = np.array(picked, dtype=np.float64)
     except OverflowError:  # an int beyond float64: let the per-value path flag it
-        return matrix, clean
+        return PlainNumbers(names, matrix, clean)
     finite = np.isfinite(block).all(axis=1)
     index = np.asarray(where, dtype=np.intp)[finite]
     matrix[index] = block[finite]
     clean[index] = True
-    return matrix, clean
+    return PlainNumbers(names, matrix, clean)

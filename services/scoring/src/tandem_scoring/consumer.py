@@ -16,6 +16,7 @@ from tandem_shared.events import (
 from tandem_shared.kafka import Incoming, Outgoing, Rejected, Result
 from tandem_shared.topics import Topics
 
+from tandem_scoring.columns import PlainNumbers
 from tandem_scoring.drift import DriftChange, DriftWatch, drift_control_event
 from tandem_scoring.manifest import ModelManifest
 from tandem_scoring.registry import ModelRegistry
@@ -108,7 +109,7 @@ def _score(
     shadows: list[ScoreResult | Rejection | None] = (
         [None] * len(tasks) if shadow is None else list(shadow.predict(tasks))
     )
-    return scores, shadows, _watch(drift, registry, tasks, scores)
+    return scores, shadows, _watch(drift, registry, tasks, scores, live.read)
 
 
 def _watch(
@@ -116,8 +117,10 @@ def _watch(
     registry: ModelRegistry,
     tasks: list[TaskSubmitted],
     scores: list[ScoreResult | Rejection],
+    read: Mapping[str, PlainNumbers],
 ) -> list[DriftChange]:
-    """Feed each model's scored rows and confidences to its drift monitor."""
+    """Feed each model's scored rows and confidences to its drift monitor, with the numbers
+    the scorer read from the same rows (grouped by model in the same order)."""
     by_model: dict[str, tuple[ModelManifest, list[Mapping[str, FeatureValue]], list[float]]] = {}
     for task, score in zip(tasks, scores, strict=True):
         model = registry.get(task.task_type)
@@ -126,8 +129,13 @@ def _watch(
         entry = by_model.setdefault(model.key, (model.manifest, [], []))
         entry[1].append(task.features)
         entry[2].append(score.confidence)
-    groups = list(by_model.values())
-    return watch.observe([g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups])
+    keys, groups = list(by_model), list(by_model.values())
+    return watch.observe(
+        [g[0] for g in groups],
+        [g[1] for g in groups],
+        [g[2] for g in groups],
+        [read.get(key) for key in keys],
+    )
 
 
 def _beside(live: ScoreResult, candidate: ScoreResult | Rejection | None) -> ShadowScore | None:

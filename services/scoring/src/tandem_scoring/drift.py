@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 from tandem_shared.envelope import Event, event_id
 from tandem_shared.events import ControlChanged, FeatureValue
 
-from tandem_scoring.columns import plain_numbers
+from tandem_scoring.columns import PlainNumbers, plain_numbers
 from tandem_scoring.manifest import (
     BooleanFeature,
     CategoricalFeature,
@@ -177,11 +177,15 @@ class DriftMonitor:
         return list(self._windows)
 
     def observe(
-        self, rows: Sequence[Mapping[str, FeatureValue]], confidences: Sequence[float]
+        self,
+        rows: Sequence[Mapping[str, FeatureValue]],
+        confidences: Sequence[float],
+        read: PlainNumbers | None = None,
     ) -> list[DriftChange]:
-        """Add one batch; return the features whose drift state it changed."""
+        """Add one batch; return the features whose drift state it changed. ``read``: the
+        plain numbers the scorer read from the same rows, if it did."""
         touched: list[str] = []
-        for name, values in self._values(rows).items():
+        for name, values in self._values(rows, read).items():
             if len(values):
                 self._windows[name].push(values)
                 touched.append(name)
@@ -205,12 +209,18 @@ class DriftMonitor:
                 changes.append(DriftChange(self.model, self.version, name, value, window.drifting))
         return changes
 
-    def _values(self, rows: Sequence[Mapping[str, FeatureValue]]) -> dict[str, NDArray[np.float64]]:
+    def _values(
+        self, rows: Sequence[Mapping[str, FeatureValue]], read: PlainNumbers | None
+    ) -> dict[str, NDArray[np.float64]]:
         """Each watched feature's countable values in the batch: the numeric features of clean
         rows straight from one matrix, everything else value by value."""
-        block, clean = plain_numbers(self._numeric, rows)
+        if read is not None and read.covers(self._numeric, len(rows)):
+            plain = read
+            column_of = {name: j for j, name in enumerate(read.names) if name in self._column_of}
+        else:
+            plain, column_of = plain_numbers(self._numeric, rows), self._column_of
+        block, clean = plain.matrix, plain.clean
         rest = [row for row, ok in zip(rows, clean, strict=True) if not ok]
-        column_of = self._column_of
         out: dict[str, NDArray[np.float64]] = {}
         for name, spec in self._specs.items():
             j = column_of.get(name)
@@ -295,15 +305,20 @@ class DriftWatch:
         models: Sequence[ModelManifest],
         rows: Sequence[Sequence[Mapping[str, FeatureValue]]],
         confidences: Sequence[Sequence[float]],
+        read: Sequence[PlainNumbers | None] | None = None,
     ) -> list[DriftChange]:
-        """One call per batch: for each model that scored in it, its rows and confidences."""
+        """One call per batch: for each model that scored in it, its rows and confidences (and
+        the plain numbers the scorer read from those rows, if it did)."""
         changes: list[DriftChange] = []
-        for manifest, model_rows, model_confidences in zip(models, rows, confidences, strict=True):
+        read = read if read is not None else [None] * len(models)
+        for manifest, model_rows, model_confidences, model_read in zip(
+            models, rows, confidences, read, strict=True
+        ):
             key = f"{manifest.name}/{manifest.version}"
             monitor = self.monitors.get(key)
             if monitor is None:
                 monitor = self.monitors[key] = DriftMonitor(
                     manifest, self.window, self.threshold, self.min_count
                 )
-            changes += monitor.observe(model_rows, model_confidences)
+            changes += monitor.observe(model_rows, model_confidences, model_read)
         return changes

@@ -24,7 +24,7 @@ from tandem_shared.events import (
     TaskSubmitted,
 )
 
-from tandem_scoring.columns import plain_numbers
+from tandem_scoring.columns import PlainNumbers, plain_numbers
 from tandem_scoring.explain import TOP_K, explain
 from tandem_scoring.manifest import (
     BooleanFeature,
@@ -159,26 +159,30 @@ def prepare(
 
 def _inputs(
     manifest: ModelManifest, rows: Sequence[Mapping[str, FeatureValue]]
-) -> tuple[NDArray[np.float32], list[list[QualityFlag]]]:
-    """The input matrix and each row's flags. When every feature is numeric, the rows that are
-    clean (all present, plain, finite, in range, nothing unknown) fill the matrix in one numpy
-    pass; the others, and every row of other models, go through ``prepare`` value by value."""
+) -> tuple[NDArray[np.float32], list[list[QualityFlag]], PlainNumbers | None]:
+    """The input matrix, each row's flags, and the plain numbers read on the way (if any).
+    When every feature is numeric, the rows that are clean (all present, plain, finite, in
+    range, nothing unknown) fill the matrix in one numpy pass; the others, and every row of
+    other models, go through ``prepare`` value by value."""
     matrix = np.empty((len(rows), manifest.width), dtype=np.float32)
     flags: list[list[QualityFlag]] = [[] for _ in rows]
     specs = manifest.ordered_features
     clean = np.zeros(len(rows), dtype=np.bool_)
+    plain: PlainNumbers | None = None
     if all(isinstance(spec, NumericFeature) for spec in specs):
         numeric = [spec for spec in specs if isinstance(spec, NumericFeature)]
         low = np.array([spec.min for spec in numeric])
         high = np.array([spec.max for spec in numeric])
-        block, clean = plain_numbers([spec.name for spec in numeric], rows)
-        clean &= ((block >= low) & (block <= high) & (np.abs(block) <= _FLOAT32_MAX)).all(axis=1)
-        clean &= np.fromiter((len(row) == len(specs) for row in rows), np.bool_, len(rows))
+        plain = plain_numbers([spec.name for spec in numeric], rows)
+        block = plain.matrix
+        in_range = ((block >= low) & (block <= high) & (np.abs(block) <= _FLOAT32_MAX)).all(axis=1)
+        known = np.fromiter((len(row) == len(specs) for row in rows), np.bool_, len(rows))
+        clean = plain.clean & in_range & known
         matrix[clean] = block[clean]
     for i in np.flatnonzero(~clean).tolist():
         values, flags[i] = prepare(manifest, rows[i])
         matrix[i] = values
-    return matrix, flags
+    return matrix, flags, plain
 
 
 class Scorer:
@@ -195,6 +199,9 @@ class Scorer:
         self.registry = registry
         self.observe = observe
         self.top_k = top_k
+        # By model key, the plain numbers of the model's rows in the last batch: the drift
+        # monitor reads the same rows and takes them from here.
+        self.read: dict[str, PlainNumbers] = {}
 
     def predict(self, tasks: Sequence[TaskSubmitted]) -> list[ScoreResult | Rejection]:
         """One result per task, in order. CPU-bound: call it from a worker thread."""
@@ -216,7 +223,11 @@ class Scorer:
 
     def _score(self, model: LoadedModel, tasks: Sequence[TaskSubmitted]) -> list[ScoreResult]:
         manifest = model.manifest
-        matrix, all_flags = _inputs(manifest, [task.features for task in tasks])
+        matrix, all_flags, plain = _inputs(manifest, [task.features for task in tasks])
+        if plain is not None:
+            self.read[model.key] = plain
+        else:
+            self.read.pop(model.key, None)
         started = time.perf_counter()
         probabilities = _run(model, matrix)
         if self.observe is not None:
