@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import ValidationError
+import orjson
+from pydantic import BaseModel, ValidationError
 
 from tandem_shared.events import EVENT_TYPES, TYPE_OF, EventData
 
@@ -67,7 +68,7 @@ class Event(Generic[D]):
         return cls(event_id(subject, stage), source, subject, data, time or utcnow())
 
     def value(self) -> bytes:
-        return self.data.model_dump_json().encode()
+        return encode_data(self.data)
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
@@ -79,6 +80,26 @@ class Event(Generic[D]):
             ("ce_subject", self.subject.encode()),
             _CONTENT_TYPE_HEADER,
         ]
+
+
+def _fields(value: object) -> dict[str, Any]:
+    """orjson's hook for what it cannot write itself: a model as its fields, then its extras,
+    in the order pydantic writes them."""
+    if isinstance(value, BaseModel):
+        extra = value.__pydantic_extra__
+        return {**value.__dict__, **extra} if extra else value.__dict__
+    raise TypeError(f"{type(value).__name__} is left to pydantic")
+
+
+def encode_data(data: EventData) -> bytes:
+    """The JSON pydantic writes for ``data`` (tests hold the two byte for byte equal), written
+    by orjson, which takes half the time: encoding was the biggest cost of a scored event.
+    Anything orjson would write differently or not at all (an int beyond 64 bits, a set or a
+    Decimal in a free-form field) makes it refuse, and pydantic writes the event instead."""
+    try:
+        return orjson.dumps(data, default=_fields, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:
+        return data.model_dump_json().encode()
 
 
 def header_map(headers: Headers | None) -> dict[str, str]:
