@@ -29,6 +29,7 @@ from tandem_shared.envelope import (
     utcnow,
 )
 from tandem_shared.events import DeadLetter, EventData
+from tandem_shared.partitions import partition_indices
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.telemetry import (
     PipelineMetrics,
