@@ -53,7 +53,8 @@ class TransientError(Exception):
     """A dependency is unavailable: retry the batch with backoff until it is back."""
 
 
-@dataclass(frozen=True)
+# Incoming, Outgoing and Record are made for every record: not frozen, like Event.
+@dataclass(slots=True)
 class Incoming(Generic[T]):
     item: T
     topic: str
@@ -65,7 +66,7 @@ class Incoming(Generic[T]):
     value: bytes | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outgoing:
     topic: str
     event: Event[Any]
@@ -184,7 +185,7 @@ class Publisher:
             await asyncio.gather(*futures)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
     """An event as the bytes sent: topic, key, value and headers."""
 

@@ -278,7 +278,7 @@ def policy_json_schema() -> dict[str, Any]:
 _ESCALATE_WHEN_OVERDUE = Overdue()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made for every task: not frozen, like Event
 class Routing:
     """Where one task goes, and why. ``outcome`` is the model's proposal (the decision if auto)."""
 
