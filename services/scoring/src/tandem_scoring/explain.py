@@ -15,12 +15,14 @@ from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import TypeAdapter
 from tandem_shared.events import Contribution
 
 from tandem_scoring.manifest import LinearExplanation, ModelManifest, OcclusionExplanation
 from tandem_scoring.registry import edge_rows
 
 TOP_K = 5
+_CONTRIBUTIONS = TypeAdapter(list[list[Contribution]])
 
 # Input matrix in, probabilities (rows x labels) out.
 Predict = Callable[[NDArray[np.float32]], NDArray[np.float64]]
@@ -93,13 +95,13 @@ def top(
     the features' order)."""
     order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
     values = np.take_along_axis(contributions, order, axis=1).tolist()
-    return [
+    # Validated as one list: pydantic makes the models in Rust, faster than one call each.
+    return _CONTRIBUTIONS.validate_python(
         [
-            Contribution(feature=names[i], contribution=v)
-            for i, v in zip(row, row_values, strict=True)
+            [{"feature": names[i], "contribution": v} for i, v in zip(row, row_values, strict=True)]
+            for row, row_values in zip(order.tolist(), values, strict=True)
         ]
-        for row, row_values in zip(order.tolist(), values, strict=True)
-    ]
+    )
 
 
 def explain(

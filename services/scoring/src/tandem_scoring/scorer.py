@@ -41,7 +41,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 InferenceObserver = Callable[[LoadedModel, int, float], None]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made for every task: not frozen, like Event
 class ScoreResult:
     task_id: str
     task_type: str
