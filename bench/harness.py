@@ -372,24 +372,17 @@ def stop_relay(proc: BaseProcess) -> None:
 
 @dataclass
 class Drain:
-    """One measured phase: a consumer group working off a backlog of ``source``."""
+    """One measured phase: a consumer group working off a backlog loaded before it started."""
 
     label: str
     group: str
     members: int
     alive: Callable[[], bool]
     stop: Callable[[], None]
-    source: str  # the backlog's topic, stamped by the broker
     counter: Callable[[], AbstractAsyncContextManager[Count]]  # reaches ``expected`` when done
     expected: int
     outputs: Sequence[str]  # where the tasks' records land, stamped by the broker
     pids: Callable[[], Sequence[int]]  # the processes doing the phase's work
-    # None: the backlog was loaded before the group started, and the rate counts from the
-    # moment the group is stable. A group of several members must be given its backlog once
-    # it is stable instead (its first member would otherwise work the backlog off while the
-    # others join): the rate then counts from the backlog's first record, and includes the
-    # loading, which makes it a little lower than it would be from a ready backlog.
-    load: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -463,8 +456,6 @@ class Stack:
         since_ms = await settled(self.bootstrap, phase.group, phase.members, phase.alive)
         cpu_before = sum(cpu_seconds(pid) for pid in phase.pids())
         busy_before, began = machine_busy_seconds(), time.monotonic()
-        if phase.load is not None:
-            await phase.load()
         bar = self.progress.add_task(phase.label, total=phase.expected)
         async with phase.counter() as count:
             what = ", ".join(phase.outputs)
@@ -472,8 +463,6 @@ class Stack:
         cpu = sum(cpu_seconds(pid) for pid in phase.pids()) - cpu_before
         busy = (machine_busy_seconds() - busy_before) / (time.monotonic() - began)
         await asyncio.to_thread(phase.stop)
-        if phase.load is not None:
-            since_ms = min((await read_stamps(self.bootstrap, phase.source)).values())
         stamps = await read_stamps(self.bootstrap, *phase.outputs)
         tasks_per_s = rate(list(stamps.values()), since_ms)
         return Throughput(tasks_per_s, cpu / phase.expected * 1e6, busy)
@@ -488,7 +477,6 @@ class Stack:
                 members=1,
                 alive=proc.is_alive,
                 stop=lambda: stop_relay(proc),
-                source=source,
                 # One record out per record in, so the target's count says when it is done.
                 counter=lambda: records_on(self.bootstrap, target),
                 expected=expected,
@@ -519,7 +507,9 @@ def run_bench(
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     console = Console()
     home = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
-    broker = KafkaBroker(home / "kafka", free_port(), free_port())
+    # Processes of one group started together join its first generation, as on a production
+    # broker: none works the backlog off alone while the others are still joining.
+    broker = KafkaBroker(home / "kafka", free_port(), free_port(), initial_rebalance_delay_ms=3000)
     finished = False
     try:
         with Progress(console=console, transient=True) as progress:

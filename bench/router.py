@@ -169,8 +169,7 @@ class Bench:
     async def router_throughput(self, replicas: int) -> tuple[Throughput, Mix]:
         """``replicas`` router processes in one consumer group of their own."""
         topics = await self.topics(f"router-{replicas}")
-        if replicas == 1:
-            await self.load(topics)
+        await self.load(topics)
         group = f"bench-router-{uuid.uuid4().hex[:8]}"
         env = {
             "TANDEM_ROUTER_POLICY_FILE": str(self.policy),
@@ -194,14 +193,12 @@ class Bench:
                 members=replicas,
                 alive=lambda: all(router.alive() for router in routers),
                 stop=stop,
-                source=topics.scored,
                 # A task may give one record or two, so the router's commits say when all are
                 # handled: it commits a batch once the batch's outputs are acknowledged.
                 counter=lambda: committed_by(self.stack.bootstrap, group, topics.scored),
                 expected=len(self.records),
                 outputs=(topics.routed, topics.decisions),
                 pids=lambda: [router.pid for router in routers],
-                load=None if replicas == 1 else lambda: self.load(topics),
             )
         )
         return rate, await self.mix(topics)

@@ -122,8 +122,7 @@ class Bench:
 
     async def service_throughput(self, replicas: int) -> Throughput:
         topics = await self.topics(f"service-{replicas}")
-        if replicas == 1:
-            await self.load(topics)
+        await self.load(topics)
         replica_sets = self.start_service(topics, replicas)
 
         def alive() -> bool:
@@ -140,12 +139,10 @@ class Bench:
                 members=replicas,
                 alive=alive,
                 stop=stop,
-                source=topics.submitted,
                 counter=lambda: records_on(self.bootstrap, topics.scored),
                 expected=len(self.tasks),
                 outputs=(topics.scored,),
                 pids=lambda: [s.running[0].process.pid for s in replica_sets],
-                load=None if replicas == 1 else lambda: self.load(topics),
             )
         )
 

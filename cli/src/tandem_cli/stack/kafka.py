@@ -60,6 +60,10 @@ class KafkaBroker:
     home: Path
     port: int = 9092
     controller_port: int = 9093
+    # How long a new consumer group waits for more members before its first rebalance. None
+    # here, so tests and the local stack start consuming at once; production brokers wait 3 s,
+    # which lets processes started together share a backlog from its first record.
+    initial_rebalance_delay_ms: int = 0
     process: Process | None = None
 
     @property
@@ -91,7 +95,7 @@ class KafkaBroker:
                     "transaction.state.log.min.isr=1",
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
+                    f"group.initial.rebalance.delay.ms={self.initial_rebalance_delay_ms}",
                     "auto.create.topics.enable=false",
                     "",
                 ]
