@@ -39,6 +39,7 @@ from harness import (
     read_stamps,
     run_bench,
     score,
+    verdict,
 )
 from rich.console import Console
 from rich.table import Table
@@ -248,7 +249,7 @@ def report(console: Console, result: Result) -> None:
     relay = result.rates[RELAY]
     for name, value in result.rates.items():
         ratio = value.tasks_per_s / relay.tasks_per_s
-        aim = "" if name == RELAY else f"≥ {AIM:.2f}: {'met' if ratio >= AIM else 'missed'}"
+        aim = "" if name == RELAY else verdict(ratio >= AIM, f"≥ {AIM:.2f}")
         cpu = f"{value.cpu_us_per_task:,.0f}"
         busy = f"{value.cores_busy:.2f}"
         table.add_row(name, f"{value.tasks_per_s:,.0f}", f"{ratio:.3g}", aim, cpu, busy)
