@@ -60,9 +60,9 @@ class KafkaBroker:
     home: Path
     port: int = 9092
     controller_port: int = 9093
-    # How long a new consumer group waits for more members before its first rebalance. None
-    # here, so tests and the local stack start consuming at once; production brokers wait 3 s,
-    # which lets processes started together share a backlog from its first record.
+    # How long a new consumer group waits for more members before its first rebalance: no
+    # wait by default, so tests and the local stack start consuming at once. Production
+    # brokers wait 3 s, which lets processes started together share a backlog from its start.
     initial_rebalance_delay_ms: int = 0
     process: Process | None = None
 
