@@ -138,6 +138,13 @@ class ControlChanged(EventData):
 
 
 class DeadLetter(EventData):
+    """A record that can never be processed, with where it came from and why.
+
+    ``payload`` is the original value as text; past a size limit it is cut, and
+    ``payload_truncated`` says so. ``payload_size`` and ``payload_sha256`` always describe the
+    whole original, so an operator can match it with the record still on its topic.
+    """
+
     origin_topic: str
     origin_partition: int
     origin_offset: int
@@ -148,6 +155,9 @@ class DeadLetter(EventData):
     payload: str
     headers: dict[str, str]
     failed_at: datetime
+    payload_size: int | None = None
+    payload_sha256: str | None = None
+    payload_truncated: bool = False
 
 
 class LedgerCheckpoint(EventData):

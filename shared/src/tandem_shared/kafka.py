@@ -16,19 +16,19 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from opentelemetry import trace
 
+from tandem_shared import deadletters
 from tandem_shared.envelope import (
     EnvelopeError,
     Event,
     Headers,
     decode,
     event_id,
-    header_map,
     utcnow,
 )
-from tandem_shared.events import DeadLetter, EventData
+from tandem_shared.events import EventData
 from tandem_shared.partitions import partition_indices
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.telemetry import (
@@ -194,6 +194,10 @@ class Record:
     value: bytes
     headers: list[tuple[str, bytes]]
 
+    def size(self) -> int:
+        """The bytes the record carries (the broker's framing adds a few dozen more)."""
+        return len(self.key) + len(self.value) + sum(len(k) + len(v) for k, v in self.headers)
+
 
 @dataclass(frozen=True)
 class _Sent:
@@ -217,6 +221,10 @@ class LoopConfig:
     max_attempts: int = 3
     backoff_s: float = 0.2
     max_backoff_s: float = 10.0
+    # The largest record sent. An output the broker would refuse (1 MiB by default, the
+    # producer's request limit too) would fail its batch on every retry and stall the
+    # partition, so the record that made it is dead-lettered instead.
+    max_record_bytes: int = 1_000_000
 
 
 class ConsumerLoop(Generic[T]):
@@ -239,8 +247,13 @@ class ConsumerLoop(Generic[T]):
         self.config = config
         self.metrics = metrics
         self.tracer = tracer
+        # Ready while the loop makes progress: false until the first fetch, and again while
+        # an outage of the broker or of a dependency is being retried.
         self.ready = False
         self._committing: asyncio.Task[None] | None = None
+        # The offsets this loop last committed, per partition: lag is measured from them, so
+        # a loop that handles records without ever committing shows its lag growing.
+        self._committed_offsets: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         # A batch's acknowledgements are awaited, and its offsets committed, after the next
@@ -255,9 +268,11 @@ class ConsumerLoop(Generic[T]):
                     )
                 except KafkaError:
                     log.exception("poll failed; backing off")
+                    self.ready = False
                     await _sleep_or_stop(stop, self.config.backoff_s)
                     continue
                 self.ready = True
+                await self._lag_guarded()
                 records = [r for tp in sorted(batches, key=_tp_order) for r in batches[tp]]
                 sent: _Sent | None = None
                 if records:
@@ -265,6 +280,7 @@ class ConsumerLoop(Generic[T]):
                         futures = await self._process(records, stop)
                     except KafkaError:
                         log.exception("publishing failed; the batch will be processed again")
+                        self.ready = False
                         self._rewind([*(unsettled.records if unsettled else ()), *records])
                         unsettled = None
                         await _sleep_or_stop(stop, self.config.backoff_s)
@@ -277,10 +293,6 @@ class ConsumerLoop(Generic[T]):
                     await _sleep_or_stop(stop, self.config.backoff_s)
                     continue
                 unsettled = sent
-                try:
-                    await self._record_lag()
-                except Exception:
-                    log.debug("lag metric failed", exc_info=True)
         finally:
             if unsettled is not None:
                 await self._settle(unsettled, later=[])
@@ -293,6 +305,7 @@ class ConsumerLoop(Generic[T]):
             await Publisher.flush(sent.futures)
         except KafkaError:
             log.exception("publishing failed; the batch will be processed again")
+            self.ready = False
             self._rewind([*sent.records, *later])
             return False
         # The commit's round trip (about 8 ms, a tenth of a batch's time) runs while the next
@@ -356,7 +369,16 @@ class ConsumerLoop(Generic[T]):
                     rejected.append((_without_item(item), result))
                     continue
                 # Made inside the record's span, so each output continues its own trace.
-                outputs.extend(Publisher.record(out) for out in result)
+                made = [Publisher.record(out) for out in result]
+                too_large = [r for r in made if r.size() > self.config.max_record_bytes]
+                if too_large:
+                    reason = Rejected(
+                        f"an output to {too_large[0].topic} would be {too_large[0].size()} bytes,"
+                        f" over the limit of {self.config.max_record_bytes}"
+                    )
+                    rejected.append((_without_item(item), reason))
+                    continue
+                outputs.extend(made)
             processed[item.topic] = processed.get(item.topic, 0) + 1
         for topic, count in processed.items():
             self.metrics.processed_child(self.config.service, topic).inc(count)
@@ -378,7 +400,10 @@ class ConsumerLoop(Generic[T]):
             try:
                 results = await self.handler(batch)
             except TransientError as exc:
+                # Retried for as long as the outage lasts; never a dead letter.
                 log.warning("transient failure (attempt %d): %s", attempt, exc)
+                self.ready = False
+                await self._lag_guarded()  # the lag of a stuck loop shows, and stays
             except Exception as exc:
                 self.metrics.failed.labels(
                     self.config.service, batch[0].topic, type(exc).__name__
@@ -391,6 +416,7 @@ class ConsumerLoop(Generic[T]):
             else:
                 if len(results) != len(batch):
                     raise RuntimeError("handler must return one result per record")
+                self.ready = True
                 return results
             await _sleep_or_stop(stop, self._backoff(attempt))
         return None
@@ -421,23 +447,24 @@ class ConsumerLoop(Generic[T]):
         if meta.topic == self.config.dead_letter_topic:
             return []  # never loop: a bad dead letter is logged and counted, above
         origin = f"{meta.topic}/{meta.partition}/{meta.offset}"
-        letter = DeadLetter(
-            origin_topic=meta.topic,
-            origin_partition=meta.partition,
-            origin_offset=meta.offset,
-            origin_key=meta.key,
+        data = deadletters.letter(
+            topic=meta.topic,
+            partition=meta.partition,
+            offset=meta.offset,
+            key=meta.key,
+            value=meta.value,
+            headers=meta.headers,
             service=self.config.service,
             error=str(reason),
             error_type=type(reason.__cause__ or reason).__name__,
-            payload=(meta.value or b"").decode("utf-8", errors="replace"),
-            headers=header_map(meta.headers),
             failed_at=utcnow(),
         )
+        # The letter's subject is its key: the original key, cut like the letter's copy of it.
         event = Event(
             event_id(origin, "deadletter"),
             self.config.service,
-            meta.key or origin,
-            letter,
+            data.origin_key or origin,
+            data,
             utcnow(),
         )
         return [Outgoing(self.config.dead_letter_topic, event)]
@@ -454,6 +481,7 @@ class ConsumerLoop(Generic[T]):
                 if stop.is_set():
                     raise
                 log.warning("sending failed (attempt %d)", attempt, exc_info=True)
+                self.ready = False
                 await asyncio.sleep(self._backoff(attempt))
 
     async def _commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
@@ -465,6 +493,13 @@ class ConsumerLoop(Generic[T]):
         except KafkaError:
             # A rebalance took the partition: its new owner reprocesses, sinks dedupe by id.
             log.warning("commit failed; records will be redelivered", exc_info=True)
+            return
+        self._committed_offsets.update(offsets)
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.topic] = counts.get(r.topic, 0) + 1
+        for topic, count in counts.items():
+            self.metrics.committed.labels(self.config.service, topic).inc(count)
 
     def _span(self, item: Incoming[Any], start_ns: int, traced: bool) -> Any:
         if not traced:
@@ -498,14 +533,31 @@ class ConsumerLoop(Generic[T]):
             age = now - item.timestamp_ms / 1000
             self.metrics.end_to_end_child(self.config.service, item.topic).observe(max(age, 0.0))
 
+    async def _lag_guarded(self) -> None:
+        try:
+            await self._record_lag()
+        except Exception:
+            log.debug("lag metric failed", exc_info=True)
+
     async def _record_lag(self) -> None:
-        for tp in self.consumer.assignment():
+        """Records on each assigned partition past the committed offset. Not the fetch
+        position: a loop that fetches and handles but never commits would read 0."""
+        assigned = self.consumer.assignment()
+        for tp in [tp for tp in self._committed_offsets if tp not in assigned]:
+            del self._committed_offsets[tp]  # revoked: its next owner reports it
+        for tp in assigned:
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 continue
-            lag = highwater - await self.consumer.position(tp)
+            committed = self._committed_offsets.get(tp)
+            if committed is None:
+                # Not committed by this loop yet: what the group committed, once per assignment.
+                committed = await self.consumer.committed(tp)
+                if committed is None:
+                    committed = (await self.consumer.beginning_offsets([tp])).get(tp, 0)
+                self._committed_offsets[tp] = committed
             self.metrics.lag.labels(self.config.service, tp.topic, str(tp.partition)).set(
-                max(lag, 0)
+                max(highwater - committed, 0)
             )
 
     def _rewind(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
@@ -513,7 +565,12 @@ class ConsumerLoop(Generic[T]):
         for r in records:
             first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
         for tp, offset in first.items():
-            self.consumer.seek(tp, offset)
+            try:
+                self.consumer.seek(tp, offset)
+            except IllegalStateError:
+                # A rebalance took the partition meanwhile: its new owner starts from the
+                # committed offset, so nothing is lost. Raising here would kill the loop.
+                log.info("not rewinding %s: no longer assigned", tp)
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self.config.backoff_s * 2 ** (attempt - 1), self.config.max_backoff_s))

@@ -64,6 +64,7 @@ class ServiceRuntime:
         self._consumers: list[_ConsumerSpec] = []
         self._loops: list[ConsumerLoop[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._producer_started = False
         self._periodic: list[tuple[float, Hook, str]] = []
@@ -142,17 +143,28 @@ class ServiceRuntime:
                 self.tracer,
             )
             self._loops.append(loop)
-            self._tasks.append(
-                asyncio.create_task(self._run(loop), name=f"{self.name}:{spec.group_id}")
+            self._loop_tasks.append(
+                asyncio.create_task(self._run(loop, spec.group_id), name=spec.group_id)
             )
+        self._tasks.extend(self._loop_tasks)
 
-    async def _run(self, loop: ConsumerLoop[Any]) -> None:
+    async def _run(self, loop: ConsumerLoop[Any], group_id: str) -> None:
+        running = self.metrics.loop_running.labels(self.name, group_id)
+        running.set(1)
         try:
             await loop.run(self._stop)
-        except Exception:
-            log.exception("consumer loop crashed; the service is no longer ready")
-            loop.ready = False
+        except BaseException:
+            log.exception("consumer loop crashed; the service is no longer healthy")
             raise
+        finally:
+            loop.ready = False
+            running.set(0)
+
+    @property
+    def healthy(self) -> bool:
+        """False once a consumer loop ended while the service was not stopping: a process
+        whose loop died must be restarted, not left serving /healthz as a zombie."""
+        return self._stop.is_set() or not any(t.done() for t in self._loop_tasks)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -178,7 +190,10 @@ class ServiceRuntime:
         app.state.runtime = self
 
         @app.get("/healthz", include_in_schema=False)
-        async def healthz() -> dict[str, str]:
+        async def healthz(response: Response) -> dict[str, str]:
+            if not self.healthy:
+                response.status_code = 503
+                return {"status": "a consumer loop stopped"}
             return {"status": "ok"}
 
         @app.get("/readyz", include_in_schema=False)

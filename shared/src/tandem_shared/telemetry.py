@@ -92,8 +92,20 @@ class PipelineMetrics:
         self.end_to_end_child = children(self.end_to_end)
         self.lag = Gauge(
             "tandem_consumer_lag_records",
-            "Records behind the end of the partition.",
+            "Records past the group's committed offset, to the end of the partition.",
             ["service", "topic", "partition"],
+            registry=registry,
+        )
+        self.committed = Counter(
+            "tandem_consumer_committed_records",
+            "Records whose offsets the consumer group committed: the loop's progress.",
+            ["service", "topic"],
+            registry=registry,
+        )
+        self.loop_running = Gauge(
+            "tandem_consumer_loop_running",
+            "1 while the consumer loop runs; 0 once it stopped (the service is then unhealthy).",
+            ["service", "group"],
             registry=registry,
         )
 
