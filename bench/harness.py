@@ -41,9 +41,10 @@ from tandem_cli.stack.services import ServiceSet
 from tandem_scoring.registry import ModelRegistry
 from tandem_scoring.scorer import Rejection, Scorer
 from tandem_scoring.settings import ScoringSettings
+from tandem_shared.clients import aiokafka_reader
 from tandem_shared.envelope import Event
 from tandem_shared.events import EventData, TaskScored, TaskSubmitted
-from tandem_shared.kafka import Publisher, Record, make_consumer, make_producer
+from tandem_shared.kafka import Publisher, Record, make_producer
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics, ensure_topics
 
@@ -361,7 +362,9 @@ async def _relay(bootstrap: str, source: str, target: str, batch: int, ready: Pr
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    consumer = make_consumer(kafka, RELAY_GROUP + source, [source], "bench-relay")
+    consumer = AIOKafkaConsumer(
+        source, **aiokafka_reader(bootstrap, group_id=RELAY_GROUP + source, client_id="bench-relay")
+    )
     producer = make_producer(kafka, client_id="bench-relay")
     await consumer.start()
     await producer.start()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from tandem_shared.clients import aiokafka_reader
 
 
 def ce_headers(ce_type: str, subject: str, ce_id: str | None = None) -> list[tuple[str, bytes]]:
@@ -71,9 +72,7 @@ class TopicReader:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
         # "earliest": a background reset racing the seek below must not skip to the end
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-        )
+        self.consumer = AIOKafkaConsumer(**aiokafka_reader(bootstrap))
         self.records: list[ConsumerRecord[bytes, bytes]] = []
 
     async def __aenter__(self) -> TopicReader:

@@ -12,18 +12,8 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 from tandem_shared.envelope import Event
 from tandem_shared.events import DeadLetter, EventData, TaskSubmitted
-from tandem_shared.kafka import (
-    ConsumerLoop,
-    Incoming,
-    LoopConfig,
-    Outgoing,
-    Publisher,
-    Rejected,
-    Result,
-    event_decoder,
-    make_consumer,
-    make_producer,
-)
+from tandem_shared.kafka import Incoming, Outgoing, Rejected, Result, event_decoder
+from tandem_shared.loop import ConsumerLoop, LoopConfig
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.telemetry import PipelineMetrics, recording
 from tandem_shared.topics import Topics
@@ -48,14 +38,11 @@ async def run_loop(
     until,  # type: ignore[no-untyped-def]
     slice_records: int = 100,
 ) -> PipelineMetrics:
-    producer = make_producer(kafka_settings, "test")
-    consumer = make_consumer(kafka_settings, group, [topics.submitted], "test")
-    await producer.start()
-    await consumer.start()
     metrics = PipelineMetrics(CollectorRegistry(), "test")
     loop = ConsumerLoop(
-        consumer,
-        Publisher(producer),
+        kafka_settings,
+        group,
+        [topics.submitted],
         event_decoder({"tandem.task.submitted.v1": TaskSubmitted}),
         handler,
         LoopConfig("test", topics.deadletter, backoff_s=0.01, slice_records=slice_records),
@@ -69,8 +56,6 @@ async def run_loop(
     finally:
         stop.set()
         await runner
-        await consumer.stop()
-        await producer.stop()
     return metrics
 
 

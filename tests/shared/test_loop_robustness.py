@@ -16,18 +16,8 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 from tandem_shared.envelope import Event
 from tandem_shared.events import DeadLetter, EventData, TaskSubmitted
-from tandem_shared.kafka import (
-    ConsumerLoop,
-    Incoming,
-    LoopConfig,
-    Outgoing,
-    Publisher,
-    Result,
-    TransientError,
-    event_decoder,
-    make_consumer,
-    make_producer,
-)
+from tandem_shared.kafka import Incoming, Outgoing, Result, TransientError, event_decoder
+from tandem_shared.loop import ConsumerLoop, LoopConfig
 from tandem_shared.service import ServiceRuntime
 from tandem_shared.settings import KafkaSettings, ServiceSettings
 from tandem_shared.telemetry import PipelineMetrics
@@ -68,14 +58,11 @@ def relay_to(topic: str):  # type: ignore[no-untyped-def]
 async def looping(
     kafka_settings: KafkaSettings, topics: Topics, handler, group: str, **config: object
 ) -> AsyncIterator[tuple[ConsumerLoop[Event[EventData]], PipelineMetrics]]:  # type: ignore[no-untyped-def]
-    producer = make_producer(kafka_settings, "test")
-    consumer = make_consumer(kafka_settings, group, [topics.submitted], "test")
-    await producer.start()
-    await consumer.start()
     metrics = PipelineMetrics(CollectorRegistry(), "test")
     loop = ConsumerLoop(
-        consumer,
-        Publisher(producer),
+        kafka_settings,
+        group,
+        [topics.submitted],
         event_decoder(SUBMITTED),
         handler,
         LoopConfig("test", topics.deadletter, backoff_s=0.01, **config),  # type: ignore[arg-type]
@@ -89,8 +76,6 @@ async def looping(
     finally:
         stop.set()
         await runner
-        await consumer.stop()
-        await producer.stop()
 
 
 async def test_a_poison_record_near_the_size_limit_is_dead_lettered_cut_and_the_rest_flow_on(

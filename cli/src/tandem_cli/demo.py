@@ -21,6 +21,7 @@ from tandem_audit_sink.auditor import check_inclusion
 from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError
 from tandem_audit_sink.merkle import ProofError
 from tandem_shared.auth import mint_token
+from tandem_shared.clients import aiokafka_reader
 from tandem_shared.events import DecisionMade, TaskSubmitted
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
@@ -119,10 +120,7 @@ async def _collect_decisions(
 ) -> None:
     consumer = AIOKafkaConsumer(
         Topics(kafka.topic_prefix).decisions,
-        bootstrap_servers=kafka.bootstrap_servers,
-        group_id=f"tandem-demo-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        **aiokafka_reader(kafka.bootstrap_servers, group_id=f"tandem-demo-{uuid.uuid4().hex[:8]}"),
     )
     await consumer.start()
     bar = progress.add_task("waiting for decisions", total=len(run.truth))

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from tandem_shared.clients import aiokafka_reader
 from tandem_shared.envelope import EnvelopeError, Event, decode
 from tandem_shared.events import EventData
 
@@ -47,9 +48,7 @@ async def read_records(
 ) -> None:
     # Assigning starts a reset to auto_offset_reset in the background, which can land after
     # the seek below: with "earliest" a late reset only rereads what the start skips anyway.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(**aiokafka_reader(bootstrap_servers))
     await consumer.start()
     try:
         async with asyncio.timeout(timeout_s):

@@ -18,16 +18,9 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
-from tandem_shared.kafka import (
-    BatchHandler,
-    ConsumerLoop,
-    Decoder,
-    LoopConfig,
-    Publisher,
-    make_consumer,
-    make_producer,
-)
+from tandem_shared.kafka import BatchHandler, Decoder, Publisher, make_producer
 from tandem_shared.logging import setup_logging
+from tandem_shared.loop import ConsumerLoop, LoopConfig
 from tandem_shared.settings import ServiceSettings
 from tandem_shared.telemetry import PipelineMetrics, setup_tracing, shutdown_tracing
 from tandem_shared.topics import Topics
@@ -120,10 +113,6 @@ class ServiceRuntime:
         for seconds, job, what in self._periodic:
             self._tasks.append(asyncio.create_task(self._repeat(seconds, job, what), name=what))
         for spec in self._consumers:
-            consumer = make_consumer(
-                self.settings.kafka, spec.group_id, spec.topics, client_id=f"tandem-{self.name}"
-            )
-            await consumer.start()
             config = LoopConfig(
                 service=self.name,
                 dead_letter_topic=self.topics.deadletter,
@@ -132,10 +121,12 @@ class ServiceRuntime:
                 timeout_ms=self.settings.batch_timeout_ms,
                 max_attempts=self.settings.max_attempts,
                 backoff_s=self.settings.retry_backoff_s,
+                transaction_timeout_ms=self.settings.transaction_timeout_ms,
             )
             loop = ConsumerLoop(
-                consumer,
-                self.publisher,
+                self.settings.kafka,
+                spec.group_id,
+                spec.topics,
                 spec.decoder,
                 spec.handler,
                 config,
@@ -153,7 +144,7 @@ class ServiceRuntime:
         running.set(1)
         try:
             await loop.run(self._stop)
-        except BaseException:
+        except Exception:
             log.exception("consumer loop crashed; the service is no longer healthy")
             raise
         finally:
@@ -169,8 +160,6 @@ class ServiceRuntime:
     async def stop(self) -> None:
         self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for loop in self._loops:
-            await loop.consumer.stop()
         for hook in self.on_stop:
             await hook()
         await self.publisher.producer.stop()

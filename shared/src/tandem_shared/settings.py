@@ -58,6 +58,9 @@ class ServiceSettings(BaseSettings):
     # A fetched batch is handled in slices this big (see LoopConfig.slice_records).
     batch_slice_records: int = Field(default=100, ge=1)
     max_attempts: int = Field(default=3, ge=1)
+    # How long the broker keeps a dead process's open transaction before aborting it; read
+    # committed readers of its partitions wait for it meanwhile.
+    transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
     retry_backoff_s: float = Field(default=0.2, ge=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)

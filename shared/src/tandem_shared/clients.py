@@ -1,0 +1,92 @@
+"""The one place every Kafka client's configuration is made, for both client libraries.
+
+- The stream processors' consume–process–produce loops run on librdkafka (confluent-kafka):
+  its transactions are Kafka's reference implementation of exactly-once, and it relays records
+  several times faster than aiokafka here.
+- Request paths and side jobs (the review API's outbox relay, admin and control changes, the
+  audit checkpoints, reading a topic back, the command line) keep aiokafka: one asyncio
+  producer there is simpler than a client on a thread of its own.
+
+Every reader of Tandem's topics reads committed records only, so an aborted transaction's
+outputs are never seen.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from tandem_shared.settings import KafkaSettings
+
+# The largest record a service sends: below the broker's default limit (1 MiB and a few bytes)
+# with room for the batch framing.
+MAX_RECORD_BYTES = 1_000_000
+ISOLATION = "read_committed"
+
+
+def instance_id() -> str:
+    """Names this process among the replicas of a service: TANDEM_INSTANCE_ID (a pod's name,
+    given by the downward API, so a restarted container takes its old transactional id back and
+    fences the one it replaced at once), else host and pid."""
+    return os.environ.get("TANDEM_INSTANCE_ID") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def transactional_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> dict[str, Any]:
+    """A group member whose offsets are committed by its producer's transactions."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": ISOLATION,
+        # The broker answers a fetch as soon as it has a record, not after half a second.
+        "fetch.wait.max.ms": 50,
+        "enable.partition.eof": False,
+    }
+
+
+def transactional_producer(
+    kafka: KafkaSettings, client_id: str, transactional_id: str, transaction_timeout_ms: int
+) -> dict[str, Any]:
+    """A producer whose sends and the consumer's offsets commit together, or not at all."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": client_id,
+        "transactional.id": transactional_id,
+        # An open transaction of a process that died holds back read_committed readers of its
+        # partitions until the broker aborts it: this long at most.
+        "transaction.timeout.ms": transaction_timeout_ms,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        # The Java client's and aiokafka's partitioner: a key lands on the same partition
+        # number whichever client wrote it, so a task's events stay in step across topics.
+        "partitioner": "murmur2_random",
+        "message.max.bytes": 1_048_576,
+    }
+
+
+def aiokafka_producer(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
+    """Keyword arguments of an idempotent AIOKafkaProducer (acks from every replica)."""
+    return {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+    }
+
+
+def aiokafka_reader(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments of an AIOKafkaConsumer that reads committed records, without
+    committing offsets of its own."""
+    return {
+        "bootstrap_servers": bootstrap_servers,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": ISOLATION,
+        **extra,
+    }
