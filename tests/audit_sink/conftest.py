@@ -11,6 +11,7 @@ from tandem_audit_sink.checkpoint import Signer
 from tandem_audit_sink.ledger import AuditRecord
 from tandem_audit_sink.store import Ledger, migrate
 from tandem_shared.db import create_engine
+from tandem_shared.kafka import Incoming
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SIGNER = Signer.generate("tests")
@@ -34,6 +35,11 @@ def record(n: int, task: str | None = None, **overrides: Any) -> AuditRecord:
     }
     fields.update(overrides)
     return AuditRecord(**fields)
+
+
+def incoming(item: AuditRecord) -> Incoming[AuditRecord]:
+    """A record as the consumer loop hands it to the handler."""
+    return Incoming(item, item.topic, item.partition, item.offset, item.key, (), 0, b"")
 
 
 @pytest.fixture

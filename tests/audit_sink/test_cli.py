@@ -129,6 +129,44 @@ async def test_prove_then_check_offline(database_url: str, ledger: Ledger, tmp_p
     assert "no event 'nothing'" in missing.stderr
 
 
+async def test_prove_an_id_that_names_several_entries(
+    database_url: str, ledger: Ledger, tmp_path: Path
+) -> None:
+    """One id from two sources, and a conflict under one of them: say which entry to prove."""
+    await ledger.append(
+        [
+            record(1),
+            record(1, source="tests/elsewhere"),
+            record(1, data={"task_id": "task-1", "changed": True}),  # a conflict with seq 1
+            record(2),
+        ]
+    )
+    trusted = tmp_path / "trusted.json"
+    latest = await ledger.latest_checkpoint()
+    assert latest is not None
+    trusted.write_text(json.dumps(latest.document()))
+
+    ambiguous = await run("prove", "event-1", "--database-url", database_url)
+    assert ambiguous.exit_code == 1
+    said = " ".join(ambiguous.stderr.split())  # the console wraps long lines
+    assert "names 3 entries" in said
+    assert "seq 3 from source 'tests/producer' (a conflict with seq 1)" in said
+    elsewhere = await run(
+        "prove", "event-1", "--source", "tests/elsewhere", "--database-url", database_url
+    )
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert json.loads(elsewhere.stdout)["leaf_index"] == 1
+    conflict = await run("prove", "event-1", "--seq", "3", "--database-url", database_url)
+    assert conflict.exit_code == 0, conflict.output
+    proof = tmp_path / "proof.json"
+    proof.write_text(conflict.stdout)
+    checked = await run(
+        "check", str(proof), "--checkpoint", str(trusted), "--public-key", SIGNER.public_key
+    )
+    assert checked.exit_code == 0, checked.output
+    assert "OK: event event-1 is entry 3 of the tree of 4" in checked.stdout
+
+
 async def test_export_writes_entries_as_hashed(
     database_url: str, ledger: Ledger, tmp_path: Path
 ) -> None:

@@ -163,6 +163,9 @@ async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
             "decided_tasks": 2,
             "missing_stages": {"t-4": ["tandem.task.scored.v1"]},
             "events_without_task": {"t-3": ["tandem.decision.made.v1"]},
+            "decided_more_than_once": {},
+            "conflicting_decisions": [],
+            "event_conflicts": [],
         }
 
         exported = await client.get(

@@ -18,7 +18,13 @@ from sqlalchemy.exc import DBAPIError
 from tandem_audit_sink.api import ConsistencyProofOut, InclusionProofOut
 from tandem_audit_sink.auditor import check_consistency, check_inclusion
 from tandem_audit_sink.consumer import AuditHandler, capture
-from tandem_audit_sink.ledger import AuditRecord, canonical_json, entry_leaf, seal
+from tandem_audit_sink.ledger import (
+    AuditRecord,
+    canonical_json,
+    document_content_hash,
+    entry_leaf,
+    seal,
+)
 from tandem_audit_sink.merkle import ProofError, root_of
 from tandem_audit_sink.privacy import Redactor
 from tandem_audit_sink.store import MIGRATIONS, Ledger, LedgerError, migrate
@@ -26,9 +32,9 @@ from tandem_audit_sink.telemetry import AuditMetrics
 from tandem_cli.stack.process import free_port
 from tandem_shared.db import create_engine, is_sqlite, upgrade
 from tandem_shared.envelope import utcnow
-from tandem_shared.kafka import Incoming, Outgoing, TransientError
+from tandem_shared.kafka import Outgoing, TransientError
 
-from tests.audit_sink.conftest import CHECKPOINT_EVERY, SIGNER, record
+from tests.audit_sink.conftest import CHECKPOINT_EVERY, SIGNER, incoming, record
 from tests.kafka_utils import ce_headers
 
 
@@ -185,9 +191,15 @@ async def test_a_rewritten_entry_with_its_hash_is_caught_by_the_signed_root(ledg
     doc = json.loads(row.canonical)
     doc["data"]["features"]["amount"] = 3000
     canonical = canonical_json(doc)
-    rewrite = text("UPDATE ledger SET canonical = :c, leaf_hash = :h WHERE seq = 3")
+    # the strongest forger rewrites the content hash too: only the signed root tells
+    rewrite = text(
+        "UPDATE ledger SET canonical = :c, leaf_hash = :h, content_hash = :d WHERE seq = 3"
+    )
     await _bypassing_the_triggers(
-        ledger, rewrite.bindparams(c=canonical, h=entry_leaf(canonical).hex())
+        ledger,
+        rewrite.bindparams(
+            c=canonical, h=entry_leaf(canonical).hex(), d=document_content_hash(doc)
+        ),
     )
     result = await ledger.verify()
     assert result.failure is not None
@@ -275,10 +287,6 @@ async def test_two_appenders_keep_one_chain(database_url: str, ledger: Ledger) -
     assert distinct == expected
 
 
-def incoming(item: AuditRecord) -> Incoming[AuditRecord]:
-    return Incoming(item, item.topic, item.partition, item.offset, item.key, (), 0, b"")
-
-
 async def test_the_handler_appends_a_batch_and_outputs_its_checkpoint(ledger: Ledger) -> None:
     registry = CollectorRegistry()
     handler = AuditHandler(ledger, AuditMetrics(registry), "checkpoints")
@@ -313,6 +321,10 @@ async def test_an_unreachable_database_is_a_transient_error(kind: str, tmp_path:
         await engine.dispose()
 
 
+# what later migrations added to the ledger
+NEWER_COLUMNS = ("task_type", "content_hash", "conflict_of")
+
+
 async def test_a_hash_chained_ledger_migrates_into_the_merkle_tree(database_url: str) -> None:
     """Entries written before the Merkle tree keep their leaves; blocks and task types are
     filled in, and the ledger verifies and grows on."""
@@ -321,7 +333,7 @@ async def test_a_hash_chained_ledger_migrates_into_the_merkle_tree(database_url:
     engine = create_engine(database_url)
     try:
         rows = [
-            {k: v for k, v in e.columns().items() if k != "task_type"}
+            {k: v for k, v in e.columns().items() if k not in NEWER_COLUMNS}
             | {"canonical": e.canonical, "leaf_hash": e.leaf_hash, "chain_hash": "0" * 64}
             for e in old
         ]

@@ -154,17 +154,27 @@ def prove(
         int | None, typer.Option(min=1, help="Prove consistency from this checkpoint's size…")
     ] = None,
     second: Annotated[int | None, typer.Option(min=1, help="…to this one's.")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="The event's source, where its id came from more than one source."),
+    ] = None,
+    seq: Annotated[
+        int | None,
+        typer.Option(min=1, help="The entry's seq, where its id names several (a conflict)."),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print an inclusion proof (EVENT_ID) or a consistency proof (--first and --second) as
-    JSON, for `tandem audit check`."""
+    JSON, for `tandem audit check`. An id that names several entries (two sources, or a
+    conflict) needs --source or --seq; the error lists them."""
     if (event_id is None) == (first is None or second is None):
         _stderr.print("ERROR: give an EVENT_ID, or --first and --second", markup=False)
         raise typer.Exit(2)
 
     async def run(ledger: Ledger) -> BaseModel:
         if event_id is not None:
-            return InclusionProofOut.of(await ledger.prove_inclusion(event_id, tree_size))
+            proof = await ledger.prove_inclusion(event_id, tree_size, source=source, seq=seq)
+            return InclusionProofOut.of(proof)
         return ConsistencyProofOut.of(await ledger.prove_consistency(first or 0, second or 0))
 
     try:

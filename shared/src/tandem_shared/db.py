@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, Table, event, pool
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +23,44 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.types import TypeDecorator
+
+from tandem_shared.kafka import TransientError
+
+# SQLSTATEs of a server that cannot be reached or is going away, beside class 08 (connection
+# exception): shut down by an operator or a crash, starting up, out of connection slots.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be used now (down, restarting, unreachable,
+    the connection lost) rather than that the work is wrong (an integrity or data error)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        return _unavailable_state(exc.orig)
+    if isinstance(exc, OSError | TimeoutError | PoolTimeout | DisconnectionError):
+        return True  # refused or reset connections, timeouts, the pool's own waits
+    return _unavailable_state(exc)  # a driver error that reached us unwrapped
+
+
+def _unavailable_state(error: BaseException | None) -> bool:
+    """By SQLSTATE (asyncpg's and psycopg's errors carry it), so no driver is imported."""
+    state = getattr(error, "sqlstate", None)
+    return isinstance(state, str) and (state.startswith("08") or state in _UNAVAILABLE_STATES)
+
+
+@contextmanager
+def unavailable_is_transient(what: str) -> Iterator[None]:
+    """Raise an unavailable database as ``TransientError``, which the consumer loop retries for
+    as long as the outage lasts; anything else passes unchanged (retried a few times, then
+    dead-lettered). Wrap a batch handler's database work: ``with unavailable_is_transient(
+    "review database"): await store.ingest(...)``."""
+    try:
+        yield
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise TransientError(f"{what} unavailable: {type(exc).__name__}: {exc}") from exc
+        raise
 
 
 def is_sqlite(url: str) -> bool:

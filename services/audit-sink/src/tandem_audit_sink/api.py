@@ -14,10 +14,16 @@ from tandem_shared.events import LedgerCheckpoint
 
 from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.export import ExportFilter, export_query
-from tandem_audit_sink.ledger import document_of
+from tandem_audit_sink.ledger import StoredEntry, document_of
 from tandem_audit_sink.lineage import STAGES, completeness, stage_order, versions_of
 from tandem_audit_sink.settings import AuditSettings
-from tandem_audit_sink.store import ConsistencyProof, InclusionProof, Ledger, LedgerError
+from tandem_audit_sink.store import (
+    AmbiguousEvent,
+    ConsistencyProof,
+    InclusionProof,
+    Ledger,
+    LedgerError,
+)
 from tandem_audit_sink.telemetry import AuditMetrics
 from tandem_audit_sink.verify import VerifyResult
 
@@ -42,6 +48,8 @@ class AuditEvent(BaseModel):
     model: dict[str, Any] | None
     policy: dict[str, Any] | None
     data: Any
+    # the seq of the first entry of this (source, id), when this one recorded other content
+    conflict_of: int | None = None
 
 
 class TaskLineage(BaseModel):
@@ -49,11 +57,47 @@ class TaskLineage(BaseModel):
     events: list[AuditEvent]
 
 
+class DecisionOut(BaseModel):
+    seq: int
+    event_id: str
+    source: str
+    outcome: str | None
+    decided_by: str | None
+
+
+class EventConflictOut(BaseModel):
+    """A record whose (source, id) the ledger held already with other content."""
+
+    seq: int
+    first_seq: int
+    event_id: str
+    source: str
+    type: str
+    task_id: str
+
+    @classmethod
+    def of(cls, entry: StoredEntry) -> EventConflictOut:
+        return cls(
+            seq=entry.seq,
+            first_seq=entry.conflict_of or 0,
+            event_id=entry.event_id,
+            source=entry.source,
+            type=entry.event_type,
+            task_id=entry.subject,
+        )
+
+
 class CompletenessReport(BaseModel):
     complete: bool
     decided_tasks: int
     missing_stages: dict[str, list[str]]
     events_without_task: dict[str, list[str]]
+    # tasks with more than one distinct decision event (any ids or sources), their decisions
+    decided_more_than_once: dict[str, list[DecisionOut]] = {}
+    # of those, the tasks whose decisions name different outcomes
+    conflicting_decisions: list[str] = []
+    # records whose (source, id) was recorded before with other content
+    event_conflicts: list[EventConflictOut] = []
 
 
 def checkpoint_out(checkpoint: Checkpoint) -> LedgerCheckpoint:
@@ -152,6 +196,7 @@ async def task_lineage(task_id: str, ledger: LedgerDep, _: Auditor) -> TaskLinea
                 model=model,
                 policy=policy,
                 data=data,
+                conflict_of=row.conflict_of,
             )
         )
     return TaskLineage(task_id=task_id, events=events)
@@ -164,13 +209,21 @@ async def task_completeness(
     since: Annotated[datetime | None, Query(description="only events recorded from then")] = None,
 ) -> CompletenessReport:
     """Decided tasks that miss a stage (submitted, scored, and routed when people decided),
-    and events whose task was never submitted."""
-    report = completeness(await ledger.stages(STAGES, since))
+    events whose task was never submitted, tasks decided more than once (those with different
+    outcomes named apart), and records whose (source, id) came again with other content.
+    ``complete`` is true when all of these are empty."""
+    report = completeness(await ledger.stages(STAGES, since), await ledger.conflicts(since))
     return CompletenessReport(
         complete=report.complete,
         decided_tasks=report.decided,
         missing_stages=report.missing,
         events_without_task=report.orphans,
+        decided_more_than_once={
+            task_id: [DecisionOut.model_validate(d, from_attributes=True) for d in decisions]
+            for task_id, decisions in report.decided_more_than_once.items()
+        },
+        conflicting_decisions=report.conflicting,
+        event_conflicts=[EventConflictOut.of(e) for e in report.event_conflicts],
     )
 
 
@@ -199,10 +252,18 @@ async def prove_inclusion(
     _: Auditor,
     event_id: str,
     tree_size: Annotated[int | None, Query(ge=1, description="a checkpoint's size")] = None,
+    source: Annotated[str | None, Query(description="the event's source")] = None,
+    seq: Annotated[int | None, Query(ge=1, description="the entry's place")] = None,
 ) -> InclusionProofOut:
-    """The event's entry and its inclusion path to a checkpoint (the latest by default)."""
+    """The event's entry and its inclusion path to a checkpoint (the latest by default).
+    Where the id names several entries (from several sources, or a conflict), 409 lists
+    them: say which by ``source``, or by ``seq``."""
     try:
-        return InclusionProofOut.of(await ledger.prove_inclusion(event_id, tree_size))
+        return InclusionProofOut.of(
+            await ledger.prove_inclusion(event_id, tree_size, source=source, seq=seq)
+        )
+    except AmbiguousEvent as exc:
+        raise HTTPException(409, str(exc)) from exc
     except LedgerError as exc:
         raise _not_found(exc) from exc
 

@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from tandem_shared.db import unavailable_is_transient
 from tandem_shared.envelope import EnvelopeError, Event, decode, event_id, header_map, utcnow
 from tandem_shared.events import EVENT_TYPES, LedgerCheckpoint
-from tandem_shared.kafka import Incoming, Outgoing, Result, TransientError
+from tandem_shared.kafka import Incoming, Outgoing, Result
 from tandem_shared.telemetry import guarded
 
 from tandem_audit_sink.checkpoint import Checkpoint
@@ -28,7 +27,6 @@ from tandem_audit_sink.telemetry import AuditMetrics
 log = logging.getLogger(__name__)
 
 MAX_ATTRIBUTE = 256  # longer ids, sources or subjects are not trusted as columns
-_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)
 
 
 def capture(record: ConsumerRecord[bytes, bytes], redact: Redactor = NO_REDACTION) -> AuditRecord:
@@ -136,18 +134,22 @@ class AuditHandler:
         self.checkpoint_topic = checkpoint_topic
 
     async def __call__(self, batch: Sequence[Incoming[AuditRecord]]) -> list[Result]:
-        try:
+        with unavailable_is_transient("ledger database"):
             result = await self.ledger.append([item.item for item in batch])
-        except _UNAVAILABLE as exc:
-            raise TransientError(f"ledger database unavailable: {exc}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise TransientError(f"ledger database connection lost: {exc}") from exc
-            raise
         with guarded("audit metrics"):
             self.metrics.appended(result)
         if result.duplicates:
             log.debug("%d event(s) already in the ledger", len(result.duplicates))
+        for entry in result.conflicts:
+            log.warning(
+                "conflict: event %s from %s (task %s) was recorded at seq %d with other "
+                "content; this one is kept as seq %d",
+                entry.event_id,
+                entry.source,
+                entry.subject,
+                entry.conflict_of,
+                entry.seq,
+            )
         outputs: list[Result] = [[] for _ in batch]
         if result.checkpoint is not None and batch:
             outputs[-1] = [checkpoint_event(result.checkpoint, self.checkpoint_topic)]

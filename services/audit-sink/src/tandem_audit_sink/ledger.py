@@ -6,6 +6,7 @@ tree of ``merkle``, whose signed roots (``checkpoint``) commit to every entry be
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ COLUMN_KEYS: dict[str, str] = {
     "partition": "partition",
     "offset": "offset",
     "recorded_at": "recorded_at",
+    # only in the entry of a conflict: the seq of the first entry with its (source, id)
+    "conflict_of": "conflict_of",
 }
 
 
@@ -65,6 +68,28 @@ def canonical_json(value: Any) -> str:
     return canonical_bytes(value).decode("utf-8")
 
 
+def content_hash(event_type: str, subject: str, canonical_data: bytes) -> str:
+    """SHA-256 (hex) of what two records under one (source, id) must share to be the same
+    event: the canonical JSON of its type, subject and data.
+
+    Left out: where the record was read and its key (a replay or a producer's retry may land
+    elsewhere), its headers (trace context differs per send) and its ``time``:
+    ``Event.derived`` stamps the time of sending unless the producer passes one, so an honest
+    re-send of the same work (an HTTP client retrying a submission, a producer redoing a
+    batch) can carry another time. What an event says, including when a decision was taken
+    (``decided_at``), is in its data, and that is compared.
+    """
+    document = {"data": orjson.Fragment(canonical_data), "subject": subject, "type": event_type}
+    return hashlib.sha256(canonical_bytes(document)).hexdigest()
+
+
+def document_content_hash(doc: Mapping[str, Any]) -> str:
+    """``content_hash`` of a stored entry (its canonical document parsed)."""
+    return content_hash(
+        str(doc.get("type")), str(doc.get("subject")), canonical_bytes(doc.get("data"))
+    )
+
+
 def parse(raw: bytes | str) -> Any:
     """Strict JSON (RFC 8259: no NaN, no infinities); raises ValueError."""
     return orjson.loads(raw)
@@ -92,6 +117,20 @@ class AuditRecord:
 
 
 @dataclass(frozen=True)
+class Content:
+    """A record's data in canonical JSON (serialised once, for its entry and its hash) and the
+    hash it is deduplicated by."""
+
+    data: bytes
+    hash: str
+
+
+def content_of(record: AuditRecord) -> Content:
+    data = canonical_bytes(record.data)
+    return Content(data, content_hash(record.event_type, record.subject, data))
+
+
+@dataclass(frozen=True)
 class StoredEntry:
     """A ledger row: the searchable columns, the canonical entry and its leaf hash (hex)."""
 
@@ -108,13 +147,23 @@ class StoredEntry:
     canonical: str
     leaf_hash: str
     task_type: str | None = None
+    conflict_of: int | None = None
+    content_hash: str | None = None  # None on entries from before it was stored
 
     def columns(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in COLUMN_KEYS} | {"task_type": self.task_type}
+        derived = {"task_type": self.task_type, "content_hash": self.content_hash}
+        return {name: getattr(self, name) for name in COLUMN_KEYS} | derived
 
 
-def entry_document(record: AuditRecord, seq: int, recorded_at: datetime) -> dict[str, Any]:
-    return {
+def entry_document(
+    record: AuditRecord,
+    seq: int,
+    recorded_at: datetime,
+    content: Content | None = None,
+    conflict_of: int | None = None,
+) -> dict[str, Any]:
+    data = record.data if content is None else orjson.Fragment(content.data)
+    document = {
         "seq": seq,
         "id": record.event_id,
         "type": record.event_type,
@@ -126,9 +175,12 @@ def entry_document(record: AuditRecord, seq: int, recorded_at: datetime) -> dict
         "offset": record.offset,
         "key": record.key,
         "headers": dict(record.headers),
-        "data": record.data,
+        "data": data,
         "recorded_at": rfc3339(recorded_at),
     }
+    if conflict_of is not None:  # absent otherwise: entries keep the form they always had
+        document["conflict_of"] = conflict_of
+    return document
 
 
 def task_type_of(data: Any) -> str | None:
@@ -141,9 +193,17 @@ def task_type_of(data: Any) -> str | None:
     return found if isinstance(found, str) and len(found) <= 256 else None
 
 
-def seal(record: AuditRecord, seq: int, recorded_at: datetime) -> StoredEntry:
-    """Give a record its place ``seq`` in the ledger."""
-    raw = canonical_bytes(entry_document(record, seq, recorded_at))
+def seal(
+    record: AuditRecord,
+    seq: int,
+    recorded_at: datetime,
+    content: Content | None = None,
+    conflict_of: int | None = None,
+) -> StoredEntry:
+    """Give a record its place ``seq`` in the ledger; ``conflict_of`` marks it as a second,
+    different content under the (source, id) of that earlier entry."""
+    content = content or content_of(record)
+    raw = canonical_bytes(entry_document(record, seq, recorded_at, content, conflict_of))
     return StoredEntry(
         seq=seq,
         event_id=record.event_id,
@@ -158,6 +218,8 @@ def seal(record: AuditRecord, seq: int, recorded_at: datetime) -> StoredEntry:
         canonical=raw.decode("utf-8"),
         leaf_hash=leaf_hash(raw).hex(),
         task_type=task_type_of(record.data),
+        conflict_of=conflict_of,
+        content_hash=content.hash,
     )
 
 
@@ -178,8 +240,12 @@ def entry_problem(row: StoredEntry) -> str | None:
             differing.append(column)
     if row.task_type != task_type_of(doc.get("data")):
         differing.append("task_type")
+    if row.content_hash is not None and row.content_hash != document_content_hash(doc):
+        differing.append("content_hash")
     if differing:
         return f"column {', '.join(differing)} differs from the hashed entry"
+    if row.conflict_of is not None and not 0 < row.conflict_of < row.seq:
+        return f"it is marked a conflict with seq {row.conflict_of}, not an earlier entry"
     return None
 
 

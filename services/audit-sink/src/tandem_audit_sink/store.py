@@ -21,7 +21,8 @@ from tandem_shared.db import upgrade
 from tandem_shared.envelope import utcnow
 
 from tandem_audit_sink.checkpoint import Checkpoint, Signer
-from tandem_audit_sink.ledger import AuditRecord, StoredEntry, seal, to_utc
+from tandem_audit_sink.dedupe import known_under, triage
+from tandem_audit_sink.ledger import AuditRecord, StoredEntry, content_of, seal, to_utc
 from tandem_audit_sink.merkle import (
     BLOCK,
     Frontier,
@@ -31,11 +32,11 @@ from tandem_audit_sink.merkle import (
     consistency_proof,
     inclusion_proof,
 )
-from tandem_audit_sink.tables import ledger, ledger_block, ledger_checkpoint
+from tandem_audit_sink.tables import CONFLICT, ledger, ledger_block, ledger_checkpoint
+from tandem_audit_sink.tables import FIRST_ENTRY as FIRST
 from tandem_audit_sink.verify import Failure, Verifier, VerifyResult
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 _PIPELINE_SLICE = 100  # entries sealed while the slice before them is inserted
 _WRITER_LOCK = 0x7A6E_0AD1  # PostgreSQL advisory lock key held by the appending transaction
 
@@ -44,16 +45,37 @@ class LedgerError(RuntimeError):
     """A request the ledger cannot answer: an unknown event, a size no checkpoint covers."""
 
 
+class AmbiguousEvent(LedgerError):
+    """An event id that names several entries (from two sources, or a conflict): a proof is
+    of one entry, and proving the wrong one would mislead, so the caller must choose."""
+
+    def __init__(self, event_id: str, entries: Sequence[StoredEntry]) -> None:
+        choices = ", ".join(
+            f"seq {e.seq} from source {e.source!r}"
+            + (f" (a conflict with seq {e.conflict_of})" if e.conflict_of else "")
+            for e in entries
+        )
+        super().__init__(
+            f"event {event_id!r} names {len(entries)} entries: {choices}; "
+            "say which by its source, or its seq"
+        )
+        self.entries = list(entries)
+
+
 async def migrate(url: str) -> None:
     await upgrade(url, MIGRATIONS)
 
 
 @dataclass
 class AppendResult:
-    appended: list[StoredEntry] = field(default_factory=list)
+    appended: list[StoredEntry] = field(default_factory=list)  # conflicts included
     duplicates: list[AuditRecord] = field(default_factory=list)
     tree_size: int = 0
     checkpoint: Checkpoint | None = None
+
+    @property
+    def conflicts(self) -> list[StoredEntry]:
+        return [entry for entry in self.appended if entry.conflict_of is not None]
 
 
 @dataclass(frozen=True)
@@ -86,30 +108,27 @@ class Ledger:
         self._frontier = Frontier()  # as of the last commit this process made or saw
 
     async def append(self, records: Sequence[AuditRecord]) -> AppendResult:
-        """Append the records not yet present, in order, in one transaction."""
+        """Append the records not yet present, in order, in one transaction. A record whose
+        (source, id) is known with the same content is a duplicate; with other content it is a
+        conflict, appended too and marked with the seq of the first entry of its (source, id)."""
         result = AppendResult()
-        fresh: dict[str, AuditRecord] = {}
-        for record in records:
-            if record.event_id in fresh:
-                result.duplicates.append(record)
-            else:
-                fresh[record.event_id] = record
+        contents = [content_of(record) for record in records]  # hashed before taking the lock
         async with self.engine.begin() as conn:
             frontier = await self._locked_frontier(conn)
-            present = await self._present(conn, list(fresh))
+            known = await known_under(conn, {record.event_id for record in records})
+            batch = triage(records, contents, known, frontier.size + 1)
+            result.duplicates = batch.duplicates
             recorded_at = utcnow()
             blocks = []
-            wanted: list[AuditRecord] = []
-            for record in fresh.values():
-                (result.duplicates if record.event_id in present else wanted).append(record)
             # Seal a slice while the database inserts the one before: hashing and inserting
             # take about as long as each other, and run on two cores this way.
             inserting: asyncio.Task[Any] | None = None
             try:
+                wanted = batch.wanted
                 for start in range(0, len(wanted), _PIPELINE_SLICE):
                     sealed = []
-                    for record in wanted[start : start + _PIPELINE_SLICE]:
-                        entry = seal(record, frontier.size + 1, recorded_at)
+                    for record, content, conflict_of in wanted[start : start + _PIPELINE_SLICE]:
+                        entry = seal(record, frontier.size + 1, recorded_at, content, conflict_of)
                         sealed.append(entry)
                         completed = frontier.push(bytes.fromhex(entry.leaf_hash))
                         if completed is not None:
@@ -166,15 +185,6 @@ class Ledger:
         return int(last or 0)
 
     @staticmethod
-    async def _present(conn: AsyncConnection, event_ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(event_ids), _IN_CHUNK):
-            chunk = event_ids[start : start + _IN_CHUNK]
-            rows = await conn.execute(select(ledger.c.event_id).where(ledger.c.event_id.in_(chunk)))
-            found.update(rows.scalars())
-        return found
-
-    @staticmethod
     async def _view(conn: AsyncConnection, size: int, edges: Sequence[int]) -> TreeView:
         """The block hashes of a tree of ``size`` leaves and the leaves of the edge blocks."""
         rows = await conn.execute(
@@ -224,16 +234,37 @@ class Ledger:
             raise LedgerError(f"no checkpoint at tree size {tree_size}")
         return _checkpoint(row)
 
-    async def prove_inclusion(self, event_id: str, tree_size: int | None = None) -> InclusionProof:
-        """The entry of ``event_id`` and its path to the checkpoint at ``tree_size`` (the latest
-        by default)."""
+    async def entries_of(self, event_id: str, source: str | None = None) -> list[StoredEntry]:
+        """The entries recorded under an event id (of one source, if given), in ledger order:
+        one per source, plus any conflicts."""
+        firsts = select(ledger).where(ledger.c.event_id == event_id, FIRST)
+        if source is not None:
+            firsts = firsts.where(ledger.c.source == source)
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(select(ledger).where(ledger.c.event_id == event_id))
-            ).one_or_none()
-        if row is None:
-            raise LedgerError(f"no event {event_id!r} in the ledger")
-        entry = _entry(row)
+            found = [_entry(r) for r in await conn.execute(firsts)]
+            if found:
+                conflicts = select(ledger).where(ledger.c.conflict_of.in_([e.seq for e in found]))
+                found += [_entry(r) for r in await conn.execute(conflicts)]
+        return sorted(found, key=lambda e: e.seq)
+
+    async def prove_inclusion(
+        self,
+        event_id: str,
+        tree_size: int | None = None,
+        source: str | None = None,
+        seq: int | None = None,
+    ) -> InclusionProof:
+        """The entry of ``event_id`` and its path to the checkpoint at ``tree_size`` (the latest
+        by default). Where the id names more than one entry (two sources, or a conflict),
+        ``source`` and ``seq`` say which; without them the ledger refuses to guess."""
+        entries = await self.entries_of(event_id, source)
+        if seq is not None:
+            entries = [e for e in entries if e.seq == seq]
+        if not entries:
+            raise LedgerError(f"no event {event_id!r}{_of(source, seq)} in the ledger")
+        if len(entries) > 1:
+            raise AmbiguousEvent(event_id, entries)
+        [entry] = entries
         checkpoint = await (
             self.checkpoint_at(tree_size) if tree_size else self.latest_checkpoint()
         )
@@ -247,6 +278,15 @@ class Ledger:
             )
         path = inclusion_proof(entry.seq - 1, checkpoint.tree_size, view.subtree)
         return InclusionProof(entry, [p.hex() for p in path], checkpoint)
+
+    async def conflicts(self, since: datetime | None = None) -> list[StoredEntry]:
+        """The conflicts recorded (since a time), oldest first: each names the first entry of
+        its (source, id) in ``conflict_of``."""
+        query = select(ledger).where(CONFLICT)
+        if since is not None:
+            query = query.where(ledger.c.recorded_at >= since)
+        async with self.engine.connect() as conn:
+            return [_entry(r) for r in await conn.execute(query.order_by(ledger.c.seq))]
 
     async def prove_consistency(self, first: int, second: int) -> ConsistencyProof:
         """The path from the checkpoint at ``first`` leaves to the one at ``second``."""
@@ -342,6 +382,13 @@ def _hashed(entry: StoredEntry) -> dict[str, Any]:
     return {"canonical": entry.canonical, "leaf_hash": entry.leaf_hash}
 
 
+def _of(source: str | None, seq: int | None) -> str:
+    said = ([f"from source {source!r}"] if source is not None else []) + (
+        [f"at seq {seq}"] if seq is not None else []
+    )
+    return "".join(f" {part}" for part in said)
+
+
 def _checkpoint(row: Row[Any]) -> Checkpoint:
     m = row._mapping
     return Checkpoint(
@@ -370,4 +417,6 @@ def _entry(row: Row[Any]) -> StoredEntry:
         canonical=m["canonical"],
         leaf_hash=m["leaf_hash"],
         task_type=m["task_type"],
+        conflict_of=None if m["conflict_of"] is None else int(m["conflict_of"]),
+        content_hash=m["content_hash"],
     )

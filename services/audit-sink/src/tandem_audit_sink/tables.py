@@ -12,7 +12,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -33,9 +32,34 @@ ledger = Table(
     Column("canonical", Text, nullable=False),
     Column("leaf_hash", String(64), nullable=False),
     Column("task_type", Text, nullable=True),
-    UniqueConstraint("event_id", name="uq_ledger_event_id"),
+    # SHA-256 of the entry's type, subject and data (ledger.content_hash); NULL on entries
+    # from before it was kept, whose hash comes from their entry when needed.
+    Column("content_hash", String(64), nullable=True),
+    # Set on a conflict: a record whose (source, id) was recorded before with other content.
+    # It is appended like any entry (it is evidence) and names the seq of the first one.
+    Column("conflict_of", BigInteger, nullable=True),
     Index("ix_ledger_subject_seq", "subject", "seq"),
     Index("ix_ledger_recorded_at", "recorded_at"),
+)
+
+# The dedupe key: one first entry per (source, id); conflicts are the further entries of a
+# (source, id) and point at it. The id leads, so lookups by event id alone use it too.
+FIRST_ENTRY = ledger.c.conflict_of.is_(None)
+Index(
+    "uq_ledger_event_id_source",
+    ledger.c.event_id,
+    ledger.c.source,
+    unique=True,
+    sqlite_where=FIRST_ENTRY,
+    postgresql_where=FIRST_ENTRY,
+)
+# Conflicts are rare: this index holds them alone, and finds them from their first entry.
+CONFLICT = ledger.c.conflict_of.is_not(None)
+Index(
+    "ix_ledger_conflict_of",
+    ledger.c.conflict_of,
+    sqlite_where=CONFLICT,
+    postgresql_where=CONFLICT,
 )
 
 # The hash of every whole block of 256 leaves (block n holds seq 256n+1 to 256n+256), so a

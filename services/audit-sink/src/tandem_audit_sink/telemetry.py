@@ -23,6 +23,13 @@ class AuditMetrics:
             ["topic"],
             registry=registry,
         )
+        self.conflicts = Counter(
+            "tandem_audit_conflicts",
+            "Events whose (source, id) was already in the ledger with other content: appended "
+            "as conflicts, and reported by the completeness check.",
+            ["topic"],
+            registry=registry,
+        )
         self.tree_size = Gauge(
             "tandem_audit_tree_size",
             "Entries in the audit ledger's Merkle tree.",
@@ -54,6 +61,8 @@ class AuditMetrics:
             self.entries.labels(entry.topic).inc()
         for record in result.duplicates:
             self.duplicates.labels(record.topic).inc()
+        for entry in result.conflicts:
+            self.conflicts.labels(entry.topic).inc()
         self.tree_size.set(result.tree_size)
         if result.checkpoint is not None:
             self.checkpointed(result.checkpoint)

@@ -80,12 +80,14 @@ class Verifier:
         expected = self.frontier.size + 1
         if row.seq != expected:
             return Failure(expected, f"gap in seq: expected {expected}, found {row.seq}")
-        problem = entry_problem(row)
-        if problem:
-            return Failure(row.seq, f"entry mismatch: {problem}")
+        # The text against its hash first, then the columns (the content hash among them)
+        # against the text: each failure then names what was changed.
         leaf = entry_leaf(row.canonical)
         if leaf.hex() != row.leaf_hash:
             return Failure(row.seq, "leaf mismatch: the stored leaf hash is not the entry's hash")
+        problem = entry_problem(row)
+        if problem:
+            return Failure(row.seq, f"entry mismatch: {problem}")
         completed = self.frontier.push(leaf)
         if completed is not None:
             index, hashed = completed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_shared.db import unavailable_is_transient
 from tandem_shared.envelope import Event, header_map, utcnow
 from tandem_shared.events import DecisionMade, EventData, TaskRouted
 from tandem_shared.kafka import Incoming, Result
@@ -29,5 +30,7 @@ class QueueMaterializer:
                 routed.append(RoutedRecord(data, header_map(item.headers).get("traceparent")))
             elif isinstance(data, DecisionMade):
                 decided.append(data)
-        await self.store.ingest(routed, decided, utcnow())
+        # A database outage is retried until it ends: the records must not be dead-lettered.
+        with unavailable_is_transient("review database"):
+            await self.store.ingest(routed, decided, utcnow())
         return [[] for _ in batch]
