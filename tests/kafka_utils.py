@@ -100,6 +100,13 @@ class TopicReader:
         self.records.extend(new)
         return new
 
+    async def settle(self, quiet: float = 1.0) -> list[ConsumerRecord[bytes, bytes]]:
+        """Read until nothing new arrived for ``quiet`` seconds: all there is, to check that
+        nothing more than expected was published."""
+        while await self.poll(quiet):
+            pass
+        return self.records
+
     async def until(self, count: int, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
         deadline = time.monotonic() + timeout
         while len(self.records) < count and time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,7 +14,7 @@ from tandem_router.telemetry import RouterMetrics
 from tandem_shared.control import KillSwitch
 from tandem_shared.envelope import Event, event_id
 from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskSubmitted
-from tandem_shared.kafka import Incoming, Outgoing, Rejected
+from tandem_shared.kafka import Incoming, Outgoing, Record, Rejected
 from tandem_shared.topics import Topics
 
 from tests.router.factories import SCORED_AT, policy, scored
@@ -40,8 +40,13 @@ def handler(
 
 
 def outputs(result: object) -> list[Outgoing]:
+    """The events a routing publishes; each routing also writes its changelog entry."""
     assert isinstance(result, list)
-    return result
+    events = [o for o in result if isinstance(o, Outgoing)]
+    entries = [o for o in result if isinstance(o, Record)]
+    assert len(entries) == (1 if events else 0)
+    assert all(e.topic == TOPICS.router_seen for e in entries)
+    return events
 
 
 async def test_an_automatic_decision_is_published_deterministically() -> None:
@@ -172,3 +177,27 @@ async def test_an_event_of_another_type_is_rejected(data: EventData) -> None:
     route, _ = handler()
     [result] = await route([incoming(data)])
     assert isinstance(result, Rejected)
+
+
+async def test_a_scoring_time_with_no_due_time_after_it_is_rejected_alone() -> None:
+    route, _ = handler()
+    late = scored("late", confidence=0.5).model_copy(
+        update={"scored_at": datetime.max.replace(tzinfo=UTC)}
+    )
+    results = await route([incoming(late), incoming(scored("fine", confidence=0.5), offset=1)])
+    assert isinstance(results[0], Rejected) and "leaves no due time" in str(results[0])
+    [out] = outputs(results[1])
+    assert out.topic == TOPICS.routed
+
+
+async def test_a_routing_is_remembered_on_the_changelog_partition_of_its_input() -> None:
+    route, _ = handler()
+    [result] = await route([incoming(scored("a", confidence=0.98), offset=42, partition=2)])
+    assert isinstance(result, list)
+    [entry] = [o for o in result if isinstance(o, Record)]
+    assert (entry.topic, entry.partition, entry.key, entry.value) == (
+        TOPICS.router_seen,
+        2,
+        b"a",
+        b"42",
+    )

@@ -102,7 +102,7 @@ class BatchWork(Generic[T]):
                     rejected.append((_without_item(item), result))
                     continue
                 # Made inside the record's span, so each output continues its own trace.
-                made = [Publisher.record(out) for out in result]
+                made = [o if isinstance(o, Record) else Publisher.record(o) for o in result]
                 too_large = [r for r in made if r.size() > self.config.max_record_bytes]
                 if too_large:
                     reason = Rejected(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from typing import Any
 
 from tandem_shared.settings import KafkaSettings
@@ -25,11 +26,16 @@ MAX_RECORD_BYTES = 1_000_000
 ISOLATION = "read_committed"
 
 
-def instance_id() -> str:
-    """Names this process among the replicas of a service: TANDEM_INSTANCE_ID (a pod's name,
-    given by the downward API, so a restarted container takes its old transactional id back and
-    fences the one it replaced at once), else host and pid."""
-    return os.environ.get("TANDEM_INSTANCE_ID") or f"{socket.gethostname()}-{os.getpid()}"
+def transactional_id(group_id: str) -> str:
+    """The transactional id of a loop of ``group_id``. With TANDEM_INSTANCE_ID set (a pod's
+    name, given by the downward API) it is stable, so a restarted container takes its old id
+    back and at once fences and aborts what its predecessor left open. Otherwise it is unique to
+    this loop (two loops of one group in one process must not fence each other), and an open
+    transaction of a dead process holds its partitions' readers until its timeout."""
+    stable = os.environ.get("TANDEM_INSTANCE_ID")
+    if stable:
+        return f"{group_id}-{stable}"
+    return f"{group_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def transactional_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> dict[str, Any]:
@@ -66,6 +72,19 @@ def transactional_producer(
         # number whichever client wrote it, so a task's events stay in step across topics.
         "partitioner": "murmur2_random",
         "message.max.bytes": 1_048_576,
+    }
+
+
+def state_reader(kafka: KafkaSettings) -> dict[str, Any]:
+    """A consumer that reads assigned partitions of a changelog to their end, committing
+    nothing: it tells when it reached each partition's end."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "group.id": "tandem-state-reader",  # required by the client; never joined or committed
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": ISOLATION,
+        "enable.partition.eof": True,
     }
 
 

@@ -73,7 +73,8 @@ class Consumed:
     timestamp: int  # ms since the epoch
 
 
-Result = Sequence[Outgoing] | Rejected
+# A handler's outputs are events, or records it made itself (state such as a changelog entry).
+Result = Sequence["Outgoing | Record"] | Rejected
 BatchHandler = Callable[[Sequence[Incoming[T]]], Awaitable[Sequence[Result]]]
 Decoder = Callable[[Consumed], T]
 
@@ -165,12 +166,14 @@ class Publisher:
 
 @dataclass(slots=True)
 class Record:
-    """An event as the bytes sent: topic, key, value and headers."""
+    """An event as the bytes sent: topic, key, value and headers; placed by its key unless a
+    partition is given (state kept beside an input partition goes to the same number)."""
 
     topic: str
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+    partition: int | None = None
 
     def size(self) -> int:
         """The bytes the record carries (the broker's framing adds a few dozen more)."""

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from opentelemetry import trace
@@ -60,6 +60,17 @@ class LoopConfig:
     ping_s: float = 2.0
 
 
+class PartitionState(Protocol):
+    """State a handler keeps per input partition (the router's routed task ids): loaded when
+    the group assigns a partition, before any of its records is handled, and dropped when the
+    partition is revoked. Called on the loop's client thread, inside the rebalance; a load that
+    cannot finish raises, which ends the loop (the service then fails its health check)."""
+
+    def assigned(self, partitions: Sequence[tuple[str, int]]) -> None: ...
+
+    def revoked(self, partitions: Sequence[tuple[str, int]]) -> None: ...
+
+
 class Fenced(Exception):
     """The producer can no longer commit (another instance took its transactional id, or a
     fatal error): the loop ends, and the service with it, rather than act as a zombie."""
@@ -83,6 +94,7 @@ class ConsumerLoop(Generic[T]):
         metrics: PipelineMetrics,
         tracer: trace.Tracer,
         client_id: str | None = None,
+        state: PartitionState | None = None,
     ) -> None:
         self.kafka = kafka
         self.group_id = group_id
@@ -90,6 +102,9 @@ class ConsumerLoop(Generic[T]):
         self.config = config
         self.metrics = metrics
         self.client_id = client_id or f"tandem-{config.service}"
+        self.state = state
+        # Kept for the loop's life: a new producer after a failed abort takes the same id.
+        self._transactional_id = clients.transactional_id(group_id)
         self.work = BatchWork(decoder, handler, config, metrics, tracer, group_id)
         # Ready while the loop makes progress: false until the broker answered, and again
         # while an outage of the broker or of a dependency is being retried.
@@ -189,7 +204,7 @@ class ConsumerLoop(Generic[T]):
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Producer:
-        transactional_id = f"{self.group_id}-{clients.instance_id()}"
+        transactional_id = self._transactional_id
         producer = Producer(
             {
                 **clients.transactional_producer(
@@ -330,8 +345,12 @@ class ConsumerLoop(Generic[T]):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._committed.pop((tp.topic, tp.partition), None)  # read again from the group
+        if self.state is not None:
+            self.state.assigned([(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.state is not None:
+            self.state.revoked([(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:
             self._committed.pop((tp.topic, tp.partition), None)
             with contextlib.suppress(KeyError):
@@ -417,7 +436,12 @@ def _positions(batch: list[Consumed]) -> list[TopicPartition]:
 def _produce(producer: Producer, r: Record) -> None:
     while True:
         try:
-            producer.produce(r.topic, r.value, r.key, headers=cast(Any, r.headers))
+            if r.partition is None:
+                producer.produce(r.topic, r.value, r.key, headers=cast(Any, r.headers))
+            else:
+                producer.produce(
+                    r.topic, r.value, r.key, partition=r.partition, headers=cast(Any, r.headers)
+                )
             return
         except BufferError:
             producer.poll(0.05)  # the local queue is full: let deliveries drain it

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from tandem_shared.kafka import BatchHandler, Decoder, Publisher, make_producer
 from tandem_shared.logging import setup_logging
-from tandem_shared.loop import ConsumerLoop, LoopConfig
+from tandem_shared.loop import ConsumerLoop, LoopConfig, PartitionState
 from tandem_shared.settings import ServiceSettings
 from tandem_shared.telemetry import PipelineMetrics, setup_tracing, shutdown_tracing
 from tandem_shared.topics import Topics
@@ -37,6 +37,7 @@ class _ConsumerSpec:
     topics: Sequence[str]
     decoder: Decoder[Any]
     handler: BatchHandler[Any]
+    state: PartitionState | None = None
 
 
 @dataclass
@@ -68,8 +69,9 @@ class ServiceRuntime:
         topics: Sequence[str],
         decoder: Decoder[Any],
         handler: BatchHandler[Any],
+        state: PartitionState | None = None,
     ) -> None:
-        self._consumers.append(_ConsumerSpec(group_id, topics, decoder, handler))
+        self._consumers.append(_ConsumerSpec(group_id, topics, decoder, handler, state))
 
     def every(self, seconds: float, job: Hook, what: str) -> None:
         """Run ``job`` every ``seconds`` while the service runs; a failed round is logged and
@@ -132,6 +134,7 @@ class ServiceRuntime:
                 config,
                 self.metrics,
                 self.tracer,
+                state=spec.state,
             )
             self._loops.append(loop)
             self._loop_tasks.append(

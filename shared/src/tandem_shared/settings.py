@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "tandem-development-secret-do-not-use-in-production"
+TASK_RETENTION_MS = 7 * 24 * 3600 * 1000  # seven days
 
 
 class KafkaSettings(BaseSettings):
@@ -19,6 +20,9 @@ class KafkaSettings(BaseSettings):
     topic_prefix: str = "tandem."
     partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    # How long a task id is remembered (the router's changelog): resubmitted within it, a task
+    # is not decided again.
+    task_retention_ms: int = Field(default=TASK_RETENTION_MS, ge=60_000)
 
 
 class RuntimeSettings(BaseSettings):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from tandem_shared.settings import TASK_RETENTION_MS
+
 log = logging.getLogger(__name__)
 
 
@@ -49,8 +51,25 @@ class Topics:
         """The audit ledger's signed checkpoints (not itself audited: that would never settle)."""
         return f"{self.prefix}audit.checkpoints"
 
+    @property
+    def router_seen(self) -> str:
+        """The router's changelog of routed task ids, partitioned like the scored topic: what
+        makes a task id decided once across restarts and rebalances (not audited: state)."""
+        return f"{self.prefix}router.seen"
+
     def all(self) -> list[str]:
-        return [*self.audited(), self.checkpoints]
+        return [*self.audited(), self.checkpoints, self.router_seen]
+
+    def configs(self, task_retention_ms: int = TASK_RETENTION_MS) -> dict[str, dict[str, str]]:
+        """Topic settings other than the broker's defaults."""
+        return {
+            self.control: {"cleanup.policy": "compact"},
+            # Compacted to the last entry per task id; older than the retention, forgotten.
+            self.router_seen: {
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(task_retention_ms),
+            },
+        }
 
     def audited(self) -> list[str]:
         """The topics of the pipeline's events, every one of which the audit sink records."""
@@ -66,19 +85,25 @@ class Topics:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Topics, partitions: int = 3, replication_factor: int = 1
+    bootstrap_servers: str,
+    topics: Topics,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    task_retention_ms: int = TASK_RETENTION_MS,
 ) -> list[str]:
-    """Create the missing topics; return the names created. The control topic is compacted."""
+    """Create the missing topics; return the names created. Every topic has the same number of
+    partitions: the router's changelog follows the scored topic partition by partition."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        configs = topics.configs(task_retention_ms)
         wanted = [
             NewTopic(
                 name,
                 num_partitions=partitions,
                 replication_factor=replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if name == topics.control else {},
+                topic_configs=configs.get(name, {}),
             )
             for name in topics.all()
             if name not in existing
@@ -109,6 +134,7 @@ if __name__ == "__main__":
             Topics(kafka.topic_prefix),
             kafka.partitions,
             kafka.replication_factor,
+            kafka.task_retention_ms,
         )
     )
     print(f"created: {', '.join(made) or 'nothing, all topics exist'}")

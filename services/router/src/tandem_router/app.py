@@ -18,6 +18,7 @@ from tandem_router.consumer import RouterHandler
 from tandem_router.control import ControlFollower, RoutingControl
 from tandem_router.dedupe import SeenTasks
 from tandem_router.loader import load_policy
+from tandem_router.seen_log import SeenLog
 from tandem_router.settings import RouterSettings
 from tandem_router.telemetry import RouterMetrics
 
@@ -52,11 +53,14 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
         control.read()
 
     runtime.on_start.append(catch_up)
+    topics = runtime.topics
+    seen = SeenTasks(settings.dedupe_capacity, retention_s=settings.kafka.task_retention_ms / 1000)
     runtime.add_consumer(
         settings.group_id,
-        [runtime.topics.scored],
+        [topics.scored],
         event_decoder({"tandem.task.scored.v1": TaskScored}),
-        RouterHandler(control, runtime.topics, metrics, SeenTasks(settings.dedupe_capacity)),
+        RouterHandler(control, topics, metrics, seen),
+        state=SeenLog(settings.kafka, topics.scored, topics.router_seen, seen),
     )
     runtime.add_consumer(
         control_group,

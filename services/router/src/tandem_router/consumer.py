@@ -9,10 +9,11 @@ from datetime import datetime
 
 from tandem_shared.envelope import Event
 from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskScored
-from tandem_shared.kafka import Incoming, Outgoing, Rejected, Result
+from tandem_shared.kafka import Incoming, Outgoing, Record, Rejected, Result
 from tandem_shared.telemetry import guarded
 from tandem_shared.topics import Topics
 
+from tandem_router import seen_log
 from tandem_router.control import RoutingControl
 from tandem_router.dedupe import SeenTasks
 from tandem_router.policy import Fired, Policy, Routing, decide
@@ -70,19 +71,28 @@ class RouterHandler:
             return []
         # Routing time is the scoring time, so every output is a function of the input alone:
         # a replay yields identical events, not just identical ids.
-        routing = decide(
-            policy,
-            scored,
-            now=scored.scored_at,
-            kill_switch=self.control.killed(task.task_type),
-            drifting=self.control.drifting(scored.score.model),
-            control_unreadable=unreadable,
-            fired=fired,
-        )
+        try:
+            routing = decide(
+                policy,
+                scored,
+                now=scored.scored_at,
+                kill_switch=self.control.killed(task.task_type),
+                drifting=self.control.drifting(scored.score.model),
+                control_unreadable=unreadable,
+                fired=fired,
+            )
+        except OverflowError:
+            # A scoring time at the calendar's end has no due time after it. Rejected here,
+            # or the batch would fail, be retried, and be handled record by record to find it.
+            return Rejected(f"scored_at {scored.scored_at.isoformat()} leaves no due time")
         routed.append((label, routing))
+        # Committed with the outputs, or not at all: the task stays routed across restarts.
+        remembered = seen_log.entry(
+            self.topics.router_seen, task.task_id, item.partition, item.offset
+        )
         if routing.route != "auto":
-            return [self._routed(scored, routing)]
-        outputs = [self._decision(scored, routing)]
+            return [self._routed(scored, routing), remembered]
+        outputs: list[Outgoing | Record] = [self._decision(scored, routing), remembered]
         if routing.qa_sample:
             qa = dataclasses.replace(routing, route="review", reasons=("qa_sample",))
             outputs.append(self._routed(scored, qa))

@@ -27,7 +27,10 @@ class RouterSettings(ServiceSettings):
     group_id: str = "tandem-router"
     policy_file: Path = Field(default_factory=default_policy_file)
     dedupe_capacity: int = Field(
-        default=1_000_000, ge=1, description="task ids remembered to drop duplicate submissions"
+        default=1_000_000,
+        ge=1,
+        description="task ids a replica remembers at most (TANDEM_KAFKA_TASK_RETENTION_MS holds"
+        " for the ids kept; about 150 bytes of memory each)",
     )
     kill_switch: bool = Field(
         default=False,
