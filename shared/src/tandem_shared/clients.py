@@ -26,15 +26,14 @@ MAX_RECORD_BYTES = 1_000_000
 ISOLATION = "read_committed"
 
 
-def transactional_id(group_id: str) -> str:
-    """The transactional id of a loop of ``group_id``. With TANDEM_INSTANCE_ID set (a pod's
-    name, given by the downward API) it is stable, so a restarted container takes its old id
-    back and at once fences and aborts what its predecessor left open. Otherwise it is unique to
-    this loop (two loops of one group in one process must not fence each other), and an open
-    transaction of a dead process holds its partitions' readers until its timeout."""
-    stable = os.environ.get("TANDEM_INSTANCE_ID")
-    if stable:
-        return f"{group_id}-{stable}"
+def transactional_id(group_id: str, instance_id: str | None) -> str:
+    """The transactional id of a loop of ``group_id``. With an instance id (TANDEM_INSTANCE_ID:
+    a pod's name, given by the downward API) it is stable, so a restarted container takes its
+    old id back and at once fences and aborts what its predecessor left open. Otherwise it is
+    unique to this loop (two loops of one group in one process must not fence each other), and
+    an open transaction of a dead process holds its partitions' readers until its timeout."""
+    if instance_id:
+        return f"{group_id}-{instance_id}"
     return f"{group_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 

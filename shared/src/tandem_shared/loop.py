@@ -55,6 +55,8 @@ class LoopConfig:
     # on every retry and stall the partition, so the record that made it is dead-lettered.
     max_record_bytes: int = clients.MAX_RECORD_BYTES
     transaction_timeout_ms: int = 10_000
+    # Names the process among the service's replicas; makes its transactional ids stable.
+    instance_id: str | None = None
     # With nothing to consume, the broker is asked for metadata this often: readiness and
     # "last heard from the broker" stay true to it on an idle topic.
     ping_s: float = 2.0
@@ -104,7 +106,7 @@ class ConsumerLoop(Generic[T]):
         self.client_id = client_id or f"tandem-{config.service}"
         self.state = state
         # Kept for the loop's life: a new producer after a failed abort takes the same id.
-        self._transactional_id = clients.transactional_id(group_id)
+        self._transactional_id = clients.transactional_id(group_id, config.instance_id)
         self.work = BatchWork(decoder, handler, config, metrics, tracer, group_id)
         # Ready while the loop makes progress: false until the broker answered, and again
         # while an outage of the broker or of a dependency is being retried.

@@ -31,6 +31,9 @@ class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TANDEM_")
 
     env: Literal["development", "production"] = "development"
+    # This process among the replicas of its service (a pod's name): stable transactional ids,
+    # so a restarted process fences the transactions its predecessor left open at once.
+    instance_id: str | None = None
     log_level: str = "INFO"
     log_json: bool = False
     # HS256 with a local secret (development), or RS256 with the keys an OIDC provider

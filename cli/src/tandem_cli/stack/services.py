@@ -65,6 +65,8 @@ class ServiceSet:
             f"{spec.env_prefix}PORT": str(port),
             f"{spec.env_prefix}DATABASE_URL": f"sqlite+aiosqlite:///{self.home / spec.name}.db",
             "OTEL_SERVICE_NAME": spec.name,
+            # One process per service: a restart takes its transactional ids back.
+            "TANDEM_INSTANCE_ID": spec.name,
             **self.env,
         }
 
