@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as ConfluentPartition
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from tandem_cli.dataset import sample_tasks
@@ -41,6 +43,7 @@ from tandem_cli.stack.services import ServiceSet
 from tandem_scoring.registry import ModelRegistry
 from tandem_scoring.scorer import Rejection, Scorer
 from tandem_scoring.settings import ScoringSettings
+from tandem_shared import clients
 from tandem_shared.clients import aiokafka_reader
 from tandem_shared.envelope import Event
 from tandem_shared.events import EventData, TaskScored, TaskSubmitted
@@ -54,6 +57,7 @@ WAIT_S = 180.0  # a phase that has not finished by then has failed
 RELAY_GROUP = "bench-relay-"  # + the topic it relays
 TICK = os.sysconf("SC_CLK_TCK")
 Raw = tuple[bytes, bytes, list[tuple[str, bytes]]]
+Rates = dict[str, "Throughput"]
 Count = Callable[[], Awaitable[int]]
 R = TypeVar("R")
 
@@ -387,8 +391,59 @@ async def _relay(bootstrap: str, source: str, target: str, batch: int, ready: Pr
         await producer.stop()
 
 
-def relay_main(bootstrap: str, source: str, target: str, batch: int, ready: ProcessEvent) -> None:
-    asyncio.run(_relay(bootstrap, source, target, batch, ready))
+def _transactional_relay(
+    bootstrap: str, source: str, target: str, batch: int, ready: ProcessEvent
+) -> None:
+    """The services' own way on librdkafka: a batch's records and its offsets in one
+    transaction, with the same client settings (tandem_shared.clients)."""
+    stop = False
+
+    def stopping(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stopping)
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    group = RELAY_GROUP + source
+    consumer = Consumer(clients.transactional_consumer(kafka, group, "bench-relay"))
+    producer = Producer(
+        clients.transactional_producer(
+            kafka, "bench-relay", clients.transactional_id(group, None), 10_000
+        )
+    )
+    producer.init_transactions(30)
+    consumer.subscribe([source], on_assign=lambda *_: ready.set())
+    try:
+        while not stop:
+            first = consumer.poll(0.2)
+            if first is None:
+                continue
+            messages = [first, *consumer.consume(batch - 1, 0)]
+            producer.begin_transaction()
+            last: dict[tuple[str, int], int] = {}
+            for m in messages:
+                if m.error() is not None:
+                    continue
+                producer.produce(target, m.value(), m.key(), headers=m.headers())
+                last[(m.topic() or "", m.partition() or 0)] = m.offset() or 0
+            offsets = [ConfluentPartition(t, p, o + 1) for (t, p), o in last.items()]
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+    finally:
+        consumer.close()
+
+
+RELAYS = {"aiokafka": "raw relay (aiokafka)", "librdkafka": "transactional relay (librdkafka)"}
+
+
+def relay_main(
+    client: str, bootstrap: str, source: str, target: str, batch: int, ready: ProcessEvent
+) -> None:
+    if client == "librdkafka":
+        _transactional_relay(bootstrap, source, target, batch, ready)
+    else:
+        asyncio.run(_relay(bootstrap, source, target, batch, ready))
 
 
 def stop_relay(proc: BaseProcess) -> None:
@@ -413,6 +468,31 @@ class Drain:
     expected: int
     outputs: Sequence[str]  # where the tasks' records land, stamped by the broker
     pids: Callable[[], Sequence[int]]  # the processes doing the phase's work
+
+
+async def relays(measure: Callable[[str], Awaitable[Throughput]], console: Console) -> Rates:
+    """One drain by each relay (RELAYS), under its label."""
+    rates: Rates = {}
+    for client, label in RELAYS.items():
+        rates[label] = await measure(client)
+        console.print(f"{label}: {rates[label].tasks_per_s:,.0f} tasks/s")
+    return rates
+
+
+def best_of(*runs: Rates) -> Rates:
+    """Each relay's better run: the broker's JVM warms up during the first phases, so relays
+    run before and after the services, and a late run would flatter whatever it measured."""
+    return {
+        label: max((run[label] for run in runs), key=lambda t: t.tasks_per_s) for label in runs[0]
+    }
+
+
+def relay_ratios(value: Throughput, rates: Rates) -> list[str]:
+    """``value``'s rate over each relay's, in the order of RELAYS."""
+    return [f"{value.tasks_per_s / rates[label].tasks_per_s:.3g}" for label in RELAYS.values()]
+
+
+RATIO_COLUMNS = ["÷ aiokafka relay", "÷ librdkafka relay"]
 
 
 def verdict(met: bool, aim: str) -> str:
@@ -449,12 +529,17 @@ class Stack:
     def prefix(self, what: str) -> str:
         return f"bench.{self.run_id}.{what}."
 
-    def start_relay(self, source: str, target: str, batch: int) -> tuple[BaseProcess, ProcessEvent]:
-        """A relay process; the event is set once it has partitions assigned."""
+    def start_relay(
+        self, source: str, target: str, batch: int, client: str = "aiokafka"
+    ) -> tuple[BaseProcess, ProcessEvent]:
+        """A relay process on ``client`` (see RELAYS); the event is set once it has
+        partitions assigned."""
         ctx = multiprocessing.get_context("spawn")
         ready = ctx.Event()
         proc = ctx.Process(
-            target=relay_main, args=(self.bootstrap, source, target, batch, ready), daemon=True
+            target=relay_main,
+            args=(client, self.bootstrap, source, target, batch, ready),
+            daemon=True,
         )
         proc.start()
         self.relays.append(proc)
@@ -503,9 +588,12 @@ class Stack:
         busy = (end.busy - start.busy) / (end.monotonic - start.monotonic)
         return Throughput(tasks_per_s, (end.cpu - start.cpu) / phase.expected * 1e6, busy)
 
-    async def relay_rate(self, source: str, target: str, expected: int, batch: int) -> Throughput:
-        """Tasks/s of a relay draining ``source``, loaded with ``expected`` records."""
-        proc, _ = self.start_relay(source, target, batch)
+    async def relay_rate(
+        self, source: str, target: str, expected: int, batch: int, client: str = "aiokafka"
+    ) -> Throughput:
+        """Tasks/s of a relay on ``client`` draining ``source``, loaded with ``expected``
+        records."""
+        proc, _ = self.start_relay(source, target, batch, client)
         return await self.drain(
             Drain(
                 label="relay: relaying",

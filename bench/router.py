@@ -26,17 +26,22 @@ from typing import Any
 import numpy as np
 import yaml
 from harness import (
+    RATIO_COLUMNS,
+    RELAYS,
     Drain,
     Raw,
     Stack,
     Throughput,
     add_common_args,
+    best_of,
     committed_by,
     draw_tasks,
     encode,
     make_topics,
     produce,
     read_stamps,
+    relay_ratios,
+    relays,
     run_bench,
     score,
     verdict,
@@ -49,7 +54,7 @@ from tandem_shared.topics import Topics
 
 AIM = 0.70  # of the relay's rate: routing should cost less than moving the bytes does
 LOCAL_POLICY = Path(__file__).resolve().parents[1] / "deploy" / "local" / "policy.yaml"
-RELAY = "raw relay (aiokafka)"
+RELAY = RELAYS["aiokafka"]  # the aims are ratios to it
 
 
 def stamped(topics: Topics) -> tuple[str, ...]:
@@ -160,11 +165,11 @@ class Bench:
     async def load(self, topics: Topics) -> None:
         await produce(self.stack.bootstrap, topics.scored, self.records, self.stack.progress)
 
-    async def relay_throughput(self) -> Throughput:
+    async def relay_throughput(self, client: str) -> Throughput:
         topics = await self.topics(f"relay-{len(self.stack.relays)}")
         await self.load(topics)
         return await self.stack.relay_rate(
-            topics.scored, topics.routed, len(self.records), self.args.batch
+            topics.scored, topics.routed, len(self.records), self.args.batch, client
         )
 
     async def router_throughput(self, replicas: int) -> tuple[Throughput, Mix]:
@@ -218,10 +223,7 @@ class Bench:
 
 async def run(bench: Bench) -> Result:
     console = bench.stack.progress.console
-    # The relay runs before and after the router and its better rate counts: the broker's JVM
-    # warms up during the first phases, which would otherwise flatter whatever runs later.
-    before = await bench.relay_throughput()
-    console.print(f"relay: {before.tasks_per_s:,.0f} tasks/s")
+    before = await relays(bench.relay_throughput, console)
     rules = bench.args.rules
     router, mix = await bench.router_throughput(1)
     console.print(f"router ({rules} rules): {router.tasks_per_s:,.0f} tasks/s; {mix}")
@@ -232,9 +234,8 @@ async def run(bench: Bench) -> Result:
         console.print(
             f"router x{bench.args.replicas}: {scaled.tasks_per_s:,.0f} tasks/s; {scaled_mix}"
         )
-    after = await bench.relay_throughput()
-    console.print(f"relay again: {after.tasks_per_s:,.0f} tasks/s")
-    rates = {RELAY: max(before, after, key=lambda t: t.tasks_per_s), **rates}
+    after = await relays(bench.relay_throughput, console)
+    rates = {**best_of(before, after), **rates}
     return Result(rates, mix, bench.args.rules)
 
 
@@ -244,15 +245,16 @@ def report(console: Console, result: Result) -> None:
         "from the settled group to the last output record)",
         caption=f"router: {result.mix}",
     )
-    for column in ("pipeline", "tasks/s", "÷ raw relay", "aim", "CPU µs/task", "cores busy"):
+    for column in ("pipeline", "tasks/s", *RATIO_COLUMNS, "aim", "CPU µs/task", "cores busy"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
     relay = result.rates[RELAY]
     for name, value in result.rates.items():
         ratio = value.tasks_per_s / relay.tasks_per_s
-        aim = "" if name == RELAY else verdict(ratio >= AIM, f"≥ {AIM:.2f}")
+        aim = "" if name in RELAYS.values() else verdict(ratio >= AIM, f"≥ {AIM:.2f}")
         cpu = f"{value.cpu_us_per_task:,.0f}"
         busy = f"{value.cores_busy:.2f}"
-        table.add_row(name, f"{value.tasks_per_s:,.0f}", f"{ratio:.3g}", aim, cpu, busy)
+        ratios = relay_ratios(value, result.rates)
+        table.add_row(name, f"{value.tasks_per_s:,.0f}", *ratios, aim, cpu, busy)
     console.print(table)
 
 
