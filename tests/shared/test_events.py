@@ -84,3 +84,30 @@ def test_published_schemas_match_the_models() -> None:
         published = json.loads((ROOT / "docs" / "schemas" / f"{name}.json").read_text())
         assert published == schema, f"docs/schemas/{name}.json is stale: run make schemas"
     assert set(json_schemas()) == set(EVENT_TYPES)
+
+
+def test_a_time_without_its_offset_is_refused_at_decoding() -> None:
+    """A naive time could neither be compared with Tandem's own times nor stored: refused where
+    it enters, with the field named, instead of failing a handler downstream."""
+    decision = {
+        "task_id": "t-1",
+        "task_type": "x",
+        "outcome": "yes",
+        "decided_by": "model",
+        "confidence": 0.9,
+        "model": {"name": "m", "version": "1"},
+        "policy": {"name": "p", "version": 1},
+        "submitted_at": "2026-11-25T10:00:00Z",
+        "decided_at": "2026-11-25T10:00:05+01:00",
+    }
+    accepted = {"tandem.decision.made.v1": EVENT_TYPES["tandem.decision.made.v1"]}
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"d-1"),
+        ("ce_source", b"tests"),
+        ("ce_type", b"tandem.decision.made.v1"),
+    ]
+    assert decode(json.dumps(decision).encode(), headers, accepted).data
+    naive = {**decision, "decided_at": "2026-11-25T10:00:05"}
+    with pytest.raises(EnvelopeError, match="decided_at: Input should have timezone info"):
+        decode(json.dumps(naive).encode(), headers, accepted)

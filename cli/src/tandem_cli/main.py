@@ -16,6 +16,7 @@ from rich.table import Table
 from tandem_shared.auth import ROLES, mint_token
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 
+from tandem_cli.deadletter import deadletter_app
 from tandem_cli.feedback import feedback_app
 from tandem_cli.metrics import metrics
 from tandem_cli.model import model_app
@@ -42,6 +43,7 @@ app.add_typer(
 app.add_typer(model_app, name="model")
 app.add_typer(policy_app, name="policy")
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(deadletter_app, name="deadletter")
 app.command()(report)
 app.command()(metrics)
 

@@ -85,8 +85,12 @@ class BatchWork(Generic[T]):
         for record in records:
             try:
                 incoming.append(_incoming(record, self.decoder(record)))
-            except (EnvelopeError, Rejected) as exc:
-                rejected.append((_incoming(record, None), Rejected(str(exc))))
+            except Rejected as exc:
+                rejected.append((_incoming(record, None), exc))
+            except EnvelopeError as exc:
+                reason = Rejected(str(exc))
+                reason.__cause__ = exc  # the letter's error_type names the cause
+                rejected.append((_incoming(record, None), reason))
             except Exception as exc:  # noqa: BLE001 - a record no decoder can read is poison
                 reason = Rejected(f"cannot decode: {type(exc).__name__}: {exc}")
                 rejected.append((_incoming(record, None), reason))

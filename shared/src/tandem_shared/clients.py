@@ -71,6 +71,13 @@ def transactional_producer(
         # number whichever client wrote it, so a task's events stay in step across topics.
         "partitioner": "murmur2_random",
         "message.max.bytes": 1_048_576,
+        # No re-bootstrap when every broker is down (a broker restart on one node, an outage
+        # of the cluster): re-bootstrapping decommissions the known brokers, and librdkafka
+        # keeps a decommissioned one cached as the group's coordinator, so the next
+        # send_offsets_to_transaction waits for it for ever, whatever its timeout
+        # (confluentinc/librdkafka#5511, #5456). The brokers keep their addresses; the
+        # client reconnects to them as they come back.
+        "metadata.recovery.strategy": "none",
     }
 
 

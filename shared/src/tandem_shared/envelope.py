@@ -20,6 +20,8 @@ CONTENT_TYPE = "application/json"
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8e-9a57-3f1f4e0c2b71")
 
 Headers = Sequence[tuple[str, bytes]]
+# The one header a record is read with when its headers cannot be read (a name not UTF-8).
+UNREADABLE_HEADERS = "tandem_unreadable_headers"
 # Encoded once: every event sent carries them.
 _SPEC_VERSION_HEADER = ("ce_specversion", SPEC_VERSION.encode())
 _CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE.encode())
@@ -120,6 +122,8 @@ def decode(
     attrs = header_map(headers)
     for required in ("ce_specversion", "ce_id", "ce_source", "ce_type"):
         if not attrs.get(required):
+            if UNREADABLE_HEADERS in attrs:
+                raise EnvelopeError(f"headers unreadable: {attrs[UNREADABLE_HEADERS]}")
             raise EnvelopeError(f"missing CloudEvents header {required}")
     if attrs["ce_specversion"] != SPEC_VERSION:
         raise EnvelopeError(f"unsupported ce_specversion {attrs['ce_specversion']!r}")

@@ -6,12 +6,15 @@ only ever added (optional) within a version; anything else is a new version.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 TaskId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# An RFC 3339 time carries its offset (the published schemas say "date-time"). A time without
+# one is refused where it enters: downstream it cannot be compared with Tandem's own times, nor
+# stored, and a handler failing on it would cost its whole batch retries.
+Time = AwareDatetime
 FeatureValue = float | int | bool | str | None
 
 
@@ -75,8 +78,8 @@ class Score(EventData):
 class TaskScored(EventData):
     task: TaskSubmitted
     score: Score
-    submitted_at: datetime
-    scored_at: datetime
+    submitted_at: Time
+    scored_at: Time
 
 
 class TaskRouted(EventData):
@@ -89,12 +92,12 @@ class TaskRouted(EventData):
     required_approvals: Annotated[int, Field(ge=1)] = 1
     outcomes: list[str]
     review_priority: Annotated[int, Field(ge=0, le=100)]
-    due_at: datetime
+    due_at: Time
     # What the policy says happens to the review if it is still open at due_at.
     on_overdue: Literal["escalate", "pending", "fallback"] = "escalate"
     fallback_outcome: str | None = None
-    submitted_at: datetime
-    routed_at: datetime
+    submitted_at: Time
+    routed_at: Time
 
 
 class DecisionMade(EventData):
@@ -109,8 +112,8 @@ class DecisionMade(EventData):
     reviewers: list[str] = Field(default_factory=list)
     rationale: str | None = None
     overrode_model: bool = False
-    submitted_at: datetime
-    decided_at: datetime
+    submitted_at: Time
+    decided_at: Time
 
 
 class FeedbackRecorded(EventData):
@@ -126,7 +129,7 @@ class FeedbackRecorded(EventData):
     qa_sample: bool
     agreed: bool
     policy: PolicyRef
-    labelled_at: datetime
+    labelled_at: Time
 
 
 class ControlChanged(EventData):
@@ -134,7 +137,7 @@ class ControlChanged(EventData):
     name: str
     value: dict[str, Any]
     changed_by: str
-    changed_at: datetime
+    changed_at: Time
 
 
 class DeadLetter(EventData):
@@ -154,7 +157,7 @@ class DeadLetter(EventData):
     error_type: str
     payload: str
     headers: dict[str, str]
-    failed_at: datetime
+    failed_at: Time
     payload_size: int | None = None
     payload_sha256: str | None = None
     payload_truncated: bool = False
@@ -166,7 +169,7 @@ class LedgerCheckpoint(EventData):
     origin: str
     tree_size: int
     root_hash: str
-    issued_at: datetime
+    issued_at: Time
     public_key: str
     key_id: str
     signature: str

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import Message
 
 from tandem_shared import clients
-from tandem_shared.envelope import Event, Headers, decode
+from tandem_shared.envelope import UNREADABLE_HEADERS, Event, Headers, decode
 from tandem_shared.events import EventData
 from tandem_shared.partitions import partition_indices
 from tandem_shared.telemetry import trace_headers
@@ -71,6 +73,35 @@ class Consumed:
     value: bytes | None
     headers: Headers
     timestamp: int  # ms since the epoch
+
+
+def consumed(m: Message) -> Consumed:
+    """A record fetched by librdkafka, as the handlers and decoders read it."""
+    return Consumed(
+        m.topic() or "",
+        m.partition() or 0,
+        m.offset() or 0,
+        m.key(),
+        m.value(),
+        _headers(m),
+        m.timestamp()[1],
+    )
+
+
+def _headers(m: Message) -> Headers:
+    """A list of (name, bytes) pairs; a header without a value holds None, which every reader
+    of headers (header_map) takes as empty. Header names that are not UTF-8 cannot be read:
+    the record keeps one header saying so, and is dead-lettered for what it lacks."""
+    try:
+        return cast(Headers, _read_headers(m) or [])
+    except (UnicodeDecodeError, SystemError):
+        return [(UNREADABLE_HEADERS, b"a header name is not UTF-8")]
+
+
+# The client returns from a header name it cannot decode with the error pending but not raised;
+# the interpreter's fast path for a hot method call does not look, and a later, unrelated call
+# fails instead. Called through methodcaller, whose own call checks, it raises here.
+_read_headers = operator.methodcaller("headers")
 
 
 # A handler's outputs are events, or records it made itself (state such as a changelog entry).

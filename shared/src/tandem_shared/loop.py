@@ -27,12 +27,12 @@ from opentelemetry import trace
 
 from tandem_shared import clients
 from tandem_shared.batches import BatchWork, backoff, sleep_or_stop
-from tandem_shared.envelope import Headers
-from tandem_shared.kafka import BatchHandler, Consumed, Decoder, Record
+from tandem_shared.kafka import BatchHandler, Consumed, Decoder, Record, consumed
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.telemetry import PipelineMetrics
 
 log = logging.getLogger(__name__)
+STUCK_CHECK_S = 5.0  # how often a call on the client thread is looked at while it runs
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,6 +60,10 @@ class LoopConfig:
     # With nothing to consume, the broker is asked for metadata this often: readiness and
     # "last heard from the broker" stay true to it on an idle topic.
     ping_s: float = 2.0
+    # A transactional call given a timeout (30 s) that has not returned this long never will:
+    # librdkafka can wait for a group coordinator for ever after a broker restart, whatever
+    # the timeout (confluentinc/librdkafka#5456, #5511). The loop then ends (Stuck).
+    stuck_after_s: float = 45.0
 
 
 class PartitionState(Protocol):
@@ -76,6 +80,12 @@ class PartitionState(Protocol):
 class Fenced(Exception):
     """The producer can no longer commit (another instance took its transactional id, or a
     fatal error): the loop ends, and the service with it, rather than act as a zombie."""
+
+
+class Stuck(Fenced):
+    """A call into librdkafka blocks past its timeout and will not return: the loop ends, so
+    the service fails its health check and is restarted, and its successor, taking the same
+    transactional id, aborts what this one left open."""
 
 
 class _Again(Exception):
@@ -122,6 +132,9 @@ class ConsumerLoop(Generic[T]):
         # The offsets this group committed, per partition: lag is counted from them, so a
         # loop that handles records without committing shows its lag staying.
         self._committed: dict[tuple[str, int], int] = {}
+        # Since when the client thread waits in a transactional call (monotonic), if it does.
+        self._blocked_since: float | None = None
+        self._stuck = False
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -134,15 +147,18 @@ class ConsumerLoop(Generic[T]):
                 if not messages:
                     await self._lag_guarded()
                     continue
-                batch = [_consumed(m) for m in messages]
+                batch = [consumed(m) for m in messages]
                 await self._lag_guarded()
                 if not await self._handle_and_commit(batch, stop):
                     return  # stopped while retrying: not committed, delivered again later
         finally:
             relay.cancel()
             self._stopping.set()
-            await self._call(self._close)
-            self._thread.shutdown(wait=True)
+            if self._stuck:  # the client thread will not come back: leave it, and the clients
+                self._thread.shutdown(wait=False)
+            else:
+                await self._call(self._close)
+                self._thread.shutdown(wait=True)
 
     async def _handle_and_commit(self, batch: list[Consumed], stop: asyncio.Event) -> bool:
         """Handle the batch and commit it in one transaction; False if the loop was stopped
@@ -192,7 +208,33 @@ class ConsumerLoop(Generic[T]):
     # --- on the client thread ---------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., R], *args: Any) -> R:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        """``fn`` on the client thread; Stuck if a transactional call there never returns."""
+        future = asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        while True:
+            every = min(STUCK_CHECK_S, self.config.stuck_after_s)
+            done, _ = await asyncio.wait({future}, timeout=every)
+            if done:
+                return future.result()
+            since = self._blocked_since
+            if since is not None and time.monotonic() - since > self.config.stuck_after_s:
+                self._stuck = True
+                self.ready = False
+                raise Stuck(
+                    f"{self.group_id}: a transactional call into librdkafka has not returned "
+                    f"in {time.monotonic() - since:.0f} s; ending the loop"
+                )
+
+    def _timed(self, call: Callable[[], None]) -> Callable[[], None]:
+        """``call`` (a librdkafka call with a timeout), watched for never returning."""
+
+        def watched() -> None:
+            self._blocked_since = time.monotonic()
+            try:
+                call()
+            finally:
+                self._blocked_since = None
+
+        return watched
 
     def _open(self) -> None:
         consumer = Consumer(
@@ -221,7 +263,7 @@ class ConsumerLoop(Generic[T]):
         while True:
             try:
                 # Fences an earlier producer of this id and aborts what it left open.
-                producer.init_transactions(30)
+                self._timed(lambda: producer.init_transactions(30))()
                 return producer
             except KafkaException as exc:
                 if not exc.args[0].retriable() or self._stopping.is_set():
@@ -308,20 +350,21 @@ class ConsumerLoop(Generic[T]):
             producer.begin_transaction()
             for r in records:
                 _produce(producer, r)
-            _retrying(
-                lambda: producer.send_offsets_to_transaction(
-                    positions, consumer.consumer_group_metadata(), 30
-                ),
-                stopping,
-            )
-            _retrying(lambda: producer.commit_transaction(30), stopping)
+
+            def send_offsets() -> None:
+                group = consumer.consumer_group_metadata()
+                producer.send_offsets_to_transaction(positions, group, 30)
+
+            _retrying(self._timed(send_offsets), stopping)
+            _retrying(self._timed(lambda: producer.commit_transaction(30)), stopping)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.fatal():
                 raise Fenced(f"{self.group_id} can no longer commit: {error}") from exc
             log.warning("transaction aborted; the batch will be handled again: %s", error)
             try:
-                _retrying(lambda: producer.abort_transaction(30), stopping, attempts=3)
+                abort = self._timed(lambda: producer.abort_transaction(30))
+                _retrying(abort, stopping, attempts=3)
             except KafkaException:
                 # The producer is in no state to go on: a new one with the same transactional
                 # id fences it and aborts what it left open.
@@ -411,20 +454,6 @@ class ConsumerLoop(Generic[T]):
 async def _relay(stop: asyncio.Event, stopping: threading.Event) -> None:
     await stop.wait()
     stopping.set()
-
-
-def _consumed(m: Message) -> Consumed:
-    return Consumed(
-        m.topic() or "",
-        m.partition() or 0,
-        m.offset() or 0,
-        m.key(),
-        m.value(),
-        # A list of (name, bytes) pairs; a header without a value holds None, which every
-        # reader of headers (header_map) takes as empty.
-        cast(Headers, m.headers() or []),
-        m.timestamp()[1],
-    )
 
 
 def _positions(batch: list[Consumed]) -> list[TopicPartition]:

@@ -144,6 +144,9 @@ def continue_trace(tracer: trace.Tracer, name: str, parent: Context, **options: 
 
 # W3C trace context headers, passed on unchanged when this process makes no spans.
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+# Longer than a valid one ever is (a traceparent is 55 bytes; a tracestate is cut at 512 by
+# the W3C's own rule): not passed on, so a hostile header cannot grow every output after it.
+TRACE_HEADER_BYTES = 512
 _carried: ContextVar[list[tuple[str, bytes]] | None] = ContextVar("carried", default=None)
 
 
@@ -157,7 +160,11 @@ class carried:  # noqa: N801 - used as a function, like contextlib's managers
         self._headers = headers
 
     def __enter__(self) -> None:
-        self._token = _carried.set([(k, v) for k, v in self._headers if k in TRACE_HEADERS])
+        kept: dict[str, bytes] = {}  # the first of each, if it can be a valid one
+        for k, v in self._headers:
+            if k in TRACE_HEADERS and k not in kept and v and len(v) <= TRACE_HEADER_BYTES:
+                kept[k] = v
+        self._token = _carried.set(list(kept.items()))
 
     def __exit__(self, *_: object) -> None:
         _carried.reset(self._token)
