@@ -118,9 +118,7 @@ def partitions(topic: str) -> list[TopicPartition]:
 async def read_stamps(bootstrap: str, *topics: str) -> dict[str, int]:
     """task id → log-append time (ms) of its first record on any of the topics."""
     # "earliest": a background reset racing the seek below must not skip to the end
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(**aiokafka_reader(bootstrap))
     await consumer.start()
     try:
         parts = [tp for topic in topics for tp in partitions(topic)]
@@ -283,12 +281,19 @@ async def settled(
 
 @asynccontextmanager
 async def records_on(bootstrap: str, topic: str) -> AsyncIterator[Count]:
-    """How many records the topic holds."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """How many committed records the topic holds, read as they come: with transactions the
+    end offsets count commit markers too, and would call a phase done before it is."""
+    consumer = AIOKafkaConsumer(**aiokafka_reader(bootstrap))
     await consumer.start()
+    consumer.assign(partitions(topic))
+    await consumer.seek_to_beginning(*partitions(topic))
+    seen = 0
 
     async def count() -> int:
-        return sum((await consumer.end_offsets(partitions(topic))).values())
+        nonlocal seen
+        batches = await consumer.getmany(timeout_ms=10, max_records=100_000)
+        seen += sum(len(records) for records in batches.values())
+        return seen
 
     try:
         yield count
