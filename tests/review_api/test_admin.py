@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from aiokafka.errors import KafkaConnectionError
+from tandem_review_api import admin
 from tandem_shared.control import ModelState, model_state, read_control
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
@@ -43,6 +45,21 @@ async def test_promote_and_roll_back_through_the_control_topic(
     assert (await admin_api.post(url, json={"version": "1"}, headers=admin)).status_code == 409
     stopped = await admin_api.post(url, json={"version": None}, headers=admin)
     assert stopped.json()["state"]["shadow"] is None
+
+
+async def test_a_control_change_while_kafka_is_down_is_503(
+    admin_api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Control changes are not in the outbox: they need Kafka, and say so when it is down."""
+
+    async def down(*_: object) -> None:
+        raise KafkaConnectionError("no broker answers")
+
+    monkeypatch.setattr(admin, "read_control", down)
+    url = "/v1/admin/models/tumor_screening/rollback"
+    response = await admin_api.post(url, headers=auth("root", "admin"))
+    assert response.status_code == 503
+    assert "Kafka is not reachable" in response.json()["detail"]
 
 
 async def test_only_admins_change_models(admin_api: httpx.AsyncClient) -> None:

@@ -300,8 +300,8 @@ async def test_escalated_work_goes_to_seniors(
 async def test_a_human_decision_on_kafka_closes_its_review(
     api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
 ) -> None:
-    """Another replica published the decision but its database did not keep it: the review
-    still ends decided here, so nobody decides the task a second time."""
+    """A human decision on Kafka that the database does not know (restored from a backup, say):
+    the review still ends decided here, so nobody decides the task a second time."""
     item = routed("k-1")
     await publish_routed(kafka_settings, topics, [item])
     [review] = await pending(api, 1)

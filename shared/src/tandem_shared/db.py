@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, Table, event, pool
+from sqlalchemy import DateTime, MetaData, Table, event, pool, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -25,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import TypeDecorator
 
 from tandem_shared.kafka import TransientError
+
+log = logging.getLogger(__name__)
 
 # SQLSTATEs of a server that cannot be reached or is going away, beside class 08 (connection
 # exception): shut down by an operator or a crash, starting up, out of connection slots.
@@ -61,6 +64,21 @@ def unavailable_is_transient(what: str) -> Iterator[None]:
         if is_unavailable(exc):
             raise TransientError(f"{what} unavailable: {type(exc).__name__}: {exc}") from exc
         raise
+
+
+def answers(engine: AsyncEngine, timeout_s: float = 2.0) -> Callable[[], Awaitable[bool]]:
+    """A readiness check: whether the database answers a trivial query within ``timeout_s``."""
+
+    async def check() -> bool:
+        try:
+            async with asyncio.timeout(timeout_s), engine.connect() as c:
+                await c.execute(text("SELECT 1"))
+        except Exception:
+            log.info("the database does not answer", exc_info=True)
+            return False
+        return True
+
+    return check
 
 
 def is_sqlite(url: str) -> bool:

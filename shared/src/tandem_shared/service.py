@@ -38,6 +38,7 @@ class _ConsumerSpec:
     decoder: Decoder[Any]
     handler: BatchHandler[Any]
     state: PartitionState | None = None
+    gates_readiness: bool = True
 
 
 @dataclass
@@ -49,6 +50,8 @@ class ServiceRuntime:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    # More that /readyz asks, such as "the database answers"; each must not raise.
+    readiness: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.settings.kafka.topic_prefix)
@@ -70,8 +73,15 @@ class ServiceRuntime:
         decoder: Decoder[Any],
         handler: BatchHandler[Any],
         state: PartitionState | None = None,
+        gates_readiness: bool = True,
     ) -> None:
-        self._consumers.append(_ConsumerSpec(group_id, topics, decoder, handler, state))
+        """A consumer loop of the service. ``gates_readiness``: /readyz is false while this loop
+        retries an outage. A service whose requests do not need the loop (the review API serves
+        people from its database while Kafka is down) says False; a loop that ended still
+        fails /healthz."""
+        self._consumers.append(
+            _ConsumerSpec(group_id, topics, decoder, handler, state, gates_readiness)
+        )
 
     def every(self, seconds: float, job: Hook, what: str) -> None:
         """Run ``job`` every ``seconds`` while the service runs; a failed round is logged and
@@ -100,7 +110,11 @@ class ServiceRuntime:
         return (
             self._producer_started
             and len(self._loops) == len(self._consumers)
-            and all(loop.ready for loop in self._loops)
+            and all(
+                loop.ready
+                for spec, loop in zip(self._consumers, self._loops, strict=True)
+                if spec.gates_readiness
+            )
         )
 
     async def start(self) -> None:
@@ -191,7 +205,7 @@ class ServiceRuntime:
 
         @app.get("/readyz", include_in_schema=False)
         async def readyz(response: Response) -> dict[str, str]:
-            if not self.ready:
+            if not self.ready or not all([await check() for check in self.readiness]):
                 response.status_code = 503
                 return {"status": "starting"}
             return {"status": "ready"}

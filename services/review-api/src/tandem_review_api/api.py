@@ -9,9 +9,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from tandem_shared.auth import Principal, require_role
-from tandem_shared.envelope import Event, utcnow
+from tandem_shared.envelope import utcnow
 from tandem_shared.events import TaskSubmitted
-from tandem_shared.kafka import Outgoing
 
 from tandem_review_api import live, stats
 from tandem_review_api.errors import RESPONSES, Unprocessable
@@ -241,14 +240,12 @@ async def get_task(task_id: str, _: TaskReader, store: Store) -> dict[str, Any]:
     responses={200: {"model": Accepted, "description": "A known task id: nothing is done."}},
 )
 async def submit_task(
-    body: TaskSubmitted, who: Producer, request: Request, response: Response
+    body: TaskSubmitted, who: Producer, reviews: Reviews, response: Response
 ) -> Accepted:
-    """HTTP ingress for producers that do not speak Kafka; a known task id is a no-op."""
-    store: ReviewStore = request.app.state.store
-    if not await store.add_submitted(body, utcnow()):
+    """HTTP ingress for producers that do not speak Kafka; a known task id is a no-op. The task
+    is accepted once the database has it: it reaches Kafka from the outbox, also after an
+    outage of the broker."""
+    if not await reviews.submit(body):
         response.status_code = 200
         return Accepted(task_id=body.task_id, status="already_submitted")
-    runtime = request.app.state.runtime
-    event = Event.derived(body, source="tandem/review-api", subject=body.task_id, stage="submitted")
-    await runtime.publisher.publish([Outgoing(runtime.topics.submitted, event)])
     return Accepted(task_id=body.task_id, status="accepted")

@@ -5,7 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
-from tandem_shared.db import create_engine, session_factory, upgrade
+from tandem_shared.db import answers, create_engine, session_factory, upgrade
 from tandem_shared.envelope import utcnow
 from tandem_shared.kafka import event_decoder
 from tandem_shared.service import ServiceRuntime
@@ -13,6 +13,7 @@ from tandem_shared.service import ServiceRuntime
 from tandem_review_api import admin, errors, policies, web
 from tandem_review_api.api import router
 from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
+from tandem_review_api.outbox import Outbox, Relay, sender
 from tandem_review_api.reviews import ReviewService
 from tandem_review_api.settings import ReviewApiSettings
 from tandem_review_api.store import ReviewStore
@@ -27,10 +28,14 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime("review-api", settings)
     engine = create_engine(settings.database_url)
     store = ReviewStore(session_factory(engine))
+    outbox = Outbox(engine)
     metrics = ReviewMetrics(runtime.registry)
+    relay = Relay(
+        outbox, sender(runtime.publisher), metrics.outbox, poll_s=settings.outbox_poll_seconds
+    )
     reviews = ReviewService(
         store,
-        runtime.publisher,
+        outbox,
         runtime.topics,
         timedelta(seconds=settings.lease_seconds),
         runtime.tracer,
@@ -43,22 +48,33 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         [topics.routed, topics.decisions],
         event_decoder(ACCEPTED),
         QueueMaterializer(store),
+        # People keep claiming and deciding while Kafka is down (the outbox holds what they
+        # publish): the API stays in its Service, whatever the loop waits for.
+        gates_readiness=False,
     )
+    # What it cannot serve without: its database.
+    runtime.readiness.append(answers(engine))
 
-    async def refresh_queue_depth() -> None:
-        metrics.set_queue_depth(await store.queue_depth(utcnow()))
+    async def refresh_gauges() -> None:
+        now = utcnow()
+        metrics.set_queue_depth(await store.queue_depth(now))
+        backlog = await outbox.backlog(now)
+        metrics.outbox.set_backlog(backlog.depth, backlog.oldest_age_s)
 
     async def handle_overdue() -> None:
         await reviews.handle_overdue()
 
     async def on_start() -> None:
         await upgrade(settings.database_url, MIGRATIONS)
-        await refresh_queue_depth()
+        await refresh_gauges()
+        # Not part of readiness: during a Kafka outage the API keeps serving, the outbox fills.
+        relay.start()
 
     async def on_stop() -> None:
+        await relay.stop()
         await engine.dispose()
 
-    runtime.every(5, refresh_queue_depth, "refreshing the queue depth")
+    runtime.every(5, refresh_gauges, "refreshing the queue and outbox gauges")
     runtime.every(settings.overdue_check_seconds, handle_overdue, "handling overdue reviews")
 
     runtime.on_start.append(on_start)
@@ -66,6 +82,8 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     app = runtime.app("Tandem review API", [router, admin.router, policies.router, web.router])
     app.state.store = store
     app.state.reviews = reviews
+    app.state.outbox = outbox
+    app.state.relay = relay
     app.state.review_metrics = metrics
     errors.install(app)
     return app

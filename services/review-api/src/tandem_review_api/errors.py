@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -31,7 +32,11 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": InvalidRequest | Problem,
         "description": "The request is malformed, or its content cannot be accepted.",
     },
-    503: {"model": Problem, "description": "Kafka is not reachable; try again."},
+    503: {
+        "model": Problem,
+        "description": "Kafka is not reachable for a change that goes to it at once"
+        " (model, policy and kill-switch changes); try again.",
+    },
 }
 
 
@@ -55,11 +60,15 @@ class Unprocessable(ApiError):
     status_code = 422
 
 
-class Unavailable(ApiError):
-    status_code = 503
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _handle(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    # Reviews, decisions and HTTP ingress go through the outbox and never wait for Kafka;
+    # the control changes admins make are published at once, and wait for it.
+    @app.exception_handler(KafkaError)
+    async def _kafka_down(_: Request, exc: KafkaError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"Kafka is not reachable, try again: {exc}"}, status_code=503
+        )

@@ -1,5 +1,6 @@
-"""What people do with reviews, orchestrated: the rules (queue.py), the storage (store.py) and
-the events a decision publishes, committed only after Kafka acknowledged them."""
+"""What people do with reviews, and producers with tasks over HTTP, orchestrated: the rules
+(queue.py), the storage (store.py) and the events each change publishes, written to the outbox
+in the same transaction (outbox.py sends them on)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from tandem_shared.auth import Principal
 from tandem_shared.envelope import Event, utcnow
-from tandem_shared.kafka import Outgoing, Publisher
+from tandem_shared.events import TaskSubmitted
+from tandem_shared.kafka import Outgoing, Publisher, Record
 from tandem_shared.telemetry import context_from_traceparent, continue_trace
 from tandem_shared.topics import Topics
 
 from tandem_review_api import queue
-from tandem_review_api.errors import Conflict, NotFound, Unavailable
+from tandem_review_api.errors import Conflict, NotFound
+from tandem_review_api.outbox import Outbox
 from tandem_review_api.store import ReviewStore
 from tandem_review_api.telemetry import ReviewMetrics
 
@@ -43,14 +45,14 @@ class ReviewService:
     def __init__(
         self,
         store: ReviewStore,
-        publisher: Publisher,
+        outbox: Outbox,
         topics: Topics,
         lease: timedelta,
         tracer: trace.Tracer,
         metrics: ReviewMetrics,
     ) -> None:
         self.store = store
-        self.publisher = publisher
+        self.outbox = outbox
         self.topics = topics
         self.lease = lease
         self.tracer = tracer
@@ -144,7 +146,7 @@ class ReviewService:
             else:
                 back_to = "escalated" if review.senior_only else "pending"
                 await self.store.release(s, review_id, back_to=back_to)
-            await self._publish(outgoing, row["traceparent"])
+            await self.outbox.add(s, self._records(outgoing, row["traceparent"]))
         self.metrics.observe_decision(review, outcome, step.kind, now)
         return DecisionResult(
             review_id,
@@ -177,14 +179,29 @@ class ReviewService:
                     event = Event.derived(
                         decision, source=SOURCE, subject=task_id, stage="decision"
                     )
-                    await self._publish(
+                    records = self._records(
                         [Outgoing(self.topics.decisions, event)], row["traceparent"]
                     )
+                    await self.outbox.add(s, records)
             self.metrics.sla_breaches.labels(review.routed.task.task_type, step).inc()
         return len(due)
 
-    async def _publish(self, outgoing: list[Outgoing], traceparent: str | None) -> None:
-        """Publish inside the task's own trace (linked to the HTTP request that caused it)."""
+    async def submit(self, task: TaskSubmitted) -> bool:
+        """HTTP ingress: the task and its event in one transaction; False when its id is
+        already known (nothing is done)."""
+        now = utcnow()
+        event = Event.derived(task, source=SOURCE, subject=task.task_id, stage="submitted")
+        # Made in the request's span: the task's trace starts with the producer's call.
+        records = [Publisher.record(Outgoing(self.topics.submitted, event))]
+        async with self.store.transaction() as s:
+            if not await self.store.add_submitted(s, task, now):
+                return False
+            await self.outbox.add(s, records)
+        return True
+
+    def _records(self, outgoing: list[Outgoing], traceparent: str | None) -> list[Record]:
+        """The records to send, made inside the task's own trace (linked to the HTTP request
+        that caused them), so their traceparent carries the task's trace on."""
         request_span = trace.get_current_span().get_span_context()
         links: Any = [trace.Link(request_span)] if request_span.is_valid else []
         with continue_trace(
@@ -194,8 +211,4 @@ class ReviewService:
             links=links,
             kind=trace.SpanKind.PRODUCER,
         ):
-            try:
-                await self.publisher.publish(outgoing)
-            except KafkaError as exc:
-                # Raising rolls the database back: nothing is decided that was not published.
-                raise Unavailable(f"could not publish the decision, try again: {exc}") from exc
+            return [Publisher.record(o) for o in outgoing]

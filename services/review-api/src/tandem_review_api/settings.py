@@ -22,3 +22,6 @@ class ReviewApiSettings(ServiceSettings):
     overdue_check_seconds: float = Field(
         default=15.0, gt=0, description="How often reviews past their due time are handled."
     )
+    outbox_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often the outbox relay looks for events to send."
+    )

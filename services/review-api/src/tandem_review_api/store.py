@@ -96,8 +96,8 @@ class ReviewStore:
                     .values(decision=d.model_dump(mode="json"), decided_at=d.decided_at)
                 )
                 if d.decided_by == "human":
-                    # The decision on Kafka is the truth: should a replica's database commit
-                    # have failed after publishing, its review still ends decided, not retried.
+                    # The decision on Kafka is the truth: should the database not know it
+                    # (restored from a backup, say), the review still ends decided.
                     await s.execute(
                         update(reviews)
                         .where(reviews.c.task_id == d.task_id, reviews.c.status != "decided")
@@ -132,20 +132,19 @@ class ReviewStore:
             .values(status=status, updated_at=now)
         )
 
-    async def add_submitted(self, task: TaskSubmitted, now: datetime) -> bool:
+    async def add_submitted(self, s: AsyncSession, task: TaskSubmitted, now: datetime) -> bool:
         """Record a task submitted over HTTP; False when its id is already known."""
-        async with self.transaction() as s:
-            inserted = await _rowcount(
-                s,
-                insert_ignoring_conflicts(tasks, s.get_bind().dialect).values(
-                    task_id=task.task_id,
-                    task_type=task.task_type,
-                    status="submitted",
-                    submitted_at=now,
-                    updated_at=now,
-                ),
-            )
-            return inserted == 1
+        inserted = await _rowcount(
+            s,
+            insert_ignoring_conflicts(tasks, s.get_bind().dialect).values(
+                task_id=task.task_id,
+                task_type=task.task_type,
+                status="submitted",
+                submitted_at=now,
+                updated_at=now,
+            ),
+        )
+        return inserted == 1
 
     # --- for people ---------------------------------------------------------------------------
 

@@ -1,14 +1,17 @@
-"""The review-api's tables: what it materialises from Kafka and what people did."""
+"""The review-api's tables: what it materialises from Kafka, what people did, and the events
+waiting in the outbox for Kafka."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -72,4 +75,22 @@ approvals = Table(
     Column("rationale", Text, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     UniqueConstraint("review_id", "reviewer", name="uq_approvals_reviewer"),
+)
+
+# Events written in the transaction of the change they report, sent to Kafka by the relay
+# (outbox.py) and deleted once the broker acknowledged them. The id gives the order they go in.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),  # SQLite numbers only INTEGER keys
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("topic", String(249), nullable=False),  # Kafka's longest topic name
+    Column("key", LargeBinary, nullable=False),
+    Column("value", LargeBinary, nullable=False),  # the exact bytes to send
+    Column("headers", JSON, nullable=False),  # [[name, base64 of the value's bytes], ...]
+    Column("created_at", UtcDateTime(), nullable=False),
 )

@@ -9,8 +9,40 @@ from tandem_review_api.queue import Review
 from tandem_review_api.store import QueueDepth
 
 
+class OutboxMetrics:
+    """The outbox as SREs watch it. The gauges are read from the database, so every replica
+    reports the same; the counters are what this replica's relay did."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.depth = Gauge(
+            "tandem_outbox_depth",
+            "Events written to the outbox and not yet acknowledged by Kafka.",
+            registry=registry,
+        )
+        self.oldest_age = Gauge(
+            "tandem_outbox_oldest_age_seconds",
+            "How long the oldest event in the outbox has waited for Kafka (0 when none).",
+            registry=registry,
+        )
+        self.published = Counter(
+            "tandem_outbox_published",
+            "Events the relay sent from the outbox and Kafka acknowledged.",
+            registry=registry,
+        )
+        self.publish_failures = Counter(
+            "tandem_outbox_publish_failures",
+            "Batches the relay sent from the outbox that Kafka did not acknowledge; sent again.",
+            registry=registry,
+        )
+
+    def set_backlog(self, depth: int, oldest_age_s: float) -> None:
+        self.depth.set(depth)
+        self.oldest_age.set(oldest_age_s)
+
+
 class ReviewMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.outbox = OutboxMetrics(registry)
         self.human_decisions = Counter(
             "tandem_human_decisions",
             "Approvals and decisions given by people.",
