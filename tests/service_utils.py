@@ -61,3 +61,13 @@ async def publish_events(kafka: KafkaSettings, outgoing: Sequence[Outgoing]) -> 
         await Publisher(producer).publish(outgoing)
     finally:
         await producer.stop()
+
+
+def failures(metrics: str) -> list[str]:
+    """Samples of failed handler attempts or dead letters above zero."""
+    return [
+        line
+        for line in metrics.splitlines()
+        if line.startswith(("tandem_messages_failed_total{", "tandem_deadletters_total{"))
+        and float(line.rsplit(" ", 1)[1]) > 0
+    ]

@@ -17,19 +17,9 @@ from tandem_shared.topics import Topics
 from tests.audit_sink.harness import events, record
 from tests.audit_sink.outage import outage, postgres_of_its_own
 from tests.kafka_utils import TopicReader, produce
-from tests.service_utils import committed, eventually, running
+from tests.service_utils import committed, eventually, failures, running
 
 pytestmark = pytest.mark.kafka
-
-
-def failures(metrics: str) -> list[str]:
-    """Samples of failed handler attempts or dead letters above zero."""
-    return [
-        line
-        for line in metrics.splitlines()
-        if line.startswith(("tandem_messages_failed_total{", "tandem_deadletters_total{"))
-        and float(line.rsplit(" ", 1)[1]) > 0
-    ]
 
 
 async def test_a_postgres_restart_holds_the_ledger_back_and_dead_letters_nothing(

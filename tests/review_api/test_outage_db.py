@@ -22,7 +22,7 @@ from tandem_shared.topics import Topics
 from tests.audit_sink.outage import outage, postgres_of_its_own
 from tests.kafka_utils import TopicReader
 from tests.review_api.test_api import NOW, publish_routed, routed
-from tests.service_utils import committed, eventually, publish_events, running
+from tests.service_utils import committed, eventually, failures, publish_events, running
 
 pytestmark = pytest.mark.kafka
 BEFORE, DURING = 200, 40  # a backlog, so the outage may well strike inside a batch
@@ -42,16 +42,6 @@ def decided_by_model(topics: Topics, task_id: str) -> Outgoing:
     )
     event = Event.derived(decision, source="tandem/router", subject=task_id, stage="decision")
     return Outgoing(topics.decisions, event)
-
-
-def failures(metrics: str) -> list[str]:
-    """Samples of failed handler attempts or dead letters above zero."""
-    return [
-        line
-        for line in metrics.splitlines()
-        if line.startswith(("tandem_messages_failed_total{", "tandem_deadletters_total{"))
-        and float(line.rsplit(" ", 1)[1]) > 0
-    ]
 
 
 async def test_a_postgres_restart_holds_the_queue_back_and_dead_letters_nothing(

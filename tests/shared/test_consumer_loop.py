@@ -8,72 +8,18 @@ import uuid
 from collections.abc import Sequence
 
 import pytest
-from opentelemetry import trace
-from prometheus_client import CollectorRegistry
 from tandem_shared.envelope import Event
-from tandem_shared.events import DeadLetter, EventData, TaskSubmitted
-from tandem_shared.kafka import Incoming, Outgoing, Rejected, Result, event_decoder
-from tandem_shared.loop import ConsumerLoop, LoopConfig
+from tandem_shared.events import DeadLetter, EventData
+from tandem_shared.kafka import Incoming, Rejected, Result
 from tandem_shared.settings import KafkaSettings
-from tandem_shared.telemetry import PipelineMetrics, recording
+from tandem_shared.telemetry import recording
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import ce_headers, consume, header, produce, traceparent_for
 from tests.service_utils import committed
+from tests.shared.loops import relay_to, run_loop, task
 
 pytestmark = pytest.mark.kafka
-
-
-def task(task_id: str, **extra: object) -> bytes:
-    return json.dumps(
-        {"task_id": task_id, "task_type": "t", "features": {"x": 1.0}, **extra}
-    ).encode()
-
-
-async def run_loop(
-    kafka_settings: KafkaSettings,
-    topics: Topics,
-    handler,
-    group: str,
-    until,  # type: ignore[no-untyped-def]
-    slice_records: int = 100,
-) -> PipelineMetrics:
-    metrics = PipelineMetrics(CollectorRegistry(), "test")
-    loop = ConsumerLoop(
-        kafka_settings,
-        group,
-        [topics.submitted],
-        event_decoder({"tandem.task.submitted.v1": TaskSubmitted}),
-        handler,
-        LoopConfig("test", topics.deadletter, backoff_s=0.01, slice_records=slice_records),
-        metrics,
-        trace.get_tracer("test"),
-    )
-    stop = asyncio.Event()
-    runner = asyncio.create_task(loop.run(stop))
-    try:
-        await asyncio.wait_for(until(), timeout=60)
-    finally:
-        stop.set()
-        await runner
-    return metrics
-
-
-def relay_to(topic: str):  # type: ignore[no-untyped-def]
-    async def handler(batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
-        return [
-            [
-                Outgoing(
-                    topic,
-                    Event.derived(
-                        i.item.data, source="test", subject=i.item.subject, stage="relay"
-                    ),
-                )
-            ]
-            for i in batch
-        ]
-
-    return handler
 
 
 async def test_a_batch_is_handled_in_slices_and_every_output_is_sent(

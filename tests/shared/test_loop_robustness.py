@@ -3,79 +3,26 @@ refuse as they are, outputs too large to send, a dependency that stays down, a l
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
 import pytest
 from fastapi import FastAPI
-from opentelemetry import trace
-from prometheus_client import CollectorRegistry
 from tandem_shared.envelope import Event
 from tandem_shared.events import DeadLetter, EventData, TaskSubmitted
-from tandem_shared.kafka import Incoming, Outgoing, Result, TransientError, event_decoder
-from tandem_shared.loop import ConsumerLoop, LoopConfig
+from tandem_shared.kafka import Incoming, Result, TransientError, event_decoder
 from tandem_shared.service import ServiceRuntime
 from tandem_shared.settings import KafkaSettings, ServiceSettings
-from tandem_shared.telemetry import PipelineMetrics
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import ce_headers, consume, produce
 from tests.service_utils import committed, eventually, running
+from tests.shared.loops import looping, relay_to, task
 
 pytestmark = pytest.mark.kafka
 
 SUBMITTED = {"tandem.task.submitted.v1": TaskSubmitted}
-
-
-def task(task_id: str, **extra: object) -> bytes:
-    return json.dumps(
-        {"task_id": task_id, "task_type": "t", "features": {"x": 1.0}, **extra}
-    ).encode()
-
-
-def relay_to(topic: str):  # type: ignore[no-untyped-def]
-    async def handler(batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
-        return [
-            [
-                Outgoing(
-                    topic,
-                    Event.derived(
-                        i.item.data, source="test", subject=i.item.subject, stage="relay"
-                    ),
-                )
-            ]
-            for i in batch
-        ]
-
-    return handler
-
-
-@asynccontextmanager
-async def looping(
-    kafka_settings: KafkaSettings, topics: Topics, handler, group: str, **config: object
-) -> AsyncIterator[tuple[ConsumerLoop[Event[EventData]], PipelineMetrics]]:  # type: ignore[no-untyped-def]
-    metrics = PipelineMetrics(CollectorRegistry(), "test")
-    loop = ConsumerLoop(
-        kafka_settings,
-        group,
-        [topics.submitted],
-        event_decoder(SUBMITTED),
-        handler,
-        LoopConfig("test", topics.deadletter, backoff_s=0.01, **config),  # type: ignore[arg-type]
-        metrics,
-        trace.get_tracer("test"),
-    )
-    stop = asyncio.Event()
-    runner = asyncio.create_task(loop.run(stop))
-    try:
-        yield loop, metrics
-    finally:
-        stop.set()
-        await runner
 
 
 async def test_a_poison_record_near_the_size_limit_is_dead_lettered_cut_and_the_rest_flow_on(
