@@ -65,8 +65,9 @@ class ServiceSet:
             f"{spec.env_prefix}PORT": str(port),
             f"{spec.env_prefix}DATABASE_URL": f"sqlite+aiosqlite:///{self.home / spec.name}.db",
             "OTEL_SERVICE_NAME": spec.name,
-            # One process per service: a restart takes its transactional ids back.
-            "TANDEM_INSTANCE_ID": spec.name,
+            # One name per replica, the same at each restart: a restart takes its
+            # transactional ids back, and two replicas never take each other's.
+            "TANDEM_INSTANCE_ID": f"{spec.name}-{port}",
             **self.env,
         }
 
