@@ -4,7 +4,6 @@ queue through the review API as a front-end would, and a summary of what happene
 from __future__ import annotations
 
 import asyncio
-import random
 import statistics
 import time
 import uuid
@@ -27,12 +26,12 @@ from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 from tandem_cli.publish import publish_tasks
+from tandem_cli.reviewers import Desk, work_queue
 from tandem_cli.stack.local import prometheus_url
 from tandem_cli.stack.prometheus import ui_page
 
 API = "http://127.0.0.1:8000"
 AUDIT = "http://127.0.0.1:8003"
-REVIEWER_ACCURACY = 0.97  # simulated people are good, not perfect
 SENIORS = 2
 WAIT_SECONDS = 600
 
@@ -89,20 +88,8 @@ async def work(
     with Progress(console=console) as progress:
         collector = asyncio.create_task(_collect_decisions(kafka, run, progress, stop))
         await publish_tasks(kafka, tasks, progress)
-        people = [
-            asyncio.create_task(
-                _reviewer(f"reviewer-{i + 1}", "reviewer", run, random.Random(seed + i), stop)
-            )
-            for i in range(reviewers)
-        ]
-        # Escalations (near coin tosses, disagreements on critical work) need a senior, and a
-        # critical one two approvals from different seniors.
-        people += [
-            asyncio.create_task(
-                _reviewer(f"senior-{i + 1}", "senior", run, random.Random(seed - 1 - i), stop)
-            )
-            for i in range(SENIORS)
-        ]
+        desk = Desk(API, run.truth)
+        people = work_queue(desk, reviewers, SENIORS, seed, stop)
         try:
             await asyncio.wait_for(collector, timeout=WAIT_SECONDS)
         except TimeoutError:
@@ -111,6 +98,7 @@ async def work(
             )
         stop.set()
         await asyncio.gather(*people, return_exceptions=True)
+    run.reviewed = desk.decided
     run.elapsed = time.monotonic() - started
     return run
 
@@ -135,56 +123,6 @@ async def _collect_decisions(
                         progress.advance(bar)
     finally:
         await consumer.stop()
-
-
-async def _reviewer(
-    name: str, role: str, run: Run, rng: random.Random, stop: asyncio.Event
-) -> None:
-    """Works the queue like a person at a front-end: list, claim, read, decide, next."""
-    headers = {"Authorization": f"Bearer {mint_token(RuntimeSettings(), name, [role])}"}
-    labels = sorted(set(run.truth.values()))
-    queues = ["escalated", "pending"] if role == "senior" else ["pending"]
-    async with httpx.AsyncClient(base_url=API, headers=headers, timeout=30) as client:
-        while not stop.is_set():
-            mine: list[dict[str, Any]] = []
-            for queue in queues:
-                mine = await _this_runs_reviews(client, queue, run)
-                if mine:
-                    break
-            rng.shuffle(mine)  # reviewers do not all grab the same first item
-            if not mine:
-                await asyncio.sleep(0.2)
-                continue
-            for item in mine[:5]:
-                if stop.is_set():
-                    return
-                claim = await client.post(f"/v1/reviews/{item['review_id']}/claim")
-                if claim.status_code != 200:
-                    continue  # someone else has it, or I already approved it
-                await asyncio.sleep(rng.uniform(0.01, 0.05))  # reading the case
-                right = run.truth[item["task_id"]]
-                outcome = right if rng.random() < REVIEWER_ACCURACY else rng.choice(labels)
-                agrees = outcome == item["prediction"]
-                rationale = "agree with the model" if agrees else f"features indicate {outcome}"
-                response = await client.post(
-                    f"/v1/reviews/{item['review_id']}/decision",
-                    json={"outcome": outcome, "rationale": rationale},
-                )
-                if response.status_code == 200:
-                    run.reviewed += 1
-
-
-async def _this_runs_reviews(
-    client: httpx.AsyncClient, queue: str, run: Run
-) -> list[dict[str, Any]]:
-    """The first reviews of this run in a queue, paging past work left by earlier runs."""
-    params: dict[str, str | int] = {"status": queue, "limit": 100}
-    while True:
-        page = (await client.get("/v1/reviews", params=params)).json()
-        mine = [i for i in page["items"] if i["task_id"] in run.truth]
-        if mine or not page["next_cursor"]:
-            return mine
-        params["cursor"] = page["next_cursor"]
 
 
 async def _verify_audit(console: Console) -> dict[str, Any]:

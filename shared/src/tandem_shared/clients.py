@@ -49,6 +49,10 @@ def transactional_consumer(kafka: KafkaSettings, group_id: str, client_id: str) 
         "isolation.level": ISOLATION,
         # The broker answers a fetch as soon as it has a record, not after half a second.
         "fetch.wait.max.ms": 50,
+        # A member that died (a SIGKILL, a node lost) holds its partitions until the session
+        # times out: 10 s rather than 45 before its work moves on. Heartbeats come from the
+        # client's own thread, so a busy handler does not miss them.
+        "session.timeout.ms": 10_000,
         "enable.partition.eof": False,
     }
 

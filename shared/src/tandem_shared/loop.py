@@ -77,12 +77,7 @@ class PartitionState(Protocol):
     def revoked(self, partitions: Sequence[tuple[str, int]]) -> None: ...
 
 
-class Fenced(Exception):
-    """The producer can no longer commit (another instance took its transactional id, or a
-    fatal error): the loop ends, and the service with it, rather than act as a zombie."""
-
-
-class Stuck(Fenced):
+class Stuck(Exception):
     """A call into librdkafka blocks past its timeout and will not return: the loop ends, so
     the service fails its health check and is restarted, and its successor, taking the same
     transactional id, aborts what this one left open."""
@@ -360,7 +355,14 @@ class ConsumerLoop(Generic[T]):
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.fatal():
-                raise Fenced(f"{self.group_id} can no longer commit: {error}") from exc
+                # Fenced, most often by the broker aborting a transaction that outlived its
+                # timeout during an outage: the producer is done for, the process is not. Its
+                # instance id is its own, so a new producer of the same id fences only its
+                # predecessor; a member the group replaced still cannot commit (the offsets
+                # carry the group's generation).
+                log.warning("the producer cannot go on (%s); starting a new one", error)
+                self._producer = None if stopping.is_set() else self._new_producer()
+                raise _Again from exc
             log.warning("transaction aborted; the batch will be handled again: %s", error)
             try:
                 abort = self._timed(lambda: producer.abort_transaction(30))
