@@ -21,7 +21,7 @@ from tandem_shared.topics import Topics
 
 from tests.audit_sink.outage import outage, postgres_of_its_own
 from tests.kafka_utils import TopicReader
-from tests.review_api.test_api import NOW, publish_routed, routed
+from tests.review_api.test_api import NOW, auth, publish_routed, routed
 from tests.service_utils import committed, eventually, failures, publish_events, running
 
 pytestmark = pytest.mark.kafka
@@ -86,6 +86,10 @@ async def test_a_postgres_restart_holds_the_queue_back_and_dead_letters_nothing(
 
                 await eventually(held_back, "the consumer to find the database down", timeout=20)
                 assert await progress() < total
+                # A front-end asking meanwhile is told to try again, not given a server error.
+                listed = await client.get("/v1/reviews", headers=auth("ana", "reviewer"))
+                assert listed.status_code == 503, listed.text
+                assert "database" in listed.json()["detail"]
 
             async def caught_up() -> bool:
                 return await progress() == total

@@ -8,6 +8,8 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+from tandem_shared.db import is_unavailable
 
 
 class Problem(BaseModel):
@@ -34,8 +36,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": Problem,
-        "description": "Kafka is not reachable for a change that goes to it at once"
-        " (model, policy and kill-switch changes); try again.",
+        "description": "The database is not reachable, or Kafka for a change that goes to it"
+        " at once (model, policy and kill-switch changes); try again.",
     },
 }
 
@@ -72,3 +74,11 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": f"Kafka is not reachable, try again: {exc}"}, status_code=503
         )
+
+    # A database that is down or restarting is the client's cue to try again, not a bug.
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(OSError)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            raise exc
+        return JSONResponse({"detail": "the database is not reachable, try again"}, status_code=503)
