@@ -216,4 +216,4 @@ async def test_without_a_broker_the_command_says_so_in_one_line(
     result = await tandem("list")
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
-    assert line.startswith("error: Kafka at 127.0.0.1:") and "bootstrap" in line
+    assert line.startswith("error: Kafka at 127.0.0.1:") and "cannot read" in line

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +18,7 @@ from tandem_shared.auth import mint_token
 from tandem_shared.clients import aiokafka_reader
 from tandem_shared.envelope import EnvelopeError, decode, header_map
 from tandem_shared.events import DeadLetter, DecisionMade, EventData
+from tandem_shared.kafka import Consumed
 from tandem_shared.reading import read_records
 from tandem_shared.settings import RuntimeSettings
 from tandem_shared.topics import Topics
@@ -32,17 +33,18 @@ async def read_decisions(bootstrap: str, topic: str, scope: Mapping[str, object]
     found = Decisions()
     everyone: set[str] = set()
 
-    def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+    def keep(record: Consumed) -> None:
         task_id = record.key.decode() if record.key is not None else ""
         everyone.add(task_id)
         if task_id not in scope:
             return
         found.records += 1
+        value = record.value or b""  # a record without one fails validation below, loudly
         headers = header_map(record.headers)
-        digest = hashlib.sha256(record.value).hexdigest()
+        digest = hashlib.sha256(value).hexdigest()
         event = (headers.get("ce_source", ""), headers.get("ce_id", ""), digest)
         events = found.events.setdefault(task_id, set())
-        decision = DecisionMade.model_validate_json(record.value)
+        decision = DecisionMade.model_validate_json(value)
         if not events:
             found.decided_by[decision.decided_by] += 1
             took = (decision.decided_at - decision.submitted_at).total_seconds()
@@ -59,7 +61,7 @@ async def read_dead_letters(bootstrap: str, topic: str) -> list[str]:
     """Each dead letter on the topic, told in a line: who, from where, why."""
     letters: list[str] = []
 
-    def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+    def keep(record: Consumed) -> None:
         try:
             data = decode(
                 record.value, record.headers, {"tandem.deadletter.recorded.v1": DeadLetter}

@@ -20,6 +20,8 @@ from tandem_shared import clients
 from tandem_shared.deadletters import PAYLOAD_CHARS
 from tandem_shared.envelope import EnvelopeError, decode
 from tandem_shared.events import DeadLetter, EventData
+from tandem_shared.kafka import Consumed
+from tandem_shared.reading import read_records
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
@@ -96,61 +98,25 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 async def read_letters(kafka: KafkaSettings, filters: Filters) -> tuple[list[Found], int]:
     """The dead letters the topic holds now, each once, oldest failure first; and how many of
     its records are not dead letters."""
-    topic = Topics(kafka.topic_prefix).deadletter
-    consumer = _consumer(kafka)
-    try:
-        await consumer.start()
-        async with asyncio.timeout(READ_TIMEOUT_S):
-            partitions = await _partitions(consumer, topic)
-            consumer.assign(partitions)
-            end = await consumer.end_offsets(partitions)
-            remaining = await _seek_start(consumer, partitions, end, filters.since)
-            found: dict[str, Found] = {}
-            unreadable = 0
-            while remaining:
-                batches = await consumer.getmany(*remaining, timeout_ms=200)
-                for tp, records in batches.items():
-                    for record in records:
-                        if record.offset >= end[tp]:
-                            continue  # written after the read began
-                        try:
-                            event = decode(record.value, record.headers, LETTER_TYPES)
-                        except EnvelopeError:
-                            unreadable += 1
-                            continue
-                        assert isinstance(event.data, DeadLetter)
-                        # A record redelivered after a crash is dead-lettered again, same id.
-                        if filters.keep(event.data) and event.id not in found:
-                            found[event.id] = Found(
-                                event.id, event.data, tp.partition, record.offset
-                            )
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= end[tp]:
-                        remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return sorted(found.values(), key=lambda f: (f.letter.failed_at, f.id)), unreadable
+    found: dict[str, Found] = {}
+    unreadable = 0
 
+    def keep(record: Consumed) -> None:
+        nonlocal unreadable
+        try:
+            event = decode(record.value, record.headers, LETTER_TYPES)
+        except EnvelopeError:
+            unreadable += 1
+            return
+        assert isinstance(event.data, DeadLetter)
+        # A record redelivered after a crash is dead-lettered again, same id.
+        if filters.keep(event.data) and event.id not in found:
+            found[event.id] = Found(event.id, event.data, record.partition, record.offset)
 
-async def _seek_start(
-    consumer: AIOKafkaConsumer,
-    partitions: list[TopicPartition],
-    end: dict[TopicPartition, int],
-    since: datetime | None,
-) -> set[TopicPartition]:
-    """Seek each partition to where the read starts; the partitions with anything to read."""
-    if since is None:
-        await consumer.seek_to_beginning(*partitions)
-        return {tp for tp in partitions if end[tp] > 0}
     # A letter is written after it failed, so nothing before ``since`` can match.
-    at = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
-    remaining = set()
-    for tp in partitions:
-        found = at[tp]
-        if found is not None and found.offset < end[tp]:
-            consumer.seek(tp, found.offset)
-            remaining.add(tp)
-    return remaining
+    topic = Topics(kafka.topic_prefix).deadletter
+    await read_records(kafka.bootstrap_servers, topic, keep, since=filters.since)
+    return sorted(found.values(), key=lambda f: (f.letter.failed_at, f.id)), unreadable
 
 
 def choose(letters: Sequence[Found], wanted: str) -> Found:

@@ -240,7 +240,7 @@ def _incoming(record: Consumed, item: T) -> Incoming[T]:
         record.partition,
         record.offset,
         key,
-        tuple(record.headers),
+        record.headers,  # read-only from here on: no copy
         record.timestamp,
         record.value,
     )
