@@ -425,15 +425,16 @@ def _transactional_relay(
             if first is None:
                 continue
             messages = [first, *consumer.consume(batch - 1, 0)]
-            producer.begin_transaction()
+            messages = [m for m in messages if m.error() is None]
             last: dict[tuple[str, int], int] = {}
             for m in messages:
-                if m.error() is not None:
-                    continue
-                producer.produce(target, m.value(), m.key(), headers=m.headers())
                 last[(m.topic() or "", m.partition() or 0)] = m.offset() or 0
             offsets = [ConfluentPartition(t, p, o + 1) for (t, p), o in last.items()]
+            # In the services' order (tandem_shared.loop): the offsets, then the records.
+            producer.begin_transaction()
             producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+            for m in messages:
+                producer.produce(target, m.value(), m.key(), headers=m.headers())
             producer.commit_transaction(30)
     finally:
         consumer.close()

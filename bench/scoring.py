@@ -157,14 +157,18 @@ class Bench:
         )
 
     async def latency(self, what: str, per_second: float) -> Latency:
+        """p50 and p99 added latency of ``what`` (SERVICE, or a relay's client in RELAYS) fed
+        at ``per_second``."""
         topics = await make_topics(self.bootstrap, self.stack.prefix(f"{what}-paced"), stamped)
         count = max(1, min(int(per_second * self.args.latency_seconds), len(self.tasks) - WARMUP))
         warmup, measured = (
             records(self.tasks[:WARMUP]),
             records(self.tasks[WARMUP : WARMUP + count]),
         )
-        if what == "relay":
-            proc, ready = self.stack.start_relay(topics.submitted, topics.scored, self.args.batch)
+        if what in RELAYS:
+            proc, ready = self.stack.start_relay(
+                topics.submitted, topics.scored, self.args.batch, what
+            )
             alive: Callable[[], bool] = proc.is_alive
             await asyncio.to_thread(ready.wait, WAIT_S)
         else:
@@ -179,7 +183,7 @@ class Bench:
         await wait_for_records(
             self.bootstrap, topics.scored, WARMUP + count, self.progress, bar, alive
         )
-        if what == "relay":
+        if what in RELAYS:
             await asyncio.to_thread(stop_relay, proc)
         else:
             await asyncio.to_thread(services.stop)
@@ -238,6 +242,8 @@ Rates = dict[str, Throughput]
 async def run(bench: Bench) -> tuple[Rates, list[tuple[str, Latency]]]:
     console = bench.progress.console
     rates: Rates = {}
+    if bench.args.latency_rate:  # the latency phase alone, at the given rate
+        return rates, await latencies(bench, bench.args.latency_rate)
     before = await relays(bench.relay_throughput, console)
     rates.update(before)
     rates[SERVICE] = service = await bench.service_throughput(1)
@@ -252,15 +258,24 @@ async def run(bench: Bench) -> tuple[Rates, list[tuple[str, Latency]]]:
     rates["onnxruntime session.run"] = Throughput(raw, math.nan)
     rates["Scorer.predict (features + onnxruntime)"] = Throughput(full, math.nan)
     console.print(f"onnxruntime: {raw:,.0f} tasks/s; Scorer.predict: {full:,.0f} tasks/s")
-    half = service.tasks_per_s / 2
-    latencies = [
-        (SERVICE, await bench.latency("service", half)),
-        (RELAY, await bench.latency("relay", half)),
-    ]
-    return rates, latencies
+    return rates, await latencies(bench, service.tasks_per_s / 2)
+
+
+async def latencies(bench: Bench, per_second: float) -> list[tuple[str, Latency]]:
+    """The service's added latency, then each relay's, at the same rate."""
+    measured = [(SERVICE, await bench.latency("service", per_second))]
+    for client, label in RELAYS.items():
+        measured.append((label, await bench.latency(client, per_second)))
+    return measured
 
 
 def report(console: Console, rates: Rates, latencies: list[tuple[str, Latency]]) -> None:
+    if rates:
+        report_rates(console, rates)
+    report_latencies(console, latencies)
+
+
+def report_rates(console: Console, rates: Rates) -> None:
     table = Table(title="throughput (tasks/s, from the settled group to the last output record)")
     for column in ("pipeline", "tasks/s", *RATIO_COLUMNS, "aim", "CPU µs/task", "cores busy"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
@@ -273,6 +288,9 @@ def report(console: Console, rates: Rates, latencies: list[tuple[str, Latency]])
         ratios = relay_ratios(value, rates)
         table.add_row(name, f"{value.tasks_per_s:,.0f}", *ratios, aim, cpu, busy)
     console.print(table)
+
+
+def report_latencies(console: Console, latencies: list[tuple[str, Latency]]) -> None:
     table = Table(title="added latency (output append time − submitted append time)")
     for column in ("pipeline", "rate (tasks/s)", "tasks", "p50 ms", "p99 ms", "aim"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
@@ -280,7 +298,8 @@ def report(console: Console, rates: Rates, latencies: list[tuple[str, Latency]])
         table.add_row(
             name, f"{lat.rate:,.0f}", str(lat.count), f"{lat.p50_ms:.0f}", f"{lat.p99_ms:.0f}", ""
         )
-    (_, svc), (_, rel) = latencies
+    by_name = dict(latencies)
+    svc, rel = by_name[SERVICE], by_name[RELAY]
     added = svc.p99_ms - rel.p99_ms
     table.add_row(
         "service − relay",
@@ -297,6 +316,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, batch_help="records per getmany and inference")
     parser.add_argument("--latency-seconds", type=float, default=8.0, help="paced run length")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="measure only the added latency, at this many tasks/s (default: half the peak)",
+    )
     parser.add_argument(
         "--replicas",
         type=int,

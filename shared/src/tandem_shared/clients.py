@@ -71,6 +71,13 @@ def transactional_producer(
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        # A transaction begun right after the last one committed is refused
+        # (CONCURRENT_TRANSACTIONS) until the broker has written the last one's markers, a
+        # few milliseconds; the client retries after this backoff. At the default 100 ms every
+        # batch waited that long to send its offsets (confluent-kafka-python#967; the Java
+        # client retries after 20 ms, KAFKA-5477). Retries of a longer failure still back off,
+        # doubling up to retry.backoff.max.ms (1 s).
+        "retry.backoff.ms": 5,
         # The Java client's and aiokafka's partitioner: a key lands on the same partition
         # number whichever client wrote it, so a task's events stay in step across topics.
         "partitioner": "murmur2_random",

@@ -343,14 +343,18 @@ class ConsumerLoop(Generic[T]):
         stopping = self._stopping
         try:
             producer.begin_transaction()
-            for r in records:
-                _produce(producer, r)
 
             def send_offsets() -> None:
                 group = consumer.consumer_group_metadata()
                 producer.send_offsets_to_transaction(positions, group, 30)
 
+            # The offsets first: until the broker has finished the last transaction, the
+            # coordinator refuses this one's first request, and the client retries the
+            # offsets after retry.backoff.ms but a partition's registration only after a
+            # fixed 20 ms. Once the offsets are in, the records' partitions register at once.
             _retrying(self._timed(send_offsets), stopping)
+            for r in records:
+                _produce(producer, r)
             _retrying(self._timed(lambda: producer.commit_transaction(30)), stopping)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
