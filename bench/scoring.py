@@ -64,6 +64,9 @@ from tandem_shared.events import TaskSubmitted
 from tandem_shared.topics import Topics
 
 WARMUP = 50  # tasks sent before the paced run, to have connections and the group settled
+# The paced run's first seconds are not counted: the broker (a JVM) and the process warm up
+# at the new rate, and each pipeline starts on a topic of its own.
+WARMUP_S = 2.0
 AIM = 0.60  # of the relay's rate, for the service's rows
 LATENCY_AIM_MS = 50.0  # p99 added over the relay's at half the service's rate, with transactions
 RELAY = RELAYS["aiokafka"]  # the aims are ratios to it
@@ -160,11 +163,17 @@ class Bench:
         """p50 and p99 added latency of ``what`` (SERVICE, or a relay's client in RELAYS) fed
         at ``per_second``."""
         topics = await make_topics(self.bootstrap, self.stack.prefix(f"{what}-paced"), stamped)
-        count = max(1, min(int(per_second * self.args.latency_seconds), len(self.tasks) - WARMUP))
-        warmup, measured = (
-            records(self.tasks[:WARMUP]),
-            records(self.tasks[WARMUP : WARMUP + count]),
+        paced_warmup = min(int(per_second * WARMUP_S), (len(self.tasks) - WARMUP) // 2)
+        count = max(
+            1,
+            min(
+                int(per_second * self.args.latency_seconds),
+                len(self.tasks) - WARMUP - paced_warmup,
+            ),
         )
+        warmup = records(self.tasks[:WARMUP])
+        paced = records(self.tasks[WARMUP : WARMUP + paced_warmup + count])
+        measured = paced[paced_warmup:]
         if what in RELAYS:
             proc, ready = self.stack.start_relay(
                 topics.submitted, topics.scored, self.args.batch, what
@@ -178,11 +187,10 @@ class Bench:
         bar = self.progress.add_task(f"{what}: warm-up", total=WARMUP)
         await produce(self.bootstrap, topics.submitted, warmup, self.progress, per_second)
         await wait_for_records(self.bootstrap, topics.scored, WARMUP, self.progress, bar, alive)
-        await produce(self.bootstrap, topics.submitted, measured, self.progress, per_second)
-        bar = self.progress.add_task(f"{what}: draining", total=WARMUP + count)
-        await wait_for_records(
-            self.bootstrap, topics.scored, WARMUP + count, self.progress, bar, alive
-        )
+        await produce(self.bootstrap, topics.submitted, paced, self.progress, per_second)
+        total = WARMUP + len(paced)
+        bar = self.progress.add_task(f"{what}: draining", total=total)
+        await wait_for_records(self.bootstrap, topics.scored, total, self.progress, bar, alive)
         if what in RELAYS:
             await asyncio.to_thread(stop_relay, proc)
         else:

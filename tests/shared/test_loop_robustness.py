@@ -4,6 +4,8 @@ refuse as they are, outputs too large to send, a dependency that stays down, a l
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -16,7 +18,7 @@ from tandem_shared.service import ServiceRuntime
 from tandem_shared.settings import KafkaSettings, ServiceSettings
 from tandem_shared.topics import Topics
 
-from tests.kafka_utils import ce_headers, consume, produce
+from tests.kafka_utils import TopicReader, ce_headers, consume, produce
 from tests.service_utils import committed, eventually, running
 from tests.shared.loops import looping, relay_to, task
 
@@ -135,6 +137,82 @@ async def test_an_outage_is_retried_without_end_not_ready_with_its_lag_shown(
     assert sorted(r.key.decode() for r in outputs) == ids
     # Nothing was dead-lettered: an outage is never a reason to give up on a record.
     assert metrics.deadlettered.labels("test", topics.submitted)._value.get() == 0
+
+
+async def test_a_batch_handled_past_half_the_transaction_timeout_commits_in_a_new_transaction(
+    kafka_settings: KafkaSettings, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The transaction is begun while the batch is handled; an outage that outlasts half its
+    # timeout must not leave the batch to a transaction the broker is about to abort.
+    ids = [f"t{i}" for i in range(4)]
+    await produce(
+        kafka_settings.bootstrap_servers,
+        topics.submitted,
+        [(i, task(i), ce_headers("tandem.task.submitted.v1", i)) for i in ids],
+    )
+    group = f"g-{uuid.uuid4().hex}"
+    relay = relay_to(topics.scored)
+    down_until: float | None = None
+
+    async def handler(batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
+        nonlocal down_until
+        if down_until is None:  # down for 1.5 s from the first try
+            down_until = time.monotonic() + 1.5
+        if time.monotonic() < down_until:
+            raise TransientError("the database is down")
+        return await relay(batch)  # type: ignore[no-any-return]
+
+    async def caught_up() -> bool:
+        return await committed(kafka_settings, group, [topics.submitted]) == len(ids)
+
+    caplog.set_level(logging.INFO, logger="tandem_shared.loop")
+    async with looping(
+        kafka_settings, topics, handler, group, max_backoff_s=0.05, transaction_timeout_ms=2_000
+    ) as (_, metrics):
+        await eventually(caught_up, "the batch committed once the outage is over")
+        assert metrics.committed.labels("test", topics.submitted)._value.get() == len(ids)
+
+    assert any("begun again" in r.getMessage() for r in caplog.records)
+    async with TopicReader(kafka_settings.bootstrap_servers, topics.scored) as reader:
+        outputs = await reader.settle()
+    assert sorted(r.key.decode() for r in outputs if r.key) == ids
+
+
+async def test_a_loop_stopped_mid_batch_leaves_no_open_transaction_to_its_successor(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    # Stopped while its batch waits out an outage, the loop aborts the transaction it had
+    # begun: the group's next member reads its offsets at once, not after the broker's
+    # timeout of that transaction (10 s, and up to 10 s more before the broker looks).
+    ids = [f"t{i}" for i in range(3)]
+    await produce(
+        kafka_settings.bootstrap_servers,
+        topics.submitted,
+        [(i, task(i), ce_headers("tandem.task.submitted.v1", i)) for i in ids],
+    )
+    group = f"g-{uuid.uuid4().hex}"
+    attempts = 0
+
+    async def down(batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
+        nonlocal attempts
+        attempts += 1
+        raise TransientError("the database is down")
+
+    async def retrying() -> bool:
+        return attempts >= 3
+
+    async with looping(kafka_settings, topics, down, group, max_backoff_s=0.05):
+        await eventually(retrying, "the first member retrying its batch")
+
+    async def caught_up() -> bool:
+        return await committed(kafka_settings, group, [topics.submitted]) == len(ids)
+
+    started = time.monotonic()
+    async with looping(kafka_settings, topics, relay_to(topics.scored), group):
+        await eventually(caught_up, "the next member to commit the batch")
+    assert time.monotonic() - started < 8.0
+    outputs = await consume(kafka_settings.bootstrap_servers, topics.scored, len(ids))
+    assert sorted(r.key.decode() for r in outputs if r.key) == ids
 
 
 async def test_a_service_whose_consumer_loop_died_fails_its_health_check(

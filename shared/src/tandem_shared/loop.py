@@ -7,7 +7,9 @@ restart never shows a batch's outputs twice. The offsets are sent with the group
 so a member the group has replaced (a zombie) cannot commit.
 
 librdkafka's calls block: the consumer and the producer live on a thread of their own, and the
-event loop runs the handlers.
+event loop runs the handlers. A batch's transaction is begun and its offsets sent while the
+batch is handled: those round trips to the broker (and its wait for the last transaction's
+markers) cost the batch no time of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -161,11 +163,21 @@ class ConsumerLoop(Generic[T]):
         come again from the broker, or go to the member a rebalance gave them to."""
         started = time.perf_counter()
         self.metrics.batch_size.labels(self.config.service).observe(len(batch))
+        opening = self._submit(self._open_batch, batch)
         records = await self.work.handle(batch, stop, self._on_transient)
-        if records is None:
-            return False
         try:
-            await self._call(self._transact_batch, records, batch)
+            positions = await self._await(opening)
+            if records is None:
+                return False  # the transaction left open is aborted as the loop closes
+            if time.perf_counter() - started > self.config.transaction_timeout_ms / 2000:
+                # Handling took long (a dependency's outage was waited out): the broker would
+                # soon abort the transaction on its own, so it is begun again.
+                log.info(
+                    "the batch took %.1f s; its transaction is begun again",
+                    time.perf_counter() - started,
+                )
+                await self._call(self._reopen, positions)
+            await self._call(self._close_transaction, records, positions)
         except _Again:
             self._aborts += 1
             self.ready = False
@@ -202,9 +214,17 @@ class ConsumerLoop(Generic[T]):
 
     # --- on the client thread ---------------------------------------------------------------
 
+    def _submit(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        """``fn`` started on the client thread."""
+        return asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
     async def _call(self, fn: Callable[..., R], *args: Any) -> R:
         """``fn`` on the client thread; Stuck if a transactional call there never returns."""
-        future = asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return await self._await(self._submit(fn, *args))
+
+    async def _await(self, future: asyncio.Future[R]) -> R:
+        """The result of a call on the client thread; Stuck if a transactional call there
+        never returns."""
         while True:
             every = min(STUCK_CHECK_S, self.config.stuck_after_s)
             done, _ = await asyncio.wait({future}, timeout=every)
@@ -266,6 +286,11 @@ class ConsumerLoop(Generic[T]):
                 log.warning("initialising transactions failed; trying again: %s", exc)
 
     def _close(self) -> None:
+        if self._producer is not None:
+            # A transaction left open (the loop stopped while its batch was handled) would
+            # hold back the group's next member until the broker times it out.
+            with contextlib.suppress(KafkaException):  # none was open
+                self._producer.abort_transaction(5)
         if self._consumer is not None:
             self._consumer.close()  # leaves the group at once, so a rebalance need not wait
         self._consumer = None
@@ -322,40 +347,62 @@ class ConsumerLoop(Generic[T]):
         ]
         if moved:
             with contextlib.suppress(_Again):
-                self._transact([], moved)
+                self._open_transaction(moved)
+                self._close_transaction([], moved)
 
-    def _transact_batch(self, records: list[Record], batch: list[Consumed]) -> None:
-        """Commit past the batch: its last records, and any transaction markers after them
-        that the consumer already read past."""
+    def _open_batch(self, batch: list[Consumed]) -> list[TopicPartition]:
+        """Begin the batch's transaction with its offsets, past its last records and any
+        transaction markers after them that the consumer already read past; the offsets."""
         consumer = self._require(self._consumer)
         last = _positions(batch)
         read = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(last)}
         for tp in last:
             tp.offset = max(tp.offset, read.get((tp.topic, tp.partition), -1))
-        self._transact(records, last)
+        self._open_transaction(last)
+        return last
 
-    def _transact(self, records: list[Record], positions: list[TopicPartition]) -> None:
-        """Send the batch's records and offsets in one transaction; _Again if it was aborted.
+    def _reopen(self, positions: list[TopicPartition]) -> None:
+        with self._aborting():
+            self._timed(lambda: self._require(self._producer).abort_transaction(30))()
+        self._open_transaction(positions)
+
+    def _open_transaction(self, positions: list[TopicPartition]) -> None:
+        """Begin a transaction and send the offsets in it; _Again if it was aborted.
+
+        The offsets go first: until the broker has finished the last transaction, the
+        coordinator refuses this one's first request, and the client retries the offsets
+        after retry.backoff.ms but a partition's registration only after a fixed 20 ms. Once
+        the offsets are in, the records' partitions register at once."""
+        producer = self._require(self._producer)
+        consumer = self._require(self._consumer)
+
+        def send_offsets() -> None:
+            group = consumer.consumer_group_metadata()
+            producer.send_offsets_to_transaction(positions, group, 30)
+
+        with self._aborting():
+            producer.begin_transaction()
+            _retrying(self._timed(send_offsets), self._stopping)
+
+    def _close_transaction(self, records: list[Record], positions: list[TopicPartition]) -> None:
+        """Send the records in the open transaction and commit it; _Again if it was aborted.
         Retriable failures (a coordinator moving, a broker restarting) are retried here, for
         as long as they last."""
         producer = self._require(self._producer)
-        consumer = self._require(self._consumer)
-        stopping = self._stopping
-        try:
-            producer.begin_transaction()
-
-            def send_offsets() -> None:
-                group = consumer.consumer_group_metadata()
-                producer.send_offsets_to_transaction(positions, group, 30)
-
-            # The offsets first: until the broker has finished the last transaction, the
-            # coordinator refuses this one's first request, and the client retries the
-            # offsets after retry.backoff.ms but a partition's registration only after a
-            # fixed 20 ms. Once the offsets are in, the records' partitions register at once.
-            _retrying(self._timed(send_offsets), stopping)
+        with self._aborting():
             for r in records:
                 _produce(producer, r)
-            _retrying(self._timed(lambda: producer.commit_transaction(30)), stopping)
+            _retrying(self._timed(lambda: producer.commit_transaction(30)), self._stopping)
+        for tp in positions:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+
+    @contextlib.contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """A failure within aborts the open transaction and raises _Again."""
+        producer = self._require(self._producer)
+        stopping = self._stopping
+        try:
+            yield
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.fatal():
@@ -377,8 +424,6 @@ class ConsumerLoop(Generic[T]):
                 log.warning("abort failed; starting a new producer", exc_info=True)
                 self._producer = None if stopping.is_set() else self._new_producer()
             raise _Again from exc
-        for tp in positions:
-            self._committed[(tp.topic, tp.partition)] = tp.offset
 
     def _rewind(self, batch: list[Consumed]) -> None:
         consumer = self._require(self._consumer)
