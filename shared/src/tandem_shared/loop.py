@@ -7,9 +7,13 @@ restart never shows a batch's outputs twice. The offsets are sent with the group
 so a member the group has replaced (a zombie) cannot commit.
 
 librdkafka's calls block: the consumer and the producer live on a thread of their own, and the
-event loop runs the handlers. A batch's transaction is begun and its offsets sent while the
-batch is handled: those round trips to the broker (and its wait for the last transaction's
-markers) cost the batch no time of its own.
+event loop runs the handlers. A transaction is begun and its first batch's offsets sent while
+that batch is handled: those round trips to the broker (and its wait for the last
+transaction's markers) cost the batch no time of its own. Caught up (a batch short of
+max_records), each batch commits at once. Behind (a backlog), a transaction takes the batches
+of up to commit_interval_ms, as Kafka Streams does: a transaction costs the broker the same
+whatever it holds, and with two processes its wait to begin grows long. A rebalance, a
+dependency's outage or the loop's stop commits the batches already sent first.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -57,6 +61,8 @@ class LoopConfig:
     # on every retry and stall the partition, so the record that made it is dead-lettered.
     max_record_bytes: int = clients.MAX_RECORD_BYTES
     transaction_timeout_ms: int = 10_000
+    # Working off a backlog, a transaction takes batches for this long before it commits.
+    commit_interval_ms: int = 100
     # Names the process among the service's replicas; makes its transactional ids stable.
     instance_id: str | None = None
     # With nothing to consume, the broker is asked for metadata this often: readiness and
@@ -87,6 +93,28 @@ class Stuck(Exception):
 
 class _Again(Exception):
     """The transaction was aborted: handle the batch again."""
+
+
+@dataclass
+class _Transaction:
+    """The open transaction: begun with its first batch's offsets, then the batches sent in it."""
+
+    started: float  # perf_counter
+    # Begin and the first batch's offsets, on the client thread while that batch is handled.
+    opening: asyncio.Future[None] | None
+    # The offsets sent so far: the first batch's, until the transaction commits.
+    offsets_sent: list[TopicPartition]
+    sent: list[list[Consumed]] = field(default_factory=list)  # batches whose records were sent
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # past the batches sent
+
+    def add(self, batch: list[Consumed], positions: list[TopicPartition]) -> None:
+        self.sent.append(batch)
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            self.positions[key] = max(self.positions.get(key, -1), tp.offset)
+
+    def records(self) -> list[Consumed]:
+        return [r for batch in self.sent for r in batch]
 
 
 class ConsumerLoop(Generic[T]):
@@ -129,6 +157,10 @@ class ConsumerLoop(Generic[T]):
         # The offsets this group committed, per partition: lag is counted from them, so a
         # loop that handles records without committing shows its lag staying.
         self._committed: dict[tuple[str, int], int] = {}
+        self._txn: _Transaction | None = None
+        # The records of a transaction aborted where they could not be rewound at once (in a
+        # rebalance, or while a batch was handled): rewound before the next batch is handled.
+        self._lost: list[Consumed] | None = None
         # Since when the client thread waits in a transactional call (monotonic), if it does.
         self._blocked_since: float | None = None
         self._stuck = False
@@ -137,74 +169,148 @@ class ConsumerLoop(Generic[T]):
 
     async def run(self, stop: asyncio.Event) -> None:
         relay = asyncio.create_task(_relay(stop, self._stopping))
+        failed = False
         try:
             await self._call(self._open)
             while not stop.is_set():
-                messages = await self._poll_retrying(stop)
-                if not messages:
+                messages, positions = await self._poll_retrying(stop)
+                batch = [consumed(m) for m in messages]
+                if self._lost is not None:  # aborted in a rebalance: all of it comes again
+                    lost, self._lost = self._lost, None
+                    await self._aborted(lost + batch, stop)
+                    continue
+                if not batch:
+                    await self._commit_open(stop)  # caught up
                     await self._lag_guarded()
                     continue
-                batch = [consumed(m) for m in messages]
                 await self._lag_guarded()
-                if not await self._handle_and_commit(batch, stop):
+                if not await self._handle(batch, positions, stop):
                     return  # stopped while retrying: not committed, delivered again later
+        except BaseException:
+            failed = True
+            raise
         finally:
             relay.cancel()
             self._stopping.set()
             if self._stuck:  # the client thread will not come back: leave it, and the clients
                 self._thread.shutdown(wait=False)
             else:
-                await self._call(self._close)
+                txn, self._txn = self._txn, None
+                if not failed and txn is not None and txn.sent and txn.opening is None:
+                    # Stopped: the batches already sent commit; the one being handled was not.
+                    with contextlib.suppress(_Again):  # else they come again, to this group
+                        await self._call(self._finish, txn)
+                await self._call(self._close)  # aborts a transaction left open
                 self._thread.shutdown(wait=True)
 
-    async def _handle_and_commit(self, batch: list[Consumed], stop: asyncio.Event) -> bool:
-        """Handle the batch and commit it in one transaction; False if the loop was stopped
-        first. After an abort the consumer is rewound to the batch's start, so its records
-        come again from the broker, or go to the member a rebalance gave them to."""
+    async def _handle(
+        self, batch: list[Consumed], positions: list[TopicPartition], stop: asyncio.Event
+    ) -> bool:
+        """Handle the batch and send its records in the open transaction (begun with it, if
+        none was open), and commit when caught up or the interval is over; False if the loop
+        was stopped first. After an abort the consumer is rewound to the start of every batch
+        of the transaction, so their records come again from the broker, or go to the member a
+        rebalance gave them to."""
         started = time.perf_counter()
         self.metrics.batch_size.labels(self.config.service).observe(len(batch))
-        opening = self._submit(self._open_batch, batch)
+        txn = self._txn
+        if txn is None:
+            opening = self._submit(self._open_transaction, positions)
+            txn = self._txn = _Transaction(started, opening, positions)
         records = await self.work.handle(batch, stop, self._on_transient)
         try:
-            positions = await self._await(opening)
+            if txn.opening is not None:
+                opening, txn.opening = txn.opening, None
+                await self._await(opening)
+            if self._lost is not None:  # the transaction failed while the batch was handled
+                lost, self._lost = self._lost, None
+                await self._aborted(lost + batch, stop)
+                return not stop.is_set()
             if records is None:
-                return False  # the transaction left open is aborted as the loop closes
-            if time.perf_counter() - started > self.config.transaction_timeout_ms / 2000:
-                # Handling took long (a dependency's outage was waited out): the broker would
-                # soon abort the transaction on its own, so it is begun again.
-                log.info(
-                    "the batch took %.1f s; its transaction is begun again",
-                    time.perf_counter() - started,
-                )
-                await self._call(self._reopen, positions)
-            await self._call(self._close_transaction, records, positions)
+                return False
+            txn = await self._open_for(batch, positions, started)
+            await self._call(self._send, records)
         except _Again:
-            self._aborts += 1
-            self.ready = False
-            await self._call(self._rewind, batch)
-            await sleep_or_stop(stop, backoff(self.config, self._aborts))
+            txn, self._txn = self._txn, None
+            await self._aborted((txn.records() if txn else []) + batch, stop)
             return not stop.is_set()
-        self._aborts = 0
-        self.ready = True
-        self._last_contact = time.time()
-        self._count_committed(batch)
-        self.metrics.batch_seconds.labels(self.config.service).observe(
-            time.perf_counter() - started
-        )
+        txn.add(batch, positions)
+        interval = self.config.commit_interval_ms / 1000
+        if len(batch) < self.config.max_records or time.perf_counter() - txn.started >= interval:
+            return await self._commit_open(stop) or not stop.is_set()
         return True
 
-    async def _poll_retrying(self, stop: asyncio.Event) -> list[Message]:
+    async def _open_for(
+        self, batch: list[Consumed], positions: list[TopicPartition], started: float
+    ) -> _Transaction:
+        """The transaction the handled batch's records go in: the open one, unless a long
+        wait (an outage waited out) left it near the broker's timeout for it."""
+        txn = self._txn
+        half_timeout = self.config.transaction_timeout_ms / 2000
+        if txn is not None and time.perf_counter() - txn.started <= half_timeout:
+            return txn
+        if txn is not None and txn.sent:  # the batches before this one commit first
+            await self._call(self._finish, txn)  # _Again: they come again with this one
+            self._txn = txn = None
+        if txn is None:  # committed while the batch was handled, or just now
+            txn = self._txn = _Transaction(time.perf_counter(), None, positions)
+            await self._call(self._open_transaction, positions)
+            return txn
+        # Begun with this batch, which took long: the broker would soon abort it on its own.
+        log.info(
+            "the batch took %.1f s; its transaction is begun again", time.perf_counter() - started
+        )
+        await self._call(self._reopen, positions)
+        txn.started = time.perf_counter()
+        return txn
+
+    async def _commit_open(self, stop: asyncio.Event) -> bool:
+        """Commit the open transaction's batches, if any; False if it was aborted (its
+        batches come again)."""
+        txn = self._txn
+        if txn is None or not txn.sent:
+            return True
+        self._txn = None
+        try:
+            await self._call(self._finish, txn)
+        except _Again:
+            await self._aborted(txn.records(), stop)
+            return False
+        return True
+
+    async def _aborted(self, records: list[Consumed], stop: asyncio.Event) -> None:
+        """A transaction was aborted: its records come again."""
+        self._aborts += 1
+        self.ready = False
+        self.metrics.transactions.labels(self.config.service, "aborted").inc()
+        if not stop.is_set():
+            await self._call(self._rewind, records)
+            await sleep_or_stop(stop, backoff(self.config, self._aborts))
+
+    async def _poll_retrying(
+        self, stop: asyncio.Event
+    ) -> tuple[list[Message], list[TopicPartition]]:
         try:
             return await self._call(self._poll)
         except KafkaException:
             log.exception("poll failed; backing off")
             self.ready = False
             await sleep_or_stop(stop, self.config.backoff_s)
-            return []
+            return [], []
 
     async def _on_transient(self) -> None:
-        """A dependency is down and the batch is retried: not ready, the lag shown."""
+        """A dependency is down and the batch is retried: not ready, the lag shown, and the
+        batches already sent committed (the open transaction would hold back the readers of
+        their outputs). Should that commit fail, they are rewound with this batch once it is
+        handled."""
         self.ready = False
+        txn = self._txn
+        if txn is not None and txn.sent and txn.opening is None:
+            self._txn = None
+            try:
+                await self._call(self._finish, txn)
+            except _Again:
+                self._lost = txn.records()
         await self._lag_guarded()
 
     def last_fetch(self) -> float | None:
@@ -296,14 +402,15 @@ class ConsumerLoop(Generic[T]):
         self._consumer = None
         self._producer = None
 
-    def _poll(self) -> list[Message]:
-        """The records already fetched, up to max_records; waits (up to the timeout) only for
-        the first, so a quiet topic is answered at once, not when a batch fills."""
+    def _poll(self) -> tuple[list[Message], list[TopicPartition]]:
+        """The records already fetched, up to max_records, and the offsets past them; waits
+        (up to the timeout) only for the first, so a quiet topic is answered at once, not when
+        a batch fills."""
         consumer = self._require(self._consumer)
         first = consumer.poll(self.config.timeout_ms / 1000)
         if first is None:
             self._when_quiet()
-            return []
+            return [], []
         more = self.config.max_records - 1
         rest = consumer.consume(more, 0) if more else []
         messages = []
@@ -315,10 +422,17 @@ class ConsumerLoop(Generic[T]):
                 raise KafkaException(error)
             else:
                 log.warning("consumer error: %s", error)
-        if messages:
-            self._last_contact = time.time()
-            self.ready = True
-        return messages
+        if not messages:
+            return [], []
+        self._last_contact = time.time()
+        self.ready = True
+        # Past the batch's last records, and any transaction markers after them that the
+        # consumer already read past. Taken now: the next poll moves the consumer on.
+        last = _positions(messages)
+        read = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(last)}
+        for tp in last:
+            tp.offset = max(tp.offset, read.get((tp.topic, tp.partition), -1))
+        return messages, last
 
     def _when_quiet(self) -> None:
         """Nothing to consume: now and then, ask the broker for metadata (so readiness and
@@ -340,6 +454,8 @@ class ConsumerLoop(Generic[T]):
             return
         self._last_contact = time.time()
         self.ready = True
+        if self._txn is not None:
+            return  # committed with the open transaction
         moved = [
             tp
             for tp in consumer.position(consumer.assignment())
@@ -348,18 +464,7 @@ class ConsumerLoop(Generic[T]):
         if moved:
             with contextlib.suppress(_Again):
                 self._open_transaction(moved)
-                self._close_transaction([], moved)
-
-    def _open_batch(self, batch: list[Consumed]) -> list[TopicPartition]:
-        """Begin the batch's transaction with its offsets, past its last records and any
-        transaction markers after them that the consumer already read past; the offsets."""
-        consumer = self._require(self._consumer)
-        last = _positions(batch)
-        read = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(last)}
-        for tp in last:
-            tp.offset = max(tp.offset, read.get((tp.topic, tp.partition), -1))
-        self._open_transaction(last)
-        return last
+                self._commit_transaction(moved)
 
     def _reopen(self, positions: list[TopicPartition]) -> None:
         with self._aborting():
@@ -374,6 +479,12 @@ class ConsumerLoop(Generic[T]):
         after retry.backoff.ms but a partition's registration only after a fixed 20 ms. Once
         the offsets are in, the records' partitions register at once."""
         producer = self._require(self._producer)
+        with self._aborting():
+            producer.begin_transaction()
+        self._send_offsets(positions)
+
+    def _send_offsets(self, positions: list[TopicPartition]) -> None:
+        producer = self._require(self._producer)
         consumer = self._require(self._consumer)
 
         def send_offsets() -> None:
@@ -381,20 +492,53 @@ class ConsumerLoop(Generic[T]):
             producer.send_offsets_to_transaction(positions, group, 30)
 
         with self._aborting():
-            producer.begin_transaction()
             _retrying(self._timed(send_offsets), self._stopping)
 
-    def _close_transaction(self, records: list[Record], positions: list[TopicPartition]) -> None:
-        """Send the records in the open transaction and commit it; _Again if it was aborted.
-        Retriable failures (a coordinator moving, a broker restarting) are retried here, for
-        as long as they last."""
+    def _send(self, records: list[Record]) -> None:
+        """Send records in the open transaction; _Again if it was aborted."""
         producer = self._require(self._producer)
         with self._aborting():
             for r in records:
                 _produce(producer, r)
+
+    def _finish(self, txn: _Transaction) -> None:
+        """Commit the transaction with the offsets past all its batches, and count them."""
+        positions = [TopicPartition(t, p, o) for (t, p), o in txn.positions.items()]
+        sent = {(tp.topic, tp.partition): tp.offset for tp in txn.offsets_sent}
+        if sent != txn.positions:  # batches after the first: their offsets too
+            self._send_offsets(positions)
+        self._commit_transaction(positions)
+        self._aborts = 0
+        self.ready = True
+        self._last_contact = time.time()
+        self.metrics.transactions.labels(self.config.service, "committed").inc()
+        for batch in txn.sent:
+            self._count_committed(batch)
+        self.metrics.batch_seconds.labels(self.config.service).observe(
+            time.perf_counter() - txn.started
+        )
+
+    def _commit_transaction(self, positions: list[TopicPartition]) -> None:
+        """Commit the open transaction; _Again if it was aborted. Retriable failures (a
+        coordinator moving, a broker restarting) are retried here, for as long as they last."""
+        producer = self._require(self._producer)
+        with self._aborting():
             _retrying(self._timed(lambda: producer.commit_transaction(30)), self._stopping)
         for tp in positions:
             self._committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _commit_in_rebalance(self) -> None:
+        """Before partitions change hands, the open transaction commits: offsets committed
+        after a partition was given away would skip what its next owner already read. Should
+        it fail, its records are rewound after the rebalance."""
+        txn = self._txn
+        if txn is None or not txn.sent or txn.opening is not None:
+            return
+        self._txn = None
+        try:
+            self._finish(txn)
+        except _Again:
+            self._lost = txn.records()
 
     @contextlib.contextmanager
     def _aborting(self) -> Iterator[None]:
@@ -429,7 +573,8 @@ class ConsumerLoop(Generic[T]):
         consumer = self._require(self._consumer)
         first: dict[tuple[str, int], int] = {}
         for r in batch:
-            first.setdefault((r.topic, r.partition), r.offset)
+            key = (r.topic, r.partition)
+            first[key] = min(first.get(key, r.offset), r.offset)
         for (topic, partition), offset in first.items():
             try:
                 consumer.seek(TopicPartition(topic, partition, offset))
@@ -439,12 +584,14 @@ class ConsumerLoop(Generic[T]):
                 log.info("not rewinding %s/%d: no longer assigned", topic, partition)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit_in_rebalance()
         for tp in partitions:
             self._committed.pop((tp.topic, tp.partition), None)  # read again from the group
         if self.state is not None:
             self.state.assigned([(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit_in_rebalance()
         if self.state is not None:
             self.state.revoked([(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:
@@ -507,11 +654,11 @@ async def _relay(stop: asyncio.Event, stopping: threading.Event) -> None:
     stopping.set()
 
 
-def _positions(batch: list[Consumed]) -> list[TopicPartition]:
+def _positions(messages: list[Message]) -> list[TopicPartition]:
     """The offsets to commit: past each partition's last record in the batch."""
     last: dict[tuple[str, int], int] = {}
-    for r in batch:
-        last[(r.topic, r.partition)] = r.offset
+    for m in messages:
+        last[(cast(str, m.topic()), cast(int, m.partition()))] = cast(int, m.offset())
     return [TopicPartition(t, p, offset + 1) for (t, p), offset in last.items()]
 
 

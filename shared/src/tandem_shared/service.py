@@ -138,6 +138,7 @@ class ServiceRuntime:
                 max_attempts=self.settings.max_attempts,
                 backoff_s=self.settings.retry_backoff_s,
                 transaction_timeout_ms=self.settings.transaction_timeout_ms,
+                commit_interval_ms=self.settings.commit_interval_ms,
                 instance_id=self.settings.runtime.instance_id,
             )
             loop = ConsumerLoop(

@@ -68,6 +68,8 @@ class ServiceSettings(BaseSettings):
     # How long the broker keeps a dead process's open transaction before aborting it; read
     # committed readers of its partitions wait for it meanwhile.
     transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # Working off a backlog, a transaction takes batches for this long (LoopConfig).
+    commit_interval_ms: int = Field(default=100, ge=0)
     retry_backoff_s: float = Field(default=0.2, ge=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)

@@ -102,6 +102,13 @@ class PipelineMetrics:
             ["service", "topic"],
             registry=registry,
         )
+        self.transactions = Counter(
+            "tandem_consumer_transactions",
+            "Kafka transactions of the consumer loop, by outcome: committed, or aborted (their "
+            "batches are handled again).",
+            ["service", "outcome"],
+            registry=registry,
+        )
         self.loop_running = Gauge(
             "tandem_consumer_loop_running",
             "1 while the consumer loop runs; 0 once it stopped (the service is then unhealthy).",
