@@ -69,7 +69,8 @@ class PipelineMetrics:
         )
         self.batch_seconds = Histogram(
             "tandem_batch_processing_seconds",
-            "Time to handle one batch and send its outputs.",
+            "Time from handling a transaction's first batch to its commit (one batch when "
+            "caught up).",
             ["service"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
