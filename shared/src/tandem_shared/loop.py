@@ -1,8 +1,8 @@
 """The stream processors' loop: consume, handle, produce and commit as one Kafka transaction.
 
-Each handled batch is one transaction of a librdkafka producer: its outputs, its dead letters
-and the consumer group's new offsets commit together, or none of them does and the batch is
-handled again. Readers read committed records only, so a crash, a rebalance or a broker
+Handled batches commit in transactions of a librdkafka producer: their outputs, their dead
+letters and the consumer group's new offsets commit together, or none of them does and the
+batches are handled again. Readers read committed records only, so a crash, a rebalance or a broker
 restart never shows a batch's outputs twice. The offsets are sent with the group's metadata,
 so a member the group has replaced (a zombie) cannot commit.
 
@@ -195,11 +195,8 @@ class ConsumerLoop(Generic[T]):
             if self._stuck:  # the client thread will not come back: leave it, and the clients
                 self._thread.shutdown(wait=False)
             else:
-                txn, self._txn = self._txn, None
-                if not failed and txn is not None and txn.sent and txn.opening is None:
-                    # Stopped: the batches already sent commit; the one being handled was not.
-                    with contextlib.suppress(_Again):  # else they come again, to this group
-                        await self._call(self._finish, txn)
+                if not failed:  # stopped: the batches already sent commit, else come again
+                    await self._call(self._commit_sent)
                 await self._call(self._close)  # aborts a transaction left open
                 self._thread.shutdown(wait=True)
 
@@ -304,13 +301,7 @@ class ConsumerLoop(Generic[T]):
         their outputs). Should that commit fail, they are rewound with this batch once it is
         handled."""
         self.ready = False
-        txn = self._txn
-        if txn is not None and txn.sent and txn.opening is None:
-            self._txn = None
-            try:
-                await self._call(self._finish, txn)
-            except _Again:
-                self._lost = txn.records()
+        await self._call(self._commit_sent)
         await self._lag_guarded()
 
     def last_fetch(self) -> float | None:
@@ -527,12 +518,13 @@ class ConsumerLoop(Generic[T]):
         for tp in positions:
             self._committed[(tp.topic, tp.partition)] = tp.offset
 
-    def _commit_in_rebalance(self) -> None:
-        """Before partitions change hands, the open transaction commits: offsets committed
-        after a partition was given away would skip what its next owner already read. Should
-        it fail, its records are rewound after the rebalance."""
+    def _commit_sent(self) -> None:
+        """Commit the open transaction's batches where they cannot wait (in a rebalance, a
+        dependency's outage, the loop's stop). Should it fail, its records are rewound where
+        that is safe: after the rebalance, or with the batch being handled. A transaction with
+        no batch sent yet is left alone: the offsets it holds are of a batch not sent."""
         txn = self._txn
-        if txn is None or not txn.sent or txn.opening is not None:
+        if txn is None or not txn.sent:
             return
         self._txn = None
         try:
@@ -584,14 +576,16 @@ class ConsumerLoop(Generic[T]):
                 log.info("not rewinding %s/%d: no longer assigned", topic, partition)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._commit_in_rebalance()
+        self._commit_sent()
         for tp in partitions:
             self._committed.pop((tp.topic, tp.partition), None)  # read again from the group
         if self.state is not None:
             self.state.assigned([(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._commit_in_rebalance()
+        # Before partitions change hands: offsets committed after a partition was given
+        # away would skip what its next owner already read.
+        self._commit_sent()
         if self.state is not None:
             self.state.revoked([(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:
