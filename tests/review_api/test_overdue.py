@@ -105,6 +105,17 @@ async def test_each_overdue_review_is_handled_once_as_its_policy_says(
         ({"on_overdue": "fallback", "fallback_outcome": "benign"}, False, "fallback"),
         ({"on_overdue": "fallback"}, False, "escalate"),  # no outcome named: people decide
         ({"on_overdue": "pending"}, False, "pending"),
+        # The two-person rule: a task that needs people is never decided by the policy.
+        (
+            {"on_overdue": "fallback", "fallback_outcome": "benign", "required_approvals": 2},
+            False,
+            "escalate",
+        ),
+        (
+            {"on_overdue": "fallback", "fallback_outcome": "benign", "required_approvals": 2},
+            True,
+            "pending",
+        ),
     ],
 )
 def test_the_overdue_step(changes: dict[str, object], senior_only: bool, step: str) -> None:

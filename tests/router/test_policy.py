@@ -66,6 +66,13 @@ def test_critical_tasks_go_to_review_with_the_policy_approvals() -> None:
     assert routing.required_approvals == 3
 
 
+def test_an_overdue_critical_task_goes_to_a_senior_never_to_the_fallback() -> None:
+    falls_back = policy(overdue=Overdue(action="fallback", outcome="benign"))
+    assert decide(falls_back, scored(critical=True, confidence=0.5), NOW).overdue == Overdue()
+    routine = decide(falls_back, scored(confidence=0.5), NOW)
+    assert routine.overdue == Overdue(action="fallback", outcome="benign")
+
+
 def test_non_critical_reviews_need_one_approval() -> None:
     assert decide(policy(), scored(confidence=0.5), NOW).required_approvals == 1
 

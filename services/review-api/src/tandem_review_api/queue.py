@@ -78,15 +78,17 @@ def check_decision(review: Review, who: Principal, outcome: str, now: datetime) 
 
 
 def next_step(review: Review, approval: Approval, who: Principal) -> Step:
-    """Critical work needs N approvals from different people; disagreement goes to a senior."""
-    if review.escalated:
-        if not who.has("senior"):
-            raise Conflict(f"review {review.review_id} is escalated: a senior reviewer decides it")
-        return Step("decided", approval.outcome)
+    """A decision needs ``required_approvals`` distinct people who gave its outcome, however
+    the review got there. Approvers who disagree send it to a senior; an escalated review (by
+    the policy, by its holder or by a disagreement) is settled by a senior's approval, and
+    only once enough people stand behind the outcome: another senior takes it until then."""
+    if review.escalated and not who.has("senior"):
+        raise Conflict(f"review {review.review_id} is escalated: a senior reviewer decides it")
     given = (*review.approvals, approval)
-    if len({a.outcome for a in given}) > 1:
+    if not review.escalated and len({a.outcome for a in given}) > 1:
         return Step("escalated")
-    if len(given) < review.routed.required_approvals:
+    backing = {a.reviewer for a in given if a.outcome == approval.outcome}
+    if len(backing) < review.routed.required_approvals:
         return Step("awaiting_approval")
     return Step("decided", approval.outcome)
 
@@ -137,13 +139,23 @@ def feedback(review: Review, label: str, reviewer: str, now: datetime) -> Feedba
 
 def overdue_step(review: Review) -> Literal["escalate", "pending", "fallback"]:
     """What the policy says happens to this review now that it is past its due time. A QA
-    sample's task was already decided by the model: it only stays, counted late."""
+    sample's task was already decided by the model: it only stays, counted late. A task that
+    needs people (critical, or more than one approval) is never decided by the fallback
+    outcome, nor is one whose fallback names none: it goes to a senior instead."""
     routed = review.routed
-    if routed.qa_sample or (review.escalated and routed.on_overdue == "escalate"):
+    if routed.qa_sample:
         return "pending"
-    if routed.on_overdue == "fallback" and routed.fallback_outcome is None:
-        return "escalate"  # a fallback with no outcome named cannot decide: people must
-    return routed.on_overdue
+    step = routed.on_overdue
+    if step == "fallback" and (routed.fallback_outcome is None or needs_people(routed)):
+        step = "escalate"
+    if step == "escalate" and review.escalated:
+        return "pending"  # already with the seniors
+    return step
+
+
+def needs_people(routed: TaskRouted) -> bool:
+    """The two-person rule's tasks: no decision without the people it names."""
+    return routed.task.critical or routed.required_approvals > 1
 
 
 def fallback_decision(review: Review, now: datetime) -> DecisionMade:

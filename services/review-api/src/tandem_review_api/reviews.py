@@ -144,7 +144,7 @@ class ReviewService:
             elif step.kind == "escalated":
                 await self.store.escalate(s, review_id)
             else:
-                back_to = "escalated" if review.senior_only else "pending"
+                back_to = "escalated" if review.escalated else "pending"
                 await self.store.release(s, review_id, back_to=back_to)
             await self.outbox.add(s, self._records(outgoing, row["traceparent"]))
         self.metrics.observe_decision(review, outcome, step.kind, now)

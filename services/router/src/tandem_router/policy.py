@@ -180,7 +180,7 @@ class Overdue(_Strict):
     action: Literal["escalate", "pending", "fallback"] = Field(
         default="escalate",
         description="escalate to a senior, stay pending (counted as a breach), or decide "
-        "the fallback outcome",
+        "the fallback outcome (never for a critical task: it escalates)",
     )
     outcome: str | None = Field(default=None, description="the fallback outcome")
 
@@ -374,7 +374,10 @@ def decide(
         routed_at=now,
         due_at=now + rules.review_due,
         qa_sample=qa,
-        overdue=rules.overdue,
+        # A critical task is never decided without people: overdue, it goes to a senior.
+        overdue=Overdue()
+        if task.critical and rules.overdue.action == "fallback"
+        else rules.overdue,
     )
 
 
