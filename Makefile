@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: help setup up down status demo demo-loop chaos test lint unit schemas clean
+.PHONY: help setup up down status demo demo-loop chaos test lint unit schemas secrets clean
 
 help:
 	@echo "make demo    set up, start the stack, run a realistic workload, print the summary"
@@ -11,6 +11,7 @@ help:
 	@echo "make chaos    prove one decision per task under kills and outages (about 10 min)"
 	@echo "make test    set up and run lint, unit, integration and end-to-end tests"
 	@echo "make up | down | status    the local stack (Kafka and the four services)"
+	@echo "make secrets    the Compose stack's secrets, made once into .env"
 
 setup:
 	@bash deploy/local/install-system-deps.sh
@@ -50,6 +51,11 @@ lint:
 
 test: setup lint
 	$(RUN) pytest
+
+# docker compose up refuses to start without them; kept in .env (ignored by git), never replaced.
+secrets:
+	@$(UV) sync --frozen --quiet
+	@$(RUN) tandem secrets .env
 
 schemas:
 	$(RUN) python -m tandem_shared.schemas docs/schemas

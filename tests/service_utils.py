@@ -11,8 +11,14 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from tandem_shared.auth import mint_token
 from tandem_shared.kafka import Outgoing, Publisher, make_producer
-from tandem_shared.settings import KafkaSettings
+from tandem_shared.settings import KafkaSettings, RuntimeSettings
+
+
+def bearer(*roles: str, subject: str = "tester") -> dict[str, str]:
+    """The Authorization header of a development token with these roles."""
+    return {"Authorization": f"Bearer {mint_token(RuntimeSettings(), subject, list(roles))}"}
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:

@@ -32,6 +32,11 @@ def test_token_is_verifiable_with_its_roles() -> None:
     assert principal.roles == {"reviewer", "senior"}
 
 
+def test_token_refuses_a_lifetime_over_a_day() -> None:
+    result = runner.invoke(app, ["token", "--role", "admin", "--subject", "x", "--hours", "25"])
+    assert result.exit_code == 2 and "less than or equal to 24" in result.output
+
+
 def test_token_refuses_an_unknown_role() -> None:
     result = runner.invoke(app, ["token", "--role", "overlord", "--subject", "x"])
     assert result.exit_code == 2

@@ -5,6 +5,7 @@ health checks, images, ports, and the Prometheus and OpenTelemetry files it moun
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -186,3 +187,15 @@ def test_traces_go_from_the_services_through_the_collector_to_jaeger() -> None:
     [exporter] = pipeline["exporters"]
     assert config["exporters"][exporter]["endpoint"].split(":")[0] == "jaeger"
     assert "jaeger" in services
+
+
+def test_compose_has_no_default_secret_and_runs_as_production() -> None:
+    """A secret with a default in the file is a secret everyone knows: each one must come from
+    the environment or .env (`make secrets`), and Compose refuses to start without it."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    secrets = re.findall(r"\$\{(\w*(?:SECRET|PASSWORD|KEY)\w*)(:?[-?])?", text)
+    assert secrets, "the file names its secrets"
+    assert {name: form for name, form in secrets if form != ":?"} == {}
+    doc = compose()
+    for name in SETTINGS:
+        assert doc["services"][name]["environment"]["TANDEM_ENV"] == "production", name

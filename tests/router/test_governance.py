@@ -22,7 +22,7 @@ from tests.kafka_utils import TopicReader, produce
 from tests.review_api.test_api import auth
 from tests.router.factories import POLICY_YAML, scored
 from tests.router.test_service import record
-from tests.service_utils import committed, eventually, running
+from tests.service_utils import bearer, committed, eventually, running
 
 pytestmark = pytest.mark.kafka
 ADMIN = auth("ana", "admin")
@@ -64,7 +64,7 @@ async def test_policy_changes_and_the_kill_switch_take_effect_live_and_roll_back
             return await _output(decisions, routed, task.task.task_id)
 
         async def control() -> dict[str, object]:
-            return dict((await router.get("/v1/control")).json())
+            return dict((await router.get("/v1/control", headers=bearer("auditor"))).json())
 
         first = await route(scored("a", confidence=0.98))
         assert isinstance(first, DecisionMade) and first.policy.version == 3
@@ -297,7 +297,8 @@ async def test_when_the_control_topic_cannot_be_read_tasks_go_to_people(
             await admin.close()
 
         async def unreadable() -> bool:
-            return bool((await router.get("/v1/control")).json()["control_unreadable"])
+            state = (await router.get("/v1/control", headers=bearer("auditor"))).json()
+            return bool(state["control_unreadable"])
 
         await eventually(unreadable, "the router to notice", timeout=30)
         await produce(bootstrap, topics.scored, [record(scored("after", confidence=1.0))])

@@ -23,7 +23,7 @@ from tandem_shared.topics import Topics
 
 from tests.kafka_utils import ce_headers, consume, header, produce
 from tests.router.factories import POLICY_YAML, scored
-from tests.service_utils import committed, running
+from tests.service_utils import bearer, committed, running
 
 Record = tuple[str | None, bytes, list[tuple[str, bytes]]]
 
@@ -108,7 +108,7 @@ async def test_router_decides_routes_and_drops_duplicates(
         'tandem_decisions_total{outcome="malignant",route="review",task_type="tumor_screening"} 1.0'
         in metrics
     )
-    policy = (await client.get("/v1/policy")).json()
+    policy = (await client.get("/v1/policy", headers=bearer("auditor"))).json()
     assert (policy["name"], policy["version"]) == ("test", 3)
 
 

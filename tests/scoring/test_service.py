@@ -19,7 +19,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import ce_headers, consume, header, produce, submit_tasks
-from tests.service_utils import running
+from tests.service_utils import bearer, running
 
 pytestmark = pytest.mark.kafka
 
@@ -102,7 +102,7 @@ async def test_tasks_are_scored_and_bad_ones_dead_lettered(
 
 async def test_models_endpoint(service: tuple[FastAPI, httpx.AsyncClient]) -> None:
     _, http = service
-    response = await http.get("/v1/models")
+    response = await http.get("/v1/models", headers=bearer("auditor"))
     assert response.status_code == 200
     model = next(m for m in response.json() if m["name"] == "tumor_screening")
     assert (model["name"], model["version"]) == ("tumor_screening", "1")

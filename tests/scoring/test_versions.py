@@ -29,7 +29,7 @@ from tandem_shared.topics import Topics
 from tests.kafka_utils import TopicReader, submit_tasks
 from tests.scoring.conftest import MODELS
 from tests.scoring.test_consumer import incoming
-from tests.service_utils import running
+from tests.service_utils import bearer, running
 
 pytestmark = pytest.mark.kafka
 
@@ -108,7 +108,7 @@ async def test_promote_live_refuse_broken_and_restart_on_the_topic(
             await flowing
             await scored.until(360)
             for _ in range(100):
-                models_now = (await http.get("/v1/models")).json()
+                models_now = (await http.get("/v1/models", headers=bearer("auditor"))).json()
                 if [m["version"] for m in models_now] == ["2"]:
                     break
                 await asyncio.sleep(0.1)

@@ -164,6 +164,36 @@ def test_settings_refuse_rs256_without_keys_and_the_placeholder_secret_in_produc
         RuntimeSettings(env="production")
 
 
+def test_production_refuses_an_hs256_secret_shorter_than_32_bytes() -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        RuntimeSettings(env="production", jwt_secret="x" * 31)  # type: ignore[arg-type]
+    RuntimeSettings(env="production", jwt_secret="x" * 32)  # type: ignore[arg-type]
+    RuntimeSettings(jwt_secret="short")  # type: ignore[arg-type]  # development: anything
+
+
+def test_a_clock_30_s_behind_the_issuer_still_accepts_its_tokens() -> None:
+    settings = RuntimeSettings()
+    now = datetime.now(UTC)
+
+    def hs256(**changes: Any) -> str:
+        body = claims(iss="tandem", **changes)
+        return jwt.encode(body, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+    assert verify_token(settings, hs256(exp=now - timedelta(seconds=10))).subject == "ana"
+    assert verify_token(settings, hs256(iat=now + timedelta(seconds=20))).subject == "ana"
+    with pytest.raises(TokenError, match="expired"):
+        verify_token(settings, hs256(exp=now - timedelta(seconds=45)))
+    strict = RuntimeSettings(jwt_leeway_s=0)
+    with pytest.raises(TokenError, match="expired"):
+        verify_token(strict, hs256(exp=now - timedelta(seconds=10)))
+
+
+@pytest.mark.parametrize("ttl", [timedelta(hours=24, seconds=1), timedelta(0), timedelta(-1)])
+def test_a_token_is_minted_for_a_day_at_most(ttl: timedelta) -> None:
+    with pytest.raises(ValueError, match="at most"):
+        mint_token(RuntimeSettings(), "ana", ["reviewer"], ttl)
+
+
 async def test_an_api_pinned_to_rs256_answers_401_or_403_by_token(
     provider_key: rsa.RSAPrivateKey, jwks_url: str
 ) -> None:

@@ -24,6 +24,7 @@ from tandem_cli.model import model_app
 from tandem_cli.policy import policy_app
 from tandem_cli.publish import publish_tasks, read_json_lines, validate
 from tandem_cli.report import report
+from tandem_cli.secrets_file import secrets_command
 from tandem_cli.stack.local import Entry
 
 app = typer.Typer(help="Tandem: hybrid human–AI decision workflows on Kafka.", no_args_is_help=True)
@@ -46,6 +47,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(deadletter_app, name="deadletter")
 app.command()(report)
+app.command("secrets")(secrets_command)
 app.command()(metrics)
 
 
@@ -55,7 +57,7 @@ def token(
         list[str], typer.Option(help=f"One of {', '.join(ROLES)}; repeat for several.")
     ],
     subject: Annotated[str, typer.Option(help="Who the token speaks for.")],
-    hours: Annotated[float, typer.Option(help="Lifetime.")] = 8.0,
+    hours: Annotated[float, typer.Option(help="Lifetime, at most 24.", min=0.01, max=24)] = 8.0,
 ) -> None:
     """Mint a development JWT (HS256 with TANDEM_JWT_SECRET)."""
     from datetime import timedelta

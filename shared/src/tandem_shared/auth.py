@@ -24,6 +24,8 @@ _IMPLIED: dict[str, frozenset[str]] = {
     "admin": frozenset({"reviewer", "senior"}),
 }
 ALGORITHM = "HS256"  # of the tokens this project mints itself, for development
+# The longest lifetime of a token minted here: a leaked token stops working within a day.
+MAX_TOKEN_TTL = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ def mint_token(
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
+    if not timedelta(0) < ttl <= MAX_TOKEN_TTL:
+        raise ValueError(f"a token lives more than 0 and at most {MAX_TOKEN_TTL} (asked: {ttl})")
     now = utcnow()
     claims = {
         "sub": subject,
@@ -68,6 +72,7 @@ def verify_token(settings: RuntimeSettings, token: str) -> Principal:
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             options={"require": ["exp", "sub", "aud", "iss"]},
+            leeway=settings.jwt_leeway_s,
         )
     except jwt.PyJWTError as exc:
         raise TokenError(str(exc)) from exc

@@ -194,7 +194,16 @@ class ServiceRuntime:
             finally:
                 await self.stop()
 
-        app = FastAPI(title=title, lifespan=lifespan)
+        # Outside development the API's description is not served: it maps every route for
+        # whoever asks. Each service's document is in docs/ and in app.openapi().
+        described = self.settings.runtime.env == "development"
+        app = FastAPI(
+            title=title,
+            lifespan=lifespan,
+            docs_url="/docs" if described else None,
+            redoc_url="/redoc" if described else None,
+            openapi_url="/openapi.json" if described else None,
+        )
         app.state.runtime = self
 
         @app.get("/healthz", include_in_schema=False)

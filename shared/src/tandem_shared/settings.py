@@ -8,6 +8,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "tandem-development-secret-do-not-use-in-production"
+# An HS256 key shorter than its hash is guessable offline from one token (RFC 7518, 3.2).
+MIN_SECRET_BYTES = 32
 TASK_RETENTION_MS = 7 * 24 * 3600 * 1000  # seven days
 
 
@@ -44,14 +46,24 @@ class RuntimeSettings(BaseSettings):
     jwt_jwks_url: str | None = None
     jwt_audience: str = "tandem"
     jwt_issuer: str = "tandem"
+    # Clocks of the token's issuer and of this process may differ by this much.
+    jwt_leeway_s: int = Field(default=30, ge=0, le=300)
 
     @model_validator(mode="after")
     def _keys_fit_the_algorithm(self) -> RuntimeSettings:
         if self.jwt_algorithm == "RS256" and not self.jwt_jwks_url:
             raise ValueError("TANDEM_JWT_ALGORITHM=RS256 needs TANDEM_JWT_JWKS_URL")
-        placeholder = self.jwt_secret.get_secret_value() == DEV_SECRET
-        if self.env != "development" and self.jwt_algorithm == "HS256" and placeholder:
-            raise ValueError("TANDEM_JWT_SECRET must be set outside development")
+        if self.env == "development" or self.jwt_algorithm != "HS256":
+            return self
+        secret = self.jwt_secret.get_secret_value()
+        if secret == DEV_SECRET:
+            raise ValueError(
+                "TANDEM_JWT_SECRET must be set outside development: the default is public"
+            )
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"TANDEM_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes outside development"
+            )
         return self
 
 

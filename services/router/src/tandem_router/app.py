@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from tandem_shared.auth import authenticate
 from tandem_shared.control import CONTROL_TYPES, read_control_log
 from tandem_shared.events import TaskScored
 from tandem_shared.kafka import event_decoder
@@ -72,7 +73,8 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
 
 
 def _policy_routes(control: RoutingControl) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["policy"])
+    # Any valid token: the policy tells an attacker where automation draws its lines.
+    router = APIRouter(prefix="/v1", tags=["policy"], dependencies=[Depends(authenticate)])
 
     @router.get("/policy", summary="The active routing policy")
     async def active_policy() -> dict[str, Any]:

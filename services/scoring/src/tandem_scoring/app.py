@@ -6,7 +6,8 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from tandem_shared.auth import authenticate
 from tandem_shared.control import CONTROL_TYPES, read_control
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.kafka import event_decoder
@@ -62,7 +63,7 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
 
 
 def _models_router(live: LiveModels) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["models"])
+    router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(authenticate)])
 
     @router.get("/models")
     async def models() -> list[dict[str, Any]]:

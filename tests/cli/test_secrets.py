@@ -1,0 +1,55 @@
+"""`tandem secrets`: the Compose stack's secrets made once, strong enough for production, and
+never replaced."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from tandem_audit_sink.settings import AuditSettings
+from tandem_cli.main import app
+from tandem_shared.settings import RuntimeSettings
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def values(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if "=" in line]
+    return {name: value for name, _, value in (line.partition("=") for line in lines)}
+
+
+def test_secrets_are_made_once_for_production_and_readable_by_the_owner_only(
+    tmp_path: Path,
+) -> None:
+    env = tmp_path / ".env"
+    made = runner.invoke(app, ["secrets", str(env)])
+    assert made.exit_code == 0, made.output
+    first = values(env)
+    assert set(first) == {
+        "TANDEM_JWT_SECRET",
+        "TANDEM_AUDIT_SIGNING_KEY",
+        "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    }
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    # What production refuses (a short or public secret, no signing key) is not among them.
+    RuntimeSettings(env="production", jwt_secret=first["TANDEM_JWT_SECRET"])  # type: ignore[arg-type]
+    AuditSettings(
+        runtime=RuntimeSettings(env="production", jwt_secret=first["TANDEM_JWT_SECRET"]),  # type: ignore[arg-type]
+        signing_key=first["TANDEM_AUDIT_SIGNING_KEY"],  # type: ignore[arg-type]
+    )
+
+    again = runner.invoke(app, ["secrets", str(env)])
+    assert again.exit_code == 0 and "already set" in again.output
+    assert values(env) == first
+    assert first["TANDEM_JWT_SECRET"] not in made.output + again.output
+
+
+def test_secrets_keep_what_the_file_already_sets(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("# mine\nPOSTGRES_PASSWORD=chosen-by-hand")  # no final newline
+    assert runner.invoke(app, ["secrets", str(env)]).exit_code == 0
+    kept = values(env)
+    assert kept["POSTGRES_PASSWORD"] == "chosen-by-hand"
+    assert len(kept) == 4 and env.read_text().startswith("# mine\n")
