@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tandem_review_api.app import MIGRATIONS
 from tandem_review_api.errors import Unprocessable
 from tandem_review_api.outbox import Outbox, Relay
+from tandem_review_api.queue import ClaimLimits
 from tandem_review_api.reviews import ReviewService
 from tandem_review_api.store import ReviewStore, RoutedRecord
 from tandem_review_api.telemetry import ReviewMetrics
@@ -51,9 +52,8 @@ async def parts(database_url: str) -> AsyncIterator[Parts]:
     outbox = Outbox(engine, max_record_bytes=20_000)
     metrics = ReviewMetrics(CollectorRegistry())
     topics = Topics("t.")
-    reviews = ReviewService(
-        store, outbox, topics, timedelta(minutes=5), trace.get_tracer("tests"), metrics
-    )
+    limits = ClaimLimits(timedelta(minutes=5), timedelta(hours=1), per_reviewer=5)
+    reviews = ReviewService(store, outbox, topics, limits, trace.get_tracer("tests"), metrics)
     yield Parts(store, outbox, reviews, metrics, topics)
     await engine.dispose()
 

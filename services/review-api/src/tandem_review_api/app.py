@@ -14,6 +14,7 @@ from tandem_review_api import admin, errors, policies, web
 from tandem_review_api.api import router
 from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
 from tandem_review_api.outbox import Outbox, Relay, sender
+from tandem_review_api.queue import ClaimLimits
 from tandem_review_api.reviews import ReviewService
 from tandem_review_api.settings import ReviewApiSettings
 from tandem_review_api.store import ReviewStore
@@ -37,7 +38,11 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         store,
         outbox,
         runtime.topics,
-        timedelta(seconds=settings.lease_seconds),
+        ClaimLimits(
+            lease=timedelta(seconds=settings.lease_seconds),
+            longest=timedelta(seconds=settings.longest_claim_seconds),
+            per_reviewer=settings.claims_per_reviewer,
+        ),
         runtime.tracer,
         metrics,
     )

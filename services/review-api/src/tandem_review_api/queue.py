@@ -4,7 +4,7 @@ a decision turns into (a final decision, a wait for another approver, or an esca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from tandem_shared.auth import Principal
@@ -31,6 +31,7 @@ class Review:
     lease_expires_at: datetime | None
     approvals: tuple[Approval, ...] = ()
     senior_only: bool = False
+    claimed_at: datetime | None = None  # when the holder's claim began
 
     @property
     def escalated(self) -> bool:
@@ -44,6 +45,39 @@ class Review:
             and self.lease_expires_at is not None
             and self.lease_expires_at > now
         )
+
+
+@dataclass(frozen=True)
+class ClaimLimits:
+    """How long a claim holds a review, how long heartbeats may keep it, and how many reviews
+    one person may hold at once: nobody hoards the queue."""
+
+    lease: timedelta
+    longest: timedelta
+    per_reviewer: int
+
+    def lease_until(self, review: Review, who: Principal, now: datetime) -> datetime:
+        """The lease a claim or heartbeat gives now: one more lease, but never past the
+        longest hold since the holder's claim began (a new claim begins now)."""
+        held = review.lease_held(now) and review.claimed_by == who.subject
+        began = review.claimed_at if held and review.claimed_at is not None else now
+        until = min(now + self.lease, began + self.longest)
+        if until <= now:
+            raise Conflict(
+                f"you have held review {review.review_id} for the longest a claim may last"
+                f" ({self.longest}): decide it, escalate it or release it"
+            )
+        return until
+
+    def check_count(self, review: Review, who: Principal, held: int, now: datetime) -> None:
+        """``held``: the reviews ``who`` holds now. Taking one more must stay within the limit;
+        claiming again what one holds takes nothing more."""
+        if review.lease_held(now) and review.claimed_by == who.subject:
+            return
+        if held >= self.per_reviewer:
+            raise Conflict(
+                f"you hold {held} reviews, the most one person may: decide or release one first"
+            )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ in the same transaction (outbox.py sends them on)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -47,14 +47,14 @@ class ReviewService:
         store: ReviewStore,
         outbox: Outbox,
         topics: Topics,
-        lease: timedelta,
+        limits: queue.ClaimLimits,
         tracer: trace.Tracer,
         metrics: ReviewMetrics,
     ) -> None:
         self.store = store
         self.outbox = outbox
         self.topics = topics
-        self.lease = lease
+        self.limits = limits
         self.tracer = tracer
         self.metrics = metrics
 
@@ -69,7 +69,10 @@ class ReviewService:
                     raise NotFound("no review is waiting for you")
             _, review = await self.store.load(s, review_id)
             queue.check_claim(review, who, now)
-            expires = await self.store.claim(s, review, who.subject, now, self.lease)
+            held = await self.store.claims_held(s, who.subject, now)
+            self.limits.check_count(review, who, held, now)
+            expires = self.limits.lease_until(review, who, now)
+            await self.store.claim(s, review, who.subject, now, expires)
         return Claim(review_id, who.subject, expires)
 
     async def heartbeat(self, review_id: str, who: Principal) -> Claim:
@@ -78,7 +81,8 @@ class ReviewService:
         async with self.store.transaction() as s:
             _, review = await self.store.load(s, review_id)
             self._check_holder(review, who, now)
-            expires = await self.store.extend_lease(s, review, who.subject, now, self.lease)
+            expires = self.limits.lease_until(review, who, now)
+            await self.store.extend_lease(s, review, who.subject, expires, now)
         return Claim(review_id, who.subject, expires)
 
     async def escalate(self, review_id: str, who: Principal, reason: str) -> None:

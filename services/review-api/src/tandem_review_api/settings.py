@@ -12,6 +12,12 @@ class ReviewApiSettings(ServiceSettings):
     group_id: str = "tandem-review-api"
     database_url: str = "sqlite+aiosqlite:///.tandem/review-api.db"
     lease_seconds: int = Field(default=300, ge=5, description="How long a claim holds a review.")
+    longest_claim_seconds: int = Field(
+        default=3600, ge=5, description="How long heartbeats may keep one claim in all."
+    )
+    claims_per_reviewer: int = Field(
+        default=5, ge=1, description="How many reviews one person may hold at once."
+    )
     page_size_max: int = Field(default=200, ge=1)
     minutes_per_review: float = Field(
         default=4.0, gt=0, description="A person's time per review, for the time-saved estimate."

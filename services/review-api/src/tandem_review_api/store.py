@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import and_, func, or_, select, update
@@ -254,13 +254,17 @@ class ReviewStore:
             lease_expires_at=row["lease_expires_at"],
             approvals=tuple(Approval(a["reviewer"], a["outcome"], a["rationale"]) for a in given),
             senior_only=row["senior_only"],
+            claimed_at=row["claimed_at"],
         )
         return row, review
 
     async def claim(
-        self, s: AsyncSession, review: Review, who: str, now: datetime, lease: timedelta
-    ) -> datetime:
-        expires = now + lease
+        self, s: AsyncSession, review: Review, who: str, now: datetime, expires: datetime
+    ) -> None:
+        """Give ``who`` the review until ``expires``; a claim of the holder's own keeps when
+        it began."""
+        renewed = review.lease_held(now) and review.claimed_by == who
+        began = review.claimed_at if renewed and review.claimed_at is not None else now
         claimed = await _rowcount(
             s,
             update(reviews)
@@ -270,11 +274,19 @@ class ReviewStore:
                 _unchanged(reviews.c.claimed_by, review.claimed_by),
                 _unchanged(reviews.c.lease_expires_at, review.lease_expires_at),
             )
-            .values(status="claimed", claimed_by=who, lease_expires_at=expires),
+            .values(status="claimed", claimed_by=who, lease_expires_at=expires, claimed_at=began),
         )
         if claimed != 1:
             raise Conflict(f"review {review.review_id} was claimed by someone else just now")
-        return expires
+
+    async def claims_held(self, s: AsyncSession, who: str, now: datetime) -> int:
+        """How many reviews ``who`` holds a live claim on."""
+        query = select(func.count()).where(
+            reviews.c.status == "claimed",
+            reviews.c.claimed_by == who,
+            reviews.c.lease_expires_at > now,
+        )
+        return int((await s.execute(query)).scalar_one())
 
     async def next_claimable(self, s: AsyncSession, who: Principal, now: datetime) -> str | None:
         """The most urgent review ``who`` may claim now, locked; rows another transaction holds
@@ -305,21 +317,22 @@ class ReviewStore:
         return found
 
     async def extend_lease(
-        self, s: AsyncSession, review: Review, who: str, now: datetime, lease: timedelta
-    ) -> datetime:
-        expires = now + lease
+        self, s: AsyncSession, review: Review, who: str, expires: datetime, now: datetime
+    ) -> None:
+        """Hold the review until ``expires``; a claim that does not know when it began (made
+        before the column was) begins now."""
+        began = review.claimed_at or now
         await s.execute(
             update(reviews)
             .where(reviews.c.review_id == review.review_id, reviews.c.claimed_by == who)
-            .values(lease_expires_at=expires)
+            .values(lease_expires_at=expires, claimed_at=began)
         )
-        return expires
 
     async def release(self, s: AsyncSession, review_id: str, back_to: str = "pending") -> None:
         await s.execute(
             update(reviews)
             .where(reviews.c.review_id == review_id)
-            .values(status=back_to, claimed_by=None, lease_expires_at=None)
+            .values(status=back_to, claimed_by=None, lease_expires_at=None, claimed_at=None)
         )
 
     async def escalate(self, s: AsyncSession, review_id: str, reason: str | None = None) -> None:

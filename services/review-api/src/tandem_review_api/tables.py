@@ -51,6 +51,7 @@ reviews = Table(
     Column("traceparent", String(64), nullable=True),  # continues the task's trace on decision
     Column("claimed_by", String(128), nullable=True),
     Column("lease_expires_at", UtcDateTime(), nullable=True),
+    Column("claimed_at", UtcDateTime(), nullable=True),  # heartbeats extend a claim this far
     Column("outcome", String(64), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("decided_at", UtcDateTime(), nullable=True),
