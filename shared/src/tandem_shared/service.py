@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import ValidationError
 
 from tandem_shared.kafka import BatchHandler, Decoder, Publisher, make_producer
+from tandem_shared.limits import BodyLimits
 from tandem_shared.logging import setup_logging
 from tandem_shared.loop import ConsumerLoop, LoopConfig, PartitionState
 from tandem_shared.settings import ServiceSettings
@@ -205,6 +206,12 @@ class ServiceRuntime:
             openapi_url="/openapi.json" if described else None,
         )
         app.state.runtime = self
+        # A body too large or too deep is refused before auth or any route reads it.
+        app.add_middleware(
+            BodyLimits,
+            max_bytes=self.settings.max_body_bytes,
+            max_depth=self.settings.max_json_depth,
+        )
 
         @app.get("/healthz", include_in_schema=False)
         async def healthz(response: Response) -> dict[str, str]:

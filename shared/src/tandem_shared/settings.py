@@ -83,5 +83,8 @@ class ServiceSettings(BaseSettings):
     # Working off a backlog, a transaction takes batches for this long (LoopConfig).
     commit_interval_ms: int = Field(default=100, ge=0)
     retry_backoff_s: float = Field(default=0.2, ge=0)
+    # Request bodies: larger ones get 413, JSON nested deeper 400, before anything parses them.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_json_depth: int = Field(default=32, ge=2)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
