@@ -11,12 +11,13 @@ from tests.review_api.test_api import auth
 pytestmark = pytest.mark.kafka
 
 READERS = {"reviewer", "senior", "admin"}  # senior and admin imply reviewer
+QUEUE_READERS = READERS | {"auditor"}  # each sees what is theirs to see (test_visibility.py)
 ADMINS = {"admin"}
 # The roles each endpoint admits; a new endpoint must be added here or the test fails.
 ACCESS: dict[tuple[str, str], set[str]] = {
-    ("GET", "/v1/reviews"): READERS,
-    ("GET", "/v1/reviews/{review_id}"): READERS,
-    ("GET", "/v1/reviews/events"): READERS,
+    ("GET", "/v1/reviews"): QUEUE_READERS,
+    ("GET", "/v1/reviews/{review_id}"): QUEUE_READERS,
+    ("GET", "/v1/reviews/events"): QUEUE_READERS,
     ("POST", "/v1/reviews/next"): READERS,
     ("POST", "/v1/reviews/{review_id}/claim"): READERS,
     ("POST", "/v1/reviews/{review_id}/heartbeat"): READERS,

@@ -244,7 +244,7 @@ async def test_broken_tokens_get_401(api: httpx.AsyncClient) -> None:
     assert (
         await api.get("/v1/reviews", headers={"Authorization": f"Bearer {forged}"})
     ).status_code == 401
-    assert (await api.get("/v1/reviews", headers=auth("ann", "auditor"))).status_code == 403
+    assert (await api.post("/v1/reviews/next", headers=auth("ann", "auditor"))).status_code == 403
 
 
 async def queue_of(

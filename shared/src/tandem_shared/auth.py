@@ -6,7 +6,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
 import jwt
@@ -32,6 +32,9 @@ MAX_TOKEN_TTL = timedelta(hours=24)
 class Principal:
     subject: str
     roles: frozenset[str]
+    # From the token: what the caller may see starts at one, and ends at the other.
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
 
     def has(self, role: str) -> bool:
         return role in self.roles or any(role in _IMPLIED.get(r, ()) for r in self.roles)
@@ -79,7 +82,19 @@ def verify_token(settings: RuntimeSettings, token: str) -> Principal:
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("roles claim must be a list of strings")
-    return Principal(subject=str(claims["sub"]), roles=frozenset(roles))
+    return Principal(
+        subject=str(claims["sub"]),
+        roles=frozenset(roles),
+        issued_at=_time(claims.get("iat")),
+        expires_at=_time(claims["exp"]),
+    )
+
+
+def _time(value: object) -> datetime | None:
+    """A NumericDate claim (seconds since the epoch) as a time; PyJWT checked its type."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return None
 
 
 def _key(settings: RuntimeSettings, token: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from tandem_shared.auth import Principal, require_role
@@ -18,6 +18,8 @@ from tandem_review_api.reviews import Claim, ReviewService
 from tandem_review_api.store import QueueFilter, ReviewStore, review_item
 
 Reviewer = Annotated[Principal, Depends(require_role("reviewer"))]
+# Reads the queue: each sees what they may act on; admins and auditors see all of it.
+QueueReader = Annotated[Principal, Depends(require_role("reviewer", "auditor"))]
 TaskReader = Annotated[Principal, Depends(require_role("reviewer", "auditor", "service"))]
 Producer = Annotated[Principal, Depends(require_role("service", "admin"))]
 Overseer = Annotated[Principal, Depends(require_role("senior", "admin", "auditor"))]
@@ -87,7 +89,7 @@ router = APIRouter(prefix="/v1", responses=RESPONSES)
 
 @router.get("/reviews", response_model=Page, tags=["reviews"])
 async def list_reviews(
-    _: Reviewer,
+    who: QueueReader,
     store: Store,
     request: Request,
     status: Literal["pending", "claimed", "escalated", "decided"] | None = None,
@@ -98,30 +100,45 @@ async def list_reviews(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page:
-    """The queue, most urgent first (priority, then due time); ``next_cursor`` pages on."""
+    """The queue, most urgent first (priority, then due time); ``next_cursor`` pages on. A
+    reviewer sees the reviews they may claim now and those they hold; a senior escalations
+    too; admins and auditors every review."""
     now = utcnow()
     where = QueueFilter(status, task_type, assignee, priority_min, due_before)
-    rows, next_cursor = await store.list_reviews(where, limit, cursor, now)
+    rows, next_cursor = await store.list_reviews(who, where, limit, cursor, now)
     return Page(items=[review_item(r, now) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/reviews/events", tags=["reviews"], response_class=StreamingResponse)
 async def review_events(
-    _: Reviewer,
+    who: QueueReader,
     store: Store,
     request: Request,
     since: datetime | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """Server-sent events: each change to a review, as the queue shows it. A reconnecting
-    client sends Last-Event-ID and misses nothing; ``since`` starts from a given time."""
+    """Server-sent events: each change to a review the caller may see, as the queue shows it
+    (``review``), and ``gone`` when one leaves their view. A reconnecting client sends
+    Last-Event-ID and misses nothing; ``since`` starts from a given time, for a reviewer no
+    earlier than their token was issued. The stream ends (``expired``) when the token does.
+    503 when the replica serves as many streams as it may."""
+    subscribers: live.Subscribers = request.app.state.subscribers
+    if subscribers.full:
+        raise HTTPException(
+            503, "too many live streams on this replica; try again", headers={"Retry-After": "5"}
+        )
     start = since or _event_time(last_event_id) or utcnow()
+    if not (who.has("admin") or who.has("auditor")):
+        start = max(start, who.issued_at or utcnow())
     settings = request.app.state.runtime.settings
     events = live.stream(
-        live.ChangeFeed(store, start), request.is_disconnected, settings.events_poll_seconds
+        live.ChangeFeed(store, start, who),
+        request.is_disconnected,
+        settings.events_poll_seconds,
+        who.expires_at,
     )
     return StreamingResponse(
-        events,
+        subscribers.counted(events),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -158,10 +175,10 @@ async def escalate(
 
 
 @router.get("/reviews/{review_id}", tags=["reviews"])
-async def get_review(review_id: str, _: Reviewer, store: Store) -> dict[str, Any]:
-    async with store.transaction() as s:
-        row, _review = await store.load(s, review_id)
-    return review_item(row, utcnow())
+async def get_review(review_id: str, who: QueueReader, store: Store) -> dict[str, Any]:
+    """A review the caller may see (as in the list); 404 for any other."""
+    now = utcnow()
+    return review_item(await store.seen_by(review_id, who, now), now)
 
 
 @router.post("/reviews/{review_id}/claim", response_model=ClaimOut, tags=["reviews"])

@@ -10,7 +10,7 @@ from tandem_shared.envelope import utcnow
 from tandem_shared.kafka import event_decoder
 from tandem_shared.service import ServiceRuntime
 
-from tandem_review_api import admin, errors, policies, web
+from tandem_review_api import admin, errors, live, policies, web
 from tandem_review_api.api import router
 from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
 from tandem_review_api.outbox import Outbox, Relay, sender
@@ -90,5 +90,6 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     app.state.outbox = outbox
     app.state.relay = relay
     app.state.review_metrics = metrics
+    app.state.subscribers = live.Subscribers(settings.events_max_subscribers)
     errors.install(app)
     return app

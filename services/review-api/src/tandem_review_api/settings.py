@@ -25,6 +25,9 @@ class ReviewApiSettings(ServiceSettings):
     events_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often the live stream looks for queue changes."
     )
+    events_max_subscribers: int = Field(
+        default=200, ge=1, description="How many live streams one replica serves at once."
+    )
     overdue_check_seconds: float = Field(
         default=15.0, gt=0, description="How often reviews past their due time are handled."
     )

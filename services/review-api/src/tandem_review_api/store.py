@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, true, update
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,6 +39,35 @@ class QueueFilter:
     assignee: str | None = None
     priority_min: int | None = None
     due_before: datetime | None = None
+
+
+def takeable(who: Principal, now: datetime) -> ColumnElement[bool]:
+    """The reviews ``who`` may claim now: open (pending, or a claim whose lease ran out), not
+    approved by them already, and escalated ones for seniors only."""
+    lapsed = and_(reviews.c.status == "claimed", reviews.c.lease_expires_at <= now)
+    approved_already = (
+        select(approvals.c.id)
+        .where(approvals.c.review_id == reviews.c.review_id, approvals.c.reviewer == who.subject)
+        .exists()
+    )
+    if who.has("senior"):
+        open_ = or_(reviews.c.status.in_(("pending", "escalated")), lapsed)
+    else:
+        open_ = and_(or_(reviews.c.status == "pending", lapsed), reviews.c.senior_only.is_(False))
+    return and_(open_, ~approved_already)
+
+
+def visible_to(who: Principal, now: datetime) -> ColumnElement[bool]:
+    """The reviews ``who`` may see: admins and auditors all of them; anyone else what they may
+    claim now and what they hold, so a reviewer sees neither escalations nor decided work."""
+    if who.has("admin") or who.has("auditor"):
+        return true()
+    mine = and_(
+        reviews.c.status == "claimed",
+        reviews.c.claimed_by == who.subject,
+        reviews.c.lease_expires_at > now,
+    )
+    return or_(mine, takeable(who, now))
 
 
 # Most urgent first: the highest priority, then the earliest due, then the oldest.
@@ -149,9 +178,9 @@ class ReviewStore:
     # --- for people ---------------------------------------------------------------------------
 
     async def list_reviews(
-        self, where: QueueFilter, limit: int, cursor: str | None, now: datetime
+        self, who: Principal, where: QueueFilter, limit: int, cursor: str | None, now: datetime
     ) -> tuple[list[RowMapping], str | None]:
-        query = select(reviews)
+        query = select(reviews).where(visible_to(who, now))
         if where.status == "pending":
             # A claim whose lease ran out is back in the queue.
             query = query.where(
@@ -218,10 +247,23 @@ class ReviewStore:
                     given.setdefault(a["review_id"], []).append(a["outcome"])
         return decisions, [_facts(r, given.get(r["review_id"], [])) for r in rows]
 
-    async def changed_since(self, since: datetime, limit: int = 500) -> list[RowMapping]:
-        """Reviews changed after ``since``, oldest change first."""
+    async def seen_by(self, review_id: str, who: Principal, now: datetime) -> RowMapping:
+        """The review, if ``who`` may see it; NotFound alike when it is not there and when it
+        is not theirs to see."""
+        query = select(reviews).where(reviews.c.review_id == review_id, visible_to(who, now))
+        async with self.sessions() as s:
+            row = (await s.execute(query)).mappings().first()
+        if row is None:
+            raise NotFound(f"no review {review_id} for you")
+        return row
+
+    async def changed_since(
+        self, since: datetime, who: Principal, now: datetime, limit: int = 500
+    ) -> list[RowMapping]:
+        """Reviews changed after ``since``, oldest change first, each with ``visible``: whether
+        ``who`` may see it now."""
         query = (
-            select(reviews)
+            select(reviews, visible_to(who, now).label("visible"))
             .where(reviews.c.updated_at > since)
             .order_by(reviews.c.updated_at, reviews.c.review_id)
             .limit(limit)
@@ -292,27 +334,13 @@ class ReviewStore:
         """The most urgent review ``who`` may claim now, locked; rows another transaction holds
         are skipped (PostgreSQL), so reviewers asking at once get different reviews. SQLite
         serialises writers instead, which is as correct."""
-        open_or_expired = or_(
-            reviews.c.status == "pending",
-            reviews.c.status == "escalated",
-            and_(reviews.c.status == "claimed", reviews.c.lease_expires_at <= now),
-        )
-        approved_already = (
-            select(approvals.c.id)
-            .where(
-                approvals.c.review_id == reviews.c.review_id, approvals.c.reviewer == who.subject
-            )
-            .exists()
-        )
         query = (
             select(reviews.c.review_id)
-            .where(open_or_expired, ~approved_already)
+            .where(takeable(who, now))
             .order_by(*QUEUE_ORDER)
             .limit(1)
             .with_for_update(skip_locked=True)
         )
-        if not who.has("senior"):
-            query = query.where(reviews.c.senior_only.is_(False), reviews.c.status != "escalated")
         found: str | None = (await s.execute(query)).scalar()
         return found
 
