@@ -12,8 +12,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from tandem_shared.auth import mint_token
+from tandem_shared.control_signing import ControlTrust
 from tandem_shared.kafka import Outgoing, Publisher, make_producer
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
+
+# What a development process trusts with no control keys configured: every change.
+OPEN_TRUST = ControlTrust({}, open=True)
 
 
 def bearer(*roles: str, subject: str = "tester") -> dict[str, str]:

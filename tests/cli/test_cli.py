@@ -17,6 +17,7 @@ from tandem_shared.topics import Topics
 from typer.testing import CliRunner
 
 from tests.kafka_utils import consume
+from tests.service_utils import OPEN_TRUST
 
 runner = CliRunner()
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -113,7 +114,7 @@ async def test_model_promote_and_rollback_publish_control_changes(
     assert "live 7, rollback to 1" in second.output
     back = await asyncio.to_thread(runner.invoke, app, ["model", "rollback", "tumor_screening"])
     assert back.exit_code == 0, back.output
-    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
     assert model_state(changes, "tumor_screening") == ModelState(live="1", previous="7")
     shadow = await asyncio.to_thread(
         runner.invoke, app, ["model", "shadow", "tumor_screening", "3"]
@@ -132,5 +133,5 @@ async def test_model_promote_and_rollback_publish_control_changes(
     )
     assert refused.exit_code == 1
     assert "refused" in refused.output
-    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
     assert model_state(changes, "tumor_screening") == ModelState(live="1", previous="7")

@@ -30,7 +30,7 @@ from tandem_shared.topics import Topics
 from typer.testing import CliRunner
 
 from tests.cli.test_improvement import ROOT, labelled
-from tests.service_utils import publish_events
+from tests.service_utils import OPEN_TRUST, publish_events
 
 pytest.importorskip("skl2onnx", reason="the models dependency group is not installed")
 pytestmark = pytest.mark.kafka
@@ -87,7 +87,7 @@ async def test_retrain_validate_and_promote_through_the_topics(
     assert code == 0, out
     assert "tumor_screening version 2:" in out and "600 of them labelled by people" in out
     manifest = read_manifest(models / "tumor_screening" / "2")
-    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
     registered = changes["model-registry/tumor_screening/2"]
     assert registered.kind == "model_registry"
     assert registered.value["dataset"]["fingerprint"] == manifest.dataset.fingerprint
@@ -111,7 +111,7 @@ async def test_retrain_validate_and_promote_through_the_topics(
         "model", "promote", "tumor_screening", "2", "--evidence", str(report.with_suffix(".json"))
     )
     assert code == 0, out
-    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
     assert model_state(changes, "tumor_screening") == ModelState(live="2", previous="1")
     promoted = changes["model-registry/tumor_screening/2"].value
     evidence = json.loads(report.with_suffix(".json").read_text())

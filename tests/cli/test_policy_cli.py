@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from tests.kafka_utils import produce
 from tests.router.factories import POLICY_YAML, scored
 from tests.router.test_service import record
+from tests.service_utils import OPEN_TRUST
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -79,7 +80,7 @@ async def test_apply_simulate_kill_switch_rollback_and_history(
         "kill-switch", "on", "--task-type", "tumor_screening"
     )
     assert "rolled back from v4" in await tandem("rollback")
-    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
     state = policy_state(changes)
     assert state is not None and state.active.version == 3
     assert kill_switch_state(changes) == KillSwitch(task_types=frozenset({"tumor_screening"}))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tandem_audit_sink.settings import AuditSettings
 from tandem_cli.main import app
+from tandem_shared.control_signing import ControlSigner, ControlTrust
 from tandem_shared.settings import RuntimeSettings
 from typer.testing import CliRunner
 
@@ -29,16 +30,23 @@ def test_secrets_are_made_once_for_production_and_readable_by_the_owner_only(
     assert set(first) == {
         "TANDEM_JWT_SECRET",
         "TANDEM_AUDIT_SIGNING_KEY",
+        "TANDEM_CONTROL_SIGNING_KEY",
+        "TANDEM_CONTROL_TRUSTED_KEYS",
         "POSTGRES_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
     }
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    # What production refuses (a short or public secret, no signing key) is not among them.
-    RuntimeSettings(env="production", jwt_secret=first["TANDEM_JWT_SECRET"])  # type: ignore[arg-type]
-    AuditSettings(
-        runtime=RuntimeSettings(env="production", jwt_secret=first["TANDEM_JWT_SECRET"]),  # type: ignore[arg-type]
-        signing_key=first["TANDEM_AUDIT_SIGNING_KEY"],  # type: ignore[arg-type]
+    # What production refuses (a short or public secret, no signing key) is not among them,
+    # and the services trust what the control key signs.
+    runtime = RuntimeSettings(
+        env="production",
+        jwt_secret=first["TANDEM_JWT_SECRET"],  # type: ignore[arg-type]
+        control_signing_key=first["TANDEM_CONTROL_SIGNING_KEY"],  # type: ignore[arg-type]
+        control_trusted_keys=first["TANDEM_CONTROL_TRUSTED_KEYS"],
     )
+    AuditSettings(runtime=runtime, signing_key=first["TANDEM_AUDIT_SIGNING_KEY"])  # type: ignore[arg-type]
+    signer = ControlSigner.from_settings(runtime)
+    assert signer is not None and signer.key_id in ControlTrust.from_settings(runtime).keys
 
     again = runner.invoke(app, ["secrets", str(env)])
     assert again.exit_code == 0 and "already set" in again.output
@@ -52,4 +60,4 @@ def test_secrets_keep_what_the_file_already_sets(tmp_path: Path) -> None:
     assert runner.invoke(app, ["secrets", str(env)]).exit_code == 0
     kept = values(env)
     assert kept["POSTGRES_PASSWORD"] == "chosen-by-hand"
-    assert len(kept) == 4 and env.read_text().startswith("# mine\n")
+    assert len(kept) == 6 and env.read_text().startswith("# mine\n")

@@ -11,6 +11,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.review_api.test_api import auth
+from tests.service_utils import OPEN_TRUST
 
 pytestmark = pytest.mark.kafka
 
@@ -33,7 +34,7 @@ async def test_promote_and_roll_back_through_the_control_topic(
     back = await admin_api.post("/v1/admin/models/tumor_screening/rollback", headers=admin)
     assert back.json()["state"] == {"live": "1", "previous": "2", "shadow": None}
 
-    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
     assert model_state(changes, "tumor_screening") == ModelState(live="1", previous="2")
     assert changes["model/tumor_screening"].changed_by == "root"
     shown = await admin_api.get("/v1/admin/models/tumor_screening", headers=admin)
@@ -120,7 +121,10 @@ async def test_promotion_goes_through_the_gate_and_records_its_evidence(
     assert worse.status_code == 409
     assert "less accurate overall: 0.800 against 0.900 live" in worse.json()["detail"]
     assert (
-        model_state(await read_control(kafka_settings.bootstrap_servers, topics), "tumor_screening")
+        model_state(
+            await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST),
+            "tumor_screening",
+        )
         is None
     )  # nothing went live
 
@@ -134,7 +138,7 @@ async def test_promotion_goes_through_the_gate_and_records_its_evidence(
         headers=admin,
     )
     assert forced.status_code == 200, forced.text
-    changes = await read_control(kafka_settings.bootstrap_servers, topics)
+    changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
     assert model_state(changes, "tumor_screening") == ModelState(live="3", previous="2")
     second = changes["model-registry/tumor_screening/2"]
     assert (second.kind, second.changed_by) == ("model_registry", "root")

@@ -22,7 +22,7 @@ from tests.kafka_utils import TopicReader, produce
 from tests.review_api.test_api import auth
 from tests.router.factories import POLICY_YAML, scored
 from tests.router.test_service import record
-from tests.service_utils import bearer, committed, eventually, running
+from tests.service_utils import OPEN_TRUST, bearer, committed, eventually, running
 
 pytestmark = pytest.mark.kafka
 ADMIN = auth("ana", "admin")
@@ -81,7 +81,7 @@ async def test_policy_changes_and_the_kill_switch_take_effect_live_and_roll_back
         )
         assert refused.status_code == 422
         assert "line 8" in refused.json()["detail"]
-        assert len(await read_control_history(bootstrap, topics, "policy/active")) == 1
+        assert len(await read_control_history(bootstrap, topics, "policy/active", OPEN_TRUST)) == 1
 
         applied = await admin_api.post(
             "/v1/admin/policy/apply", json={"document": V4}, headers=ADMIN
@@ -140,7 +140,7 @@ async def test_policy_changes_and_the_kill_switch_take_effect_live_and_roll_back
         (4, "apply", "ana"),
         (3, "rollback", "ana"),
     ]
-    switches = await read_control_history(bootstrap, topics, "kill_switch")
+    switches = await read_control_history(bootstrap, topics, "kill_switch", OPEN_TRUST)
     assert [s.changed_by for s in switches] == ["ana", "ana"]
 
 

@@ -59,9 +59,8 @@ async def promote(kafka: KafkaSettings, topics: Topics, state: ModelState) -> No
     producer = make_producer(kafka, "admin")
     await producer.start()
     try:
-        await publish_change(
-            Publisher(producer), topics, model_change("tumor_screening", state, "ops")
-        )
+        change = model_change("tumor_screening", state, "ops")
+        await publish_change(Publisher(producer), topics, change, None)
     finally:
         await producer.stop()
 

@@ -19,12 +19,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, FastAPI
 from jwt.algorithms import RSAAlgorithm
 from tandem_shared.auth import Principal, TokenError, mint_token, require_role, verify_token
 from tandem_shared.settings import RuntimeSettings
+from tandem_shared.signing import public_text
 
 KID = "key-1"
+TRUSTED = public_text(Ed25519PrivateKey.generate())  # a control key: production needs one
 
 
 def rsa_key() -> rsa.RSAPrivateKey:
@@ -80,6 +83,7 @@ def rs256(key: rsa.RSAPrivateKey, kid: str = KID, **changes: Any) -> str:
 def oidc(jwks_url: str) -> RuntimeSettings:
     return RuntimeSettings(
         env="production",
+        control_trusted_keys=TRUSTED,
         jwt_algorithm="RS256",
         jwt_jwks_url=jwks_url,
         jwt_issuer="https://id.example.test",
@@ -167,7 +171,7 @@ def test_settings_refuse_rs256_without_keys_and_the_placeholder_secret_in_produc
 def test_production_refuses_an_hs256_secret_shorter_than_32_bytes() -> None:
     with pytest.raises(ValueError, match="at least 32 bytes"):
         RuntimeSettings(env="production", jwt_secret="x" * 31)  # type: ignore[arg-type]
-    RuntimeSettings(env="production", jwt_secret="x" * 32)  # type: ignore[arg-type]
+    RuntimeSettings(env="production", jwt_secret="x" * 32, control_trusted_keys=TRUSTED)  # type: ignore[arg-type]
     RuntimeSettings(jwt_secret="short")  # type: ignore[arg-type]  # development: anything
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from tandem_audit_sink.app import create_app as audit_app
 from tandem_audit_sink.settings import AuditSettings
@@ -21,8 +22,13 @@ from tandem_router.settings import RouterSettings
 from tandem_scoring.app import create_app as scoring_app
 from tandem_scoring.settings import ScoringSettings
 from tandem_shared.settings import RuntimeSettings
+from tandem_shared.signing import public_text
 
-PRODUCTION = RuntimeSettings(env="production", jwt_secret="s" * 40)  # type: ignore[arg-type]
+PRODUCTION = RuntimeSettings(
+    env="production",
+    jwt_secret="s" * 40,  # type: ignore[arg-type]
+    control_trusted_keys=public_text(Ed25519PrivateKey.generate()),
+)
 OPEN = {"/healthz", "/readyz", "/metrics", "/console"}
 
 

@@ -6,8 +6,9 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from tandem_shared.control_signing import ControlKeys
 from tandem_shared.kafka import Publisher, make_producer
-from tandem_shared.settings import KafkaSettings
+from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 
@@ -21,6 +22,12 @@ async def control_publisher() -> AsyncIterator[tuple[KafkaSettings, Topics, Publ
         yield kafka, Topics(kafka.topic_prefix), Publisher(producer)
     finally:
         await producer.stop()
+
+
+def keys() -> ControlKeys:
+    """The keys of the environment: TANDEM_CONTROL_SIGNING_KEY signs what a command publishes,
+    TANDEM_CONTROL_TRUSTED_KEYS says whose changes it reads as the current state."""
+    return ControlKeys.from_settings(RuntimeSettings())
 
 
 def who() -> str:

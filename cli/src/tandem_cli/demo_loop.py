@@ -36,7 +36,7 @@ from tandem_shared.events import ControlChanged
 from tandem_shared.promotion import GateRefused, gate
 
 from tandem_cli import improvement
-from tandem_cli.control import control_publisher
+from tandem_cli.control import control_publisher, keys
 from tandem_cli.demo import Run, work
 from tandem_cli.feedback import feedback_rows
 from tandem_cli.stack.local import models_dir, state_dir
@@ -95,12 +95,13 @@ class Figures:
 
 async def run_loop(per_round: int, reviewers: int, seed: int, console: Console) -> int:
     async with control_publisher() as (kafka, topics, publisher):
+        signing = keys()
 
         async def publish(event: Event[Any]) -> None:
-            await publish_change(publisher, topics, event)
+            await publish_change(publisher, topics, event, signing.signer)
 
         registry = models_dir()
-        changes = await read_control(kafka.bootstrap_servers, topics)
+        changes = await read_control(kafka.bootstrap_servers, topics, signing.trust)
         state = model_state(changes, MODEL)
         if state is None:  # what serves by default, recorded so that nothing else can go live
             state = ModelState(live=improvement.versions(registry, MODEL)[-1])

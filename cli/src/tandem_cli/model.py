@@ -39,7 +39,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tandem_cli import improvement
-from tandem_cli.control import control_publisher, who
+from tandem_cli.control import control_publisher, keys, who
 from tandem_cli.feedback import feedback_rows, read_rows
 from tandem_cli.policy import when
 
@@ -105,12 +105,13 @@ async def _change(
     promotion: Promotion | None = None,
 ) -> ModelState:
     async with control_publisher() as (kafka, topics, publisher):
-        state = decide(model_state(await read_control(kafka.bootstrap_servers, topics), name))
+        signing = keys()
+        changes = await read_control(kafka.bootstrap_servers, topics, signing.trust)
+        state = decide(model_state(changes, name))
         if promotion is not None:  # the evidence first: the audit trail shows why, then what
-            await publish_change(
-                publisher, topics, registry_change(name, promotion.version, promotion, who)
-            )
-        await publish_change(publisher, topics, model_change(name, state, who))
+            record = registry_change(name, promotion.version, promotion, who)
+            await publish_change(publisher, topics, record, signing.signer)
+        await publish_change(publisher, topics, model_change(name, state, who), signing.signer)
     return state
 
 
@@ -245,11 +246,14 @@ async def _register(model: str, record: Any, serving: list[str]) -> None:
     """Record the new version; and, if no live version is recorded yet, the one serving now, so
     that a restart (which serves the newest by default) cannot put the candidate live."""
     async with control_publisher() as (kafka, topics, publisher):
-        await publish_change(publisher, topics, record)
-        changes = await read_control(kafka.bootstrap_servers, topics)
+        signing = keys()
+        await publish_change(publisher, topics, record, signing.signer)
+        changes = await read_control(kafka.bootstrap_servers, topics, signing.trust)
         if serving and model_state(changes, model) is None:
             pinned = ModelState(live=serving[0])
-            await publish_change(publisher, topics, model_change(model, pinned, who()))
+            await publish_change(
+                publisher, topics, model_change(model, pinned, who()), signing.signer
+            )
 
 
 @model_app.command("validate")
@@ -305,7 +309,7 @@ async def _active(model: str, policy: Path | None, live: str | None) -> tuple[Po
     if policy is not None and live is not None:
         return load_policy(policy), live
     kafka = KafkaSettings()
-    changes = await read_control(kafka.bootstrap_servers, Topics(kafka.topic_prefix))
+    changes = await read_control(kafka.bootstrap_servers, Topics(kafka.topic_prefix), keys().trust)
     state = model_state(changes, model)
     against = live or (state.live if state else None)
     if against is None:

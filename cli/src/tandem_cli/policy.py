@@ -18,7 +18,7 @@ from tandem_router.policy import policy_json_schema
 from tandem_router.whatif import Accuracy, Placement, Side, WhatIf
 from tandem_shared.schemas import write_schema
 
-from tandem_cli.control import control_publisher, who
+from tandem_cli.control import control_publisher, keys, who
 
 policy_app = typer.Typer(
     help="Routing policies: validate, simulate, apply, roll back; the kill switch.",
@@ -36,7 +36,7 @@ def _run(action: Callable[[Governance], Awaitable[T]]) -> T:
 
     async def main() -> T:
         async with control_publisher() as (kafka, topics, publisher):
-            return await action(Governance(kafka.bootstrap_servers, topics, publisher))
+            return await action(Governance(kafka.bootstrap_servers, topics, publisher, keys()))
 
     try:
         return asyncio.run(main())

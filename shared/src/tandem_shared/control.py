@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tandem_shared.control_signing import ControlSigner, ControlTrust, signed
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import ControlChanged, EventData
 from tandem_shared.kafka import Outgoing, Publisher
@@ -66,32 +67,43 @@ def registry_change(
     return _change("model_registry", f"model-registry/{name}/{version}", name, record, changed_by)
 
 
-async def publish_change(publisher: Publisher, topics: Topics, event: Event[Any]) -> None:
-    await publisher.publish([Outgoing(topics.control, event)])
+async def publish_change(
+    publisher: Publisher,
+    topics: Topics,
+    event: Event[ControlChanged],
+    signer: ControlSigner | None,
+) -> None:
+    """Publish a change, signed with the process's key (see control_signing)."""
+    await publisher.publish([Outgoing(topics.control, signed(event, signer))])
 
 
-async def read_control(bootstrap_servers: str, topics: Topics) -> dict[str, ControlChanged]:
-    """The latest valid control record of every key, read to the end of the topic as it is now."""
-    return dict(await read_control_log(bootstrap_servers, topics))
+async def read_control(
+    bootstrap_servers: str, topics: Topics, trust: ControlTrust
+) -> dict[str, ControlChanged]:
+    """The latest trusted control record of every key, read to the end of the topic as it is
+    now."""
+    return dict(await read_control_log(bootstrap_servers, topics, trust))
 
 
 async def read_control_history(
-    bootstrap_servers: str, topics: Topics, key: str
+    bootstrap_servers: str, topics: Topics, key: str, trust: ControlTrust
 ) -> list[ControlChanged]:
-    """Every change of one key the topic still holds, oldest first (compaction keeps at least
-    the latest; the audit trail keeps them all)."""
-    return [c for k, c in await read_control_log(bootstrap_servers, topics) if k == key]
+    """Every trusted change of one key the topic still holds, oldest first (compaction keeps at
+    least the latest; the audit trail keeps them all)."""
+    return [c for k, c in await read_control_log(bootstrap_servers, topics, trust) if k == key]
 
 
 async def read_control_log(
-    bootstrap_servers: str, topics: Topics
+    bootstrap_servers: str, topics: Topics, trust: ControlTrust
 ) -> list[tuple[str, ControlChanged]]:
-    """Every valid control record with its key, in the order of its partition."""
+    """Every valid control record a trusted key signed, with its key, in the order of its
+    partition; the others are refused (and counted by ``trust``)."""
     records: list[tuple[str, ControlChanged]] = []
 
     def keep(event: Event[EventData]) -> None:
-        if isinstance(event.data, ControlChanged):
-            records.append((event.subject, event.data))
+        data = event.data
+        if isinstance(data, ControlChanged) and trust.refusal(event.subject, data) is None:
+            records.append((event.subject, data))
 
     await read_events(
         bootstrap_servers, topics.control, CONTROL_TYPES, keep, timeout_s=READ_TIMEOUT_S

@@ -138,6 +138,9 @@ class ControlChanged(EventData):
     value: dict[str, Any]
     changed_by: str
     changed_at: Time
+    # Ed25519 over the change and its key (tandem_shared.control_signing); which key signed.
+    signature: str | None = None
+    key_id: str | None = None
 
 
 class DeadLetter(EventData):

@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
+from tandem_shared.control_signing import ControlKeys
 from tandem_shared.kafka import BatchHandler, Decoder, Publisher, make_producer
 from tandem_shared.limits import BodyLimits
 from tandem_shared.logging import setup_logging
@@ -59,6 +60,10 @@ class ServiceRuntime:
         self.metrics = PipelineMetrics(self.registry, self.name)
         self.tracer = setup_tracing(self.name)
         self.publisher = Publisher()  # its producer is made in start(), inside the loop
+        # Whose control changes this process follows, and the key it signs its own with.
+        self.control = ControlKeys.from_settings(self.settings.runtime)
+        refused = self.metrics.control_refused
+        self.control.trust.on_refused = lambda reason: refused.labels(self.name, reason).inc()
         self._consumers: list[_ConsumerSpec] = []
         self._loops: list[ConsumerLoop[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -48,6 +48,12 @@ class RuntimeSettings(BaseSettings):
     jwt_issuer: str = "tandem"
     # Clocks of the token's issuer and of this process may differ by this much.
     jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+    # Control records (policy, model versions, kill switch, drift alarms) are Ed25519-signed by
+    # whoever publishes them, and followed only when a trusted key signed them: the public
+    # keys, comma-separated, each optionally limited to kinds ("KEY:drift" or
+    # "KEY:policy+kill_switch"). Outside development the trusted keys are required.
+    control_signing_key: SecretStr | None = None
+    control_trusted_keys: str = ""
 
     @model_validator(mode="after")
     def _keys_fit_the_algorithm(self) -> RuntimeSettings:
@@ -63,6 +69,15 @@ class RuntimeSettings(BaseSettings):
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"TANDEM_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes outside development"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _control_is_signed(self) -> RuntimeSettings:
+        if self.env != "development" and not self.control_trusted_keys.strip():
+            raise ValueError(
+                "TANDEM_CONTROL_TRUSTED_KEYS must be set outside development: without them "
+                "anyone who can write to the control topic changes the policy"
             )
         return self
 

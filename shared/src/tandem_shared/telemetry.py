@@ -67,6 +67,13 @@ class PipelineMetrics:
             ["service", "topic"],
             registry=registry,
         )
+        self.control_refused = Counter(
+            "tandem_control_refused",
+            "Control changes not followed: unsigned, signed by an unknown key or badly, by a "
+            "key not trusted for their kind, or dated ahead.",
+            ["service", "reason"],
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "tandem_batch_processing_seconds",
             "Time from handling a transaction's first batch to its commit (one batch when "

@@ -7,26 +7,20 @@ can be checked by anyone who has its public key, with nothing from the ledger.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from tandem_shared.signing import key_id, private_key, private_text, public_text, rfc3339, to_utc
 
-from tandem_audit_sink.ledger import canonical_json, rfc3339, to_utc
+from tandem_audit_sink.ledger import canonical_json
 
 
 class CheckpointError(ValueError):
     """A checkpoint whose signature does not hold, or whose key is not trusted."""
-
-
-def key_id(public_key: str) -> str:
-    """A short name for a public key (base64 of its 32 raw bytes): its SHA-256, 16 hex digits."""
-    return hashlib.sha256(base64.b64decode(public_key)).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -93,37 +87,19 @@ class Signer:
     def __init__(self, private_key: Ed25519PrivateKey, origin: str) -> None:
         self._key = private_key
         self.origin = origin
-        raw = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        self.public_key = base64.b64encode(raw).decode("ascii")
+        self.public_key = public_text(private_key)
         self.key_id = key_id(self.public_key)
 
     @classmethod
     def from_text(cls, text: str, origin: str) -> Signer:
-        text = text.strip()
-        try:
-            if text.startswith("-----BEGIN"):
-                key = serialization.load_pem_private_key(text.encode(), password=None)
-            else:
-                key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(text, validate=True))
-        except ValueError as exc:
-            raise ValueError(f"the audit signing key cannot be read: {exc}") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("the audit signing key must be an Ed25519 key")
-        return cls(key, origin)
+        return cls(private_key(text, "the audit signing key"), origin)
 
     @classmethod
     def generate(cls, origin: str) -> Signer:
         return cls(Ed25519PrivateKey.generate(), origin)
 
     def private_text(self) -> str:
-        raw = self._key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        return base64.b64encode(raw).decode("ascii")
+        return private_text(self._key)
 
     def sign(self, tree_size: int, root_hash: str, issued_at: datetime) -> Checkpoint:
         statement = signed_statement(self.origin, tree_size, root_hash, issued_at)

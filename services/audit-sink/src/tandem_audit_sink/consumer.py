@@ -16,10 +16,11 @@ from tandem_shared.db import unavailable_is_transient
 from tandem_shared.envelope import EnvelopeError, Event, decode, event_id, header_map, utcnow
 from tandem_shared.events import EVENT_TYPES, LedgerCheckpoint
 from tandem_shared.kafka import Incoming, Outgoing, Result
+from tandem_shared.signing import to_utc
 from tandem_shared.telemetry import guarded
 
 from tandem_audit_sink.checkpoint import Checkpoint
-from tandem_audit_sink.ledger import UNPARSED_TYPE, AuditRecord, canonical_json, parse, to_utc
+from tandem_audit_sink.ledger import UNPARSED_TYPE, AuditRecord, canonical_json, parse
 from tandem_audit_sink.privacy import NO_REDACTION, Redactor
 from tandem_audit_sink.store import Ledger
 from tandem_audit_sink.telemetry import AuditMetrics

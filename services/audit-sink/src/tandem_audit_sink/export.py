@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select
+from tandem_shared.signing import to_utc
 
-from tandem_audit_sink.ledger import to_utc
 from tandem_audit_sink.tables import ledger
 
 

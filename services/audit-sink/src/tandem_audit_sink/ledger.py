@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
+from tandem_shared.signing import canonical_bytes, rfc3339, to_utc
 
 from tandem_audit_sink.merkle import leaf_hash
 
@@ -33,35 +34,6 @@ COLUMN_KEYS: dict[str, str] = {
     # only in the entry of a conflict: the seq of the first entry with its (source, id)
     "conflict_of": "conflict_of",
 }
-
-
-def to_utc(value: datetime) -> datetime:
-    """The same instant in UTC; a naive time is taken to be UTC already."""
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def rfc3339(value: datetime) -> str:
-    """UTC with microseconds and a Z: one spelling per instant."""
-    return to_utc(value).isoformat(timespec="microseconds")[:-6] + "Z"
-
-
-def _default(value: object) -> str:
-    if isinstance(value, datetime):
-        return rfc3339(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
-
-
-def canonical_bytes(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8 as is, times as ``rfc3339``; raises ValueError for what
-    has no single spelling (lone surrogates, integers beyond 64 bits). Values come from strict
-    JSON (``parse``), which has no NaN or infinity to spell."""
-    try:
-        return orjson.dumps(value, default=_default, option=_CANONICAL)
-    except orjson.JSONEncodeError as exc:
-        raise ValueError(str(exc)) from exc
 
 
 def canonical_json(value: Any) -> str:

@@ -19,10 +19,11 @@ from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tandem_shared.db import upgrade
 from tandem_shared.envelope import utcnow
+from tandem_shared.signing import to_utc
 
 from tandem_audit_sink.checkpoint import Checkpoint, Signer
 from tandem_audit_sink.dedupe import known_under, triage
-from tandem_audit_sink.ledger import AuditRecord, StoredEntry, content_of, seal, to_utc
+from tandem_audit_sink.ledger import AuditRecord, StoredEntry, content_of, seal
 from tandem_audit_sink.merkle import (
     BLOCK,
     Frontier,

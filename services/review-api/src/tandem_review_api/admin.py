@@ -62,13 +62,16 @@ class ModelStateOut(BaseModel):
 
 async def _current(request: Request, name: str) -> ModelState | None:
     runtime = request.app.state.runtime
-    changes = await read_control(runtime.settings.kafka.bootstrap_servers, runtime.topics)
+    changes = await read_control(
+        runtime.settings.kafka.bootstrap_servers, runtime.topics, runtime.control.trust
+    )
     return model_state(changes, name)
 
 
 async def _publish(request: Request, name: str, state: ModelState, who: Principal) -> ModelStateOut:
     runtime = request.app.state.runtime
-    await publish_change(runtime.publisher, runtime.topics, model_change(name, state, who.subject))
+    change = model_change(name, state, who.subject)
+    await publish_change(runtime.publisher, runtime.topics, change, runtime.control.signer)
     return ModelStateOut(name=name, state=state)
 
 
@@ -89,7 +92,7 @@ async def promote(name: str, body: PromotionRequest, who: Admin, request: Reques
         raise Conflict(f"model {name}: {exc}") from exc
     runtime = request.app.state.runtime
     record = registry_change(name, body.version, promotion, who.subject)
-    await publish_change(runtime.publisher, runtime.topics, record)
+    await publish_change(runtime.publisher, runtime.topics, record, runtime.control.signer)
     return await _publish(request, name, promoted(await _current(request, name), body.version), who)
 
 

@@ -70,7 +70,9 @@ class Switch(BaseModel):
 
 def _governance(request: Request) -> Governance:
     runtime = request.app.state.runtime
-    return Governance(runtime.settings.kafka.bootstrap_servers, runtime.topics, runtime.publisher)
+    return Governance(
+        runtime.settings.kafka.bootstrap_servers, runtime.topics, runtime.publisher, runtime.control
+    )
 
 
 def _parsed(document: str) -> Validity:

@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI
 from tandem_shared.auth import authenticate
 from tandem_shared.control import CONTROL_TYPES, read_control_log
+from tandem_shared.control_signing import TrustedControl
 from tandem_shared.events import TaskScored
 from tandem_shared.kafka import event_decoder
 from tandem_shared.service import ServiceRuntime
@@ -45,7 +46,9 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
         """Apply what the control topic holds before the first task is routed. If it cannot be
         read, start anyway: tasks go to people until it can."""
         try:
-            changes = await read_control_log(settings.kafka.bootstrap_servers, runtime.topics)
+            changes = await read_control_log(
+                settings.kafka.bootstrap_servers, runtime.topics, runtime.control.trust
+            )
         except (KafkaError, TimeoutError) as exc:
             log.error("control topic unreadable at start; every task goes to review: %s", exc)
             return
@@ -67,7 +70,7 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
         control_group,
         [runtime.topics.control],
         event_decoder(CONTROL_TYPES),
-        ControlFollower(control),
+        TrustedControl(ControlFollower(control), runtime.control.trust),
     )
     return runtime.app("Tandem router", routers=[_policy_routes(control)])
 

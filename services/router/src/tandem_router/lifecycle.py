@@ -25,6 +25,7 @@ from tandem_shared.control import (
     read_control_history,
     switched,
 )
+from tandem_shared.control_signing import ControlKeys
 from tandem_shared.events import ControlChanged
 from tandem_shared.kafka import Publisher
 from tandem_shared.topics import Topics
@@ -62,13 +63,16 @@ class Governance:
     bootstrap_servers: str
     topics: Topics
     publisher: Publisher
+    keys: ControlKeys
 
     async def state(self) -> tuple[PolicyState | None, KillSwitch]:
-        changes = await read_control(self.bootstrap_servers, self.topics)
+        changes = await read_control(self.bootstrap_servers, self.topics, self.keys.trust)
         return policy_state(changes), kill_switch_state(changes)
 
     async def active(self) -> Policy | None:
-        return active_policy(await read_control(self.bootstrap_servers, self.topics))
+        return active_policy(
+            await read_control(self.bootstrap_servers, self.topics, self.keys.trust)
+        )
 
     async def apply(self, document: str, who: str) -> PolicyState:
         """Publish a valid document as the active policy. PolicyError if it is invalid,
@@ -82,7 +86,9 @@ class Governance:
         return await self._publish(policy_rolled_back(current), who)
 
     async def history(self) -> list[PolicyChange]:
-        changes = await read_control_history(self.bootstrap_servers, self.topics, POLICY_KEY)
+        changes = await read_control_history(
+            self.bootstrap_servers, self.topics, POLICY_KEY, self.keys.trust
+        )
         out = []
         for change in changes:
             state = PolicyState.model_validate(change.value)
@@ -100,7 +106,9 @@ class Governance:
     async def kill_switch(self, on: bool, task_type: str | None, who: str) -> KillSwitch:
         _, current = await self.state()
         state = switched(current, on, task_type)
-        await publish_change(self.publisher, self.topics, kill_switch_change(state, who))
+        await publish_change(
+            self.publisher, self.topics, kill_switch_change(state, who), self.keys.signer
+        )
         return state
 
     async def simulate(
@@ -122,5 +130,7 @@ class Governance:
         return compare(base, policy, scored, labels, reviews_per_hour)
 
     async def _publish(self, state: PolicyState, who: str) -> PolicyState:
-        await publish_change(self.publisher, self.topics, policy_change(state, who))
+        await publish_change(
+            self.publisher, self.topics, policy_change(state, who), self.keys.signer
+        )
         return state

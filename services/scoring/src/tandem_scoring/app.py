@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from tandem_shared.auth import authenticate
 from tandem_shared.control import CONTROL_TYPES, read_control
+from tandem_shared.control_signing import TrustedControl
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.kafka import event_decoder
 from tandem_shared.service import ServiceRuntime
@@ -35,7 +36,9 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
 
     async def catch_up() -> None:
         """Apply the versions the control topic holds before the first task is scored."""
-        changes = await read_control(settings.kafka.bootstrap_servers, runtime.topics)
+        changes = await read_control(
+            settings.kafka.bootstrap_servers, runtime.topics, runtime.control.trust
+        )
         for change in changes.values():
             await control.follow(change)
 
@@ -50,6 +53,7 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
             metrics,
             DriftWatch(settings.drift_window, settings.drift_threshold, settings.drift_min_count),
             thread_min_batch=settings.thread_min_batch,
+            signer=runtime.control.signer,
         ),
     )
     # Every replica follows every control change: a group of its own, read from the start.
@@ -57,7 +61,7 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
         f"{settings.group_id}-control-{uuid.uuid4().hex[:12]}",
         [runtime.topics.control],
         event_decoder(CONTROL_TYPES),
-        control,
+        TrustedControl(control, runtime.control.trust),
     )
     return runtime.app("Tandem scoring", [_models_router(live)])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
+from tandem_shared.control_signing import ControlSigner, signed
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import (
     EventData,
@@ -37,12 +38,14 @@ class ScoringHandler:
         metrics: ScoringMetrics,
         drift: DriftWatch | None = None,
         thread_min_batch: int = 256,
+        signer: ControlSigner | None = None,
     ) -> None:
         self.live = live
         self.topics = topics
         self.metrics = metrics
         self.drift = drift or DriftWatch(window=1000, threshold=0.2, min_count=1000)
         self.thread_min_batch = thread_min_batch
+        self.signer = signer  # drift alarms are control changes: signed like the others
 
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
         tasks: list[TaskSubmitted] = []
@@ -85,7 +88,10 @@ class ScoringHandler:
             # Drift is a property of the batch: its control events ride with the batch's last
             # scored record, so they too are acknowledged before the offsets are committed.
             alarms = [
-                Outgoing(self.topics.control, drift_control_event(c, "scoring", scored_at))
+                Outgoing(
+                    self.topics.control,
+                    signed(drift_control_event(c, "scoring", scored_at), self.signer),
+                )
                 for c in changes
             ]
             scored = results[last]
