@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
+from tandem_shared import clients
 from tandem_shared.auth import mint_token
 from tandem_shared.clients import aiokafka_reader
 from tandem_shared.envelope import EnvelopeError, decode, header_map
@@ -103,7 +104,7 @@ def pipeline_groups(topics: Topics) -> dict[str, list[str]]:
 async def behind(bootstrap: str, topics: Topics) -> dict[str, int]:
     """Per consumer group of the pipeline, the records it has yet to commit past: its committed
     offsets against the ends of its topics (as read_committed readers see them)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**clients.aiokafka_admin(bootstrap))
     reader = AIOKafkaConsumer(**aiokafka_reader(bootstrap))
     await admin.start()
     await reader.start()

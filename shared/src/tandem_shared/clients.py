@@ -18,6 +18,8 @@ import socket
 import uuid
 from typing import Any
 
+from aiokafka.helpers import create_ssl_context
+
 from tandem_shared.settings import KafkaSettings
 
 # The largest record a service sends: below the broker's default limit (1 MiB and a few bytes)
@@ -37,9 +39,53 @@ def transactional_id(group_id: str, instance_id: str | None) -> str:
     return f"{group_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def librdkafka_security(kafka: KafkaSettings) -> dict[str, Any]:
+    """TLS and SASL for a librdkafka client, as the settings say; nothing for PLAINTEXT."""
+    out: dict[str, Any] = {"security.protocol": kafka.security_protocol.lower()}
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None  # the settings refuse SASL without one
+        out |= {
+            "sasl.mechanism": kafka.sasl_mechanism,
+            "sasl.username": kafka.sasl_username,
+            "sasl.password": kafka.sasl_password.get_secret_value(),
+        }
+    if kafka.tls:
+        # The brokers' certificates are checked, names included (librdkafka's default).
+        out["ssl.endpoint.identification.algorithm"] = "https"
+        if kafka.ssl_cafile is not None:
+            out["ssl.ca.location"] = str(kafka.ssl_cafile)
+        if kafka.ssl_certfile is not None and kafka.ssl_keyfile is not None:
+            out["ssl.certificate.location"] = str(kafka.ssl_certfile)
+            out["ssl.key.location"] = str(kafka.ssl_keyfile)
+            if kafka.ssl_key_password is not None:
+                out["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
+    return out
+
+
+def aiokafka_security(kafka: KafkaSettings) -> dict[str, Any]:
+    """The same for an aiokafka client."""
+    out: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None
+        out |= {
+            "sasl_mechanism": kafka.sasl_mechanism,
+            "sasl_plain_username": kafka.sasl_username,
+            "sasl_plain_password": kafka.sasl_password.get_secret_value(),
+        }
+    if kafka.tls:
+        out["ssl_context"] = create_ssl_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+            certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
+            keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
+            password=kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
+        )
+    return out
+
+
 def transactional_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> dict[str, Any]:
     """A group member whose offsets are committed by its producer's transactions."""
     return {
+        **librdkafka_security(kafka),
         "bootstrap.servers": kafka.bootstrap_servers,
         "group.id": group_id,
         "client.id": client_id,
@@ -62,6 +108,7 @@ def transactional_producer(
 ) -> dict[str, Any]:
     """A producer whose sends and the consumer's offsets commit together, or not at all."""
     return {
+        **librdkafka_security(kafka),
         "bootstrap.servers": kafka.bootstrap_servers,
         "client.id": client_id,
         "transactional.id": transactional_id,
@@ -96,6 +143,7 @@ def state_reader(kafka: KafkaSettings) -> dict[str, Any]:
     """A consumer that reads assigned partitions of a changelog to their end, committing
     nothing: it tells when it reached each partition's end."""
     return {
+        **librdkafka_security(kafka),
         "bootstrap.servers": kafka.bootstrap_servers,
         "group.id": "tandem-state-reader",  # required by the client; never joined or committed
         "enable.auto.commit": False,
@@ -108,6 +156,7 @@ def state_reader(kafka: KafkaSettings) -> dict[str, Any]:
 def aiokafka_producer(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
     """Keyword arguments of an idempotent AIOKafkaProducer (acks from every replica)."""
     return {
+        **aiokafka_security(kafka),
         "bootstrap_servers": kafka.bootstrap_servers,
         "client_id": client_id,
         "acks": "all",
@@ -118,11 +167,18 @@ def aiokafka_producer(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
 
 def aiokafka_reader(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
     """Keyword arguments of an AIOKafkaConsumer that reads committed records, without
-    committing offsets of its own."""
+    committing offsets of its own. TLS and SASL come from the environment's settings."""
     return {
+        **aiokafka_security(KafkaSettings(bootstrap_servers=bootstrap_servers)),
         "bootstrap_servers": bootstrap_servers,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": ISOLATION,
         **extra,
     }
+
+
+def aiokafka_admin(bootstrap_servers: str) -> dict[str, Any]:
+    """Keyword arguments of an AIOKafkaAdminClient; TLS and SASL from the environment."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap_servers)
+    return {**aiokafka_security(kafka), "bootstrap_servers": bootstrap_servers}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -25,6 +26,35 @@ class KafkaSettings(BaseSettings):
     # How long a task id is remembered (the router's changelog): resubmitted within it, a task
     # is not decided again.
     task_retention_ms: int = Field(default=TASK_RETENTION_MS, ge=60_000)
+    # How every client connects: TLS verifies the brokers against ssl_cafile (the system's
+    # CAs when unset) and their names; a client certificate and key give mutual TLS; SASL
+    # authenticates with a user and password (SCRAM, or PLAIN over TLS only).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _security_holds_together(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(
+                f"TANDEM_KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs "
+                "TANDEM_KAFKA_SASL_USERNAME and TANDEM_KAFKA_SASL_PASSWORD"
+            )
+        if self.security_protocol == "SASL_PLAINTEXT" and self.sasl_mechanism == "PLAIN":
+            raise ValueError("SASL PLAIN sends the password as it is: use it over SASL_SSL only")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both TANDEM_KAFKA_SSL_CERTFILE and _SSL_KEYFILE")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
 
 
 class RuntimeSettings(BaseSettings):

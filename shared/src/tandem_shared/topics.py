@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from tandem_shared import clients
 from tandem_shared.settings import TASK_RETENTION_MS
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the missing topics; return the names created. Every topic has the same number of
     partitions: the router's changelog follows the scored topic partition by partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**clients.aiokafka_admin(bootstrap_servers))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

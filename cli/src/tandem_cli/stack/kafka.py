@@ -54,6 +54,49 @@ def _java(libs: Path, *args: str) -> list[str]:
 
 
 @dataclass
+class BrokerSecurity:
+    """Listeners beside the plaintext one, as a secured cluster has them: SASL_SSL (SCRAM-SHA-512
+    and PLAIN) and SSL with client certificates required (mutual TLS). PEM files: ``keystore``
+    holds the broker's key and certificate chain, ``truststore`` the CA of client certificates."""
+
+    sasl_ssl_port: int
+    ssl_port: int
+    keystore: Path
+    truststore: Path
+    users: dict[str, str]  # SCRAM and PLAIN users: name → password
+
+    def listeners(self) -> list[str]:
+        return [f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}", f"SSL://127.0.0.1:{self.ssl_port}"]
+
+    def config(self) -> list[str]:
+        plain_users = " ".join(f'user_{n}="{p}"' for n, p in self.users.items())
+        lines = [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            "listener.name.ssl.ssl.client.auth=required",
+        ]
+        for listener in ("sasl_ssl", "ssl"):
+            lines += [
+                f"listener.name.{listener}.ssl.keystore.type=PEM",
+                f"listener.name.{listener}.ssl.keystore.location={self.keystore}",
+                f"listener.name.{listener}.ssl.truststore.type=PEM",
+                f"listener.name.{listener}.ssl.truststore.location={self.truststore}",
+            ]
+        return lines
+
+    def format_args(self) -> list[str]:
+        """SCRAM credentials are stored with the cluster's metadata when it is formatted."""
+        return [
+            arg
+            for name, password in self.users.items()
+            for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
+
+
+@dataclass
 class KafkaBroker:
     """One KRaft node acting as broker and controller, data and logs under ``home``."""
 
@@ -64,6 +107,7 @@ class KafkaBroker:
     # wait by default, so tests and the local stack start consuming at once. Production
     # brokers wait 3 s, which lets processes started together share a backlog from its start.
     initial_rebalance_delay_ms: int = 0
+    security: BrokerSecurity | None = None
     process: Process | None = None
 
     @property
@@ -76,16 +120,20 @@ class KafkaBroker:
 
     def _write_config(self) -> Path:
         config = self.home / "server.properties"
+        secured = self.security.listeners() if self.security else []
+        served = [f"PLAINTEXT://127.0.0.1:{self.port}", *secured]
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL"
         config.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"listeners={','.join(served)},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners={','.join(served)}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"listener.security.protocol.map={protocols}",
+                    *(self.security.config() if self.security else []),
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.home / 'data'}",
                     "num.partitions=3",
@@ -118,6 +166,7 @@ class KafkaBroker:
                     str(uuid.uuid4()),
                     "-c",
                     str(config),
+                    *(self.security.format_args() if self.security else []),
                 ),
                 check=True,
                 capture_output=True,
