@@ -14,21 +14,15 @@ from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
-from tests.service_utils import eventually, running
+from tests.review_api.apps import review_api
+from tests.service_utils import eventually
 
 
 @pytest.fixture
 async def api(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings,
-        database_url=database_url,
-        batch_timeout_ms=50,
-        # The tasks here were due at fixed times now past: overdue handling is tested apart.
-        overdue_check_seconds=3600,
-    )
-    async with running(create_app(settings)) as client:
+    async with review_api(kafka_settings, database_url) as (client, _):
         yield client
 
 

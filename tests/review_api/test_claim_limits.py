@@ -10,18 +10,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
-from tandem_review_api.app import create_app
 from tandem_review_api.errors import Conflict
 from tandem_review_api.queue import ClaimLimits, Review
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_review_api.tables import reviews
 from tandem_shared.auth import Principal
 from tandem_shared.envelope import utcnow
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
+from tests.review_api.apps import review_api
 from tests.review_api.test_api import NOW, auth, pending, publish_routed, routed
-from tests.service_utils import running
 
 LIMITS = ClaimLimits(lease=timedelta(minutes=5), longest=timedelta(hours=1), per_reviewer=2)
 ANA = Principal("ana", frozenset({"reviewer"}))
@@ -59,16 +57,8 @@ def test_the_claim_count_counts_new_claims_only() -> None:
 async def service(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings,
-        database_url=database_url,
-        batch_timeout_ms=50,
-        overdue_check_seconds=3600,
-        claims_per_reviewer=2,
-    )
-    app = create_app(settings)
-    async with running(app) as client:
-        yield client, app
+    async with review_api(kafka_settings, database_url, claims_per_reviewer=2) as service:
+        yield service
 
 
 @pytest.mark.kafka

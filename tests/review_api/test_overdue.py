@@ -9,17 +9,15 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi import FastAPI
-from tandem_review_api.app import create_app
 from tandem_review_api.queue import Review, overdue_step
 from tandem_review_api.reviews import ReviewService
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.events import DecisionMade
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import consume
+from tests.review_api.apps import review_api
 from tests.review_api.test_api import NOW, auth, pending, publish_routed, routed
-from tests.service_utils import running
 
 LATE = NOW + timedelta(hours=5)  # every review below is due at NOW + 4h
 
@@ -28,15 +26,9 @@ LATE = NOW + timedelta(hours=5)  # every review below is due at NOW + 4h
 async def service(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings,
-        database_url=database_url,
-        batch_timeout_ms=50,
-        overdue_check_seconds=3600,  # handled below at a chosen time, not by the clock
-    )
-    app = create_app(settings)
-    async with running(app) as client:
-        yield client, app
+    # Overdue reviews are handled below at a chosen time, not by the clock.
+    async with review_api(kafka_settings, database_url) as service:
+        yield service
 
 
 @pytest.mark.kafka

@@ -10,16 +10,15 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from tandem_review_api.app import create_app
 from tandem_review_api.live import Subscribers
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.auth import mint_token
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
+from tests.review_api.apps import review_api
 from tests.review_api.test_api import auth, publish_routed, queue_of, routed
 from tests.review_api.test_live import Listener
-from tests.service_utils import eventually, running
+from tests.service_utils import eventually
 
 pytestmark = pytest.mark.kafka
 ALICE, BOB, SAM = auth("alice", "reviewer"), auth("bob", "reviewer"), auth("sam", "senior")
@@ -126,11 +125,10 @@ async def test_the_stream_ends_when_the_token_expires(server: str) -> None:
 async def test_a_replica_serves_a_capped_number_of_streams(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str
 ) -> None:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings, database_url=database_url, events_max_subscribers=1
-    )
-    app = create_app(settings)
-    async with running(app) as client:
+    async with review_api(kafka_settings, database_url, events_max_subscribers=1) as (
+        client,
+        app,
+    ):
         subscribers: Subscribers = app.state.subscribers
 
         async def one_stream() -> AsyncIterator[str]:
