@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, Table, event, pool, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
@@ -95,7 +96,36 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     defaults: dict[str, Any] = {} if "poolclass" in options else {"pool_size": 10}
-    return create_async_engine(url, pool_pre_ping=True, **(defaults | options))
+    url, tls = _postgres_tls(url)
+    return create_async_engine(url, pool_pre_ping=True, connect_args=tls, **(defaults | options))
+
+
+def _postgres_tls(url: str) -> tuple[str, dict[str, Any]]:
+    """libpq's TLS parameters in a PostgreSQL URL (``sslmode``, ``sslrootcert``, ``sslcert``,
+    ``sslkey``), as asyncpg takes them: an SSL context, and the URL without them.
+    ``verify-full`` checks the server's certificate against ``sslrootcert`` (the system's CAs
+    when unset) and its host name; ``verify-ca`` the certificate only; ``require`` encrypts
+    without checking; ``disable`` does not encrypt."""
+    parsed = make_url(url)
+    query = dict(parsed.query)
+    mode = query.pop("sslmode", None)
+    root, cert, key = (query.pop(name, None) for name in ("sslrootcert", "sslcert", "sslkey"))
+    if mode is None and root is None:
+        return url, {}
+    bare = parsed.set(query=query).render_as_string(hide_password=False)
+    if mode == "disable":
+        return bare, {"ssl": False}
+    context = ssl.create_default_context(cafile=str(root) if root else None)
+    if mode in ("require", "prefer", "allow"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        context.check_hostname = False
+    elif mode not in (None, "verify-full"):
+        raise ValueError(f"sslmode {mode!r} is not one of libpq's")
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key) if key else None)
+    return bare, {"ssl": context}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:

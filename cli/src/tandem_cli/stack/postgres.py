@@ -23,10 +23,20 @@ def pg_bin() -> Path:
     return versions[-1].parent
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS as a production server has it: its certificate and key (PEM), and connections
+    without TLS refused."""
+
+    cert: Path
+    key: Path
+
+
 @dataclass
 class PostgresServer:
     home: Path
     port: int = 5432
+    tls: ServerTls | None = None
     process: Process | None = None
 
     @property
@@ -62,10 +72,14 @@ class PostgresServer:
                 capture_output=True,
                 user=self._as_pg(),
             )
+        settings: list[str] = []
+        if self.tls is not None:
+            settings = self._serve_tls(self.tls)
         self.process = Process.start(
             "postgres",
             [
                 str(bin_dir / "postgres"),
+                *settings,
                 "-D",
                 str(self.data_dir),
                 "-p",
@@ -84,6 +98,32 @@ class PostgresServer:
         )
         (self.home / "postgres.pid").write_text(str(self.process.pid))
         wait_until(self._ready, timeout, f"PostgreSQL on port {self.port}")
+
+    def _serve_tls(self, tls: ServerTls) -> list[str]:
+        """The server's key where only its user reads it, as PostgreSQL insists, and every
+        connection but TLS ones refused."""
+        cert, key = self.home / "server.crt", self.home / "server.key"
+        shutil.copyfile(tls.cert, cert)
+        shutil.copyfile(tls.key, key)
+        key.chmod(0o600)
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(PG_USER)
+            for path in (cert, key):
+                shutil.chown(path, entry.pw_uid, entry.pw_gid)
+        hba = self.home / "pg_hba.conf"
+        hba.write_text(
+            "local all all trust\n"
+            "hostssl all all 127.0.0.1/32 trust\n"
+            "hostnossl all all 127.0.0.1/32 reject\n"
+        )
+        if os.geteuid() == 0:
+            shutil.chown(hba, pwd.getpwnam(PG_USER).pw_uid)
+        return [
+            "-c", "ssl=on",
+            "-c", f"ssl_cert_file={cert}",
+            "-c", f"ssl_key_file={key}",
+            "-c", f"hba_file={hba}",
+        ]  # fmt: skip
 
     def _ready(self) -> bool:
         if self.process is not None and not self.process.alive():
