@@ -161,6 +161,11 @@ async def test_the_api_reports_the_decisions_it_holds(
         headers=auth("au", "auditor"),
     )
     assert bad.status_code == 422
+    # Each call reads its whole window: a year at once is refused, not read.
+    year = {"since": (NOW - timedelta(days=365)).isoformat(), "until": NOW.isoformat()}
+    too_long = await api.get("/v1/stats", params=year, headers=auth("au", "auditor"))
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"] == "the window spans at most 92 days; ask for less"
 
 
 @pytest.mark.kafka

@@ -223,11 +223,15 @@ async def outcomes(
 ) -> stats.Report:
     """Automation, overrides, reviewer agreement, QA accuracy, time to decision, SLA breaches
     and reviewer time saved, per task type, model version, policy version or day. The window
-    defaults to the last 7 days."""
+    defaults to the last 7 days, and spans at most ``stats_max_days`` (92): each call reads the
+    whole window."""
     end = until or utcnow()
     start = since or end - timedelta(days=7)
     if start >= end:
         raise Unprocessable("since must be before until")
+    longest = timedelta(days=request.app.state.runtime.settings.stats_max_days)
+    if end - start > longest:
+        raise Unprocessable(f"the window spans at most {longest.days} days; ask for less")
     decisions, reviews = await store.report_facts(start, end)
     minutes = request.app.state.runtime.settings.minutes_per_review
     return stats.report(decisions, reviews, start, end, group_by, minutes)

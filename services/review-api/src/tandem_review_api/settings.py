@@ -19,6 +19,9 @@ class ReviewApiSettings(ServiceSettings):
         default=5, ge=1, description="How many reviews one person may hold at once."
     )
     page_size_max: int = Field(default=200, ge=1)
+    stats_max_days: int = Field(
+        default=92, ge=1, description="The longest window /v1/stats reads in one call."
+    )
     minutes_per_review: float = Field(
         default=4.0, gt=0, description="A person's time per review, for the time-saved estimate."
     )
