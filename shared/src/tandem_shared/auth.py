@@ -24,6 +24,8 @@ _IMPLIED: dict[str, frozenset[str]] = {
     "admin": frozenset({"reviewer", "senior"}),
 }
 ALGORITHM = "HS256"  # of the tokens this project mints itself, for development
+# A subject is stored with every claim and decision: a name, not a document.
+MAX_SUBJECT = 128
 # The longest lifetime of a token minted here: a leaked token stops working within a day.
 MAX_TOKEN_TTL = timedelta(hours=24)
 
@@ -79,6 +81,8 @@ def verify_token(settings: RuntimeSettings, token: str) -> Principal:
         )
     except jwt.PyJWTError as exc:
         raise TokenError(str(exc)) from exc
+    if len(str(claims["sub"])) > MAX_SUBJECT:
+        raise TokenError(f"the subject is longer than {MAX_SUBJECT} characters")
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("roles claim must be a list of strings")

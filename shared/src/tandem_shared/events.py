@@ -10,7 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-TaskId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# No control characters (PostgreSQL cannot store NUL) and no "/" (ids are path segments).
+TaskId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/]+$")
+]
 # An RFC 3339 time carries its offset (the published schemas say "date-time"). A time without
 # one is refused where it enters: downstream it cannot be compared with Tandem's own times, nor
 # stored, and a handler failing on it would cost its whole batch retries.

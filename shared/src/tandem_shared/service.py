@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
@@ -235,6 +237,13 @@ class ServiceRuntime:
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        @app.exception_handler(RequestValidationError)
+        async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+            """422 naming what is wrong where, without echoing the input: a hostile value
+            (a lone surrogate) cannot even be written back as JSON."""
+            errors = [{"loc": list(e["loc"]), "msg": str(e["msg"])} for e in exc.errors()]
+            return JSONResponse(status_code=422, content={"detail": errors})
 
         for router in routers:
             app.include_router(router)

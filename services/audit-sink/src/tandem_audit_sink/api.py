@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.events import LedgerCheckpoint
+from tandem_shared.limits import TaskIdParam
 
 from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.export import ExportFilter, export_query
@@ -174,7 +175,7 @@ def _not_found(exc: LedgerError) -> HTTPException:
 
 
 @router.get("/tasks/{task_id:path}")
-async def task_lineage(task_id: str, ledger: LedgerDep, _: Auditor) -> TaskLineage:
+async def task_lineage(task_id: TaskIdParam, ledger: LedgerDep, _: Auditor) -> TaskLineage:
     """Every event of one task (its subject) in pipeline order (submitted, scored, routed,
     decided, feedback, then anything else), each with the model and policy it names.
     Subjects may contain slashes."""

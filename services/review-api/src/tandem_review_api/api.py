@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import TaskSubmitted
+from tandem_shared.limits import ReviewIdParam, TaskIdParam
 
 from tandem_review_api import live, stats
 from tandem_review_api.errors import RESPONSES, Unprocessable
@@ -160,14 +162,14 @@ async def claim_next(who: Reviewer, reviews: Reviews) -> ClaimOut:
 
 
 @router.post("/reviews/{review_id}/heartbeat", response_model=ClaimOut, tags=["reviews"])
-async def heartbeat(review_id: str, who: Reviewer, reviews: Reviews) -> ClaimOut:
+async def heartbeat(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> ClaimOut:
     """Extend your lease on a review you are still working on."""
     return _claim_out(await reviews.heartbeat(review_id, who))
 
 
 @router.post("/reviews/{review_id}/escalate", status_code=204, tags=["reviews"])
 async def escalate(
-    review_id: str, body: EscalationBody, who: Reviewer, reviews: Reviews
+    review_id: ReviewIdParam, body: EscalationBody, who: Reviewer, reviews: Reviews
 ) -> Response:
     """Hand a review you hold to the senior queue, with the reason."""
     await reviews.escalate(review_id, who, body.reason)
@@ -175,14 +177,14 @@ async def escalate(
 
 
 @router.get("/reviews/{review_id}", tags=["reviews"])
-async def get_review(review_id: str, who: QueueReader, store: Store) -> dict[str, Any]:
+async def get_review(review_id: ReviewIdParam, who: QueueReader, store: Store) -> dict[str, Any]:
     """A review the caller may see (as in the list); 404 for any other."""
     now = utcnow()
     return review_item(await store.seen_by(review_id, who, now), now)
 
 
 @router.post("/reviews/{review_id}/claim", response_model=ClaimOut, tags=["reviews"])
-async def claim(review_id: str, who: Reviewer, reviews: Reviews) -> ClaimOut:
+async def claim(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> ClaimOut:
     return _claim_out(await reviews.claim(review_id, who))
 
 
@@ -193,14 +195,14 @@ def _claim_out(c: Claim) -> ClaimOut:
 
 
 @router.post("/reviews/{review_id}/release", status_code=204, tags=["reviews"])
-async def release(review_id: str, who: Reviewer, reviews: Reviews) -> Response:
+async def release(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> Response:
     await reviews.release(review_id, who)
     return Response(status_code=204)
 
 
 @router.post("/reviews/{review_id}/decision", response_model=DecisionOut, tags=["reviews"])
 async def decide(
-    review_id: str, body: DecisionBody, who: Reviewer, reviews: Reviews
+    review_id: ReviewIdParam, body: DecisionBody, who: Reviewer, reviews: Reviews
 ) -> DecisionOut:
     r = await reviews.decide(review_id, who, body.outcome, body.rationale)
     return DecisionOut(
@@ -238,7 +240,7 @@ async def outcomes(
 
 
 @router.get("/tasks/{task_id}", tags=["tasks"])
-async def get_task(task_id: str, _: TaskReader, store: Store) -> dict[str, Any]:
+async def get_task(task_id: TaskIdParam, _: TaskReader, store: Store) -> dict[str, Any]:
     row, review = await store.task(task_id)
     return {
         "task_id": row["task_id"],
@@ -266,7 +268,21 @@ async def submit_task(
     """HTTP ingress for producers that do not speak Kafka; a known task id is a no-op. The task
     is accepted once the database has it: it reaches Kafka from the outbox, also after an
     outage of the broker."""
+    if not (_finite(body.features) and _finite(body.context)):
+        raise Unprocessable("features and context hold finite numbers only: JSON has no NaN")
     if not await reviews.submit(body):
         response.status_code = 200
         return Accepted(task_id=body.task_id, status="already_submitted")
     return Accepted(task_id=body.task_id, status="accepted")
+
+
+def _finite(value: object) -> bool:
+    """Whether every number in a JSON value is finite: Python's parser takes NaN, Infinity and
+    1e999 (as infinity), which no JSON reader downstream would."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
