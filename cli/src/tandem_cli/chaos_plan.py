@@ -31,7 +31,9 @@ class Plan:
     outage_tasks: int = 200
     postgres_down_s: float = 5.0
     reviewers: int = 4
-    seniors: int = 2
+    # Three: a critical review the policy escalates needs two seniors behind its outcome, and
+    # when two disagree a third settles it.
+    seniors: int = 3
     seed: int = 42
     wait_s: float = 300.0  # for every task's decision once the workload is done
     stack: StackSettings = field(default_factory=StackSettings)

@@ -32,7 +32,9 @@ from tandem_cli.stack.prometheus import ui_page
 
 API = "http://127.0.0.1:8000"
 AUDIT = "http://127.0.0.1:8003"
-SENIORS = 2
+# Three: a critical review the policy escalates needs two seniors behind its outcome, and when
+# two disagree a third settles it.
+SENIORS = 3
 WAIT_SECONDS = 600
 
 
