@@ -402,7 +402,7 @@ def _task_kinds(at: str) -> dict[str, Kind]:
         "task_id_empty": field("task_id", "", "dead"),
         "task_id_129_chars": field("task_id", "t" * 129, "dead"),
         "task_id_unicode": field("task_id", "ü-😀-\u202e-\u0301", "processed"),
-        "task_id_nul": field("task_id", "a\u0000b", "processed"),
+        "task_id_nul": field("task_id", "a\u0000b", "dead"),  # no control characters in ids
         "task_id_lone_surrogate": field("task_id", "a\ud800b", "dead"),
         "task_type_65_chars": field("task_type", "t" * 65, "dead"),
         "features_list": field("features", [1, 2], "dead"),
