@@ -83,7 +83,7 @@ def _builder(
     )
 
 
-def _pem(*items: ec.EllipticCurvePrivateKey | x509.Certificate) -> bytes:
+def pem(*items: ec.EllipticCurvePrivateKey | x509.Certificate) -> bytes:
     out = b""
     for item in items:
         if isinstance(item, x509.Certificate):
@@ -125,11 +125,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     server_key, server_cert = authority.issue("broker", server=True)
     client_key, client_cert = authority.issue("router", server=False)
     files = {
-        "keystore.pem": _pem(server_key, server_cert, authority.cert),
-        "ca.pem": _pem(authority.cert),
-        "other-ca.pem": _pem(stranger.cert),
-        "client.pem": _pem(client_cert),
-        "client.key": _pem(client_key),
+        "keystore.pem": pem(server_key, server_cert, authority.cert),
+        "ca.pem": pem(authority.cert),
+        "other-ca.pem": pem(stranger.cert),
+        "client.pem": pem(client_cert),
+        "client.key": pem(client_key),
     }
     for name, content in files.items():
         (home / name).write_bytes(content)

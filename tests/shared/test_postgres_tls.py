@@ -19,7 +19,7 @@ from tandem_shared.topics import Topics
 
 from tests.review_api.apps import review_api
 from tests.review_api.test_api import auth
-from tests.shared.test_kafka_security import Authority, _pem
+from tests.shared.test_kafka_security import Authority, pem
 
 pytestmark = pytest.mark.postgres
 
@@ -42,8 +42,8 @@ def tls_server(work_dir: Path) -> Iterator[TlsServer]:
     os.chmod(home, 0o777)
     authority, stranger = Authority.make("tandem test CA"), Authority.make("another CA")
     key, cert = authority.issue("postgres", server=True)
-    files = {"server.crt": _pem(cert), "server.key": _pem(key)}
-    files |= {"ca.pem": _pem(authority.cert), "other-ca.pem": _pem(stranger.cert)}
+    files = {"server.crt": pem(cert), "server.key": pem(key)}
+    files |= {"ca.pem": pem(authority.cert), "other-ca.pem": pem(stranger.cert)}
     for name, content in files.items():
         (home / name).write_bytes(content)
     tls = ServerTls(home / "server.crt", home / "server.key")

@@ -242,7 +242,10 @@ class ServiceRuntime:
         async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
             """422 naming what is wrong where, without echoing the input: a hostile value
             (a lone surrogate) cannot even be written back as JSON."""
-            errors = [{"loc": list(e["loc"]), "msg": str(e["msg"])} for e in exc.errors()]
+            errors = [
+                {"type": e["type"], "loc": list(e["loc"]), "msg": str(e["msg"])}
+                for e in exc.errors()
+            ]
             return JSONResponse(status_code=422, content={"detail": errors})
 
         for router in routers:

@@ -53,7 +53,12 @@ class ChangeFeed:
             self._sent[r["review_id"]] = r["updated_at"]
             self.cursor = max(self.cursor, r["updated_at"])
             if r["visible"]:
-                self._shown.add(r["review_id"])
+                # A decided review never leaves a view it is in: not remembered, so what is
+                # remembered stays as small as the open queue.
+                if r["status"] == "decided":
+                    self._shown.discard(r["review_id"])
+                else:
+                    self._shown.add(r["review_id"])
                 shown.append((r, True))
             elif r["review_id"] in self._shown:
                 self._shown.discard(r["review_id"])
