@@ -44,7 +44,7 @@ def switch(by: Ed25519PrivateKey | None, **changes: object) -> Event[ControlChan
         event = Event(
             event.id, event.source, event.subject, event.data.model_copy(update=changes), event.time
         )
-    return event if by is None else ControlSigner(by).sign(event)
+    return event if by is None else ControlSigner(by).sign_change(event)
 
 
 def test_a_change_a_trusted_key_signed_is_followed() -> None:

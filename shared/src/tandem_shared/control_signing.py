@@ -12,20 +12,23 @@ followed as before.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import ControlChanged, EventData
 from tandem_shared.kafka import BatchHandler, Incoming, Rejected, Result
 from tandem_shared.settings import RuntimeSettings
-from tandem_shared.signing import canonical_bytes, key_id, private_key, public_key, public_text
+from tandem_shared.signing import (
+    Signer,
+    TrustedKey,
+    canonical_bytes,
+    private_key,
+    signature_refusal,
+    trusted_keys,
+)
 
 log = logging.getLogger(__name__)
 # A change dated further ahead than this is refused: it would outrank every later one.
@@ -38,13 +41,8 @@ def statement(key: str, change: ControlChanged) -> bytes:
     return canonical_bytes({"key": key, "change": body})
 
 
-class ControlSigner:
+class ControlSigner(Signer):
     """Signs the control changes a process publishes."""
-
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
-        self.public_key = public_text(key)
-        self.key_id = key_id(self.public_key)
 
     @classmethod
     def from_settings(cls, runtime: RuntimeSettings) -> ControlSigner | None:
@@ -54,24 +52,16 @@ class ControlSigner:
             return None
         return cls(private_key(text.get_secret_value(), "TANDEM_CONTROL_SIGNING_KEY"))
 
-    def sign(self, event: Event[ControlChanged]) -> Event[ControlChanged]:
+    def sign_change(self, event: Event[ControlChanged]) -> Event[ControlChanged]:
         unsigned = event.data.model_copy(update={"signature": None, "key_id": None})
-        signature = self._key.sign(statement(event.subject, unsigned))
-        data = unsigned.model_copy(
-            update={"signature": base64.b64encode(signature).decode(), "key_id": self.key_id}
-        )
+        signature = self.sign(statement(event.subject, unsigned))
+        data = unsigned.model_copy(update={"signature": signature, "key_id": self.key_id})
         return Event(event.id, event.source, event.subject, data, event.time)
 
 
 def signed(event: Event[ControlChanged], signer: ControlSigner | None) -> Event[ControlChanged]:
     """The event as published: signed when the process has a key."""
-    return event if signer is None else signer.sign(event)
-
-
-@dataclass(frozen=True)
-class TrustedKey:
-    key: Ed25519PublicKey
-    kinds: frozenset[str] | None  # None: every kind
+    return event if signer is None else signer.sign_change(event)
 
 
 @dataclass
@@ -87,39 +77,22 @@ class ControlTrust:
     @classmethod
     def from_settings(cls, runtime: RuntimeSettings) -> ControlTrust:
         """The keys of TANDEM_CONTROL_TRUSTED_KEYS ("KEY" or "KEY:kind+kind", comma-separated)."""
-        keys: dict[str, TrustedKey] = {}
-        for entry in filter(None, (e.strip() for e in runtime.control_trusted_keys.split(","))):
-            text, _, kinds = entry.partition(":")
-            public = public_key(text, "a key of TANDEM_CONTROL_TRUSTED_KEYS")
-            limited = frozenset(k for k in kinds.split("+") if k) if kinds else None
-            keys[key_id(public_text(public))] = TrustedKey(public, limited)
+        keys = trusted_keys(runtime.control_trusted_keys, "TANDEM_CONTROL_TRUSTED_KEYS")
         return cls(keys, open=not keys and runtime.env == "development")
 
     def refusal(self, key: str, change: ControlChanged, now: datetime | None = None) -> str | None:
         """Why the change under ``key`` must not be followed (a metric label), or None."""
         if self.open:
             return None
-        reason = self._check(key, change, now or utcnow())
+        reason = signature_refusal(
+            self.keys, change.signature, change.key_id, change.kind, lambda: statement(key, change)
+        )
+        if reason is None and change.changed_at > (now or utcnow()) + MAX_AHEAD:
+            reason = "from_the_future"
         if reason is not None:
             log.warning("control change of %s by %s refused: %s", key, change.changed_by, reason)
             self.on_refused(reason)
         return reason
-
-    def _check(self, key: str, change: ControlChanged, now: datetime) -> str | None:
-        if change.signature is None or change.key_id is None:
-            return "unsigned"
-        trusted = self.keys.get(change.key_id)
-        if trusted is None:
-            return "unknown_key"
-        if trusted.kinds is not None and change.kind not in trusted.kinds:
-            return "kind_not_allowed"
-        try:
-            trusted.key.verify(base64.b64decode(change.signature), statement(key, change))
-        except (InvalidSignature, ValueError):
-            return "bad_signature"
-        if change.changed_at > now + MAX_AHEAD:
-            return "from_the_future"
-        return None
 
 
 class TrustedControl:

@@ -117,6 +117,10 @@ class DecisionMade(EventData):
     overrode_model: bool = False
     submitted_at: Time
     decided_at: Time
+    # Ed25519 by the review API over the decision, its source and id (people's and its
+    # fallback decisions; tandem_review_api.authorship); which key signed.
+    signature: str | None = None
+    key_id: str | None = None
 
 
 class FeedbackRecorded(EventData):

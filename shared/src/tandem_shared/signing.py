@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -86,3 +89,58 @@ def private_text(key: Ed25519PrivateKey) -> str:
 def key_id(public: str) -> str:
     """A short name for a public key (base64 of its 32 raw bytes): its SHA-256, 16 hex digits."""
     return hashlib.sha256(base64.b64decode(public)).hexdigest()[:16]
+
+
+class Signer:
+    """An Ed25519 private key, named by the key id of its public half."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.verifying_key = key.public_key()
+        self.public_key = public_text(key)
+        self.key_id = key_id(self.public_key)
+
+    def sign(self, statement: bytes) -> str:
+        """The signature of ``statement``, in base64."""
+        return base64.b64encode(self._key.sign(statement)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    key: Ed25519PublicKey
+    kinds: frozenset[str] | None  # None: every kind
+
+
+def trusted_keys(text: str, what: str) -> dict[str, TrustedKey]:
+    """Public keys by key id, from "KEY" or "KEY:kind+kind" entries, comma-separated; ``what``
+    names the setting in errors."""
+    keys: dict[str, TrustedKey] = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        key_text, _, kinds = entry.partition(":")
+        public = public_key(key_text, f"a key of {what}")
+        limited = frozenset(k for k in kinds.split("+") if k) if kinds else None
+        keys[key_id(public_text(public))] = TrustedKey(public, limited)
+    return keys
+
+
+def signature_refusal(
+    keys: Mapping[str, TrustedKey],
+    signature: str | None,
+    signed_by: str | None,
+    kind: str,
+    statement: Callable[[], bytes],
+) -> str | None:
+    """Why a record of ``kind`` signed (or not) this way must not be trusted, as a metric
+    label, or None. The statement is spelt only when there is a signature to check."""
+    if signature is None or signed_by is None:
+        return "unsigned"
+    trusted = keys.get(signed_by)
+    if trusted is None:
+        return "unknown_key"
+    if trusted.kinds is not None and kind not in trusted.kinds:
+        return "kind_not_allowed"
+    try:
+        trusted.key.verify(base64.b64decode(signature), statement())
+    except (InvalidSignature, ValueError):
+        return "bad_signature"
+    return None

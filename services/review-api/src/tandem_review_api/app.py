@@ -12,6 +12,7 @@ from tandem_shared.service import ServiceRuntime
 
 from tandem_review_api import admin, errors, live, policies, web
 from tandem_review_api.api import router
+from tandem_review_api.authorship import DecisionSigner, DecisionTrust
 from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
 from tandem_review_api.outbox import Outbox, Relay, sender
 from tandem_review_api.queue import ClaimLimits
@@ -31,6 +32,8 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     store = ReviewStore(session_factory(engine))
     outbox = Outbox(engine)
     metrics = ReviewMetrics(runtime.registry)
+    trust = DecisionTrust.from_settings(settings)
+    trust.on_refused = lambda reason: metrics.decisions_refused.labels(reason).inc()
     relay = Relay(
         outbox, sender(runtime.publisher), metrics.outbox, poll_s=settings.outbox_poll_seconds
     )
@@ -45,6 +48,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         ),
         runtime.tracer,
         metrics,
+        DecisionSigner.from_settings(settings),
     )
     topics = runtime.topics
     runtime.add_consumer(
@@ -52,7 +56,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         # Not the submitted topic: scoring owns its validation and dead-letters what is bad there.
         [topics.routed, topics.decisions],
         event_decoder(ACCEPTED),
-        QueueMaterializer(store),
+        QueueMaterializer(store, trust),
         # People keep claiming and deciding while Kafka is down (the outbox holds what they
         # publish): the API stays in its Service, whatever the loop waits for.
         gates_readiness=False,

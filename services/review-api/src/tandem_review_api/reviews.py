@@ -11,18 +11,17 @@ from typing import Any
 from opentelemetry import trace
 from tandem_shared.auth import Principal
 from tandem_shared.envelope import Event, utcnow
-from tandem_shared.events import TaskSubmitted
+from tandem_shared.events import DecisionMade, TaskSubmitted
 from tandem_shared.kafka import Outgoing, Publisher, Record
 from tandem_shared.telemetry import context_from_traceparent, continue_trace
 from tandem_shared.topics import Topics
 
 from tandem_review_api import queue
+from tandem_review_api.authorship import SOURCE, DecisionSigner, signed
 from tandem_review_api.errors import Conflict, NotFound
 from tandem_review_api.outbox import Outbox
 from tandem_review_api.store import ReviewStore
 from tandem_review_api.telemetry import ReviewMetrics
-
-SOURCE = "tandem/review-api"
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ class ReviewService:
         limits: queue.ClaimLimits,
         tracer: trace.Tracer,
         metrics: ReviewMetrics,
+        signer: DecisionSigner | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -57,6 +57,7 @@ class ReviewService:
         self.limits = limits
         self.tracer = tracer
         self.metrics = metrics
+        self.signer = signer
 
     async def claim(self, review_id: str | None, who: Principal) -> Claim:
         """Claim a review, or (``review_id`` None) the most urgent one ``who`` may take;
@@ -136,14 +137,7 @@ class ReviewService:
                     else queue.decision(review, outcome, rationale, reviewers, now)
                 )
                 if decision is not None:
-                    outgoing.append(
-                        Outgoing(
-                            self.topics.decisions,
-                            Event.derived(
-                                decision, source=SOURCE, subject=task.task_id, stage="decision"
-                            ),
-                        )
-                    )
+                    outgoing.append(self._decision(decision))
                 await self.store.mark_decided(s, review, who.subject, outcome, decision, now)
             elif step.kind == "escalated":
                 await self.store.escalate(s, review_id)
@@ -179,13 +173,7 @@ class ReviewService:
                 elif step == "fallback":
                     decision = queue.fallback_decision(review, now)
                     await self.store.decide_by_policy(s, review, decision, now)
-                    task_id = review.routed.task.task_id
-                    event = Event.derived(
-                        decision, source=SOURCE, subject=task_id, stage="decision"
-                    )
-                    records = self._records(
-                        [Outgoing(self.topics.decisions, event)], row["traceparent"]
-                    )
+                    records = self._records([self._decision(decision)], row["traceparent"])
                     await self.outbox.add(s, records)
             self.metrics.sla_breaches.labels(review.routed.task.task_type, step).inc()
         return len(due)
@@ -202,6 +190,11 @@ class ReviewService:
                 return False
             await self.outbox.add(s, records)
         return True
+
+    def _decision(self, decision: DecisionMade) -> Outgoing:
+        """The decision's record, signed: only then does it count as the review API's."""
+        event = Event.derived(decision, source=SOURCE, subject=decision.task_id, stage="decision")
+        return Outgoing(self.topics.decisions, signed(event, self.signer))
 
     def _records(self, outgoing: list[Outgoing], traceparent: str | None) -> list[Record]:
         """The records to send, made inside the task's own trace (linked to the HTTP request

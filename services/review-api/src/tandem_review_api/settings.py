@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from tandem_shared.settings import ServiceSettings
 
@@ -37,3 +37,18 @@ class ReviewApiSettings(ServiceSettings):
     outbox_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often the outbox relay looks for events to send."
     )
+    # The Ed25519 key the decisions this API publishes are signed with (`tandem secrets`
+    # makes one): a decision read back from Kafka closes a review only when a trusted key
+    # signed it. Its own key is trusted; list the public keys of earlier ones, comma-separated,
+    # while a rotation is under way.
+    decision_signing_key: SecretStr | None = None
+    decision_trusted_keys: str = ""
+
+    @model_validator(mode="after")
+    def _decisions_are_signed(self) -> ReviewApiSettings:
+        if self.runtime.env != "development" and self.decision_signing_key is None:
+            raise ValueError(
+                "TANDEM_REVIEW_API_DECISION_SIGNING_KEY must be set outside development: "
+                "without it anyone who can write to the decisions topic closes reviews"
+            )
+        return self

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, update
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -119,9 +119,14 @@ class ReviewStore:
                 )
             for d in decided:
                 await self._upsert_task(s, d.task_id, d.task_type, "decided", d.submitted_at, now)
+                unknown = [tasks.c.task_id == d.task_id, tasks.c.decision.is_(None)]
+                if d.decided_by != "human":
+                    # An automatic decision for a task people review (not a QA sample) is
+                    # none the router made: people's decision is the task's.
+                    unknown.append(~exists().where(*_reviewed_by_people(d.task_id)))
                 await s.execute(
                     update(tasks)
-                    .where(tasks.c.task_id == d.task_id, tasks.c.decision.is_(None))
+                    .where(*unknown)
                     .values(decision=d.model_dump(mode="json"), decided_at=d.decided_at)
                 )
                 if d.decided_by == "human":
@@ -460,9 +465,10 @@ class ReviewStore:
         await self._upsert_task(
             s, task_id, review.routed.task.task_type, "decided", review.routed.submitted_at, now
         )
+        # People's decision replaces whatever a forged automatic one may have put first.
         await s.execute(
             update(tasks)
-            .where(tasks.c.task_id == task_id, tasks.c.decision.is_(None))
+            .where(tasks.c.task_id == task_id)
             .values(decision=decision.model_dump(mode="json"), decided_at=now)
         )
 
@@ -500,6 +506,11 @@ class ReviewStore:
 class QueueDepth:
     count: int
     oldest_age_s: float
+
+
+def _reviewed_by_people(task_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The task has a review whose outcome is its decision (a QA sample's is feedback only)."""
+    return (reviews.c.task_id == task_id, reviews.c.qa_sample.is_(False))
 
 
 def _age(now: datetime, since: datetime | None) -> float:

@@ -62,6 +62,13 @@ class ReviewMetrics:
             ["task_type", "action"],
             registry=registry,
         )
+        self.decisions_refused = Counter(
+            "tandem_decisions_refused",
+            "Decisions read from Kafka that claim people as their author and that no trusted "
+            "key signed: dead-lettered, they close no review.",
+            ["reason"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "tandem_review_queue_depth",
             "Reviews not yet decided, by status.",
