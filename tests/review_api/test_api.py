@@ -164,7 +164,7 @@ async def test_claim_decide_and_publish(
     again = await api.post(f"/v1/reviews/{rid}/claim", headers=auth("bob", "reviewer"))
     assert again.status_code == 409
     for _ in range(100):
-        task = (await api.get("/v1/tasks/t-1", headers=auth("alice", "reviewer"))).json()
+        task = (await api.get("/v1/tasks/t-1", headers=auth("app", "service"))).json()
         if task["status"] == "decided":
             break
         await asyncio.sleep(0.1)

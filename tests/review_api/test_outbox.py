@@ -33,6 +33,7 @@ from tests.review_api.test_api import NOW, routed
 from tests.service_utils import eventually
 
 ALICE = Principal("alice", frozenset({"reviewer"}))
+AUDITOR = Principal("ivy", frozenset({"auditor"}))
 
 
 @dataclass
@@ -86,7 +87,7 @@ async def write(box: Outbox, store: ReviewStore, records: list[Record]) -> None:
 async def claimed_review(parts: Parts, task_id: str) -> str:
     """A review of ``task_id``, routed with its trace and claimed by alice."""
     await parts.store.ingest([RoutedRecord(routed(task_id), traceparent_for(task_id))], [], NOW)
-    _, review = await parts.store.task(task_id)
+    _, review = await parts.store.task(task_id, AUDITOR, utcnow())
     assert review is not None
     claim = await parts.reviews.claim(str(review["review_id"]), ALICE)
     return claim.review_id
@@ -155,7 +156,7 @@ async def test_http_ingress_writes_the_task_and_its_event_once(parts: Parts) -> 
     [(_, submitted)] = await parts.outbox.take(10)
     assert (submitted.topic, submitted.key) == (parts.topics.submitted, b"h-1")
     assert TaskSubmitted.model_validate_json(submitted.value) == task
-    row, _ = await parts.store.task("h-1")
+    row, _ = await parts.store.task("h-1", AUDITOR, utcnow())
     assert row["status"] == "submitted"
 
 

@@ -63,7 +63,7 @@ async def test_each_overdue_review_is_handled_once_as_its_policy_says(
         "policy",
     )
     assert decision.overrode_model and "fallback" in (decision.rationale or "")
-    task = (await client.get("/v1/tasks/late-fallback", headers=senior)).json()
+    task = (await client.get("/v1/tasks/late-fallback", headers=auth("app", "service"))).json()
     assert task["status"] == "decided"
 
     metrics = (await client.get("/metrics")).text

@@ -240,8 +240,10 @@ async def outcomes(
 
 
 @router.get("/tasks/{task_id}", tags=["tasks"])
-async def get_task(task_id: TaskIdParam, _: TaskReader, store: Store) -> dict[str, Any]:
-    row, review = await store.task(task_id)
+async def get_task(task_id: TaskIdParam, who: TaskReader, store: Store) -> dict[str, Any]:
+    """A task and its decision: producers, admins and auditors read any; a reviewer one whose
+    review they may see (404 for any other)."""
+    row, review = await store.task(task_id, who, utcnow())
     return {
         "task_id": row["task_id"],
         "task_type": row["task_type"],

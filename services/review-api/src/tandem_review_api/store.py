@@ -472,20 +472,31 @@ class ReviewStore:
             .values(decision=decision.model_dump(mode="json"), decided_at=now)
         )
 
-    async def task(self, task_id: str) -> tuple[RowMapping, RowMapping | None]:
+    async def task(
+        self, task_id: str, who: Principal, now: datetime
+    ) -> tuple[RowMapping, RowMapping | None]:
+        """The task and its review. Producers, admins and auditors read any task; a reviewer
+        only one whose review they may see (NotFound alike for the others)."""
         async with self.sessions() as s:
             row = (
                 (await s.execute(select(tasks).where(tasks.c.task_id == task_id)))
                 .mappings()
                 .first()
             )
-            if row is None:
-                raise NotFound(f"no task {task_id}")
             review = (
-                (await s.execute(select(reviews).where(reviews.c.task_id == task_id)))
+                (
+                    await s.execute(
+                        select(reviews, visible_to(who, now).label("visible")).where(
+                            reviews.c.task_id == task_id
+                        )
+                    )
+                )
                 .mappings()
                 .first()
             )
+        sees_all = any(who.has(role) for role in ("admin", "auditor", "service"))
+        if row is None or not (sees_all or (review is not None and review["visible"])):
+            raise NotFound(f"no task {task_id}" + ("" if sees_all else " for you"))
         return row, review
 
     async def queue_depth(self, now: datetime) -> dict[str, QueueDepth]:
