@@ -64,6 +64,9 @@ class BrokerSecurity:
     keystore: Path
     truststore: Path
     users: dict[str, str]  # SCRAM and PLAIN users: name → password
+    # ACLs decide what each user may do (KRaft's StandardAuthorizer); the plaintext listener
+    # stays all-powerful, as the cluster operator's own access is.
+    authorize: bool = False
 
     def listeners(self) -> list[str]:
         return [f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}", f"SSL://127.0.0.1:{self.ssl_port}"]
@@ -78,6 +81,11 @@ class BrokerSecurity:
             f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
             "listener.name.ssl.ssl.client.auth=required",
         ]
+        if self.authorize:
+            lines += [
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users=User:ANONYMOUS",
+            ]
         for listener in ("sasl_ssl", "ssl"):
             lines += [
                 f"listener.name.{listener}.ssl.keystore.type=PEM",

@@ -55,6 +55,8 @@ class ServiceSet:
     topic_prefix: str = "tandem."
     ports: Mapping[str, int] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    # Settings of one service only, by its name (its own Kafka credentials, say).
+    env_of: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     running: list[RunningService] = field(default_factory=list)
 
     def service_env(self, spec: ServiceSpec, port: int) -> dict[str, str]:
@@ -69,6 +71,7 @@ class ServiceSet:
             # transactional ids back, and two replicas never take each other's.
             "TANDEM_INSTANCE_ID": f"{spec.name}-{port}",
             **self.env,
+            **self.env_of.get(spec.name, {}),
         }
 
     def start(self, only: tuple[str, ...] = ()) -> list[RunningService]:
