@@ -20,6 +20,7 @@ from tandem_audit_sink.ledger import AuditRecord, content_of, parse
 from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.store import AmbiguousEvent, Ledger, LedgerError, migrate
 from tandem_audit_sink.telemetry import AuditMetrics
+from tandem_shared.envelope import utcnow
 
 from tests.audit_sink.conftest import SIGNER, T0, incoming, record
 from tests.audit_sink.harness import DECISION, bearer
@@ -237,3 +238,42 @@ async def test_a_clean_ledger_is_complete_with_empty_new_fields(
         "conflicting_decisions": [],
         "event_conflicts": [],
     }
+
+
+async def test_completeness_reads_a_bounded_window_and_sees_its_tasks_whole(
+    audit_api: tuple[httpx.AsyncClient, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last 7 days by default, 92 at most; a task with a stage in the window is judged on
+    all its stages, those recorded before the window too."""
+    client, ledger = audit_api
+    auditor = bearer("auditor")
+    now = utcnow()
+    monkeypatch.setattr("tandem_audit_sink.store.utcnow", lambda: now - timedelta(days=10))
+    await ledger.append(
+        [stage(t, kind, n) for n, t in enumerate(("old", "edge")) for kind in (SUBMITTED, SCORED)]
+        + [decision("old", "approve", "old/decision")]
+    )
+    monkeypatch.undo()
+    await ledger.append([decision("edge", "approve", "edge/decision")])
+
+    async def report(**params: str) -> dict[str, Any]:
+        answer = await client.get("/v1/audit/completeness", params=params, headers=auditor)
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    week = await report()
+    assert (week["complete"], week["decided_tasks"]) == (True, 1)  # edge, seen whole
+    month = await report(since=(now - timedelta(days=30)).isoformat())
+    assert (month["complete"], month["decided_tasks"]) == (True, 2)
+    # Times without a zone are UTC; a window that saw only the start of the tasks.
+    before = await report(until=(now - timedelta(days=5)).replace(tzinfo=None).isoformat())
+    assert before["decided_tasks"] == 2
+
+    for params, problem in [
+        ({"since": (now - timedelta(days=93)).isoformat()}, "spans at most 92 days"),
+        ({"since": now.isoformat(), "until": now.isoformat()}, "since must be before until"),
+    ]:
+        refused = await client.get("/v1/audit/completeness", params=params, headers=auditor)
+        assert refused.status_code == 422
+        assert problem in refused.json()["detail"]

@@ -17,6 +17,7 @@ from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.ledger import AuditRecord
 from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.store import AppendResult, Ledger
+from tandem_cli.audit_client import verify_now
 from tandem_shared.envelope import Event
 from tandem_shared.events import ControlChanged, DeadLetter
 from tandem_shared.settings import KafkaSettings
@@ -117,9 +118,7 @@ async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
 
         await eventually(all_consumed, "every record consumed and committed")
 
-        verified = await client.get("/v1/audit/verify", headers=auditor)
-        assert verified.status_code == 200
-        report = verified.json()
+        report = await verify_now(client, auditor, within=60, poll=0.1)
         assert report["ok"] is True, report
         assert (report["entries"], report["tree_size"]) == (stored, stored)
         assert report["checkpoints_checked"] >= 3
@@ -227,7 +226,7 @@ async def test_every_topic_lands_once_and_a_task_reads_back_in_order(
             return sum(float(line.rsplit(" ", 1)[1]) for line in counts) >= produced
 
         await eventually(replayed, "the replay to be deduplicated")
-        verified = (await client.get("/v1/audit/verify", headers=bearer("auditor"))).json()
+        verified = await verify_now(client, bearer("auditor"), within=60, poll=0.1)
         assert verified["ok"] is True
         assert verified["entries"] == stored
 
@@ -319,3 +318,5 @@ async def test_the_sink_verifies_itself_and_reports_tampering(
             return "tandem_audit_verify_failures_total 0.0" not in text_
 
         await eventually(caught, "the tampering reported")
+        latest = (await client.get("/v1/audit/verify", headers=bearer("auditor"))).json()
+        assert (latest["ok"], latest["failed_seq"], latest["requested"]) == (False, 2, False)

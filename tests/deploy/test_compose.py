@@ -4,6 +4,7 @@ health checks, images, ports, and the Prometheus and OpenTelemetry files it moun
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from functools import cache
@@ -14,6 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from tandem_audit_sink.migrate import MigrationSettings
+from tandem_audit_sink.roles import LOGIN_NAME
 
 from tests.deploy.images import stages
 from tests.deploy.services import SETTINGS
@@ -149,6 +152,34 @@ def test_every_service_waits_for_topics_and_its_migrations() -> None:
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name in ("review-api-migrations", "audit-sink-migrations"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def _user(url: str) -> str:
+    """The user of a database URL whose password is still a ${VARIABLE:?message}."""
+    found = re.match(r"[\w+]+://([^:@/]+)[:@]", url)
+    assert found, url
+    return found[1]
+
+
+def test_the_audit_sink_logs_in_as_its_writer_and_only_its_migrations_as_the_owner() -> None:
+    """The migrations run as the owner and make the sink's own user a login that may only read
+    and append; the sink never gets the owner's URL."""
+    services = compose()["services"]
+    owner = services["postgres"]["environment"]["POSTGRES_USER"]
+    migrations = services["audit-sink-migrations"]
+    sink = services["audit-sink"]["environment"]
+    assert migrations["command"] == ["python", "-m", "tandem_audit_sink.migrate"]
+    assert importlib.util.find_spec("tandem_audit_sink.migrate") is not None
+    for variable in migrations["environment"]:
+        assert variable.removeprefix("TANDEM_AUDIT_").lower() in MigrationSettings.model_fields
+    assert _user(migrations["environment"]["TANDEM_AUDIT_OWNER_DATABASE_URL"]) == owner
+    url = sink["TANDEM_AUDIT_DATABASE_URL"]
+    assert migrations["environment"]["TANDEM_AUDIT_DATABASE_URL"] == url
+    login = _user(url)
+    assert login != owner and LOGIN_NAME.fullmatch(login), login
+    assert "${AUDIT_DB_PASSWORD:?" in url
+    assert "TANDEM_AUDIT_OWNER_DATABASE_URL" not in sink
+    assert sink["TANDEM_AUDIT_MIGRATE_ON_START"] == "false"
 
 
 def test_prometheus_scrapes_every_service_and_loads_the_rules() -> None:

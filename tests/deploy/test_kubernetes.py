@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tandem_audit_sink.migrate import MigrationSettings
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
@@ -486,15 +487,38 @@ def test_migration_jobs_run_what_compose_runs(overlay: str) -> None:
 def test_the_migration_command_migrates_a_database(service: str, tmp_path: Path) -> None:
     container = container_of(one(rendered("production"), "Job", f"{service}-migrations"))
     command = [sys.executable if c == "python" else c for c in container["command"]]
-    [variable] = container["env"]
     database = tmp_path / "db.sqlite"
-    env = {**os.environ, variable["name"]: f"sqlite+aiosqlite:///{database}"}
+    # Every URL it takes (the audit sink's: the owner's and the service's) at one SQLite file.
+    urls = {variable["name"]: f"sqlite+aiosqlite:///{database}" for variable in container["env"]}
+    env = {**os.environ, **urls}
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90)
     assert run.returncode == 0, run.stderr
     with sqlite3.connect(database) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert any("version" in t for t in tables), tables
     assert len(tables) > 1, tables
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_audit_sink_runs_as_its_writer_login_and_only_its_job_as_the_owner(
+    overlay: str,
+) -> None:
+    """The Job migrates with the owner's URL and makes the user of the service's URL a login
+    that may only read and append; the Deployment never sees the owner's URL."""
+    docs = rendered(overlay)
+    job = {e["name"]: e for e in container_of(one(docs, "Job", "audit-sink-migrations"))["env"]}
+    sink = {e["name"]: e for e in container_of(one(docs, "Deployment", "audit-sink"))["env"]}
+    owner, service = "TANDEM_AUDIT_OWNER_DATABASE_URL", "TANDEM_AUDIT_DATABASE_URL"
+    assert set(job) == {owner, service}
+    for variable in job:
+        assert variable.removeprefix("TANDEM_AUDIT_").lower() in MigrationSettings.model_fields
+    keys = {name: job[name]["valueFrom"]["secretKeyRef"]["key"] for name in job}
+    assert keys[owner] != keys[service]
+    assert sink[service]["valueFrom"]["secretKeyRef"]["key"] == keys[service]
+    references = [e.get("valueFrom", {}).get("secretKeyRef") for e in sink.values()]
+    referenced = {reference["key"] for reference in references if reference}
+    assert keys[owner] not in referenced and owner not in sink
+    assert sink["TANDEM_AUDIT_MIGRATE_ON_START"]["value"] == "false"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -189,7 +189,7 @@ async def _finish(
     bootstrap, topics = r.stack.broker.bootstrap_servers, r.stack.topics
     settled, size = await ledger_settled(bootstrap, topics, services, LEDGER_S)
     r.say(f"ledger {'settled' if settled else 'still moving'} at {size:.0f} entries; verifying…")
-    verify, completeness = await audit(r.stack.url("audit-sink"))
+    verify, completeness = await audit(r.stack.url("audit-sink"), r.say)
     decisions = await read_decisions(bootstrap, topics.decisions, r.work.truth)
     letters = await read_dead_letters(bootstrap, topics.deadletter)
     return Report(

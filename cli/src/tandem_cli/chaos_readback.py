@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from tandem_shared.reading import read_records
 from tandem_shared.settings import RuntimeSettings
 from tandem_shared.topics import Topics
 
+from tandem_cli.audit_client import VerificationTimeout, verify_now
 from tandem_cli.chaos_report import Decisions
 
 LETTERS: dict[str, type[EventData]] = {"tandem.deadletter.recorded.v1": DeadLetter}
@@ -161,12 +162,18 @@ async def ledger_settled(
     return False, size
 
 
-async def audit(audit_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ledger's verification and its completeness report, as an auditor asks for them."""
+async def audit(
+    audit_url: str, progress: Callable[[str], None] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A whole verification of the ledger asked for now, and the completeness report of the
+    last week (the run's), as an auditor asks for them."""
     token = mint_token(RuntimeSettings(), "chaos-auditor", ["auditor"])
     async with httpx.AsyncClient(
-        base_url=audit_url, headers={"Authorization": f"Bearer {token}"}, timeout=900
+        base_url=audit_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
     ) as client:
-        verify: dict[str, Any] = (await client.get("/v1/audit/verify")).json()
+        try:
+            verify = await verify_now(client, within=900, progress=progress)
+        except VerificationTimeout as exc:
+            verify = {"ok": False, "reason": str(exc)}
         complete: dict[str, Any] = (await client.get("/v1/audit/completeness")).json()
     return verify, complete

@@ -25,6 +25,7 @@ from tandem_shared.events import DecisionMade, TaskSubmitted
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
+from tandem_cli.audit_client import VerificationTimeout, verify_now
 from tandem_cli.publish import publish_tasks
 from tandem_cli.reviewers import Desk, work_queue
 from tandem_cli.stack.local import prometheus_url
@@ -128,14 +129,20 @@ async def _collect_decisions(
 
 
 async def _verify_audit(console: Console) -> dict[str, Any]:
-    """Wait until the audit ledger stops growing, then verify the whole chain."""
+    """Verify the whole ledger until two verifications in a row find it the same size: it has
+    stopped growing."""
     token = mint_token(RuntimeSettings(), "demo-auditor", ["auditor"])
     async with httpx.AsyncClient(
         base_url=AUDIT, headers={"Authorization": f"Bearer {token}"}, timeout=120
     ) as client:
         last: dict[str, Any] = {}
         for _ in range(60):
-            result: dict[str, Any] = (await client.get("/v1/audit/verify")).json()
+            try:
+                result = await verify_now(
+                    client, within=120, progress=lambda note: console.print(note, markup=False)
+                )
+            except VerificationTimeout as exc:
+                return {"ok": False, "reason": str(exc)}
             if last and result.get("entries") == last.get("entries"):
                 return result
             last = result

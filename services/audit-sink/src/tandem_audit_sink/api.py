@@ -1,17 +1,20 @@
-"""The auditor's HTTP API: lineage, completeness, checkpoints, proofs, verification, export."""
+"""The auditor's HTTP API: lineage, completeness, checkpoints, proofs, export (verification:
+verify_api.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from tandem_shared.auth import Principal, require_role
+from tandem_shared.envelope import utcnow
 from tandem_shared.events import LedgerCheckpoint
 from tandem_shared.limits import TaskIdParam
+from tandem_shared.signing import to_utc
 
 from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.export import ExportFilter, export_query
@@ -25,10 +28,9 @@ from tandem_audit_sink.store import (
     Ledger,
     LedgerError,
 )
-from tandem_audit_sink.telemetry import AuditMetrics
-from tandem_audit_sink.verify import VerifyResult
 
 Auditor = Annotated[Principal, Depends(require_role("auditor"))]
+DEFAULT_WINDOW = timedelta(days=7)  # of the completeness report
 
 
 def _ledger(request: Request) -> Ledger:
@@ -145,28 +147,6 @@ class ConsistencyProofOut(BaseModel):
         )
 
 
-class VerifyReport(BaseModel):
-    ok: bool
-    entries: int
-    tree_size: int
-    root_hash: str
-    checkpoints_checked: int
-    failed_seq: int | None = None
-    reason: str | None = None
-
-    @classmethod
-    def of(cls, result: VerifyResult) -> VerifyReport:
-        return cls(
-            ok=result.ok,
-            entries=result.entries,
-            tree_size=result.tree_size,
-            root_hash=result.root_hash,
-            checkpoints_checked=result.checkpoints,
-            failed_seq=result.failure.seq if result.failure else None,
-            reason=result.failure.reason if result.failure else None,
-        )
-
-
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
@@ -203,17 +183,32 @@ async def task_lineage(task_id: TaskIdParam, ledger: LedgerDep, _: Auditor) -> T
     return TaskLineage(task_id=task_id, events=events)
 
 
-@router.get("/completeness")
+@router.get("/completeness", responses={422: {"description": "a window too long, or reversed"}})
 async def task_completeness(
+    request: Request,
     ledger: LedgerDep,
     _: Auditor,
-    since: Annotated[datetime | None, Query(description="only events recorded from then")] = None,
+    since: Annotated[datetime | None, Query(description="from then [7 days before until]")] = None,
+    until: Annotated[datetime | None, Query(description="before then [now]")] = None,
 ) -> CompletenessReport:
-    """Decided tasks that miss a stage (submitted, scored, and routed when people decided),
-    events whose task was never submitted, tasks decided more than once (those with different
-    outcomes named apart), and records whose (source, id) came again with other content.
-    ``complete`` is true when all of these are empty."""
-    report = completeness(await ledger.stages(STAGES, since), await ledger.conflicts(since))
+    """Of the tasks with a stage recorded in [since, until): decided tasks that miss a stage
+    (submitted, scored, and routed when people decided), events whose task was never submitted,
+    tasks decided more than once (those with different outcomes named apart); and the records
+    recorded then whose (source, id) came again with other content. A task's stages recorded
+    outside the window count too. ``complete`` is true when all of these are empty. The window
+    defaults to the last 7 days and spans at most ``TANDEM_AUDIT_COMPLETENESS_MAX_DAYS`` (92):
+    each call reads all of it."""
+    settings: AuditSettings = request.app.state.runtime.settings
+    end = to_utc(until) if until else utcnow()  # a time without a zone is UTC
+    start = to_utc(since) if since else end - DEFAULT_WINDOW
+    if start >= end:
+        raise HTTPException(422, "since must be before until")
+    longest = timedelta(days=settings.completeness_max_days)
+    if end - start > longest:
+        raise HTTPException(422, f"the window spans at most {longest.days} days; ask for less")
+    report = completeness(
+        await ledger.stages(STAGES, start, end), await ledger.conflicts(start, end)
+    )
     return CompletenessReport(
         complete=report.complete,
         decided_tasks=report.decided,
@@ -283,16 +278,6 @@ async def prove_consistency(
         return ConsistencyProofOut.of(await ledger.prove_consistency(first, second))
     except LedgerError as exc:
         raise _not_found(exc) from exc
-
-
-@router.get("/verify")
-async def verify_ledger(request: Request, ledger: LedgerDep, _: Auditor) -> VerifyReport:
-    """Recompute every entry, block and checkpoint, and report the first bad entry, if any."""
-    settings: AuditSettings = request.app.state.runtime.settings
-    metrics: AuditMetrics = request.app.state.audit_metrics
-    result = await ledger.verify(settings.verify_chunk_size)
-    metrics.verified(result)
-    return VerifyReport.of(result)
 
 
 @router.get(

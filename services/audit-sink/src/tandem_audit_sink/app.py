@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 
 from fastapi import FastAPI
 from tandem_shared.db import create_engine
 from tandem_shared.service import ServiceRuntime
 
+from tandem_audit_sink import verify_api
 from tandem_audit_sink.api import router
-from tandem_audit_sink.checkpoint import Checkpoint, Signer
+from tandem_audit_sink.checkpoint import Signer
 from tandem_audit_sink.consumer import AuditHandler, capture, checkpoint_event
 from tandem_audit_sink.privacy import Redactor
 from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.store import Ledger, migrate
 from tandem_audit_sink.telemetry import AuditMetrics
+from tandem_audit_sink.verification import Verifications
 
 log = logging.getLogger(__name__)
 
@@ -59,31 +60,20 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
             metrics.checkpointed(made)
             await runtime.publisher.publish([checkpoint_event(made, topics.checkpoints)])
 
-    verified: list[Checkpoint] = []  # the newest checkpoint a verification reached, once any
-    rounds = itertools.count()
-
-    async def verify_on_time() -> None:
-        """What was added since the last good verification, and now and then everything: a
-        tampered entry shows as an alert on tandem_audit_verify_failures_total."""
-        latest = await ledger.latest_checkpoint()
-        whole = next(rounds) % settings.verify_whole_every == 0
-        since = None if whole or not verified else verified[0]
-        result = await ledger.verify(settings.verify_chunk_size, since=since)
-        metrics.verified(result)
-        if not result.ok:
-            log.error("audit ledger verification failed: %s", result.failure)
-            return
-        metrics.verified_size.set(result.tree_size)
-        if latest is not None and latest.tree_size <= result.tree_size:
-            verified[:] = [latest]
+    # What was added since the last good verification, and now and then everything, besides
+    # what is asked for: a tampered entry shows as an alert on tandem_audit_verify_failures_total.
+    verifications = Verifications(
+        ledger, metrics, settings.verify_chunk_size, settings.verify_whole_every
+    )
 
     async def close() -> None:
+        await verifications.close()
         await engine.dispose()
 
     runtime.on_start.append(prepare)
     runtime.on_stop.append(close)
     runtime.every(settings.checkpoint_seconds, checkpoint_on_time, "signing a checkpoint")
-    runtime.every(settings.verify_seconds, verify_on_time, "verifying the ledger")
+    runtime.every(settings.verify_seconds, verifications.on_time, "verifying the ledger")
     # Its own decoder refuses nothing: an invalid record is stored raw, never dead-lettered.
     runtime.add_consumer(
         settings.group_id,
@@ -91,8 +81,8 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         functools.partial(capture, redact=redact),
         AuditHandler(ledger, metrics, topics.checkpoints),
     )
-    app = runtime.app("Tandem audit sink", [router])
+    app = runtime.app("Tandem audit sink", [router, verify_api.router])
     app.state.ledger = ledger
-    app.state.audit_metrics = metrics
+    app.state.verifications = verifications
     app.state.redact = redact
     return app

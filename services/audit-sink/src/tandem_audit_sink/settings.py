@@ -23,6 +23,9 @@ class AuditSettings(ServiceSettings):
     # whole ledger every so many times (an entry changed after it was verified shows then).
     verify_seconds: float = Field(default=300.0, gt=0)
     verify_whole_every: int = Field(default=12, ge=1)
+    completeness_max_days: int = Field(
+        default=92, ge=1, description="The longest window /v1/audit/completeness reads in one call."
+    )
     # The Ed25519 private key (32 raw bytes in base64, or PKCS#8 PEM); `tandem audit keygen`
     # makes one. Without it, development runs sign with a key that lives as long as the process.
     signing_key: SecretStr | None = None

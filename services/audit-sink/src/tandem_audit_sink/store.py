@@ -280,12 +280,12 @@ class Ledger:
         path = inclusion_proof(entry.seq - 1, checkpoint.tree_size, view.subtree)
         return InclusionProof(entry, [p.hex() for p in path], checkpoint)
 
-    async def conflicts(self, since: datetime | None = None) -> list[StoredEntry]:
-        """The conflicts recorded (since a time), oldest first: each names the first entry of
-        its (source, id) in ``conflict_of``."""
-        query = select(ledger).where(CONFLICT)
-        if since is not None:
-            query = query.where(ledger.c.recorded_at >= since)
+    async def conflicts(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[StoredEntry]:
+        """The conflicts recorded (in [since, until)), oldest first: each names the first entry
+        of its (source, id) in ``conflict_of``."""
+        query = _recorded(select(ledger).where(CONFLICT), since, until)
         async with self.engine.connect() as conn:
             return [_entry(r) for r in await conn.execute(query.order_by(ledger.c.seq))]
 
@@ -310,14 +310,19 @@ class Ledger:
             return [_entry(r) for r in rows]
 
     async def stages(
-        self, event_types: Collection[str], since: datetime | None = None
+        self,
+        event_types: Collection[str],
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[tuple[str, str, str]]:
-        """(subject, event type, canonical entry) of the given types, oldest first."""
-        query = select(ledger.c.subject, ledger.c.event_type, ledger.c.canonical).where(
-            ledger.c.event_type.in_(list(event_types))
-        )
-        if since is not None:
-            query = query.where(ledger.c.recorded_at >= since)
+        """(subject, event type, canonical entry) of the given types, oldest first, of the
+        subjects with one of them recorded in [since, until): all of theirs, those recorded
+        outside it too, so a task that straddles an edge of the window is seen whole."""
+        of_types = ledger.c.event_type.in_(list(event_types))
+        query = select(ledger.c.subject, ledger.c.event_type, ledger.c.canonical).where(of_types)
+        if since is not None or until is not None:
+            active = _recorded(select(ledger.c.subject).where(of_types), since, until)
+            query = query.where(ledger.c.subject.in_(active))
         async with self.engine.connect() as conn:
             rows = await conn.execute(query.order_by(ledger.c.seq))
             return [(str(s), str(t), str(c)) for s, t, c in rows]
@@ -377,6 +382,14 @@ class Ledger:
                 if not fine:
                     break
         return verifier.finish()
+
+
+def _recorded(query: Select[Any], since: datetime | None, until: datetime | None) -> Select[Any]:
+    if since is not None:
+        query = query.where(ledger.c.recorded_at >= since)
+    if until is not None:
+        query = query.where(ledger.c.recorded_at < until)
+    return query
 
 
 def _hashed(entry: StoredEntry) -> dict[str, Any]:
