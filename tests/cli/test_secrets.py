@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tandem_audit_sink.settings import AuditSettings
 from tandem_cli.main import app
+from tandem_cli.secrets_file import MAKERS
+from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.control_signing import ControlSigner, ControlTrust
 from tandem_shared.settings import RuntimeSettings
 from typer.testing import CliRunner
@@ -32,7 +34,9 @@ def test_secrets_are_made_once_for_production_and_readable_by_the_owner_only(
         "TANDEM_AUDIT_SIGNING_KEY",
         "TANDEM_CONTROL_SIGNING_KEY",
         "TANDEM_CONTROL_TRUSTED_KEYS",
+        "TANDEM_REVIEW_API_DECISION_SIGNING_KEY",
         "POSTGRES_PASSWORD",
+        "AUDIT_DB_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
     }
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
@@ -45,6 +49,8 @@ def test_secrets_are_made_once_for_production_and_readable_by_the_owner_only(
         control_trusted_keys=first["TANDEM_CONTROL_TRUSTED_KEYS"],
     )
     AuditSettings(runtime=runtime, signing_key=first["TANDEM_AUDIT_SIGNING_KEY"])  # type: ignore[arg-type]
+    key = first["TANDEM_REVIEW_API_DECISION_SIGNING_KEY"]
+    ReviewApiSettings(runtime=runtime, decision_signing_key=key)  # type: ignore[arg-type]
     signer = ControlSigner.from_settings(runtime)
     assert signer is not None and signer.key_id in ControlTrust.from_settings(runtime).keys
 
@@ -60,4 +66,4 @@ def test_secrets_keep_what_the_file_already_sets(tmp_path: Path) -> None:
     assert runner.invoke(app, ["secrets", str(env)]).exit_code == 0
     kept = values(env)
     assert kept["POSTGRES_PASSWORD"] == "chosen-by-hand"
-    assert len(kept) == 6 and env.read_text().startswith("# mine\n")
+    assert len(kept) == len(MAKERS) and env.read_text().startswith("# mine\n")

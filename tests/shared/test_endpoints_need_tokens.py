@@ -40,7 +40,11 @@ def apps(tmp: Path) -> dict[str, Callable[[], FastAPI]]:
         "scoring": lambda: scoring_app(ScoringSettings(runtime=PRODUCTION)),
         "router": lambda: router_app(RouterSettings(runtime=PRODUCTION)),
         "review-api": lambda: review_app(
-            ReviewApiSettings(runtime=PRODUCTION, database_url=sqlite("review"))
+            ReviewApiSettings(
+                runtime=PRODUCTION,
+                database_url=sqlite("review"),
+                decision_signing_key=base64.b64encode(bytes(32)).decode(),  # type: ignore[arg-type]
+            )
         ),
         "audit-sink": lambda: audit_app(
             AuditSettings(

@@ -27,7 +27,13 @@ MAKERS: dict[str, Callable[[Values], str]] = {
     "TANDEM_CONTROL_TRUSTED_KEYS": lambda made: public_text(
         private_key(made["TANDEM_CONTROL_SIGNING_KEY"], "TANDEM_CONTROL_SIGNING_KEY")
     ),
+    # The review API signs the decisions it publishes with it (people's decisions close
+    # reviews only when it signed them).
+    "TANDEM_REVIEW_API_DECISION_SIGNING_KEY": lambda _: private_text(Ed25519PrivateKey.generate()),
     "POSTGRES_PASSWORD": lambda _: secrets.token_urlsafe(24),
+    # The audit sink's own login, which may only read and append to the ledger (URL-safe: it
+    # goes into the sink's database URL as it is).
+    "AUDIT_DB_PASSWORD": lambda _: secrets.token_urlsafe(24),
     "GRAFANA_ADMIN_PASSWORD": lambda _: secrets.token_urlsafe(18),
 }
 
@@ -64,9 +70,9 @@ def fill(path: Path) -> list[str]:
 def secrets_command(
     env_file: Annotated[Path, typer.Argument(help="The env file Compose reads.")] = Path(".env"),
 ) -> None:
-    """Make the Compose stack's secrets once (a JWT secret, the ledger's and the control topic's
-    signing keys, database and Grafana passwords) into ENV_FILE, readable by its owner only;
-    keeps what is there."""
+    """Make the Compose stack's secrets once (a JWT secret; the ledger's, the control topic's
+    and the review API's decision signing keys; the database owner's, the audit sink's and
+    Grafana's passwords) into ENV_FILE, readable by its owner only; keeps what is there."""
     made = fill(env_file)
     if made:
         typer.echo(f"{env_file}: made {', '.join(made)}")
