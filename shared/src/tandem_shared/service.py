@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import ValidationError
 
 from tandem_shared.control_signing import ControlKeys
+from tandem_shared.heap import freeze_startup_objects, thaw
 from tandem_shared.kafka import BatchHandler, Decoder, Publisher, make_producer
 from tandem_shared.limits import BodyLimits
 from tandem_shared.logging import setup_logging
@@ -134,6 +135,7 @@ class ServiceRuntime:
         self._producer_started = True
         for hook in self.on_start:
             await hook()
+        freeze_startup_objects()
         for seconds, job, what in self._periodic:
             self._tasks.append(asyncio.create_task(self._repeat(seconds, job, what), name=what))
         for spec in self._consumers:
@@ -192,6 +194,7 @@ class ServiceRuntime:
         await self.publisher.producer.stop()
         self._producer_started = False
         shutdown_tracing()
+        thaw()
 
     def app(self, title: str, routers: Sequence[Any] = ()) -> FastAPI:
         @asynccontextmanager
