@@ -42,14 +42,17 @@ if ! compgen -G "$tools/uv/checkov/lib/python*/site-packages/checkov-$CHECKOV_VE
     $uv tool install --quiet --force --python ">=3.10,<3.14" "checkov==$CHECKOV_VERSION"
 fi
 
-stamp="keda $KEDA_VERSION prometheus-operator $PROMETHEUS_OPERATOR_VERSION strimzi $STRIMZI_VERSION"
+# The kinds fetched are in the stamp too: a machine that fetched fewer fetches again.
+kinds="ScaledObject TriggerAuthentication PodMonitor KafkaTopic KafkaUser"
+stamp="keda $KEDA_VERSION prometheus-operator $PROMETHEUS_OPERATOR_VERSION strimzi $STRIMZI_VERSION: $kinds"
 if [ "$(cat "$tools/crds/VERSIONS" 2>/dev/null)" != "$stamp" ]; then
   need_go "the KEDA and Prometheus Operator CRDs"
   echo "fetching the CRDs: $stamp"
   rm -rf "$tools/crds.new" && mkdir -p "$tools/crds.new"
   module_dir() { go mod download -json "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'; }
   keda=$(module_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")
-  install -m 644 "$keda/config/crd/bases/keda.sh_scaledobjects.yaml" "$tools/crds.new/"
+  install -m 644 "$keda/config/crd/bases/keda.sh_scaledobjects.yaml" \
+    "$keda/config/crd/bases/keda.sh_triggerauthentications.yaml" "$tools/crds.new/"
   # The Kafka scaler's metadata keys are declared in its Go struct tags, not in the CRD.
   install -m 644 "$keda/pkg/scalers/kafka_scaler.go" "$tools/crds.new/keda_kafka_scaler.go"
   operator=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
@@ -65,7 +68,9 @@ from pathlib import Path
 out, version = Path(sys.argv[1]), sys.argv[2]
 jar = out / f"api-{version}-tests.jar"
 with zipfile.ZipFile(jar) as z:
-    (out / "kafka.strimzi.io_kafkatopics.yaml").write_bytes(z.read("crds/v1/043-Crd-kafkatopic.yaml"))
+    for number, kind in (("043", "kafkatopic"), ("044", "kafkauser")):
+        crd = z.read(f"crds/v1/{number}-Crd-{kind}.yaml")
+        (out / f"kafka.strimzi.io_{kind}s.yaml").write_bytes(crd)
 jar.unlink()
 EOF
   echo "$stamp" > "$tools/crds.new/VERSIONS"

@@ -29,7 +29,9 @@ from tests.deploy.tools import crd_file
 KUBERNETES_VERSIONS = ("1.31", "1.37")
 CUSTOM_RESOURCE_DEFINITIONS = (
     "kafka.strimzi.io_kafkatopics.yaml",
+    "kafka.strimzi.io_kafkausers.yaml",
     "keda.sh_scaledobjects.yaml",
+    "keda.sh_triggerauthentications.yaml",
     "monitoring.coreos.com_podmonitors.yaml",
 )
 _OBJECT_META = (

@@ -30,6 +30,7 @@ from tests.deploy.tools import (
     container_of,
     crd_file,
     every_container,
+    keda_kafka_keys,
     of_kind,
     one,
     pod_of,
@@ -39,6 +40,8 @@ from tests.deploy.tools import (
 )
 
 SECRET = "tandem-secrets"
+# Strimzi's listeners: plaintext, and TLS (with SCRAM in production).
+KAFKA_LISTENERS = (9092, 9093)
 # What each consumer's ScaledObject scales on: the topic it reads, or None for the lag of its
 # group over every topic it reads.
 CONSUMES: dict[str, Callable[[Topics], str | None]] = {
@@ -133,6 +136,26 @@ BREAKS: dict[str, tuple[str, str, Callable[[Doc], None]]] = {
         _set("spec.podMetricsEndpoints.0.targetPortName", "http"),
     ),
     "custom resource metadata": ("PodMonitor", "tandem", _set("metadata.label", {})),
+    "misspelt ACL operation": (
+        "KafkaUser",
+        "tandem-router",
+        _set("spec.authorization.acls.0.operations", ["Raed"]),
+    ),
+    "ACL on an unknown resource type": (
+        "KafkaUser",
+        "tandem-scoring",
+        _set("spec.authorization.acls.0.resource.type", "topics"),
+    ),
+    "secret named as in a pod's volume": (
+        "TriggerAuthentication",
+        "tandem-router",
+        _set("spec.secretTargetRef.0.secretName", "tandem-router"),
+    ),
+    "misspelt TriggerAuthentication field": (
+        "TriggerAuthentication",
+        "tandem-scoring",
+        _set("spec.secretTargetRefs", []),
+    ),
     # The retraining CronJob: by the schema, then by the API server's own rules.
     "misspelt CronJob field": ("CronJob", "retrain", _set("spec.concurencyPolicy", "Forbid")),
     "pod outside the job template": (
@@ -177,7 +200,8 @@ def test_custom_resources_are_checked_against_the_upstream_crds() -> None:
         [crd] = [d for d in yaml.safe_load_all(crd_file(name).read_text()) if d]
         assert crd["kind"] == "CustomResourceDefinition"
     kinds = {d["kind"] for overlay in OVERLAYS for d in rendered(overlay)}
-    assert {"KafkaTopic", "ScaledObject", "PodMonitor"} <= kinds
+    custom = {"KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication", "PodMonitor"}
+    assert custom <= kinds
 
 
 # -- layout --------------------------------------------------------------------------------
@@ -281,10 +305,16 @@ def test_secrets_are_referenced_never_inlined(overlay: str) -> None:
     secret_like = re.compile(r"SECRET|_KEY$|PASSWORD|TOKEN|DATABASE_URL")
     assert [k for k in config_of(docs) if secret_like.search(k)] == []
     for container in [c for w in workloads(docs) for c in every_container(w)]:
+        values = {v["name"]: v.get("value") for v in container.get("env", [])}
         for variable in container.get("env", []):
             if secret_like.search(variable["name"]):
                 reference = variable["valueFrom"]["secretKeyRef"]
-                assert reference == {**reference, "name": SECRET, "key": variable["name"]}
+                expected = {"name": SECRET, "key": variable["name"]}
+                # Kafka's password is in the Secret Strimzi's User Operator makes for the
+                # KafkaUser the container connects as (test_kafka_users.py).
+                if variable["name"] == "TANDEM_KAFKA_SASL_PASSWORD":
+                    expected = {"name": values["TANDEM_KAFKA_SASL_USERNAME"], "key": "password"}
+                assert reference == {**reference, **expected}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -324,15 +354,8 @@ def test_topics_are_the_ones_the_code_uses(overlay: str) -> None:
 
 def keda_kafka_metadata_keys() -> set[str]:
     """The trigger metadata the KEDA Kafka scaler reads, from its struct tags."""
-    source = crd_file("keda_kafka_scaler.go").read_text()
-    keys = set()
-    for names, order in re.findall(r'keda:"name=([\w;]+),order=([\w;]+)', source):
-        for name in names.split(";"):
-            if "triggerMetadata" in order:
-                keys.add(name)
-            if "resolvedEnv" in order:
-                keys.add(f"{name}FromEnv")
-    return keys
+    from_env = {f"{name}FromEnv" for name in keda_kafka_keys("resolvedEnv")}
+    return {*keda_kafka_keys("triggerMetadata"), *from_env}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -438,14 +461,20 @@ def test_network_policies_let_each_pod_do_its_work_and_no_more(overlay: str) -> 
     kafka = _peer("kafka", **{"strimzi.io/cluster": "tandem", "strimzi.io/kind": "Kafka"})
     prometheus = _peer("monitoring", **{"app.kubernetes.io/name": "prometheus"})
     stranger = _peer("default", app="other")
+    # The pods reach the listener they connect to, and no other.
+    listener = int(config_of(docs)["TANDEM_KAFKA_BOOTSTRAP_SERVERS"].rpartition(":")[2])
+    assert listener in KAFKA_LISTENERS
     databases = {"review-api", "audit-sink"}
     for service in SETTINGS:
         deployment = one(docs, "Deployment", service)
         listen = port(service)
         assert allowed(docs, deployment, "Egress", 53, dns), service
         assert not allowed(docs, deployment, "Egress", 53, stranger), service
-        assert allowed(docs, deployment, "Egress", 9092, kafka), service
-        assert not allowed(docs, deployment, "Egress", 9092, stranger), service
+        for kafka_port in KAFKA_LISTENERS:
+            assert allowed(docs, deployment, "Egress", kafka_port, kafka) == (
+                kafka_port == listener
+            ), (service, kafka_port)
+        assert not allowed(docs, deployment, "Egress", listener, stranger), service
         assert allowed(docs, deployment, "Egress", 4318), service
         assert allowed(docs, deployment, "Egress", 5432) == (service in databases), service
         assert not allowed(docs, deployment, "Egress", 80), service
@@ -454,13 +483,15 @@ def test_network_policies_let_each_pod_do_its_work_and_no_more(overlay: str) -> 
         assert not allowed(docs, deployment, "Ingress", listen + 1, prometheus), service
     for job in of_kind(docs, "Job"):
         assert allowed(docs, job, "Egress", 5432), job["metadata"]["name"]
-        assert not allowed(docs, job, "Egress", 9092, kafka), job["metadata"]["name"]
+        for kafka_port in KAFKA_LISTENERS:
+            assert not allowed(docs, job, "Egress", kafka_port, kafka), job["metadata"]["name"]
         assert not allowed(docs, job, "Ingress", 8000, stranger), job["metadata"]["name"]
     # Retraining reads labels from Kafka and records its version there: Kafka only.
     retrain = one(docs, "CronJob", "retrain")
     assert allowed(docs, retrain, "Egress", 53, dns)
-    assert allowed(docs, retrain, "Egress", 9092, kafka)
-    assert not allowed(docs, retrain, "Egress", 9092, stranger)
+    for kafka_port in KAFKA_LISTENERS:
+        assert allowed(docs, retrain, "Egress", kafka_port, kafka) == (kafka_port == listener)
+    assert not allowed(docs, retrain, "Egress", listener, stranger)
     for other in (80, 443, 4317, 4318, 5432):
         assert not allowed(docs, retrain, "Egress", other), other
     assert not allowed(docs, retrain, "Ingress", 8000, stranger)

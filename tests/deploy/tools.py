@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -88,3 +89,15 @@ def every_container(doc: Doc) -> list[Doc]:
 def workloads(docs: list[Doc]) -> list[Doc]:
     """Everything that runs pods."""
     return [d for d in docs if d["kind"] in ("Deployment", "Job", "CronJob")]
+
+
+@cache
+def keda_kafka_keys(source: str) -> frozenset[str]:
+    """What the KEDA Kafka scaler reads from ``source`` (triggerMetadata, resolvedEnv or
+    authParams, a TriggerAuthentication's), from its struct tags."""
+    text = crd_file("keda_kafka_scaler.go").read_text()
+    keys: set[str] = set()
+    for names, order in re.findall(r'keda:"name=([\w;]+),order=([\w;]+)', text):
+        if source in order.split(";"):
+            keys.update(names.split(";"))
+    return frozenset(keys)

@@ -1,9 +1,9 @@
 """Least privilege on the real broker: ACLs enforced (KRaft's StandardAuthorizer), each service
 a SCRAM user over SASL_SSL with exactly the ACLs of its Strimzi KafkaUser in
-deploy/k8s/base/kafka-users.yaml. The four services run as processes, each as its own user:
-tasks go through, people decide, the ledger records; and each user may write only the topics
-its manifest names, which for the control and decisions topics are the few the threat model
-allows."""
+deploy/k8s/components/kafka-scram/kafka-users.yaml. The four services run as processes, each as
+its own user: tasks go through, people decide, the ledger records; and each user may write only
+the topics its manifest names, which for the control and decisions topics are the few the
+threat model allows."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from tests.kafka_utils import TopicReader, ce_headers
 from tests.shared.test_kafka_security import Authority, pem
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.timeout(300)]
-MANIFEST = project_root() / "deploy" / "k8s" / "base" / "kafka-users.yaml"
+MANIFEST = project_root() / "deploy" / "k8s" / "components" / "kafka-scram" / "kafka-users.yaml"
 TOPICS = Topics()  # the manifests name the default topics
 SERVICE_USERS = {
     "scoring": "tandem-scoring",
