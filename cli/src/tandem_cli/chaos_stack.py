@@ -16,9 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 
 import httpx
 import yaml
+from sqlalchemy.engine import make_url
+from tandem_audit_sink.migrate import migrate_as_owner
 from tandem_shared.topics import Topics, ensure_topics
 
 from tandem_cli.stack.kafka import KafkaBroker
@@ -67,13 +70,19 @@ class ChaosStack:
         self.postgres.start()
         review_db = self.postgres.create_database("review")
         ledger_db = self.postgres.create_database("ledger")
+        # As in production: the ledger migrated by its owner, the sink logged in as the writer,
+        # which may only read and append.
+        sink_db = make_url(ledger_db).set(username="tandem_audit_sink", password=token_hex(16))
+        sink_url = sink_db.render_as_string(hide_password=False)
+        asyncio.run(migrate_as_owner(ledger_db, sink_url))
         asyncio.run(ensure_topics(self.broker.bootstrap_servers, self.topics, PARTITIONS))
         self.services.env = {
             "TANDEM_ROUTER_POLICY_FILE": str(self._policy()),
             "TANDEM_AUDIT_SIGNING_KEY": audit_signing_key(self.home),
             "TANDEM_SCORING_MODELS_DIR": str(seed_models(self.home)),
             "TANDEM_REVIEW_API_DATABASE_URL": review_db,
-            "TANDEM_AUDIT_DATABASE_URL": ledger_db,
+            "TANDEM_AUDIT_DATABASE_URL": sink_url,
+            "TANDEM_AUDIT_MIGRATE_ON_START": "false",
             "TANDEM_REVIEW_API_LEASE_SECONDS": str(self.settings.lease_seconds),
             "TANDEM_REVIEW_API_OVERDUE_CHECK_SECONDS": str(self.settings.overdue_check_seconds),
             "TANDEM_SCORING_BATCH_TIMEOUT_MS": "50",
