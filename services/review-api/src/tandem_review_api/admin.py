@@ -22,6 +22,7 @@ from tandem_shared.control import (
 from tandem_shared.promotion import Evidence, GateRefused, gate
 
 from tandem_review_api.errors import RESPONSES, Conflict
+from tandem_review_api.inputs import strict_json
 
 Admin = Annotated[Principal, Depends(require_role("admin"))]
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=RESPONSES)
@@ -43,6 +44,10 @@ class PromotionRequest(BaseModel):
             "examples": [{"version": "2", "override_reason": "first version, validated offline"}]
         }
     }
+
+
+# Its evidence is read as the document says: a count is an integer, "weak" a boolean.
+PromotionIn = Annotated[PromotionRequest, strict_json(PromotionRequest)]
 
 
 class Shadow(BaseModel):
@@ -82,7 +87,7 @@ async def get_model(name: str, _: Admin, request: Request) -> ModelStateOut:
 
 
 @router.post("/models/{name}/promote", response_model=ModelStateOut)
-async def promote(name: str, body: PromotionRequest, who: Admin, request: Request) -> ModelStateOut:
+async def promote(name: str, body: PromotionIn, who: Admin, request: Request) -> ModelStateOut:
     """Make a version live on its evidence. The gate refuses (409) a candidate less accurate
     than the live version, or worse on a segment by more than the margin, and a promotion with
     no evidence, unless an override reason is given; evidence and reason are recorded."""

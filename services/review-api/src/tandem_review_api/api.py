@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -14,8 +15,9 @@ from tandem_shared.envelope import utcnow
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.limits import ReviewIdParam, TaskIdParam
 
-from tandem_review_api import live, stats
+from tandem_review_api import links, live, stats
 from tandem_review_api.errors import RESPONSES, Unprocessable
+from tandem_review_api.inputs import Timestamp, strict_json, timestamp
 from tandem_review_api.reviews import Claim, ReviewService
 from tandem_review_api.store import QueueFilter, ReviewStore, review_item
 
@@ -39,6 +41,18 @@ def _store(request: Request) -> ReviewStore:
 
 Reviews = Annotated[ReviewService, Depends(_service)]
 Store = Annotated[ReviewStore, Depends(_store)]
+# Bodies read as the document says (no 0 for false): ingress is where a producer learns it.
+TaskIn = Annotated[TaskSubmitted, strict_json(TaskSubmitted)]
+# The next_cursor of a page, urlsafe base64: a position in the queue, not a value to make up.
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]+={0,2}$",
+        description="The next_cursor of the page before; any other value is 422.",
+    ),
+]
 
 
 class DecisionBody(BaseModel):
@@ -48,7 +62,9 @@ class DecisionBody(BaseModel):
         }
     )
 
-    outcome: str = Field(min_length=1, max_length=64)
+    outcome: str = Field(
+        min_length=1, max_length=64, description="One of the review's outcomes; others are 422."
+    )
     rationale: str = Field(
         min_length=1, max_length=4000, description="Why; kept in the audit trail."
     )
@@ -89,7 +105,7 @@ class Accepted(BaseModel):
 router = APIRouter(prefix="/v1", responses=RESPONSES)
 
 
-@router.get("/reviews", response_model=Page, tags=["reviews"])
+@router.get("/reviews", response_model=Page, tags=["reviews"], responses=links.QUEUE_PAGE)
 async def list_reviews(
     who: QueueReader,
     store: Store,
@@ -98,9 +114,9 @@ async def list_reviews(
     task_type: str | None = None,
     assignee: str | None = None,
     priority_min: Annotated[int | None, Query(ge=0, le=100)] = None,
-    due_before: datetime | None = None,
+    due_before: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> Page:
     """The queue, most urgent first (priority, then due time); ``next_cursor`` pages on. A
     reviewer sees the reviews they may claim now and those they hold; a senior escalations
@@ -116,7 +132,7 @@ async def review_events(
     who: QueueReader,
     store: Store,
     request: Request,
-    since: datetime | None = None,
+    since: Timestamp | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: each change to a review the caller may see, as the queue shows it
@@ -150,24 +166,34 @@ def _event_time(event_id: str | None) -> datetime | None:
     if not event_id:
         return None
     try:
-        return datetime.fromisoformat(event_id)
+        return timestamp(event_id)
     except ValueError as exc:
         raise Unprocessable("Last-Event-ID is not one this API sent") from exc
 
 
-@router.post("/reviews/next", response_model=ClaimOut, tags=["reviews"])
+@router.post("/reviews/next", response_model=ClaimOut, tags=["reviews"], responses=links.CLAIMED)
 async def claim_next(who: Reviewer, reviews: Reviews) -> ClaimOut:
     """Claim the most urgent review you may take (404 when none is waiting)."""
     return _claim_out(await reviews.claim(None, who))
 
 
-@router.post("/reviews/{review_id}/heartbeat", response_model=ClaimOut, tags=["reviews"])
+@router.post(
+    "/reviews/{review_id}/heartbeat",
+    response_model=ClaimOut,
+    tags=["reviews"],
+    responses=links.CLAIMED,
+)
 async def heartbeat(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> ClaimOut:
     """Extend your lease on a review you are still working on."""
     return _claim_out(await reviews.heartbeat(review_id, who))
 
 
-@router.post("/reviews/{review_id}/escalate", status_code=204, tags=["reviews"])
+@router.post(
+    "/reviews/{review_id}/escalate",
+    status_code=204,
+    tags=["reviews"],
+    responses=links.ESCALATED,
+)
 async def escalate(
     review_id: ReviewIdParam, body: EscalationBody, who: Reviewer, reviews: Reviews
 ) -> Response:
@@ -176,14 +202,19 @@ async def escalate(
     return Response(status_code=204)
 
 
-@router.get("/reviews/{review_id}", tags=["reviews"])
+@router.get("/reviews/{review_id}", tags=["reviews"], responses=links.REVIEW_READ)
 async def get_review(review_id: ReviewIdParam, who: QueueReader, store: Store) -> dict[str, Any]:
     """A review the caller may see (as in the list); 404 for any other."""
     now = utcnow()
     return review_item(await store.seen_by(review_id, who, now), now)
 
 
-@router.post("/reviews/{review_id}/claim", response_model=ClaimOut, tags=["reviews"])
+@router.post(
+    "/reviews/{review_id}/claim",
+    response_model=ClaimOut,
+    tags=["reviews"],
+    responses=links.CLAIMED,
+)
 async def claim(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> ClaimOut:
     return _claim_out(await reviews.claim(review_id, who))
 
@@ -194,13 +225,23 @@ def _claim_out(c: Claim) -> ClaimOut:
     )
 
 
-@router.post("/reviews/{review_id}/release", status_code=204, tags=["reviews"])
+@router.post(
+    "/reviews/{review_id}/release",
+    status_code=204,
+    tags=["reviews"],
+    responses=links.RELEASED,
+)
 async def release(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> Response:
     await reviews.release(review_id, who)
     return Response(status_code=204)
 
 
-@router.post("/reviews/{review_id}/decision", response_model=DecisionOut, tags=["reviews"])
+@router.post(
+    "/reviews/{review_id}/decision",
+    response_model=DecisionOut,
+    tags=["reviews"],
+    responses=links.DECIDED,
+)
 async def decide(
     review_id: ReviewIdParam, body: DecisionBody, who: Reviewer, reviews: Reviews
 ) -> DecisionOut:
@@ -219,14 +260,14 @@ async def outcomes(
     _: Overseer,
     store: Store,
     request: Request,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     group_by: stats.GroupBy = "task_type",
 ) -> stats.Report:
     """Automation, overrides, reviewer agreement, QA accuracy, time to decision, SLA breaches
     and reviewer time saved, per task type, model version, policy version or day. The window
     defaults to the last 7 days, and spans at most ``stats_max_days`` (92): each call reads the
-    whole window."""
+    whole window; a longer one, or one that ends before it starts, is 422."""
     end = until or utcnow()
     start = since or end - timedelta(days=7)
     if start >= end:
@@ -239,7 +280,7 @@ async def outcomes(
     return stats.report(decisions, reviews, start, end, group_by, minutes)
 
 
-@router.get("/tasks/{task_id}", tags=["tasks"])
+@router.get("/tasks/{task_id}", tags=["tasks"], responses=links.TASK_READ)
 async def get_task(task_id: TaskIdParam, who: TaskReader, store: Store) -> dict[str, Any]:
     """A task and its decision: producers, admins and auditors read any; a reviewer one whose
     review they may see (404 for any other)."""
@@ -262,16 +303,21 @@ async def get_task(task_id: TaskIdParam, who: TaskReader, store: Store) -> dict[
     status_code=202,
     response_model=Accepted,
     tags=["tasks"],
-    responses={200: {"model": Accepted, "description": "A known task id: nothing is done."}},
+    responses={
+        202: links.SUBMITTED,
+        200: {"model": Accepted, "description": "A known task id: nothing is done."}
+        | links.SUBMITTED,
+    },
 )
 async def submit_task(
-    body: TaskSubmitted, who: Producer, reviews: Reviews, response: Response
+    body: TaskIn, who: Producer, reviews: Reviews, response: Response
 ) -> Accepted:
     """HTTP ingress for producers that do not speak Kafka; a known task id is a no-op. The task
     is accepted once the database has it: it reaches Kafka from the outbox, also after an
-    outage of the broker."""
+    outage of the broker. Location names where to follow it."""
     if not (_finite(body.features) and _finite(body.context)):
         raise Unprocessable("features and context hold finite numbers only: JSON has no NaN")
+    response.headers["Location"] = f"/v1/tasks/{quote(body.task_id, safe='')}"
     if not await reviews.submit(body):
         response.status_code = 200
         return Accepted(task_id=body.task_id, status="already_submitted")

@@ -26,10 +26,20 @@ class InvalidRequest(BaseModel):
 
 # Declared on every router, so the OpenAPI document names each error a client can get.
 RESPONSES: dict[int | str, dict[str, Any]] = {
+    # Refused before any route reads the body, so before authentication too.
+    400: {
+        "model": Problem,
+        "description": "The body cannot be read: it is not UTF-8, or its JSON nests deeper"
+        " than the limit (32 unless configured).",
+    },
     401: {"model": Problem, "description": "No bearer token, or one that is not valid here."},
     403: {"model": Problem, "description": "The token's roles do not allow this."},
     404: {"model": Problem, "description": "No such review, task or model state."},
     409: {"model": Problem, "description": "The request conflicts with the current state."},
+    413: {
+        "model": Problem,
+        "description": "The body is larger than the limit (1 MiB unless configured).",
+    },
     422: {
         "model": InvalidRequest | Problem,
         "description": "The request is malformed, or its content cannot be accepted.",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +18,7 @@ from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.envelope import utcnow
 
 from tandem_review_api.errors import RESPONSES, Conflict, Unprocessable
+from tandem_review_api.inputs import Timestamp, strict_json
 
 Admin = Annotated[Principal, Depends(require_role("admin"))]
 Reader = Annotated[Principal, Depends(require_role("admin", "auditor"))]
@@ -37,12 +37,16 @@ class Document(BaseModel):
         }
     )
 
-    document: str = Field(min_length=1, max_length=1_000_000, description="The policy as YAML.")
+    document: str = Field(
+        min_length=1,
+        max_length=1_000_000,
+        description="The policy as YAML; one that is not a valid policy is 422, with its problems.",
+    )
 
 
 class Simulation(Document):
-    since: datetime
-    until: datetime | None = Field(default=None, description="Default: now.")
+    since: Timestamp
+    until: Timestamp | None = Field(default=None, description="Default: now.")
     reviews_per_hour: float = Field(default=30.0, gt=0, le=1_000_000)
 
 
@@ -57,6 +61,10 @@ class Control(BaseModel):
     kill_switch: KillSwitch
 
 
+# Read as the document says: a time is RFC 3339 text, not a number of seconds.
+SimulationIn = Annotated[Simulation, strict_json(Simulation)]
+
+
 class Switch(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"on": True, "task_type": "tumor_screening"}]}
@@ -66,6 +74,10 @@ class Switch(BaseModel):
     task_type: str | None = Field(
         default=None, min_length=1, max_length=64, description="Only this task type; null: all."
     )
+
+
+# "on" is true or false, not 0 or 1.
+SwitchIn = Annotated[Switch, strict_json(Switch)]
 
 
 def _governance(request: Request) -> Governance:
@@ -95,7 +107,7 @@ async def validate(body: Document, _: Admin) -> Validity:
 
 
 @router.post("/policy/simulate", response_model=WhatIf)
-async def simulate(body: Simulation, _: Admin, request: Request) -> WhatIf:
+async def simulate(body: SimulationIn, _: Admin, request: Request) -> WhatIf:
     """The window's scored events under the document beside the active policy."""
     until = body.until or utcnow()
     with _refusals():
@@ -133,5 +145,5 @@ async def history(_: Reader, request: Request) -> list[PolicyChange]:
 
 
 @router.post("/kill-switch", response_model=KillSwitch)
-async def kill_switch(body: Switch, who: Admin, request: Request) -> KillSwitch:
+async def kill_switch(body: SwitchIn, who: Admin, request: Request) -> KillSwitch:
     return await _governance(request).kill_switch(body.on, body.task_type, who.subject)
