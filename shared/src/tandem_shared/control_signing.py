@@ -25,7 +25,6 @@ from tandem_shared.signing import (
     Signer,
     TrustedKey,
     canonical_bytes,
-    private_key,
     signature_refusal,
     trusted_keys,
 )
@@ -47,15 +46,10 @@ class ControlSigner(Signer):
     @classmethod
     def from_settings(cls, runtime: RuntimeSettings) -> ControlSigner | None:
         """The signer of TANDEM_CONTROL_SIGNING_KEY; None without one (development)."""
-        text = runtime.control_signing_key
-        if text is None:
-            return None
-        return cls(private_key(text.get_secret_value(), "TANDEM_CONTROL_SIGNING_KEY"))
+        return cls.of_secret(runtime.control_signing_key, "TANDEM_CONTROL_SIGNING_KEY")
 
     def sign_change(self, event: Event[ControlChanged]) -> Event[ControlChanged]:
-        unsigned = event.data.model_copy(update={"signature": None, "key_id": None})
-        signature = self.sign(statement(event.subject, unsigned))
-        data = unsigned.model_copy(update={"signature": signature, "key_id": self.key_id})
+        data = self.signed_copy(event.data, lambda change: statement(event.subject, change))
         return Event(event.id, event.source, event.subject, data, event.time)
 
 

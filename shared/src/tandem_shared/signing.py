@@ -11,12 +11,16 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, SecretStr
+
+# A record that carries its own signature: fields ``signature`` and ``key_id``.
+Signed = TypeVar("Signed", bound=BaseModel)
 
 
 def to_utc(value: datetime) -> datetime:
@@ -100,9 +104,21 @@ class Signer:
         self.public_key = public_text(key)
         self.key_id = key_id(self.public_key)
 
+    @classmethod
+    def of_secret(cls, secret: SecretStr | None, what: str) -> Self | None:
+        """The signer of a key setting (``what`` names it in errors); None when it is unset."""
+        return None if secret is None else cls(private_key(secret.get_secret_value(), what))
+
     def sign(self, statement: bytes) -> str:
         """The signature of ``statement``, in base64."""
         return base64.b64encode(self._key.sign(statement)).decode("ascii")
+
+    def signed_copy(self, record: Signed, statement: Callable[[Signed], bytes]) -> Signed:
+        """``record`` with its ``signature`` and ``key_id`` set: the signature is over the
+        statement of the record without them."""
+        unsigned = record.model_copy(update={"signature": None, "key_id": None})
+        signature = self.sign(statement(unsigned))
+        return unsigned.model_copy(update={"signature": signature, "key_id": self.key_id})
 
 
 @dataclass(frozen=True)

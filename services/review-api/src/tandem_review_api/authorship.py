@@ -22,7 +22,6 @@ from tandem_shared.signing import (
     Signer,
     TrustedKey,
     canonical_bytes,
-    private_key,
     signature_refusal,
     trusted_keys,
 )
@@ -46,15 +45,11 @@ class DecisionSigner(Signer):
     @classmethod
     def from_settings(cls, settings: ReviewApiSettings) -> DecisionSigner | None:
         """The signer of TANDEM_REVIEW_API_DECISION_SIGNING_KEY; None without one."""
-        text = settings.decision_signing_key
-        if text is None:
-            return None
-        return cls(private_key(text.get_secret_value(), "TANDEM_REVIEW_API_DECISION_SIGNING_KEY"))
+        key = settings.decision_signing_key
+        return cls.of_secret(key, "TANDEM_REVIEW_API_DECISION_SIGNING_KEY")
 
     def sign_decision(self, event: Event[DecisionMade]) -> Event[DecisionMade]:
-        unsigned = event.data.model_copy(update={"signature": None, "key_id": None})
-        signature = self.sign(statement(event.source, event.id, unsigned))
-        data = unsigned.model_copy(update={"signature": signature, "key_id": self.key_id})
+        data = self.signed_copy(event.data, lambda d: statement(event.source, event.id, d))
         return Event(event.id, event.source, event.subject, data, event.time)
 
 
