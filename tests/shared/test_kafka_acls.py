@@ -41,7 +41,7 @@ from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics, ensure_topics
 
 from tests.kafka_utils import TopicReader, ce_headers
-from tests.shared.test_kafka_security import Authority, pem
+from tests.shared.test_kafka_security import Authority, secured_broker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.timeout(300)]
 MANIFEST = project_root() / "deploy" / "k8s" / "components" / "kafka-scram" / "kafka-users.yaml"
@@ -125,23 +125,10 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     home = tmp_path_factory.mktemp("acl-kafka")
-    authority = Authority.make("tandem test CA")
-    key, cert = authority.issue("broker", server=True)
-    (home / "keystore.pem").write_bytes(pem(key, cert, authority.cert))
-    (home / "ca.pem").write_bytes(pem(authority.cert))
     users = {name: secrets.token_urlsafe(16) for name in {g.user for g in grants()}}
-    security = BrokerSecurity(
-        sasl_ssl_port=free_port(),
-        ssl_port=free_port(),
-        keystore=home / "keystore.pem",
-        truststore=home / "ca.pem",
-        users=users,
-        authorize=True,
-    )
-    broker = KafkaBroker(
-        home / "broker", port=free_port(), controller_port=free_port(), security=security
-    )
-    broker.start()
+    broker = secured_broker(home, Authority.make("tandem test CA"), users, authorize=True)
+    security = broker.security
+    assert security is not None
     try:
         # The operator's side, on the plaintext listener: the topics, then the ACLs.
         asyncio.run(ensure_topics(broker.bootstrap_servers, TOPICS))

@@ -97,6 +97,30 @@ def pem(*items: ec.EllipticCurvePrivateKey | x509.Certificate) -> bytes:
     return out
 
 
+def secured_broker(
+    home: Path, authority: Authority, users: dict[str, str], authorize: bool = False
+) -> KafkaBroker:
+    """A broker started with SASL_SSL and mutual-TLS listeners that present a certificate
+    ``authority`` issued (its CA written to ``home``/ca.pem, for clients and client
+    certificates alike)."""
+    key, cert = authority.issue("broker", server=True)
+    (home / "keystore.pem").write_bytes(pem(key, cert, authority.cert))
+    (home / "ca.pem").write_bytes(pem(authority.cert))
+    security = BrokerSecurity(
+        sasl_ssl_port=free_port(),
+        ssl_port=free_port(),
+        keystore=home / "keystore.pem",
+        truststore=home / "ca.pem",
+        users=users,
+        authorize=authorize,
+    )
+    broker = KafkaBroker(
+        home / "broker", port=free_port(), controller_port=free_port(), security=security
+    )
+    broker.start()
+    return broker
+
+
 @dataclass
 class Secured:
     broker: KafkaBroker
@@ -122,32 +146,20 @@ class Secured:
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     home = tmp_path_factory.mktemp("secured-kafka")
     authority, stranger = Authority.make("tandem test CA"), Authority.make("another CA")
-    server_key, server_cert = authority.issue("broker", server=True)
     client_key, client_cert = authority.issue("router", server=False)
     files = {
-        "keystore.pem": pem(server_key, server_cert, authority.cert),
-        "ca.pem": pem(authority.cert),
         "other-ca.pem": pem(stranger.cert),
         "client.pem": pem(client_cert),
         "client.key": pem(client_key),
     }
     for name, content in files.items():
         (home / name).write_bytes(content)
-    security = BrokerSecurity(
-        sasl_ssl_port=free_port(),
-        ssl_port=free_port(),
-        keystore=home / "keystore.pem",
-        truststore=home / "ca.pem",
-        users=USERS,
-    )
-    broker = KafkaBroker(
-        home / "broker", port=free_port(), controller_port=free_port(), security=security
-    )
-    broker.start()
+    broker = secured_broker(home, authority, USERS)
+    assert broker.security is not None
     try:
         yield Secured(
             broker,
-            security,
+            broker.security,
             home / "ca.pem",
             home / "other-ca.pem",
             home / "client.pem",
