@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
+import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from tandem_cli.stack.process import free_port
 from tandem_shared.auth import mint_token
 from tandem_shared.control_signing import ControlTrust
 from tandem_shared.kafka import Outgoing, Publisher, make_producer
@@ -81,3 +83,27 @@ def failures(metrics: str) -> list[str]:
         if line.startswith(("tandem_messages_failed_total{", "tandem_deadletters_total{"))
         and float(line.rsplit(" ", 1)[1]) > 0
     ]
+
+
+@asynccontextmanager
+async def serving(app: FastAPI, what: str) -> AsyncIterator[str]:
+    """``app`` served over HTTP on a free port of 127.0.0.1 until the block ends; its URL, once
+    /readyz answers 200."""
+    port = free_port()
+    http = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    task = asyncio.create_task(http.serve())
+    url = f"http://127.0.0.1:{port}"
+
+    async def ready() -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{url}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        await eventually(ready, f"{what} to serve")
+        yield url
+    finally:
+        http.should_exit = True
+        await task

@@ -13,10 +13,18 @@ from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import DateTime, MetaData, Table, event, pool, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -65,6 +73,18 @@ def unavailable_is_transient(what: str) -> Iterator[None]:
         if is_unavailable(exc):
             raise TransientError(f"{what} unavailable: {type(exc).__name__}: {exc}") from exc
         raise
+
+
+def answer_outages(app: FastAPI, database: str) -> None:
+    """An API's requests that find ``database`` down or restarting answer 503, the client's
+    cue to try again, instead of a 500."""
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(OSError)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            raise exc
+        return JSONResponse({"detail": f"{database} is not reachable, try again"}, status_code=503)
 
 
 def answers(engine: AsyncEngine, timeout_s: float = 2.0) -> Callable[[], Awaitable[bool]]:

@@ -1,5 +1,5 @@
 """The auditor's HTTP API: lineage, completeness, checkpoints, proofs, export (verification:
-verify_api.py)."""
+verify_api.py; what the document says besides the routes: openapi.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,29 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import LedgerCheckpoint
 from tandem_shared.limits import TaskIdParam
-from tandem_shared.signing import to_utc
+from tandem_shared.times import Timestamp
 
 from tandem_audit_sink.checkpoint import Checkpoint
+from tandem_audit_sink.consumer import MAX_ATTRIBUTE
 from tandem_audit_sink.export import ExportFilter, export_query
 from tandem_audit_sink.ledger import StoredEntry, document_of
 from tandem_audit_sink.lineage import STAGES, completeness, stage_order, versions_of
+from tandem_audit_sink.openapi import (
+    CHECKPOINTS_LINKS,
+    COMPLETENESS_LINKS,
+    LATEST_LINKS,
+    LINEAGE_LINKS,
+    PROOF_LINKS,
+    RESPONSES,
+    UNAVAILABLE,
+    invalid,
+    refused,
+)
 from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.store import (
     AmbiguousEvent,
@@ -31,6 +43,13 @@ from tandem_audit_sink.store import (
 
 Auditor = Annotated[Principal, Depends(require_role("auditor"))]
 DEFAULT_WINDOW = timedelta(days=7)  # of the completeness report
+# What a BIGINT holds: a larger seq or tree size names nothing, and no driver would send it.
+LARGEST = 2**63 - 1
+# An id, source or type as the ledger keeps them: longer ones, or ones with a NUL, are recorded
+# as raw records instead (consumer.py), and PostgreSQL refuses a NUL with an error, not a miss.
+LedgerText = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE, pattern=r"^[^\x00]+$")
+]
 
 
 def _ledger(request: Request) -> Ledger:
@@ -147,14 +166,20 @@ class ConsistencyProofOut(BaseModel):
         )
 
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=RESPONSES)
 
 
 def _not_found(exc: LedgerError) -> HTTPException:
     return HTTPException(404, str(exc))
 
 
-@router.get("/tasks/{task_id:path}")
+@router.get(
+    "/tasks/{task_id:path}",
+    responses=LINEAGE_LINKS
+    | {404: refused("The ledger holds no event of this task.")}
+    | invalid()
+    | UNAVAILABLE,
+)
 async def task_lineage(task_id: TaskIdParam, ledger: LedgerDep, _: Auditor) -> TaskLineage:
     """Every event of one task (its subject) in pipeline order (submitted, scored, routed,
     decided, feedback, then anything else), each with the model and policy it names.
@@ -183,13 +208,20 @@ async def task_lineage(task_id: TaskIdParam, ledger: LedgerDep, _: Auditor) -> T
     return TaskLineage(task_id=task_id, events=events)
 
 
-@router.get("/completeness", responses={422: {"description": "a window too long, or reversed"}})
+@router.get(
+    "/completeness",
+    responses=COMPLETENESS_LINKS
+    | invalid("the window is reversed or longer than the limit")
+    | UNAVAILABLE,
+)
 async def task_completeness(
     request: Request,
     ledger: LedgerDep,
     _: Auditor,
-    since: Annotated[datetime | None, Query(description="from then [7 days before until]")] = None,
-    until: Annotated[datetime | None, Query(description="before then [now]")] = None,
+    since: Annotated[
+        Timestamp | None, Query(description="From then [7 days before until]; before until.")
+    ] = None,
+    until: Annotated[Timestamp | None, Query(description="Before then [now].")] = None,
 ) -> CompletenessReport:
     """Of the tasks with a stage recorded in [since, until): decided tasks that miss a stage
     (submitted, scored, and routed when people decided), events whose task was never submitted,
@@ -197,10 +229,11 @@ async def task_completeness(
     recorded then whose (source, id) came again with other content. A task's stages recorded
     outside the window count too. ``complete`` is true when all of these are empty. The window
     defaults to the last 7 days and spans at most ``TANDEM_AUDIT_COMPLETENESS_MAX_DAYS`` (92):
-    each call reads all of it."""
+    each call reads all of it. Times are RFC 3339 with their offset; a window that ends before
+    it starts, or is longer, is 422."""
     settings: AuditSettings = request.app.state.runtime.settings
-    end = to_utc(until) if until else utcnow()  # a time without a zone is UTC
-    start = to_utc(since) if since else end - DEFAULT_WINDOW
+    end = until or utcnow()
+    start = since or end - DEFAULT_WINDOW
     if start >= end:
         raise HTTPException(422, "since must be before until")
     longest = timedelta(days=settings.completeness_max_days)
@@ -223,18 +256,21 @@ async def task_completeness(
     )
 
 
-@router.get("/checkpoints")
+@router.get("/checkpoints", responses=CHECKPOINTS_LINKS | invalid() | UNAVAILABLE)
 async def list_checkpoints(
     ledger: LedgerDep,
     _: Auditor,
-    after: Annotated[int, Query(ge=0, description="only larger tree sizes")] = 0,
+    after: Annotated[int, Query(ge=0, le=LARGEST, description="Only larger tree sizes.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[LedgerCheckpoint]:
     """Signed checkpoints, smallest tree first."""
     return [checkpoint_out(c) for c in await ledger.checkpoints(after, limit)]
 
 
-@router.get("/checkpoints/latest")
+@router.get(
+    "/checkpoints/latest",
+    responses=LATEST_LINKS | {404: refused("No checkpoint was signed yet.")} | UNAVAILABLE,
+)
 async def latest_checkpoint(ledger: LedgerDep, _: Auditor) -> LedgerCheckpoint:
     latest = await ledger.latest_checkpoint()
     if latest is None:
@@ -242,14 +278,28 @@ async def latest_checkpoint(ledger: LedgerDep, _: Auditor) -> LedgerCheckpoint:
     return checkpoint_out(latest)
 
 
-@router.get("/proofs/inclusion")
+@router.get(
+    "/proofs/inclusion",
+    responses=PROOF_LINKS
+    | {
+        404: refused(
+            "No such event (of that source, at that seq), no checkpoint of that size, or none"
+            " yet that covers the entry."
+        ),
+        409: refused("The id names several entries: say which by source or seq."),
+    }
+    | invalid()
+    | UNAVAILABLE,
+)
 async def prove_inclusion(
     ledger: LedgerDep,
     _: Auditor,
-    event_id: str,
-    tree_size: Annotated[int | None, Query(ge=1, description="a checkpoint's size")] = None,
-    source: Annotated[str | None, Query(description="the event's source")] = None,
-    seq: Annotated[int | None, Query(ge=1, description="the entry's place")] = None,
+    event_id: Annotated[LedgerText, Query(description="The event's id.")],
+    tree_size: Annotated[
+        int | None, Query(ge=1, le=LARGEST, description="A checkpoint's size [the latest].")
+    ] = None,
+    source: Annotated[LedgerText | None, Query(description="The event's source.")] = None,
+    seq: Annotated[int | None, Query(ge=1, le=LARGEST, description="The entry's place.")] = None,
 ) -> InclusionProofOut:
     """The event's entry and its inclusion path to a checkpoint (the latest by default).
     Where the id names several entries (from several sources, or a conflict), 409 lists
@@ -264,14 +314,22 @@ async def prove_inclusion(
         raise _not_found(exc) from exc
 
 
-@router.get("/proofs/consistency")
+@router.get(
+    "/proofs/consistency",
+    responses={404: refused("No checkpoint of one of these sizes.")}
+    | invalid("first is larger than second")
+    | UNAVAILABLE,
+)
 async def prove_consistency(
     ledger: LedgerDep,
     _: Auditor,
-    first: Annotated[int, Query(ge=1)],
-    second: Annotated[int, Query(ge=1)],
+    first: Annotated[int, Query(ge=1, le=LARGEST, description="A checkpoint's size.")],
+    second: Annotated[
+        int, Query(ge=1, le=LARGEST, description="A checkpoint's size, not less than first.")
+    ],
 ) -> ConsistencyProofOut:
-    """The path showing that the checkpoint at ``second`` extends the one at ``first``."""
+    """The path showing that the checkpoint at ``second`` extends the one at ``first`` (empty
+    when they are the same); ``first`` larger than ``second`` is 422."""
     if first > second:
         raise HTTPException(422, "first must not be larger than second")
     try:
@@ -283,22 +341,31 @@ async def prove_consistency(
 @router.get(
     "/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}}},
+    responses={200: {"content": {"application/x-ndjson": {}}}} | invalid() | UNAVAILABLE,
 )
 async def export_entries(
     ledger: LedgerDep,
     _: Auditor,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    event_type: Annotated[list[str] | None, Query(alias="type")] = None,
-    task_type: Annotated[list[str] | None, Query()] = None,
+    since: Annotated[Timestamp | None, Query(description="Recorded from then.")] = None,
+    until: Annotated[Timestamp | None, Query(description="Recorded before then.")] = None,
+    event_type: Annotated[
+        list[LedgerText] | None, Query(alias="type", description="Of these event types.")
+    ] = None,
+    task_type: Annotated[list[LedgerText] | None, Query(description="Of these task types.")] = None,
 ) -> StreamingResponse:
     """Entries recorded in [since, until), of the given event and task types, as JSON lines.
-    Each line is an entry exactly as hashed: SHA-256(0x00 || line) is its leaf hash."""
-    wanted = ExportFilter(since, until, event_type or [], task_type or [])
+    Each line is an entry exactly as hashed: SHA-256(0x00 || line) is its leaf hash. Times are
+    RFC 3339 with their offset."""
+    pages = ledger.chunks(
+        export_query(ExportFilter(since, until, event_type or [], task_type or []))
+    )
+    # Read before the answer starts: a database that is down is a 503, not a stream cut short.
+    first = await anext(pages, None)
 
     async def lines() -> AsyncIterator[bytes]:
-        async for rows in ledger.chunks(export_query(wanted)):
-            yield "".join(f"{row.canonical}\n" for row in rows).encode("utf-8")
+        page = first
+        while page is not None:
+            yield "".join(f"{row.canonical}\n" for row in page).encode("utf-8")
+            page = await anext(pages, None)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

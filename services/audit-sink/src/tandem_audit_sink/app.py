@@ -6,7 +6,7 @@ import functools
 import logging
 
 from fastapi import FastAPI
-from tandem_shared.db import create_engine
+from tandem_shared.db import answer_outages, create_engine
 from tandem_shared.service import ServiceRuntime
 
 from tandem_audit_sink import verify_api
@@ -85,4 +85,5 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     app.state.ledger = ledger
     app.state.verifications = verifications
     app.state.redact = redact
+    answer_outages(app, "the ledger's database")
     return app

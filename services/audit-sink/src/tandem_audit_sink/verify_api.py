@@ -8,9 +8,11 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from tandem_shared.auth import Principal, require_role
 
+from tandem_audit_sink.openapi import RESPONSES, invalid, link, refused
 from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.verification import Running, Verification, Verifications
 
@@ -103,13 +105,30 @@ class VerificationRequested(BaseModel):
     result: str = f"{RESULT}?whole=true"
 
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=RESPONSES)
 
 
 @router.post(
     "/verify",
     status_code=202,
-    responses={202: {"headers": {"Location": {"description": "where the result will be"}}}},
+    responses={
+        202: {
+            "headers": {
+                "Location": {
+                    "description": "Where the result will be.",
+                    "schema": {"type": "string"},
+                }
+            },
+            "links": {
+                "GetResult": link(
+                    "get",
+                    RESULT,
+                    "The latest whole verification: poll until it is this one.",
+                    whole=True,
+                )
+            },
+        }
+    },
 )
 async def request_verification(
     response: Response, verifications: VerificationsDep, _: Asker
@@ -124,13 +143,17 @@ async def request_verification(
 
 @router.get(
     "/verify",
-    responses={503: {"description": "no such verification has finished yet (see Retry-After)"}},
+    responses=invalid()
+    | {
+        503: refused("No such verification has finished yet; try again after Retry-After.")
+        | {"headers": {"Retry-After": {"description": "Seconds.", "schema": {"type": "integer"}}}}
+    },
 )
 async def latest_verification(
     request: Request,
     verifications: VerificationsDep,
     _: Auditor,
-    whole: Annotated[bool, Query(description="the latest whole verification only")] = False,
+    whole: Annotated[bool, Query(description="The latest whole verification only.")] = False,
 ) -> LedgerVerification:
     """The latest verification the sink finished, whole or only of what was new (``whole``
     picks the latest whole one): when it ran, how long it took, the tree size it reached and
@@ -151,4 +174,14 @@ async def latest_verification(
         503,
         f"no {kind} of the ledger has finished yet; {what}",
         headers={"Retry-After": str(retry)},
+    )
+
+
+@router.api_route(
+    "/verify", methods=["DELETE", "OPTIONS", "PATCH", "PUT", "TRACE"], include_in_schema=False
+)
+async def other_methods() -> JSONResponse:
+    """405 naming both methods of the path: Starlette's own names those of its first route."""
+    return JSONResponse(
+        {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "GET, HEAD, POST"}
     )

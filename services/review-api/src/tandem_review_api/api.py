@@ -14,10 +14,11 @@ from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.limits import ReviewIdParam, TaskIdParam
+from tandem_shared.times import Timestamp, timestamp
 
 from tandem_review_api import links, live, stats
 from tandem_review_api.errors import RESPONSES, Unprocessable
-from tandem_review_api.inputs import Timestamp, strict_json, timestamp
+from tandem_review_api.inputs import strict_json
 from tandem_review_api.reviews import Claim, ReviewService
 from tandem_review_api.store import QueueFilter, ReviewStore, review_item
 

@@ -8,8 +8,7 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
-from tandem_shared.db import is_unavailable
+from tandem_shared.db import answer_outages
 
 
 class Problem(BaseModel):
@@ -85,10 +84,4 @@ def install(app: FastAPI) -> None:
             {"detail": f"Kafka is not reachable, try again: {exc}"}, status_code=503
         )
 
-    # A database that is down or restarting is the client's cue to try again, not a bug.
-    @app.exception_handler(SQLAlchemyError)
-    @app.exception_handler(OSError)
-    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
-        if not is_unavailable(exc):
-            raise exc
-        return JSONResponse({"detail": "the database is not reachable, try again"}, status_code=503)
+    answer_outages(app, "the database")

@@ -16,9 +16,10 @@ from tandem_router.whatif import WhatIf
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.envelope import utcnow
+from tandem_shared.times import Timestamp
 
 from tandem_review_api.errors import RESPONSES, Conflict, Unprocessable
-from tandem_review_api.inputs import Timestamp, strict_json
+from tandem_review_api.inputs import strict_json
 
 Admin = Annotated[Principal, Depends(require_role("admin"))]
 Reader = Annotated[Principal, Depends(require_role("admin", "auditor"))]

@@ -1,14 +1,17 @@
-"""One schemathesis run against the running review API as one role: every phase (examples,
-coverage, fuzzing, and stateful sequences that follow the document's links to real reviews)
-and every check. Where two people hold the role, the run acts as the first and replays what
-the first reads as the second, who must not see what is only the first's. Runs in a process of
-its own, so that roles run side by side on separate cores (schemathesis's own workers are
-threads, which trip CPython 3.11 compiling ASTs)."""
+"""One schemathesis run against a running API as one role: every phase (examples, coverage,
+fuzzing, and stateful sequences that follow the document's links to real ids) and every check.
+Where two people hold the role, the run acts as the first and replays what the first reads as
+the second, who must not see what is only the first's. Runs in a process of its own, so that
+roles run side by side on separate cores (schemathesis's own workers are threads, which trip
+CPython 3.11 compiling ASTs). Each API's test says what is particular to it in a ``Contract``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import multiprocessing
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,23 +24,18 @@ from schemathesis.engine.recorder import ScenarioRecorder
 from schemathesis.engine.run import PhaseName
 from schemathesis.openapi.checks import RejectedPositiveData
 
-# An endless event stream cannot be fetched whole; its responses are checked in test_live.py.
-SKIPPED = "/v1/reviews/events"
-# Each admin call reads (a change also writes) the control topic, a good part of a second: the
-# boundary values of valid requests in bulk are left out (fuzzing still sends some), and the
-# sequences keep to the queue and its reviews.
-SLOW = r"^/v1/admin/"
-# Refusals no JSON Schema can state: they hang on the server's state, or on two fields at
-# once. The document says each in words (the parameter's, the field's or the route's
-# description); a schema-valid request refused with one of these is the document being kept.
-DOCUMENTED_REFUSALS = {
-    "GET /v1/reviews": ("cursor is not one this API returned",),
-    "GET /v1/stats": ("since must be before until", "the window spans at most"),
-    "POST /v1/reviews/{review_id}/decision": ("is not allowed; allowed:",),
-    "POST /v1/admin/policy/validate": ("invalid policy",),
-    "POST /v1/admin/policy/simulate": ("invalid policy",),
-    "POST /v1/admin/policy/apply": ("invalid policy",),
-}
+
+@dataclass(frozen=True)
+class Contract:
+    """What one API's run needs besides its document.
+
+    ``refusals``: per operation ("GET /v1/x"), the reasons it refuses a schema-valid request
+    with 422 that no JSON Schema can state (they hang on the server's state, or on two
+    parameters at once). The document says each in words; a 422 naming one of them is the
+    document being kept. ``operations``: schemathesis's per-operation settings."""
+
+    refusals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    operations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -64,7 +62,9 @@ def credentials(path: Path, tokens: list[str]) -> Path:
     return path
 
 
-def run(url: str, role: str, people: Path, examples: int, sequences: int) -> Outcome:
+def run(
+    url: str, contract: Contract, role: str, people: Path, examples: int, sequences: int
+) -> Outcome:
     """The run as user 1 of ``people``; any others are their peers."""
     names = [user["name"] for user in json.loads(people.read_text())["auth"]]
     auth = {"path": str(people), "user": names[0]} | ({"peers": names} if names[1:] else {})
@@ -78,20 +78,20 @@ def run(url: str, role: str, people: Path, examples: int, sequences: int) -> Out
             "checks": {name: {"enabled": True} for name in all_checks()},
             "generation": {"max-examples": examples, "database": "none", "deterministic": True},
             "phases": {"stateful": {"generation": {"max-examples": sequences}}},
-            "operations": [
-                {"include-path": SKIPPED, "enabled": False},
-                {
-                    "include-path-regex": SLOW,
-                    "phases": {
-                        "coverage": {"generation": {"mode": "negative"}},
-                        "stateful": {"enabled": False},
-                    },
-                },
-            ],
+            "operations": list(contract.operations),
         }
     )
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config)
-    schema.hook("filter_failure")(_undocumented)
+
+    def filter_failure(
+        _: schemathesis.HookContext,
+        failure: Failure,
+        case: schemathesis.Case[Any],
+        response: schemathesis.Response,
+    ) -> bool:
+        return _undocumented(contract.refusals, failure, case, response)
+
+    schema.hook("filter_failure")(filter_failure)
     found: dict[tuple[str, ...], str] = {}
     outcome = Outcome()
     for event in from_schema(schema).execute():
@@ -134,18 +134,43 @@ def _succeeded(recorder: ScenarioRecorder) -> set[str]:
 
 
 def _undocumented(
-    _: schemathesis.HookContext,
+    refusals: Mapping[str, tuple[str, ...]],
     failure: Failure,
     case: schemathesis.Case[Any],
     response: schemathesis.Response,
 ) -> bool:
-    """A ``filter_failure`` hook: keeps every failure but a 422 for a schema-valid request that
-    names its documented reason."""
+    """Keeps every failure but a 422 for a schema-valid request that names its documented
+    reason (a ``filter_failure`` hook drops what it returns False for)."""
     if not (isinstance(failure, RejectedPositiveData) and response.status_code == 422):
         return True
     try:
         detail = json.loads(response.content)["detail"]
     except (ValueError, KeyError, TypeError):
         return True
-    reasons = DOCUMENTED_REFUSALS.get(case.operation.label, ())
+    reasons = refusals.get(case.operation.label, ())
     return not (isinstance(detail, str) and any(r in detail for r in reasons))
+
+
+async def run_roles(
+    url: str,
+    contract: Contract,
+    people: Mapping[str, Path],
+    examples: int,
+    sequences: int,
+) -> dict[str, Outcome]:
+    """``run`` once per role (``people``: the credentials of each), side by side, each in a
+    process of its own (spawned: the server's loop and threads stay in this one)."""
+    loop = asyncio.get_running_loop()
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(people), mp_context=spawn) as pool:
+        outcomes = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, run, url, contract, role, who, examples, sequences)
+                for role, who in people.items()
+            )
+        )
+    return dict(zip(people, outcomes, strict=True))
+
+
+def findings(outcomes: Mapping[str, Outcome]) -> list[str]:
+    return [f for outcome in outcomes.values() for f in outcome.findings]
