@@ -6,7 +6,7 @@ to UTC: each of those is refused or clamped here, never a 500 further in."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, TypeAdapter
@@ -43,3 +43,25 @@ _TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp)
 def timestamp(text: str) -> datetime:
     """``text`` read as a Timestamp; ValueError when it is not one."""
     return _TIMESTAMP.validate_python(text)
+
+
+# What a report reads when asked for no window.
+DEFAULT_WINDOW = timedelta(days=7)
+
+
+class WindowError(ValueError):
+    """A window a report will not read; the message says why (an API answers it with 422)."""
+
+
+def bounded_window(
+    since: datetime | None, until: datetime | None, longest_days: int, now: datetime
+) -> tuple[datetime, datetime]:
+    """[since, until) with its defaults (until now, since a week before until), as long as it
+    starts before it ends and spans at most ``longest_days``: each call reads all of it."""
+    end = until or now
+    start = since or end - DEFAULT_WINDOW
+    if start >= end:
+        raise WindowError("since must be before until")
+    if end - start > timedelta(days=longest_days):
+        raise WindowError(f"the window spans at most {longest_days} days; ask for less")
+    return start, end

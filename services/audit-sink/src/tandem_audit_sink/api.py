@@ -4,7 +4,7 @@ verify_api.py; what the document says besides the routes: openapi.py)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -14,7 +14,7 @@ from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import LedgerCheckpoint
 from tandem_shared.limits import TaskIdParam
-from tandem_shared.times import Timestamp
+from tandem_shared.times import Timestamp, WindowError, bounded_window
 
 from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.consumer import MAX_ATTRIBUTE
@@ -42,7 +42,6 @@ from tandem_audit_sink.store import (
 )
 
 Auditor = Annotated[Principal, Depends(require_role("auditor"))]
-DEFAULT_WINDOW = timedelta(days=7)  # of the completeness report
 # What a BIGINT holds: a larger seq or tree size names nothing, and no driver would send it.
 LARGEST = 2**63 - 1
 # An id, source or type as the ledger keeps them: longer ones, or ones with a NUL, are recorded
@@ -232,13 +231,10 @@ async def task_completeness(
     each call reads all of it. Times are RFC 3339 with their offset; a window that ends before
     it starts, or is longer, is 422."""
     settings: AuditSettings = request.app.state.runtime.settings
-    end = until or utcnow()
-    start = since or end - DEFAULT_WINDOW
-    if start >= end:
-        raise HTTPException(422, "since must be before until")
-    longest = timedelta(days=settings.completeness_max_days)
-    if end - start > longest:
-        raise HTTPException(422, f"the window spans at most {longest.days} days; ask for less")
+    try:
+        start, end = bounded_window(since, until, settings.completeness_max_days, utcnow())
+    except WindowError as exc:
+        raise HTTPException(422, str(exc)) from exc
     report = completeness(
         await ledger.stages(STAGES, start, end), await ledger.conflicts(start, end)
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -14,7 +14,7 @@ from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.limits import ReviewIdParam, TaskIdParam
-from tandem_shared.times import Timestamp, timestamp
+from tandem_shared.times import Timestamp, WindowError, bounded_window, timestamp
 
 from tandem_review_api import links, live, stats
 from tandem_review_api.errors import RESPONSES, Unprocessable
@@ -269,15 +269,13 @@ async def outcomes(
     and reviewer time saved, per task type, model version, policy version or day. The window
     defaults to the last 7 days, and spans at most ``stats_max_days`` (92): each call reads the
     whole window; a longer one, or one that ends before it starts, is 422."""
-    end = until or utcnow()
-    start = since or end - timedelta(days=7)
-    if start >= end:
-        raise Unprocessable("since must be before until")
-    longest = timedelta(days=request.app.state.runtime.settings.stats_max_days)
-    if end - start > longest:
-        raise Unprocessable(f"the window spans at most {longest.days} days; ask for less")
+    settings = request.app.state.runtime.settings
+    try:
+        start, end = bounded_window(since, until, settings.stats_max_days, utcnow())
+    except WindowError as exc:
+        raise Unprocessable(str(exc)) from exc
     decisions, reviews = await store.report_facts(start, end)
-    minutes = request.app.state.runtime.settings.minutes_per_review
+    minutes = settings.minutes_per_review
     return stats.report(decisions, reviews, start, end, group_by, minutes)
 
 
