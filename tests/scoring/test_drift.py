@@ -167,6 +167,39 @@ def test_window_keeps_only_the_newest_values(
     assert monitor.size("mean_texture") == 0  # never sent
 
 
+def test_features_whose_windows_differ_are_each_kept_apart(
+    reference_model: LoadedModel,
+) -> None:
+    """Features that got different numbers of values (some rows lack them) fill their windows
+    at their own pace; each one's PSI is that of its own newest values."""
+    window = 50
+    monitor = DriftMonitor(reference_model.manifest, window=window, min_count=1)
+    rng = np.random.default_rng(8)
+    names = ["mean_radius", "mean_texture", "mean_area"]
+    seen: dict[str, list[float]] = {n: [] for n in names}
+    # Then batches where all three come as many times: their windows are still in different
+    # states (filled, and where the next value goes), and must move apart.
+    # Batches shorter than the window, so every window wraps and evicts its own oldest values.
+    plan = [(12, 0.7), (5, 1.0), (9, 1.0), (20, 0.7), (7, 1.0), (15, 1.0), (30, 1.0), (4, 1.0)]
+    for size, share in plan:
+        rows: list[dict[str, FeatureValue]] = []
+        for _ in range(size):
+            row = {n: float(rng.normal(15.0, 5.0)) for n in names if rng.random() < share}
+            rows.append(row)
+            for n, v in row.items():
+                seen[n].append(v)
+        monitor.observe(rows, [])
+        assert [monitor.size(n) for n in names] == [min(len(seen[n]), window) for n in names]
+    current = monitor.current()
+    for spec in reference_model.manifest.features:
+        if spec.name not in names:
+            continue
+        assert spec.reference is not None
+        newest = np.searchsorted(spec.reference.bin_edges, seen[spec.name][-window:], side="right")
+        counts = np.bincount(newest, minlength=len(spec.reference.bin_fractions))
+        assert current[spec.name] == pytest.approx(psi(spec.reference.bin_fractions, counts))
+
+
 def _mixed_manifest() -> ModelManifest:
     def ref(fractions: list[float]) -> dict[str, Any]:
         edges = [i + 0.5 for i in range(len(fractions) - 1)]

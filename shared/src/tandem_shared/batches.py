@@ -33,6 +33,7 @@ from tandem_shared.telemetry import (
     carried,
     context_from_headers,
     guarded,
+    observe_all,
     recording,
 )
 
@@ -227,9 +228,11 @@ class BatchWork(Generic[T]):
 
     def _observe_ages(self, items: Sequence[Incoming[Any]]) -> None:
         now = time.time()
+        ages: dict[str, list[float]] = {}
         for item in items:
-            age = now - item.timestamp_ms / 1000
-            self.metrics.end_to_end_child(self.config.service, item.topic).observe(max(age, 0.0))
+            ages.setdefault(item.topic, []).append(max(now - item.timestamp_ms / 1000, 0.0))
+        for topic, seconds in ages.items():
+            observe_all(self.metrics.end_to_end_child(self.config.service, topic), seconds)
 
 
 def _incoming(record: Consumed, item: T) -> Incoming[T]:

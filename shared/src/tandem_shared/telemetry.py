@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -41,6 +42,29 @@ def children(metric: Metric) -> Callable[..., Metric]:
         return found
 
     return child
+
+
+def observe_all(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for each amount, as one update: observed one by one, a batch's
+    values cost a lock and a scan of the buckets each. Reaches into the client's buckets, so a
+    histogram without them (another client version) is observed one by one."""
+    bounds: list[float] | None = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    summed = 0.0
+    for amount in amounts:
+        summed += amount
+        if amount == amount:  # NaN is in no bucket, as observe leaves it
+            counts[bisect.bisect_left(bounds, amount)] += 1
+    total.inc(summed)
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 class PipelineMetrics:

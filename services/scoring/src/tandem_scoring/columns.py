@@ -14,6 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 from tandem_shared.events import FeatureValue
 
+_PLAIN = frozenset({float, int})
+
 
 @dataclass(frozen=True)
 class PlainNumbers:
@@ -43,7 +45,7 @@ def plain_numbers(names: Sequence[str], rows: Sequence[Mapping[str, FeatureValue
             values = [row[name] for name in names]
         except KeyError:
             continue
-        if all(type(v) is float or type(v) is int for v in values):
+        if _PLAIN.issuperset(map(type, values)):  # exact types: a bool is not a number here
             picked.append(values)
             where.append(i)
     if not picked:

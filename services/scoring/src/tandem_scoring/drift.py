@@ -92,38 +92,83 @@ class DriftChange:
     drifting: bool
 
 
-class _Window:
-    """The bin indices of the last ``size`` values, with their counts kept up to date."""
+def _psi_rows(
+    shares: NDArray[np.float64], counts: NDArray[np.int64], epsilon: float
+) -> NDArray[np.float64]:
+    """``psi`` of each row of ``counts`` against the same row of ``shares``, in one pass. A bin
+    a row does not have (padding: share 0, count 0) adds ``(eps - eps) * ln(1) = 0``."""
+    totals = counts.sum(axis=1, keepdims=True)
+    e = np.maximum(shares, epsilon)
+    a = np.maximum(counts / np.maximum(totals, 1), epsilon)
+    out: NDArray[np.float64] = np.sum((a - e) * np.log(a / e), axis=1)
+    return out
 
-    def __init__(self, reference: ReferenceDistribution, size: int) -> None:
-        self.edges = np.asarray(reference.bin_edges, dtype=np.float64)
-        self.shares = np.asarray(reference.bin_fractions, dtype=np.float64)
-        self.ring = np.zeros(size, dtype=np.int32)
-        self.counts = np.zeros(len(self.shares), dtype=np.int64)
-        self.filled = 0
-        self.head = 0  # where the next value goes
-        self.drifting = False
 
-    def push(self, values: NDArray[np.float64]) -> None:
-        # A value equal to an edge falls in the bin above it, as the manifest's bins were made.
-        bins = np.searchsorted(self.edges, values, side="right").astype(np.int32)
-        size = len(self.ring)
-        if len(bins) >= size:  # only the newest ``size`` values stay
-            self.ring[:] = bins[-size:]
-            self.counts[:] = np.bincount(self.ring, minlength=len(self.counts))
-            self.head, self.filled = 0, size
+class _Windows:
+    """For each of its features, the bin indices of the last ``size`` values, with their
+    counts kept up to date: one ring per feature, all in one matrix, so a batch is binned,
+    counted and judged for every feature in a few numpy calls, not a few per feature (per
+    feature, that was the scoring service's largest cost after decoding)."""
+
+    def __init__(self, references: Mapping[str, ReferenceDistribution], size: int) -> None:
+        self.names = list(references)
+        self.row = {name: i for i, name in enumerate(self.names)}
+        edges = max((len(r.bin_edges) for r in references.values()), default=0)
+        # Padding: an edge at +inf no finite value reaches; a bin of share 0 that stays empty.
+        self.edges = np.full((len(self.names), edges), np.inf)
+        self.shares = np.zeros((len(self.names), edges + 1))
+        for i, r in enumerate(references.values()):
+            self.edges[i, : len(r.bin_edges)] = r.bin_edges
+            self.shares[i, : len(r.bin_fractions)] = r.bin_fractions
+        self.bins = edges + 1
+        self.ring = np.zeros((len(self.names), size), dtype=np.int64)
+        self.counts = np.zeros((len(self.names), self.bins), dtype=np.int64)
+        self.filled = np.zeros(len(self.names), dtype=np.int64)
+        self.head = np.zeros(len(self.names), dtype=np.int64)  # where the next value goes
+        self.drifting = np.zeros(len(self.names), dtype=np.bool_)
+
+    def push(self, values: Mapping[str, NDArray[np.float64]]) -> list[int]:
+        """Add each feature's new values (finite); return the rows that got any. Features in
+        the same state with as many new values (all of them, in the common case) move as one."""
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for name, column in values.items():
+            i = self.row[name]
+            if len(column):
+                groups.setdefault((len(column), self.head[i], self.filled[i]), []).append(i)
+        for (_, head, filled), rows in groups.items():
+            block = np.stack([values[self.names[i]] for i in rows])
+            self._push(np.asarray(rows), block, head, filled)
+        return sorted(i for rows in groups.values() for i in rows)
+
+    def _push(
+        self, rows: NDArray[np.intp], block: NDArray[np.float64], head: int, filled: int
+    ) -> None:
+        # A value equal to an edge falls in the bin above it, as the manifest's bins were made:
+        # its bin is the number of edges at or below it.
+        bins = (self.edges[rows, None, :] <= block[:, :, None]).sum(axis=2)
+        size = self.ring.shape[1]
+        if bins.shape[1] >= size:  # only the newest ``size`` values stay
+            self.ring[rows] = bins[:, -size:]
+            self.counts[rows] = self._count(self.ring[rows])
+            self.head[rows], self.filled[rows] = 0, size
             return
-        slots = (self.head + np.arange(len(bins))) % size
+        slots = (head + np.arange(bins.shape[1])) % size
         # Until the ring is full the head is at ``filled``: slots below it hold a value.
-        evicted = slots if self.filled == size else slots[slots < self.filled]
-        self.counts -= np.bincount(self.ring[evicted], minlength=len(self.counts))
-        self.ring[slots] = bins
-        self.counts += np.bincount(bins, minlength=len(self.counts))
-        self.head = (self.head + len(bins)) % size
-        self.filled = min(self.filled + len(bins), size)
+        evicted = slots if filled == size else slots[slots < filled]
+        self.counts[rows] -= self._count(self.ring[np.ix_(rows, evicted)])
+        self.ring[np.ix_(rows, slots)] = bins
+        self.counts[rows] += self._count(bins)
+        self.head[rows] = (head + bins.shape[1]) % size
+        self.filled[rows] = min(filled + bins.shape[1], size)
 
-    def psi(self, epsilon: float) -> float:
-        return psi(self.shares, self.counts, epsilon)
+    def _count(self, bins: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Each row's bin counts: one bincount, each row's bins offset into a range of its own."""
+        offsets = np.arange(len(bins))[:, None] * self.bins
+        flat = np.bincount((bins + offsets).ravel(), minlength=len(bins) * self.bins)
+        return flat.reshape(len(bins), self.bins)
+
+    def psi(self, rows: NDArray[np.intp] | list[int], epsilon: float) -> NDArray[np.float64]:
+        return _psi_rows(self.shares[rows], self.counts[rows], epsilon)
 
 
 class DriftMonitor:
@@ -149,16 +194,14 @@ class DriftMonitor:
         self.min_count = min_count
         self.recovery = recovery
         self.epsilon = epsilon
-        self._specs: dict[str, FeatureSpec] = {}
-        self._windows: dict[str, _Window] = {}
-        for f in manifest.ordered_features:
-            if f.reference is not None:
-                self._specs[f.name] = f
-                self._windows[f.name] = _Window(f.reference, window)
+        self._specs: dict[str, FeatureSpec] = {
+            f.name: f for f in manifest.ordered_features if f.reference is not None
+        }
+        references = {name: spec.reference for name, spec in self._specs.items()}
         # The numeric features, read from clean rows as one matrix (see _values).
         self._numeric = [n for n, spec in self._specs.items() if isinstance(spec, NumericFeature)]
         self._column_of = {name: j for j, name in enumerate(self._numeric)}
-        self._confidence: _Window | None = None
+        self._confidence = False
         if manifest.confidence_reference is not None:
             if CONFIDENCE in manifest.feature_names:
                 log.warning(
@@ -168,13 +211,16 @@ class DriftMonitor:
                     CONFIDENCE,
                 )
             else:
-                self._confidence = _Window(manifest.confidence_reference, window)
-                self._windows[CONFIDENCE] = self._confidence
+                self._confidence = True
+                references[CONFIDENCE] = manifest.confidence_reference
+        self._windows = _Windows(
+            {name: r for name, r in references.items() if r is not None}, window
+        )
 
     @property
     def watched(self) -> list[str]:
         """The features (and ``confidence``) this monitor keeps a window for."""
-        return list(self._windows)
+        return list(self._windows.names)
 
     def observe(
         self,
@@ -184,29 +230,29 @@ class DriftMonitor:
     ) -> list[DriftChange]:
         """Add one batch; return the features whose drift state it changed. ``read``: the
         plain numbers the scorer read from the same rows, if it did."""
-        touched: list[str] = []
-        for name, values in self._values(rows, read).items():
-            if len(values):
-                self._windows[name].push(values)
-                touched.append(name)
-        if self._confidence is not None:
-            finite = [c for c in confidences if math.isfinite(c)]
-            if finite:
-                self._confidence.push(np.asarray(finite, dtype=np.float64))
-                touched.append(CONFIDENCE)
+        values = self._values(rows, read)
+        if self._confidence:
+            values[CONFIDENCE] = np.asarray(confidences, dtype=np.float64)
+            values[CONFIDENCE] = values[CONFIDENCE][np.isfinite(values[CONFIDENCE])]
+        windows = self._windows
+        touched = np.asarray(windows.push(values), dtype=np.intp)
+        judged = touched[windows.filled[touched] >= self.min_count]
+        if not len(judged):
+            return []
+        value = windows.psi(judged, self.epsilon)
+        drifting = windows.drifting[judged]
+        crossed = np.where(
+            drifting, value < self.recovery * self.threshold, value >= self.threshold
+        )
         changes: list[DriftChange] = []
-        for name in touched:
-            window = self._windows[name]
-            if window.filled < self.min_count:
-                continue
-            value = window.psi(self.epsilon)
-            if window.drifting:
-                crossed = value < self.recovery * self.threshold
-            else:
-                crossed = value >= self.threshold
-            if crossed:
-                window.drifting = not window.drifting
-                changes.append(DriftChange(self.model, self.version, name, value, window.drifting))
+        for i, psi_value in zip(judged[crossed], value[crossed], strict=True):
+            windows.drifting[i] = not windows.drifting[i]
+            name = windows.names[i]
+            changes.append(
+                DriftChange(
+                    self.model, self.version, name, float(psi_value), bool(windows.drifting[i])
+                )
+            )
         return changes
 
     def _values(
@@ -232,19 +278,18 @@ class DriftMonitor:
 
     def current(self) -> dict[str, float]:
         """PSI of every watched feature that has ``min_count`` values in its window."""
-        return {
-            name: window.psi(self.epsilon)
-            for name, window in self._windows.items()
-            if window.filled >= self.min_count
-        }
+        windows = self._windows
+        judged = np.flatnonzero(windows.filled >= self.min_count)
+        value = windows.psi(judged, self.epsilon)
+        return {windows.names[i]: float(v) for i, v in zip(judged, value, strict=True)}
 
     def drifting(self) -> list[str]:
         """The features in alarm now."""
-        return [name for name, window in self._windows.items() if window.drifting]
+        return [self._windows.names[i] for i in np.flatnonzero(self._windows.drifting)]
 
     def size(self, feature: str) -> int:
         """How many values the feature's window holds (at most ``window``)."""
-        return self._windows[feature].filled
+        return int(self._windows.filled[self._windows.row[feature]])
 
 
 def _encode(spec: FeatureSpec, raw: FeatureValue) -> float | None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tandem_shared.events import ShadowScore
-from tandem_shared.telemetry import LATENCY_BUCKETS, children, guarded
+from tandem_shared.telemetry import LATENCY_BUCKETS, children, guarded, observe_all
 
 from tandem_scoring.drift import DriftChange, DriftWatch
 from tandem_scoring.registry import LoadedModel
@@ -81,13 +81,15 @@ class ScoringMetrics:
 
     def observe_scores(self, results: Sequence[ScoreResult]) -> None:
         with guarded("score metrics"):
+            confidences: dict[tuple[str, str, str], list[float]] = {}
             for result in results:
                 model = result.model
-                self._confidence(result.task_type, model.name, model.version).observe(
-                    result.confidence
-                )
+                key = (result.task_type, model.name, model.version)
+                confidences.setdefault(key, []).append(result.confidence)
                 for flag in result.quality_flags:
                     self._quality_flags(result.task_type, flag.code).inc()
+            for key, values in confidences.items():
+                observe_all(self._confidence(*key), values)
 
     def observe_shadow(self, live: ScoreResult, shadow: ShadowScore) -> None:
         with guarded("shadow metrics"):
