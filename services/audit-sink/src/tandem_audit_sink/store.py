@@ -164,8 +164,9 @@ class Ledger:
             await conn.execute(ledger.insert(), rows)
             return
         raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection  # asyncpg's, on this dialect
         try:
-            await raw.driver_connection.copy_records_to_table(
+            await driver.copy_records_to_table(
                 ledger.name,
                 records=[tuple(row[c] for c in _LEDGER_COLUMNS) for row in rows],
                 columns=_LEDGER_COLUMNS,
