@@ -101,9 +101,17 @@ class Signer:
     def private_text(self) -> str:
         return private_text(self._key)
 
+    def sign_bytes(self, statement: bytes) -> str:
+        """The signature (base64) of a statement: a checkpoint's, or a root's over the shards."""
+        return base64.b64encode(self._key.sign(statement)).decode("ascii")
+
+    def for_origin(self, origin: str) -> Signer:
+        """The same key signing under another origin (a shard's)."""
+        return Signer(self._key, origin)
+
     def sign(self, tree_size: int, root_hash: str, issued_at: datetime) -> Checkpoint:
         statement = signed_statement(self.origin, tree_size, root_hash, issued_at)
-        signature = base64.b64encode(self._key.sign(statement)).decode("ascii")
+        signature = self.sign_bytes(statement)
         return Checkpoint(
             origin=self.origin,
             tree_size=tree_size,

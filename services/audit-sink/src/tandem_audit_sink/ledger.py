@@ -121,6 +121,7 @@ class StoredEntry:
     task_type: str | None = None
     conflict_of: int | None = None
     content_hash: str | None = None  # None on entries from before it was stored
+    shard: int = 0  # where the entry is kept (not hashed: a shard's checkpoints name it)
 
     def columns(self) -> dict[str, Any]:
         derived = {"task_type": self.task_type, "content_hash": self.content_hash}

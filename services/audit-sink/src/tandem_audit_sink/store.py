@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -102,12 +102,18 @@ class Ledger:
         engine: AsyncEngine,
         signer: Signer | None = None,
         checkpoint_every: int = 1000,
+        shard: int = 0,
+        origin: str | None = None,
     ) -> None:
         """Appends sign a checkpoint once ``checkpoint_every`` entries came since the last one
-        (the service adds one on a timer too); without a signer the ledger is for reading."""
+        (the service adds one on a timer too); without a signer the ledger is for reading.
+        ``shard``: which shard of a sharded ledger this is (its entries say so); ``origin``:
+        the origin its checkpoints must name, checked by ``verify`` when given."""
         self.engine = engine
         self.signer = signer
         self.checkpoint_every = checkpoint_every
+        self.shard = shard
+        self.origin = origin
         self._postgres = engine.dialect.name == "postgresql"
         self._frontier = Frontier()  # as of the last commit this process made or saw
 
@@ -133,6 +139,7 @@ class Ledger:
                     sealed = []
                     for record, content, conflict_of in wanted[start : start + _PIPELINE_SLICE]:
                         entry = seal(record, frontier.size + 1, recorded_at, content, conflict_of)
+                        entry = replace(entry, shard=self.shard) if self.shard else entry
                         sealed.append(entry)
                         completed = frontier.push(bytes.fromhex(entry.leaf_hash))
                         if completed is not None:
@@ -265,10 +272,10 @@ class Ledger:
         if source is not None:
             firsts = firsts.where(ledger.c.source == source)
         async with self.engine.connect() as conn:
-            found = [_entry(r) for r in await conn.execute(firsts)]
+            found = [_entry(r, self.shard) for r in await conn.execute(firsts)]
             if found:
                 conflicts = select(ledger).where(ledger.c.conflict_of.in_([e.seq for e in found]))
-                found += [_entry(r) for r in await conn.execute(conflicts)]
+                found += [_entry(r, self.shard) for r in await conn.execute(conflicts)]
         return sorted(found, key=lambda e: e.seq)
 
     async def prove_inclusion(
@@ -310,7 +317,7 @@ class Ledger:
         of its (source, id) in ``conflict_of``."""
         query = _recorded(select(ledger).where(CONFLICT), since, until)
         async with self.engine.connect() as conn:
-            return [_entry(r) for r in await conn.execute(query.order_by(ledger.c.seq))]
+            return [_entry(r, self.shard) for r in await conn.execute(query.order_by(ledger.c.seq))]
 
     async def prove_consistency(self, first: int, second: int) -> ConsistencyProof:
         """The path from the checkpoint at ``first`` leaves to the one at ``second``."""
@@ -330,7 +337,7 @@ class Ledger:
             rows = await conn.execute(
                 select(ledger).where(ledger.c.subject == task_id).order_by(ledger.c.seq)
             )
-            return [_entry(r) for r in rows]
+            return [_entry(r, self.shard) for r in rows]
 
     async def stages(
         self,
@@ -365,7 +372,7 @@ class Ledger:
                 page = page.where(ledger.c.seq <= upto)
             async with self.engine.connect() as conn:
                 rows = await conn.execute(page.order_by(ledger.c.seq).limit(size))
-                batch = [_entry(r) for r in rows]
+                batch = [_entry(r, self.shard) for r in rows]
             if not batch:
                 return
             yield batch
@@ -396,7 +403,9 @@ class Ledger:
                 failure = Failure(1, "the stored tree does not match the trusted checkpoint")
                 return VerifyResult(0, size, start.root().hex(), 0, failure)
         stored = await self.checkpoints(after=start.size if start else 0)
-        verifier = Verifier([*stored, *kept], await self.blocks(), trusted_keys, start)
+        verifier = Verifier(
+            [*stored, *kept], await self.blocks(), trusted_keys, start, origin=self.origin
+        )
         if verifier.failure is None:
             async for rows in self.chunks(size=chunk_size, after=start.size if start else 0):
                 fine = await asyncio.to_thread(verifier.feed, rows)
@@ -438,7 +447,7 @@ def _checkpoint(row: Row[Any]) -> Checkpoint:
     )
 
 
-def _entry(row: Row[Any]) -> StoredEntry:
+def _entry(row: Row[Any], shard: int) -> StoredEntry:
     m = row._mapping  # SQLite returns timestamps without their zone: they were written in UTC
     return StoredEntry(
         seq=int(m["seq"]),
@@ -456,4 +465,5 @@ def _entry(row: Row[Any]) -> StoredEntry:
         task_type=m["task_type"],
         conflict_of=None if m["conflict_of"] is None else int(m["conflict_of"]),
         content_hash=m["content_hash"],
+        shard=shard,
     )

@@ -82,3 +82,17 @@ ledger_checkpoint = Table(
     Column("public_key", Text, nullable=False),
     Column("signature", Text, nullable=False),
 )
+
+# Signed roots over the shards (roots.py): in the first shard's database, named by the digest
+# of what they sign. A ledger of one shard has none: its checkpoints are its roots.
+ledger_root = Table(
+    "ledger_root",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("heads", Text, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("signature", Text, nullable=False),
+    Index("ix_ledger_root_issued_at", "issued_at"),
+)

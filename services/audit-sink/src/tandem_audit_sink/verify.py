@@ -44,7 +44,9 @@ class Verifier:
         blocks: Mapping[int, bytes] | None = None,
         trusted_keys: Collection[str] | None = None,
         start: Frontier | None = None,
+        origin: str | None = None,
     ) -> None:
+        """``origin``: the origin every checkpoint must name (a shard's), when given."""
         self.frontier = start.copy() if start else Frontier()
         self.blocks = blocks or {}
         self.entries = 0
@@ -60,6 +62,13 @@ class Verifier:
                 checkpoint.check(trusted_keys)
             except CheckpointError as exc:
                 self.failure = Failure(checkpoint.tree_size, str(exc))
+                break
+            if origin is not None and checkpoint.origin != origin:
+                self.failure = Failure(
+                    checkpoint.tree_size,
+                    f"checkpoint at size {checkpoint.tree_size} is of {checkpoint.origin!r}, "
+                    f"not of {origin!r}",
+                )
                 break
 
     def feed(self, rows: Iterable[StoredEntry]) -> bool:
