@@ -2,6 +2,7 @@
 plain batched insert of the same rows, then the verification of a million entries.
 
     uv run python bench/audit.py [--events 50000] [--batch 500] [--verify-entries 1000000]
+                                 [--shards 1,2,4]
 
 One run starts its own PostgreSQL server (a free port, a temporary folder) and no broker: the
 sink's Kafka side is measured by the other benchmarks. The events are the pipeline's own:
@@ -13,14 +14,21 @@ receives them. Phases, one after the other:
    checkpoint every 1,000 entries, each batch in one transaction;
 2. **plain insert**: the same rows (already serialised, hashes included) inserted into the same
    table of a second database in the same batches, one transaction each: the database's share;
-3. **verification**: a third database filled with ``--verify-entries`` sealed entries (COPY,
-   not timed), their blocks and a checkpoint every 1,000; then ``Ledger.verify`` is timed.
+3. **plain COPY**: the same rows with COPY, a batch a transaction: the ledger's aims are
+   stated against it;
+4. **shards**: for each count of ``--shards`` (1, 2 and 4), a database per shard and a writer
+   process per shard, as a replica of the sink that owns the shard's partitions; each appends
+   its shard's records (spread on 4 partitions by task) a batch at a time, all started
+   together: the rate is all their events over the time from the first start to the last end;
+5. **verification**: a database filled with ``--verify-entries`` sealed entries (COPY, not
+   timed), their blocks and a checkpoint every 1,000; then ``Ledger.verify`` is timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import shutil
 import signal
 import tempfile
@@ -28,6 +36,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tandem_audit_sink.checkpoint import Signer
 from tandem_audit_sink.ledger import AuditRecord, StoredEntry, seal
 from tandem_audit_sink.merkle import Frontier
+from tandem_audit_sink.roots import shard_origin
 from tandem_audit_sink.store import Ledger, migrate
 from tandem_audit_sink.tables import ledger, ledger_block, ledger_checkpoint
 from tandem_cli.stack.postgres import PostgresServer
@@ -46,6 +57,7 @@ from tandem_cli.stack.process import free_port
 from tandem_shared.db import create_engine
 
 CHECKPOINT_EVERY = 1000
+PARTITIONS = 4
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
 
@@ -59,6 +71,7 @@ class Figures:
     verify_entries: int
     verify_seconds: float
     verified_ok: bool
+    sharded: dict[int, float]  # events/s by shard count, one writer process per shard
 
 
 def pipeline_events(count: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
@@ -86,8 +99,8 @@ def records(events: Sequence[tuple[str, dict[str, Any]]], count: int) -> list[Au
                 subject=task_id,
                 event_time=T0 + timedelta(milliseconds=n),
                 topic="tandem.tasks.scored" if "scored" in event_type else "tandem.tasks.submitted",
-                partition=n % 3,
-                offset=n // 3,
+                partition=(n // 2) % PARTITIONS,  # keyed by task, as the pipeline sends
+                offset=n // 2 // PARTITIONS,
                 key=task_id,
                 data=data,
                 headers={"ce_id": f"event-{n}"},
@@ -138,6 +151,70 @@ async def copy_rate(engine: AsyncEngine, rows: list[dict[str, Any]], batch: int)
                 "ledger", records=records[start : start + batch], columns=columns
             )
     return len(records) / (time.perf_counter() - started)
+
+
+def shard_writer(
+    url: str,
+    shard: int,
+    shards: int,
+    args: argparse.Namespace,
+    ready: ProcessEvent,
+    go: ProcessEvent,
+    done: Queue[tuple[int, float, float]],
+) -> None:
+    """A replica of the sink that owns one shard (the partitions that map to it): its records
+    appended as the consumer appends them, a batch a transaction, once every writer is ready."""
+    wanted = records(pipeline_events(min(args.events, 20_000), args.seed), args.events)
+    mine = [r for r in wanted if r.partition % shards == shard]
+    batches = [mine[i : i + args.batch] for i in range(0, len(mine), args.batch)]
+
+    async def append() -> None:
+        engine = create_engine(url)
+        origin = shard_origin("bench", shard, shards)
+        ledger = Ledger(engine, Signer.generate(origin), CHECKPOINT_EVERY, shard=shard)
+        try:
+            await ledger.size()  # connected before the start
+            ready.set()
+            await asyncio.to_thread(go.wait)
+            started = time.time()
+            for batch in batches:
+                await ledger.append(batch)
+            done.put((len(mine), started, time.time()))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(append())
+
+
+async def sharded_rate(server: PostgresServer, args: argparse.Namespace, shards: int) -> float:
+    """Events/s of ``shards`` writer processes, each on its shard's database, all started
+    together: all their events over the time from the first start to the last end."""
+    urls = [server.create_database(f"shards{shards}_{k}") for k in range(shards)]
+    for url in urls:
+        await migrate(url)
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    done: Queue[tuple[int, float, float]] = ctx.Queue()
+    writers = []
+    try:
+        for k, url in enumerate(urls):
+            ready = ctx.Event()
+            proc = ctx.Process(target=shard_writer, args=(url, k, shards, args, ready, go, done))
+            proc.start()
+            writers.append((proc, ready))
+        for proc, ready in writers:
+            while not await asyncio.to_thread(ready.wait, 1.0):
+                if not proc.is_alive():
+                    raise RuntimeError(f"shard writer {proc.pid} ended before it was ready")
+        go.set()
+        results = [await asyncio.to_thread(done.get, True, 600) for _ in writers]
+    finally:
+        for proc, _ in writers:
+            if proc.is_alive():
+                proc.terminate()  # by its pid
+            proc.join(10)
+    events = sum(r[0] for r in results)
+    return events / (max(r[2] for r in results) - min(r[1] for r in results))
 
 
 async def fill(
@@ -204,6 +281,8 @@ async def measure(server: PostgresServer, args: argparse.Namespace, progress: Pr
     finally:
         await engine.dispose()
 
+    sharded = {n: await sharded_rate(server, args, n) for n in args.shards}
+
     engine = await fresh(server, "verify")
     try:
         await fill(engine, args.verify_entries, events, progress)
@@ -216,7 +295,15 @@ async def measure(server: PostgresServer, args: argparse.Namespace, progress: Pr
     finally:
         await engine.dispose()
     return Figures(
-        args.events, args.batch, with_hashing, plain, copied, result.entries, seconds, result.ok
+        args.events,
+        args.batch,
+        with_hashing,
+        plain,
+        copied,
+        result.entries,
+        seconds,
+        result.ok,
+        sharded,
     )
 
 
@@ -243,6 +330,23 @@ def report(console: Console, f: Figures) -> None:
         f"{f.verify_entries / f.verify_seconds:,.0f}/s",
     )
     console.print(table)
+    shards = Table(
+        title=f"the ledger in shards: one writer process each, records spread on {PARTITIONS} "
+        "partitions"
+    )
+    for name in ("shards", "events/s", "× one shard", "per shard ÷ plain COPY", "aim"):
+        shards.add_column(name, justify="right")
+    one = f.sharded.get(1)
+    for count, rate in sorted(f.sharded.items()):
+        per_shard = rate / count / f.copy_rate
+        shards.add_row(
+            str(count),
+            f"{rate:,.0f}",
+            f"{rate / one:.2f}" if one else "",
+            f"{per_shard:.2f}",
+            "≥ 0.50: " + ("met" if per_shard >= 0.5 else "missed"),
+        )
+    console.print(shards)
 
 
 def main() -> int:
@@ -251,6 +355,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--verify-entries", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--shards",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[1, 2, 4],
+        help="Shard counts to measure, e.g. 1,2,4 (empty: none).",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     console = Console()

@@ -28,7 +28,7 @@ def audit_operations() -> list[tuple[str, str]]:
 
 
 def test_the_audit_api_has_the_endpoints_this_test_covers() -> None:
-    assert len(audit_operations()) == 9
+    assert len(audit_operations()) == 11
 
 
 @pytest.mark.parametrize(("method", "path"), audit_operations())

@@ -95,7 +95,7 @@ def _declined(decision: Event[EventData], source: str) -> Event[DecisionMade]:
 async def seed(app: FastAPI, url: str, kafka: KafkaSettings, topics: Topics, group: str) -> None:
     """Each wave through Kafka into the ledger, then a checkpoint; then a whole verification,
     so that GET /v1/audit/verify has one to show."""
-    ledger: Ledger = app.state.ledger
+    ledger: Ledger = app.state.ledger.shards[0]
     produced = 0
     for n in range(WAVES):
         for topic, records in wave(n, topics).items():

@@ -18,6 +18,7 @@ from tandem_audit_sink.consumer import AuditHandler
 from tandem_audit_sink.dedupe import Known, triage
 from tandem_audit_sink.ledger import AuditRecord, content_of, parse
 from tandem_audit_sink.settings import AuditSettings
+from tandem_audit_sink.shards import ShardedLedger, ShardedProof
 from tandem_audit_sink.store import AmbiguousEvent, Ledger, LedgerError, migrate
 from tandem_audit_sink.telemetry import AuditMetrics
 from tandem_shared.envelope import utcnow
@@ -92,7 +93,7 @@ async def test_the_same_content_again_is_a_duplicate_wherever_and_whenever_it_wa
     """A replay or a producer's retry may land on another partition, with other headers and,
     from ``Event.derived`` without a time, another ``time``: the event is the same."""
     registry = CollectorRegistry()
-    handler = AuditHandler(ledger, AuditMetrics(registry), "checkpoints")
+    handler = AuditHandler(ShardedLedger([ledger]), AuditMetrics(registry), "checkpoints")
     resent = record(
         1,
         partition=2,
@@ -114,7 +115,7 @@ async def test_other_content_under_a_known_source_and_id_is_a_conflict_kept_as_e
     ledger: Ledger,
 ) -> None:
     registry = CollectorRegistry()
-    handler = AuditHandler(ledger, AuditMetrics(registry), "checkpoints")
+    handler = AuditHandler(ShardedLedger([ledger]), AuditMetrics(registry), "checkpoints")
     approve = decision("t-1", "approve", "d-1")
     decline = decision("t-1", "decline", "d-1")  # the same id and source: a retry gone wrong
     refer = decision("t-1", "refer", "d-1")
@@ -140,7 +141,7 @@ async def test_other_content_under_a_known_source_and_id_is_a_conflict_kept_as_e
     assert latest is not None
     with pytest.raises(AmbiguousEvent, match=r"seq 3 from source 'tandem/router' \(a conflict"):
         await ledger.prove_inclusion("d-1", source="tandem/router")
-    proof = InclusionProofOut.of(await ledger.prove_inclusion("d-1", seq=3))
+    proof = InclusionProofOut.of(ShardedProof(await ledger.prove_inclusion("d-1", seq=3), None))
     entry = check_inclusion(proof.model_dump(mode="json"), latest, decline.data)
     assert (entry["seq"], entry["conflict_of"]) == (3, 1)
 
@@ -150,7 +151,7 @@ async def audit_api(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient,
     """The auditor's API on a migrated ledger, without Kafka (no lifespan: no consumer)."""
     await migrate(database_url)
     app = create_app(AuditSettings(database_url=database_url))
-    ledger: Ledger = app.state.ledger
+    ledger: Ledger = app.state.ledger.shards[0]
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://audit") as client:
@@ -200,6 +201,7 @@ async def test_completeness_reports_tasks_decided_twice_and_source_id_conflicts(
     t3 = [d["seq"] for d in twice["t-3"]]
     assert conflict == {
         "seq": t3[1],
+        "shard": 0,
         "first_seq": t3[0],
         "event_id": "t-3/decision",
         "source": "tandem/router",

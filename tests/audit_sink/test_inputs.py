@@ -35,7 +35,7 @@ async def audit_api(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The auditor's API on a ledger of a few entries and a checkpoint (no lifespan: no Kafka)."""
     await migrate(database_url)
     app = create_app(AuditSettings(database_url=database_url))
-    ledger: Ledger = app.state.ledger
+    ledger: Ledger = app.state.ledger.shards[0]
     await ledger.append([record(n) for n in range(1, ENTRIES + 1)])
     await ledger.checkpoint()
     transport = httpx.ASGITransport(app=app)
@@ -121,5 +121,5 @@ async def test_an_unreachable_database_is_a_503() -> None:
                 path: (await client.get(path, headers=AUDITOR)).status_code for path in reads
             }
     finally:
-        await app.state.ledger.engine.dispose()
+        await app.state.ledger.shards[0].engine.dispose()
     assert answers == dict.fromkeys(reads, 503)

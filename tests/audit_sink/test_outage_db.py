@@ -37,7 +37,7 @@ async def test_a_postgres_restart_holds_the_ledger_back_and_dead_letters_nothing
             checkpoint_every=5,
         )
         app = create_app(settings)
-        ledger: Ledger = app.state.ledger
+        ledger: Ledger = app.state.ledger.shards[0]
         tasks = [events(f"o-{n}") for n in range(12)]
 
         async def all_committed(count: int) -> None:

@@ -243,7 +243,7 @@ async def test_offsets_wait_for_the_database_commit(
         retry_backoff_s=0.05,
     )
     app = create_app(settings)
-    ledger: Ledger = app.state.ledger
+    ledger: Ledger = app.state.ledger.shards[0]
     append = ledger.append
     down = {"calls": 0, "failures": 0, "on": True}
 
@@ -308,7 +308,7 @@ async def test_the_sink_verifies_itself_and_reports_tampering(
             return check
 
         await eventually(await verified(2.0), "both events verified by the sink itself")
-        ledger: Ledger = app.state.ledger
+        ledger: Ledger = app.state.ledger.shards[0]
         async with ledger.engine.begin() as conn:
             await conn.execute(text("DROP TRIGGER ledger_no_update"))
             await conn.execute(text("UPDATE ledger SET source = 'forged' WHERE seq = 2"))

@@ -25,6 +25,7 @@ from tandem_audit_sink.ledger import (
 )
 from tandem_audit_sink.merkle import ProofError, root_of
 from tandem_audit_sink.privacy import Redactor
+from tandem_audit_sink.shards import ShardedLedger, ShardedProof
 from tandem_audit_sink.store import MIGRATIONS, Ledger, LedgerError, migrate
 from tandem_audit_sink.telemetry import AuditMetrics
 from tandem_cli.stack.process import free_port
@@ -199,11 +200,13 @@ async def test_proofs_from_the_database_hold_offline(ledger: Ledger) -> None:
     assert latest is not None
     assert latest.root_hash == root_of(bytes.fromhex(e.leaf_hash) for e in appended).hex()
     for n in (1, 256, 257, 513, 700):
-        proof = InclusionProofOut.of(await ledger.prove_inclusion(f"event-{n}"))
+        proof = InclusionProofOut.of(ShardedProof(await ledger.prove_inclusion(f"event-{n}"), None))
         entry = check_inclusion(proof.model_dump(mode="json"), latest, record(n).data)
         assert entry["seq"] == n
     older = await ledger.checkpoint_at(300)
-    old_proof = InclusionProofOut.of(await ledger.prove_inclusion("event-3", tree_size=300))
+    old_proof = InclusionProofOut.of(
+        ShardedProof(await ledger.prove_inclusion("event-3", tree_size=300), None)
+    )
     check_inclusion(old_proof.model_dump(mode="json"), older)
     with pytest.raises(ProofError, match="other data"):
         check_inclusion(old_proof.model_dump(mode="json"), older, {"task_id": "forged"})
@@ -268,7 +271,7 @@ async def test_two_appenders_keep_one_chain(database_url: str, ledger: Ledger) -
 
 async def test_the_handler_appends_a_batch_and_outputs_its_checkpoint(ledger: Ledger) -> None:
     registry = CollectorRegistry()
-    handler = AuditHandler(ledger, AuditMetrics(registry), "checkpoints")
+    handler = AuditHandler(ShardedLedger([ledger]), AuditMetrics(registry), "checkpoints")
     results = await handler([incoming(record(n)) for n in (1, 2, 2)])
     assert results == [[], [], []]
     labels = {"topic": "tandem.tasks.submitted"}
@@ -292,7 +295,9 @@ async def test_an_unreachable_database_is_a_transient_error(kind: str, tmp_path:
         else f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
     )
     engine = create_engine(url)
-    handler = AuditHandler(Ledger(engine), AuditMetrics(CollectorRegistry()), "checkpoints")
+    handler = AuditHandler(
+        ShardedLedger([Ledger(engine)]), AuditMetrics(CollectorRegistry()), "checkpoints"
+    )
     try:
         with pytest.raises(TransientError, match="unavailable"):
             await handler([incoming(record(1))])

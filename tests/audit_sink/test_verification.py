@@ -40,7 +40,7 @@ async def audit_app(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient,
             yield client, app
     finally:
         await app.state.verifications.close()
-        await app.state.ledger.engine.dispose()
+        await app.state.ledger.shards[0].engine.dispose()
 
 
 async def tamper(ledger: Ledger, statement: str) -> None:
@@ -57,7 +57,7 @@ async def test_a_verification_asked_for_after_tampering_names_the_entry(
     audit_app: tuple[httpx.AsyncClient, FastAPI],
 ) -> None:
     client, app = audit_app
-    ledger: Ledger = app.state.ledger
+    ledger: Ledger = app.state.ledger.shards[0]
     none_yet = await client.get(VERIFY, headers=AUDITOR)
     assert none_yet.status_code == 503
     assert none_yet.headers["Retry-After"] == "300"  # the timer's period
@@ -95,7 +95,7 @@ async def gated(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, FastAP
     url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
     await migrate(url)
     app = create_app(AuditSettings(database_url=url, verify_whole_every=2))
-    ledger: Ledger = app.state.ledger
+    ledger: Ledger = app.state.ledger.shards[0]
     gate = Gate(ledger)
     ledger.verify = gate.verify  # type: ignore[method-assign]
     await ledger.append([record(n) for n in range(1, 4)])
@@ -174,7 +174,7 @@ async def test_the_timer_goes_on_from_its_last_good_checkpoint_and_now_and_then_
     url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
     await migrate(url)
     app = create_app(AuditSettings(database_url=url, verify_whole_every=2))
-    ledger: Ledger = app.state.ledger
+    ledger: Ledger = app.state.ledger.shards[0]
     verifications: Verifications = app.state.verifications
     try:
         await ledger.append([record(n) for n in range(1, 4)])

@@ -18,12 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from tandem_audit_sink.api import ConsistencyProofOut, InclusionProofOut
-from tandem_audit_sink.auditor import check_consistency, check_inclusion
+from tandem_audit_sink.auditor import check_consistency, check_inclusion, check_under_root
 from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError, Signer
 from tandem_audit_sink.export import ExportFilter, export_query
 from tandem_audit_sink.merkle import ProofError
 from tandem_audit_sink.settings import AuditSettings
-from tandem_audit_sink.store import Ledger, LedgerError
+from tandem_audit_sink.shards import ShardedLedger
+from tandem_audit_sink.store import LedgerError
 from tandem_audit_sink.verify import VerifyResult
 from tandem_shared.db import create_engine, is_sqlite
 
@@ -38,6 +39,15 @@ DatabaseUrl = Annotated[
     typer.Option(
         help="The ledger's database [default: TANDEM_AUDIT_DATABASE_URL, else the audit "
         "sink's SQLite file].",
+        show_default=False,
+    ),
+]
+ShardUrls = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--shard-database-url",
+        help="A further shard's database, in shard order; repeat for each [default: "
+        "TANDEM_AUDIT_SHARD_DATABASE_URLS].",
         show_default=False,
     ),
 ]
@@ -60,22 +70,31 @@ class LedgerUnreadable(Exception):
     """The ledger's database cannot be read at all."""
 
 
-def _with_ledger(database_url: str | None, work: Callable[[Ledger], Awaitable[T]]) -> T:
-    """Run ``work`` on the ledger; exit 2 with the reason if its database cannot be read."""
-    url = database_url or AuditSettings().database_url
+def _with_ledger(
+    database_url: str | None,
+    shard_urls: list[str] | None,
+    work: Callable[[ShardedLedger], Awaitable[T]],
+) -> T:
+    """Run ``work`` on the ledger (every shard); exit 2 with the reason if a database cannot
+    be read."""
+    settings = AuditSettings()
+    urls = [database_url or settings.database_url, *(shard_urls or settings.shard_database_urls)]
 
     async def run() -> T:
-        engine = create_engine(url)
+        engines = [create_engine(url) for url in urls]
         try:
-            return await work(Ledger(engine))
+            return await work(ShardedLedger.of(engines, None, origin=settings.origin))
         finally:
-            await engine.dispose()
+            for engine in engines:
+                await engine.dispose()
 
     try:
-        _refuse_missing_file(url)
+        for url in urls:
+            _refuse_missing_file(url)
         return asyncio.run(run())
     except (LedgerUnreadable, SQLAlchemyError, OSError) as exc:
-        _stderr.print(f"ERROR: cannot read the ledger at {_display(url)}: {exc}", markup=False)
+        shown = ", ".join(_display(url) for url in urls)
+        _stderr.print(f"ERROR: cannot read the ledger at {shown}: {exc}", markup=False)
         raise typer.Exit(2) from exc
 
 
@@ -98,24 +117,34 @@ def _read_checkpoint(path: Path) -> Checkpoint:
 @audit_app.command()
 def verify(
     database_url: DatabaseUrl = None,
+    shard_database_url: ShardUrls = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Rows read per query.")] = 1000,
     trust_key: TrustedKeys = None,
     since: Annotated[
-        Path | None,
-        typer.Option(help="A checkpoint (JSON) trusted already: verify only what came after."),
+        list[Path] | None,
+        typer.Option(
+            help="A checkpoint (JSON) trusted already: verify only what came after in its "
+            "shard (the one its origin names); repeat for several shards."
+        ),
     ] = None,
     kept: Annotated[
         list[Path] | None,
         typer.Option(help="Checkpoints (JSON) kept outside the ledger: a cut tail shows."),
     ] = None,
 ) -> None:
-    """Recompute every entry, block and signed checkpoint in seq order; exit 1 at the first bad
-    entry."""
-    start = _read_checkpoint(since) if since else None
+    """Recompute every entry, block and signed checkpoint of each shard in seq order, and every
+    root over the shards; exit 1 at the first bad entry."""
+    starts = [_read_checkpoint(path) for path in since or []]
     others = [_read_checkpoint(path) for path in kept or []]
 
-    async def run(ledger: Ledger) -> VerifyResult:
-        total = await ledger.size() - (start.tree_size if start else 0)
+    async def run(ledger: ShardedLedger) -> VerifyResult:
+        trusted = {}
+        for start in starts:
+            shard = ledger.owner_of(start)
+            if shard is None:
+                raise LedgerError(f"no shard signs as {start.origin!r}")
+            trusted[shard] = start
+        total = await ledger.size() - sum(c.tree_size for c in trusted.values())
         with Progress(
             TextColumn("verifying"),
             BarColumn(),
@@ -125,19 +154,25 @@ def verify(
             transient=True,
         ) as progress:
             task = progress.add_task("verify", total=max(total, 0))
-            return await ledger.verify(
+            done = await ledger.verify(
                 chunk_size,
                 trusted_keys=trust_key,
-                since=start,
+                since=trusted,
                 kept=others,
                 on_chunk=lambda n: progress.advance(task, n),
             )
+            return done.combined()
 
-    result = _with_ledger(database_url, run)
+    try:
+        result = _with_ledger(database_url, shard_database_url, run)
+    except LedgerError as exc:
+        _stderr.print(f"ERROR: {exc}", markup=False)
+        raise typer.Exit(2) from exc
     if result.failure is None:
+        root = f", root {result.root_hash}" if result.root_hash else " in all shards"
         typer.echo(
             f"OK: {result.entries} entries verified, {result.checkpoints} signed checkpoints "
-            f"match; tree size {result.tree_size}, root {result.root_hash}"
+            f"match; tree size {result.tree_size}{root}"
         )
         return
     typer.echo(f"FAILED at seq {result.failure.seq}: {result.failure.reason}")
@@ -162,7 +197,12 @@ def prove(
         int | None,
         typer.Option(min=1, help="The entry's seq, where its id names several (a conflict)."),
     ] = None,
+    shard: Annotated[
+        int | None,
+        typer.Option(min=0, help="The entry's shard; for --first and --second, the tree's [0]."),
+    ] = None,
     database_url: DatabaseUrl = None,
+    shard_database_url: ShardUrls = None,
 ) -> None:
     """Print an inclusion proof (EVENT_ID) or a consistency proof (--first and --second) as
     JSON, for `tandem audit check`. An id that names several entries (two sources, or a
@@ -171,14 +211,18 @@ def prove(
         _stderr.print("ERROR: give an EVENT_ID, or --first and --second", markup=False)
         raise typer.Exit(2)
 
-    async def run(ledger: Ledger) -> BaseModel:
+    async def run(ledger: ShardedLedger) -> BaseModel:
         if event_id is not None:
-            proof = await ledger.prove_inclusion(event_id, tree_size, source=source, seq=seq)
+            proof = await ledger.prove_inclusion(
+                event_id, tree_size, source=source, seq=seq, shard=shard
+            )
             return InclusionProofOut.of(proof)
-        return ConsistencyProofOut.of(await ledger.prove_consistency(first or 0, second or 0))
+        return ConsistencyProofOut.of(
+            await ledger.prove_consistency(first or 0, second or 0, shard or 0)
+        )
 
     try:
-        proof = _with_ledger(database_url, run)
+        proof = _with_ledger(database_url, shard_database_url, run)
     except LedgerError as exc:
         _stderr.print(f"ERROR: {exc}", markup=False)
         raise typer.Exit(1) from exc
@@ -188,24 +232,39 @@ def prove(
 @audit_app.command()
 def check(
     proof: Annotated[Path, typer.Argument(help="A proof printed by `tandem audit prove`.")],
-    checkpoint: Annotated[Path, typer.Option(help="The checkpoint (JSON) you trust.")],
     public_key: Annotated[str, typer.Option(help="The ledger's public key (base64).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="The checkpoint (JSON) you trust [an inclusion proof of a sharded ledger: the "
+            "one its root names, both signed by the key]."
+        ),
+    ] = None,
     event: Annotated[
         Path | None, typer.Option(help="The event's data (JSON) the entry must record.")
     ] = None,
 ) -> None:
-    """Check a proof with nothing but a trusted checkpoint and the ledger's public key: no
-    database, no server."""
-    trusted = _read_checkpoint(checkpoint)
+    """Check a proof with nothing but a trusted checkpoint (or, in a sharded ledger, the
+    signed root the proof carries) and the ledger's public key: no database, no server."""
     doc = _read_json(proof, "the proof")
+    under_root = isinstance(doc, dict) and doc.get("root") is not None and checkpoint is None
+    if checkpoint is None and not under_root:
+        _stderr.print("ERROR: give --checkpoint (the proof carries no root)", markup=False)
+        raise typer.Exit(2)
     try:
+        if under_root:
+            trusted = check_under_root(doc, [public_key])
+        else:
+            assert checkpoint is not None
+            trusted = _read_checkpoint(checkpoint)
         trusted.check([public_key])
         if isinstance(doc, dict) and "entry" in doc:
             data = _read_json(event, "the event") if event else None
             entry = check_inclusion(doc, trusted, data)
+            shard = f" of shard {doc.get('shard')}" if under_root else ""
             typer.echo(
                 f"OK: event {entry.get('id')} is entry {entry.get('seq')} of the tree of "
-                f"{trusted.tree_size} signed by key {trusted.key_id}"
+                f"{trusted.tree_size}{shard} signed by key {trusted.key_id}"
             )
         else:
             newer = check_consistency(doc, trusted, [public_key])
@@ -228,12 +287,13 @@ def export(
     event_type: Annotated[list[str] | None, typer.Option("--type", help="Event type.")] = None,
     task_type: Annotated[list[str] | None, typer.Option(help="Task type.")] = None,
     database_url: DatabaseUrl = None,
+    shard_database_url: ShardUrls = None,
 ) -> None:
     """Entries as JSON lines, each exactly as hashed (SHA-256 of 0x00 and the line is its leaf
     hash)."""
     wanted = ExportFilter(since, until, event_type or [], task_type or [])
 
-    async def run(ledger: Ledger) -> int:
+    async def run(ledger: ShardedLedger) -> int:
         count = 0
         sink = output.open("w", encoding="utf-8") if output else sys.stdout
         try:
@@ -245,7 +305,7 @@ def export(
                 sink.close()
         return count
 
-    count = _with_ledger(database_url, run)
+    count = _with_ledger(database_url, shard_database_url, run)
     _stderr.print(f"exported {count} entries", markup=False)
 
 

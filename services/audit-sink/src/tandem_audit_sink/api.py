@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import LedgerCheckpoint
@@ -32,14 +32,10 @@ from tandem_audit_sink.openapi import (
     invalid,
     refused,
 )
+from tandem_audit_sink.roots import Root
 from tandem_audit_sink.settings import AuditSettings
-from tandem_audit_sink.store import (
-    AmbiguousEvent,
-    ConsistencyProof,
-    InclusionProof,
-    Ledger,
-    LedgerError,
-)
+from tandem_audit_sink.shards import ShardedLedger, ShardedProof
+from tandem_audit_sink.store import AmbiguousEvent, ConsistencyProof, LedgerError
 
 Auditor = Annotated[Principal, Depends(require_role("auditor"))]
 # What a BIGINT holds: a larger seq or tree size names nothing, and no driver would send it.
@@ -51,16 +47,19 @@ LedgerText = Annotated[
 ]
 
 
-def _ledger(request: Request) -> Ledger:
-    ledger: Ledger = request.app.state.ledger
+def _ledger(request: Request) -> ShardedLedger:
+    ledger: ShardedLedger = request.app.state.ledger
     return ledger
 
 
-LedgerDep = Annotated[Ledger, Depends(_ledger)]
+LedgerDep = Annotated[ShardedLedger, Depends(_ledger)]
+# A shard of the ledger by its number; one that does not exist is a 404.
+ShardParam = Annotated[int, Query(ge=0, le=1023, description="The shard [0].")]
 
 
 class AuditEvent(BaseModel):
     seq: int
+    shard: int = 0
     event_id: str
     type: str
     source: str
@@ -90,6 +89,7 @@ class EventConflictOut(BaseModel):
     """A record whose (source, id) the ledger held already with other content."""
 
     seq: int
+    shard: int = 0  # first_seq is of the same shard
     first_seq: int
     event_id: str
     source: str
@@ -100,6 +100,7 @@ class EventConflictOut(BaseModel):
     def of(cls, entry: StoredEntry) -> EventConflictOut:
         return cls(
             seq=entry.seq,
+            shard=entry.shard,
             first_seq=entry.conflict_of or 0,
             event_id=entry.event_id,
             source=entry.source,
@@ -126,28 +127,58 @@ def checkpoint_out(checkpoint: Checkpoint) -> LedgerCheckpoint:
     return LedgerCheckpoint.model_validate(checkpoint.document())
 
 
+class ShardHeadOut(BaseModel):
+    shard: int
+    origin: str
+    tree_size: int
+    root_hash: str
+
+
+class LedgerRoot(BaseModel):
+    """A signed root over the shards: the latest checkpoint of each, signed as one statement
+    (the canonical JSON of origin, issued_at and heads, ordered by shard)."""
+
+    origin: str
+    issued_at: datetime
+    heads: list[ShardHeadOut]
+    digest: str = Field(description="SHA-256 of the signed statement")
+    public_key: str
+    key_id: str
+    signature: str
+
+    @classmethod
+    def of(cls, root: Root) -> LedgerRoot:
+        return cls.model_validate(root.document())
+
+
 class InclusionProofOut(BaseModel):
     """Everything a verifier needs besides a checkpoint it trusts: the entry as hashed, its
-    index in the tree and the path to the checkpoint's root."""
+    shard, its index in the shard's tree and the path to the checkpoint's root; in a ledger of
+    several shards, the signed root that names that checkpoint too."""
 
     event_id: str
+    shard: int = 0
     leaf_index: int
     tree_size: int
     entry: str
     leaf_hash: str
     path: list[str]
     checkpoint: LedgerCheckpoint
+    root: LedgerRoot | None = None
 
     @classmethod
-    def of(cls, proof: InclusionProof) -> InclusionProofOut:
+    def of(cls, found: ShardedProof) -> InclusionProofOut:
+        proof = found.proof
         return cls(
             event_id=proof.entry.event_id,
+            shard=proof.entry.shard,
             leaf_index=proof.entry.seq - 1,
             tree_size=proof.checkpoint.tree_size,
             entry=proof.entry.canonical,
             leaf_hash=proof.entry.leaf_hash,
             path=proof.path,
             checkpoint=checkpoint_out(proof.checkpoint),
+            root=LedgerRoot.of(found.root) if found.root else None,
         )
 
 
@@ -193,6 +224,7 @@ async def task_lineage(task_id: TaskIdParam, ledger: LedgerDep, _: Auditor) -> T
         events.append(
             AuditEvent(
                 seq=row.seq,
+                shard=row.shard,
                 event_id=row.event_id,
                 type=row.event_type,
                 source=row.source,
@@ -252,26 +284,63 @@ async def task_completeness(
     )
 
 
-@router.get("/checkpoints", responses=CHECKPOINTS_LINKS | invalid() | UNAVAILABLE)
+NO_SHARD = {404: refused("The ledger has no such shard.")}
+
+
+@router.get("/checkpoints", responses=CHECKPOINTS_LINKS | NO_SHARD | invalid() | UNAVAILABLE)
 async def list_checkpoints(
     ledger: LedgerDep,
     _: Auditor,
     after: Annotated[int, Query(ge=0, le=LARGEST, description="Only larger tree sizes.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    shard: ShardParam = 0,
 ) -> list[LedgerCheckpoint]:
-    """Signed checkpoints, smallest tree first."""
-    return [checkpoint_out(c) for c in await ledger.checkpoints(after, limit)]
+    """A shard's signed checkpoints, smallest tree first."""
+    try:
+        return [checkpoint_out(c) for c in await ledger.checkpoints(after, limit, shard)]
+    except LedgerError as exc:
+        raise _not_found(exc) from exc
 
 
 @router.get(
     "/checkpoints/latest",
-    responses=LATEST_LINKS | {404: refused("No checkpoint was signed yet.")} | UNAVAILABLE,
+    responses=LATEST_LINKS
+    | {404: refused("No checkpoint was signed yet, or the ledger has no such shard.")}
+    | UNAVAILABLE,
 )
-async def latest_checkpoint(ledger: LedgerDep, _: Auditor) -> LedgerCheckpoint:
-    latest = await ledger.latest_checkpoint()
+async def latest_checkpoint(
+    ledger: LedgerDep, _: Auditor, shard: ShardParam = 0
+) -> LedgerCheckpoint:
+    try:
+        latest = await ledger.latest_checkpoint(shard)
+    except LedgerError as exc:
+        raise _not_found(exc) from exc
     if latest is None:
         raise HTTPException(404, "no checkpoint yet")
     return checkpoint_out(latest)
+
+
+@router.get("/roots", responses=invalid() | UNAVAILABLE)
+async def list_roots(
+    ledger: LedgerDep,
+    _: Auditor,
+    after: Annotated[Timestamp | None, Query(description="Issued after then.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[LedgerRoot]:
+    """Signed roots over the shards, oldest first (none in a ledger of one shard: there, each
+    checkpoint is the root)."""
+    return [LedgerRoot.of(r) for r in await ledger.roots(after, limit)]
+
+
+@router.get(
+    "/roots/latest",
+    responses=UNAVAILABLE | {404: refused("No root was signed yet, or the ledger has one shard.")},
+)
+async def latest_root(ledger: LedgerDep, _: Auditor) -> LedgerRoot:
+    latest = await ledger.latest_root()
+    if latest is None:
+        raise HTTPException(404, "no root yet")
+    return LedgerRoot.of(latest)
 
 
 @router.get(
@@ -296,13 +365,15 @@ async def prove_inclusion(
     ] = None,
     source: Annotated[LedgerText | None, Query(description="The event's source.")] = None,
     seq: Annotated[int | None, Query(ge=1, le=LARGEST, description="The entry's place.")] = None,
+    shard: Annotated[int | None, Query(ge=0, le=1023, description="The entry's shard.")] = None,
 ) -> InclusionProofOut:
-    """The event's entry and its inclusion path to a checkpoint (the latest by default).
-    Where the id names several entries (from several sources, or a conflict), 409 lists
-    them: say which by ``source``, or by ``seq``."""
+    """The event's entry and its inclusion path to a checkpoint of its shard: the one at
+    ``tree_size``, else the latest (in a ledger of several shards, the one the latest root
+    names, with that root). Where the id names several entries (from several sources, a
+    conflict, or two shards), 409 lists them: say which by ``source``, ``seq`` or ``shard``."""
     try:
         return InclusionProofOut.of(
-            await ledger.prove_inclusion(event_id, tree_size, source=source, seq=seq)
+            await ledger.prove_inclusion(event_id, tree_size, source=source, seq=seq, shard=shard)
         )
     except AmbiguousEvent as exc:
         raise HTTPException(409, str(exc)) from exc
@@ -312,7 +383,7 @@ async def prove_inclusion(
 
 @router.get(
     "/proofs/consistency",
-    responses={404: refused("No checkpoint of one of these sizes.")}
+    responses={404: refused("No checkpoint of one of these sizes, or no such shard.")}
     | invalid("first is larger than second")
     | UNAVAILABLE,
 )
@@ -323,13 +394,14 @@ async def prove_consistency(
     second: Annotated[
         int, Query(ge=1, le=LARGEST, description="A checkpoint's size, not less than first.")
     ],
+    shard: ShardParam = 0,
 ) -> ConsistencyProofOut:
     """The path showing that the checkpoint at ``second`` extends the one at ``first`` (empty
     when they are the same); ``first`` larger than ``second`` is 422."""
     if first > second:
         raise HTTPException(422, "first must not be larger than second")
     try:
-        return ConsistencyProofOut.of(await ledger.prove_consistency(first, second))
+        return ConsistencyProofOut.of(await ledger.prove_consistency(first, second, shard))
     except LedgerError as exc:
         raise _not_found(exc) from exc
 

@@ -15,7 +15,8 @@ from tandem_audit_sink.checkpoint import Signer
 from tandem_audit_sink.consumer import AuditHandler, capture, checkpoint_event
 from tandem_audit_sink.privacy import Redactor
 from tandem_audit_sink.settings import AuditSettings
-from tandem_audit_sink.store import Ledger, migrate
+from tandem_audit_sink.shards import ShardedLedger
+from tandem_audit_sink.store import migrate
 from tandem_audit_sink.telemetry import AuditMetrics
 from tandem_audit_sink.verification import Verifications
 
@@ -38,27 +39,31 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     settings = settings or AuditSettings()
     runtime = ServiceRuntime("audit-sink", settings)
     metrics = AuditMetrics(runtime.registry)
-    engine = create_engine(settings.database_url)
-    ledger = Ledger(engine, signer_of(settings), settings.checkpoint_every)
+    engines = [create_engine(url) for url in settings.database_urls]
+    ledger = ShardedLedger.of(
+        engines, signer_of(settings), settings.checkpoint_every, settings.origin
+    )
     privacy_key = settings.privacy_key.get_secret_value() if settings.privacy_key else ""
     redact = Redactor(settings.private_fields, privacy_key.encode())
     topics = runtime.topics
 
     async def prepare() -> None:
         if settings.migrate_on_start:
-            await migrate(settings.database_url)
-        metrics.tree_size.set(await ledger.size())
-        # A checkpoint stored just before a crash may never have been published: publish the
-        # newest again (readers know it by its tree size).
-        latest = await ledger.latest_checkpoint()
-        if latest is not None:
-            await runtime.publisher.publish([checkpoint_event(latest, topics.checkpoints)])
+            for url in settings.database_urls:
+                await migrate(url)
+        metrics.sizes(dict(enumerate(await ledger.sizes())))
+        # A checkpoint stored just before a crash may never have been published: publish each
+        # shard's newest again (readers know one by its origin and tree size).
+        latest = [await shard.latest_checkpoint() for shard in ledger.shards]
+        await runtime.publisher.publish(
+            [checkpoint_event(c, topics.checkpoints) for c in latest if c is not None]
+        )
 
     async def checkpoint_on_time() -> None:
-        made = await ledger.checkpoint()
-        if made is not None:
-            metrics.checkpointed(made)
-            await runtime.publisher.publish([checkpoint_event(made, topics.checkpoints)])
+        made, _ = await ledger.checkpoint()
+        for checkpoint in made:
+            metrics.checkpointed(checkpoint)
+        await runtime.publisher.publish([checkpoint_event(c, topics.checkpoints) for c in made])
 
     # What was added since the last good verification, and now and then everything, besides
     # what is asked for: a tampered entry shows as an alert on tandem_audit_verify_failures_total.
@@ -68,7 +73,8 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
 
     async def close() -> None:
         await verifications.close()
-        await engine.dispose()
+        for engine in engines:
+            await engine.dispose()
 
     runtime.on_start.append(prepare)
     runtime.on_stop.append(close)

@@ -14,6 +14,7 @@ from typing import Any
 from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError
 from tandem_audit_sink.ledger import entry_leaf
 from tandem_audit_sink.merkle import ProofError, verify_consistency, verify_inclusion
+from tandem_audit_sink.roots import Root
 
 
 def check_inclusion(
@@ -63,3 +64,24 @@ def check_consistency(
         nodes,
     )
     return second
+
+
+def check_under_root(proof: dict[str, Any], trusted_keys: Collection[str]) -> Checkpoint:
+    """In a ledger of several shards: check that the proof's root is signed by a trusted key
+    and names the proof's checkpoint as its shard's head, and that the checkpoint is signed by
+    a trusted key too; return the checkpoint, which the entry's path must then lead to."""
+    try:
+        root = Root.of(proof["root"])
+        checkpoint = Checkpoint.of(proof["checkpoint"])
+        shard = int(proof["shard"])
+    except (KeyError, TypeError, ValueError, CheckpointError) as exc:
+        raise ProofError(f"not a proof under a root: {exc}") from exc
+    try:
+        root.check(trusted_keys)
+        checkpoint.check(trusted_keys)
+    except CheckpointError as exc:
+        raise ProofError(str(exc)) from exc
+    head = root.head(shard)
+    if head is None or not head.names(checkpoint):
+        raise ProofError(f"the root does not name the proof's checkpoint as shard {shard}'s head")
+    return checkpoint

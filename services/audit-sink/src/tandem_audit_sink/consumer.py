@@ -22,7 +22,7 @@ from tandem_shared.telemetry import guarded
 from tandem_audit_sink.checkpoint import Checkpoint
 from tandem_audit_sink.ledger import UNPARSED_TYPE, AuditRecord, canonical_json, parse
 from tandem_audit_sink.privacy import NO_REDACTION, Redactor
-from tandem_audit_sink.store import Ledger
+from tandem_audit_sink.shards import ShardedLedger
 from tandem_audit_sink.telemetry import AuditMetrics
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def checkpoint_event(checkpoint: Checkpoint, topic: str) -> Outgoing:
 class AuditHandler:
     """Appends each consumed batch in one transaction; outputs the checkpoint it signed, if any."""
 
-    def __init__(self, ledger: Ledger, metrics: AuditMetrics, checkpoint_topic: str) -> None:
+    def __init__(self, ledger: ShardedLedger, metrics: AuditMetrics, checkpoint_topic: str) -> None:
         self.ledger = ledger
         self.metrics = metrics
         self.checkpoint_topic = checkpoint_topic
@@ -143,15 +143,16 @@ class AuditHandler:
             log.debug("%d event(s) already in the ledger", len(result.duplicates))
         for entry in result.conflicts:
             log.warning(
-                "conflict: event %s from %s (task %s) was recorded at seq %d with other "
-                "content; this one is kept as seq %d",
+                "conflict: event %s from %s (task %s) was recorded at seq %d of shard %d with "
+                "other content; this one is kept as seq %d there",
                 entry.event_id,
                 entry.source,
                 entry.subject,
                 entry.conflict_of,
+                entry.shard,
                 entry.seq,
             )
         outputs: list[Result] = [[] for _ in batch]
-        if result.checkpoint is not None and batch:
-            outputs[-1] = [checkpoint_event(result.checkpoint, self.checkpoint_topic)]
+        if result.checkpoints and batch:
+            outputs[-1] = [checkpoint_event(c, self.checkpoint_topic) for c in result.checkpoints]
         return outputs

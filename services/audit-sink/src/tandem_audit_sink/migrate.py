@@ -3,8 +3,10 @@ the service starts (a Kubernetes Job, a one-shot Compose service).
 
 It migrates with ``TANDEM_AUDIT_OWNER_DATABASE_URL``, then makes the user and password of the
 service's ``TANDEM_AUDIT_DATABASE_URL`` a login in the writer role (roles.py), so the service
-itself may only read and append. Running it again changes nothing but a changed password. On
-SQLite there are no roles: it only migrates.
+itself may only read and append; and the same for each further shard of the ledger, pair by
+pair: ``TANDEM_AUDIT_SHARD_OWNER_DATABASE_URLS`` with ``TANDEM_AUDIT_SHARD_DATABASE_URLS``.
+Running it again changes nothing but a changed password. On SQLite there are no roles: it only
+migrates.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class MigrationSettings(BaseSettings):
     owner_database_url: SecretStr
     # The service's own URL: its user and password are the login made here.
     database_url: SecretStr
+    # The further shards, in order: their owners' URLs and the service's (JSON lists).
+    shard_owner_database_urls: list[SecretStr] = Field(default_factory=list)
+    shard_database_urls: list[SecretStr] = Field(default_factory=list)
     # Logged as the services log (the image sets TANDEM_LOG_JSON).
     log_level: str = Field(default="INFO", validation_alias="TANDEM_LOG_LEVEL")
     log_json: bool = Field(default=False, validation_alias="TANDEM_LOG_JSON")
@@ -57,9 +62,16 @@ def main() -> None:
         names = ", ".join(_variable(str(e["loc"][0])) for e in exc.errors())
         raise SystemExit(f"audit-sink migrations: check {names}") from None
     setup_logging(settings.log_level, settings.log_json)
-    owner_url = settings.owner_database_url.get_secret_value()
+    owners = [settings.owner_database_url, *settings.shard_owner_database_urls]
+    services = [settings.database_url, *settings.shard_database_urls]
+    if len(owners) != len(services):
+        raise SystemExit(
+            "audit-sink migrations: TANDEM_AUDIT_SHARD_OWNER_DATABASE_URLS needs one URL for "
+            "each of TANDEM_AUDIT_SHARD_DATABASE_URLS"
+        )
     try:
-        asyncio.run(migrate_as_owner(owner_url, settings.database_url.get_secret_value()))
+        for owner, service in zip(owners, services, strict=True):
+            asyncio.run(migrate_as_owner(owner.get_secret_value(), service.get_secret_value()))
     except RoleError as exc:
         raise SystemExit(f"audit-sink migrations: {exc}") from None
 

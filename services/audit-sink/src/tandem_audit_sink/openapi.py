@@ -74,6 +74,7 @@ def _prove(entry: str, description: str) -> dict[str, Any]:
         event_id=f"{at}/event_id",
         source=f"{at}/source",
         seq=f"{at}/seq",
+        shard=f"{at}/shard",
     )
 
 
@@ -121,5 +122,6 @@ PROOF_LINKS = _on_200(
         "That its checkpoint extends itself: the empty proof.",
         first="$response.body#/checkpoint/tree_size",
         second="$response.body#/checkpoint/tree_size",
+        shard="$response.body#/shard",
     ),
 )

@@ -13,6 +13,10 @@ class AuditSettings(ServiceSettings):
     port: int = 8003
     group_id: str = "tandem-audit-sink"
     database_url: str = "sqlite+aiosqlite:///.tandem/audit-sink.db"
+    # Further shards of the ledger, a database each (JSON list): the ledger is then
+    # len + 1 logs, ``database_url`` the first and the home of the signed roots over them. A
+    # record goes to shard ``partition % shards``; keep the list as it is once records came.
+    shard_database_urls: list[str] = Field(default_factory=list)
     # Off where a migration Job owns the schema and the service's role may only insert and read.
     migrate_on_start: bool = True
     verify_chunk_size: int = Field(default=1000, ge=1)
@@ -34,10 +38,17 @@ class AuditSettings(ServiceSettings):
     private_fields: list[str] = Field(default_factory=list)
     privacy_key: SecretStr | None = None
 
+    @property
+    def database_urls(self) -> list[str]:
+        """Every shard's database, the first shard's first."""
+        return [self.database_url, *self.shard_database_urls]
+
     @model_validator(mode="after")
     def _keys_are_set(self) -> AuditSettings:
         if self.private_fields and self.privacy_key is None:
             raise ValueError("TANDEM_AUDIT_PRIVATE_FIELDS needs TANDEM_AUDIT_PRIVACY_KEY")
+        if len(set(self.database_urls)) != len(self.database_urls):
+            raise ValueError("each shard of the ledger needs a database of its own")
         if self.runtime.env != "development" and self.signing_key is None:
             raise ValueError("TANDEM_AUDIT_SIGNING_KEY must be set outside development")
         return self

@@ -118,6 +118,12 @@ class ShardedLedger:
     def shard_of(self, record: AuditRecord) -> int:
         return record.partition % len(self.shards)
 
+    def owner_of(self, checkpoint: Checkpoint) -> int | None:
+        """The shard whose origin a checkpoint names (one shard: it, whatever it names)."""
+        if not self.sharded:
+            return 0
+        return next((s.shard for s in self.shards if s.origin == checkpoint.origin), None)
+
     def shard(self, shard: int) -> Ledger:
         if not 0 <= shard < len(self.shards):
             raise LedgerError(f"no shard {shard}: the ledger has {len(self.shards)}")
@@ -260,16 +266,23 @@ class ShardedLedger:
         trusted_keys: Collection[str] | None = None,
         since: Mapping[int, Checkpoint] | None = None,
         on_chunk: Callable[[int], None] | None = None,
+        kept: Sequence[Checkpoint] = (),
     ) -> ShardedVerification:
-        """Every shard (from a trusted checkpoint of it, where ``since`` has one), one after
-        the other; then every root: its signature, and each head a checkpoint its shard holds.
-        A shard's stored checkpoints were just checked against its entries, so a root whose
-        heads they match vouches for entries that hash to it."""
+        """Every shard (from a trusted checkpoint of it, where ``since`` has one; against the
+        checkpoints ``kept`` elsewhere that name its origin), one after the other; then every
+        root: its signature, and each head a checkpoint its shard holds. A shard's stored
+        checkpoints were just checked against its entries, so a root whose heads they match
+        vouches for entries that hash to it."""
         results: list[VerifyResult] = []
         for shard in self.shards:
-            start = (since or {}).get(shard.shard)
             results.append(
-                await shard.verify(chunk_size, trusted_keys, since=start, on_chunk=on_chunk)
+                await shard.verify(
+                    chunk_size,
+                    trusted_keys,
+                    since=(since or {}).get(shard.shard),
+                    kept=[c for c in kept if self.owner_of(c) == shard.shard],
+                    on_chunk=on_chunk,
+                )
             )
         failed = next(
             ((k, r.failure) for k, r in enumerate(results) if r.failure is not None), None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tandem_audit_sink.checkpoint import Checkpoint
-from tandem_audit_sink.store import AppendResult
+from tandem_audit_sink.shards import ShardedAppend
 from tandem_audit_sink.verify import VerifyResult
 
 
 class AuditMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._sizes: dict[int, int] = {}
         self.entries = Counter(
             "tandem_audit_entries",
             "Events appended to the audit ledger.",
@@ -32,7 +35,13 @@ class AuditMetrics:
         )
         self.tree_size = Gauge(
             "tandem_audit_tree_size",
-            "Entries in the audit ledger's Merkle tree.",
+            "Entries in the audit ledger's Merkle trees (all shards), as this process saw them.",
+            registry=registry,
+        )
+        self.shard_tree_size = Gauge(
+            "tandem_audit_shard_tree_size",
+            "Entries in each shard's Merkle tree, as this process last saw it.",
+            ["shard"],
             registry=registry,
         )
         self.checkpoints = Counter(
@@ -56,16 +65,23 @@ class AuditMetrics:
             registry=registry,
         )
 
-    def appended(self, result: AppendResult) -> None:
+    def sizes(self, sizes: Mapping[int, int]) -> None:
+        """The shards' tree sizes as just read or appended (the others as last seen)."""
+        self._sizes.update(sizes)
+        for shard, size in sizes.items():
+            self.shard_tree_size.labels(str(shard)).set(size)
+        self.tree_size.set(sum(self._sizes.values()))
+
+    def appended(self, result: ShardedAppend) -> None:
         for entry in result.appended:
             self.entries.labels(entry.topic).inc()
         for record in result.duplicates:
             self.duplicates.labels(record.topic).inc()
         for entry in result.conflicts:
             self.conflicts.labels(entry.topic).inc()
-        self.tree_size.set(result.tree_size)
-        if result.checkpoint is not None:
-            self.checkpointed(result.checkpoint)
+        self.sizes({shard: done.tree_size for shard, done in result.results.items()})
+        for checkpoint in result.checkpoints:
+            self.checkpointed(checkpoint)
 
     def checkpointed(self, checkpoint: Checkpoint) -> None:
         self.checkpoints.inc()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from tandem_shared.envelope import utcnow
 
 from tandem_audit_sink.checkpoint import Checkpoint
-from tandem_audit_sink.store import Ledger
+from tandem_audit_sink.shards import ShardedLedger
 from tandem_audit_sink.telemetry import AuditMetrics
 from tandem_audit_sink.verify import VerifyResult
 
@@ -33,7 +34,7 @@ class Verification:
     requested: bool  # asked for, not the timer's
     started_at: datetime
     finished_at: datetime
-    from_size: int  # the tree size of the trusted checkpoint it went on from; 0 when whole
+    from_size: int  # the tree sizes (all shards) of the trusted checkpoints it went on from
     result: VerifyResult
 
     @property
@@ -54,7 +55,7 @@ class Verifications:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: ShardedLedger,
         metrics: AuditMetrics,
         chunk_size: int = 1000,
         whole_every: int = 12,
@@ -65,7 +66,8 @@ class Verifications:
         self._whole_every = whole_every
         self._rounds = itertools.count()
         self._one_at_a_time = asyncio.Lock()
-        self._trusted: Checkpoint | None = None  # the newest checkpoint a good run reached
+        # per shard, the newest checkpoint a good run reached
+        self._trusted: dict[int, Checkpoint] = {}
         self._asked_at: datetime | None = None  # of the one asked for and not started yet
         self._tasks: set[asyncio.Task[Verification]] = set()  # asked for, waiting or running
         self.running: Running | None = None
@@ -103,9 +105,9 @@ class Verifications:
                 running.entries += entries
 
             try:
-                latest = await self._ledger.latest_checkpoint()
-                since = None if whole else self._trusted
-                result = await self._ledger.verify(self._chunk_size, since=since, on_chunk=checked)
+                latest = [await s.latest_checkpoint() for s in self._ledger.shards]
+                since = {} if whole else dict(self._trusted)
+                sharded = await self._ledger.verify(self._chunk_size, since=since, on_chunk=checked)
             finally:
                 self.running = None
             done = Verification(
@@ -113,13 +115,15 @@ class Verifications:
                 requested,
                 running.started_at,
                 utcnow(),
-                since.tree_size if since else 0,
-                result,
+                sum(c.tree_size for c in since.values()),
+                sharded.combined(),
             )
-            self._record(done, latest)
+            self._record(done, latest, [r.tree_size for r in sharded.shards])
         return done
 
-    def _record(self, done: Verification, latest: Checkpoint | None) -> None:
+    def _record(
+        self, done: Verification, latest: Sequence[Checkpoint | None], sizes: Sequence[int]
+    ) -> None:
         self.latest = done
         if done.whole:
             self.latest_whole = done
@@ -129,9 +133,11 @@ class Verifications:
             log.error("audit ledger verification failed: %s", result.failure)
             return
         self._metrics.verified_size.set(result.tree_size)
-        # The checkpoint read before the run, once the run reached it, is trusted from now on.
-        if latest is not None and latest.tree_size <= result.tree_size:
-            self._trusted = latest
+        # Each shard's checkpoint read before the run, once the run reached it, is trusted
+        # from now on.
+        for shard, (checkpoint, size) in enumerate(zip(latest, sizes, strict=True)):
+            if checkpoint is not None and checkpoint.tree_size <= size:
+                self._trusted[shard] = checkpoint
 
     async def close(self) -> None:
         """Stop the asked-for verifications still waiting or running."""
