@@ -24,8 +24,8 @@ from tandem_shared.envelope import utcnow
 from tandem_shared.signing import to_utc
 
 from tandem_audit_sink.checkpoint import Checkpoint, Signer
-from tandem_audit_sink.dedupe import known_under, triage
-from tandem_audit_sink.ledger import AuditRecord, StoredEntry, content_of, seal
+from tandem_audit_sink.dedupe import Key, Known, known_under, triage
+from tandem_audit_sink.ledger import AuditRecord, Content, StoredEntry, content_of, seal
 from tandem_audit_sink.merkle import (
     BLOCK,
     Frontier,
@@ -43,6 +43,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _PIPELINE_SLICE = 100  # entries sealed while the slice before them is inserted
 _WRITER_LOCK = 0x7A6E_0AD1  # PostgreSQL advisory lock key held by the appending transaction
 _LEDGER_COLUMNS = [column.name for column in ledger.columns]
+_TREE_SIZE = select(func.coalesce(func.max(ledger.c.seq), 0)).scalar_subquery()
+_CHECKPOINT_SIZE = select(
+    func.coalesce(func.max(ledger_checkpoint.c.tree_size), 0)
+).scalar_subquery()
 
 
 class LedgerError(RuntimeError):
@@ -122,10 +126,17 @@ class Ledger:
         (source, id) is known with the same content is a duplicate; with other content it is a
         conflict, appended too and marked with the seq of the first entry of its (source, id)."""
         result = AppendResult()
-        contents = [content_of(record) for record in records]  # hashed before taking the lock
         async with self.engine.begin() as conn:
-            frontier = await self._locked_frontier(conn)
-            known = await known_under(conn, {record.event_id for record in records})
+            # The lock and the lookups are round trips: the records are hashed meanwhile, a
+            # slice at a time, each pause letting the next query go out.
+            found = asyncio.create_task(self._lookup(conn, {r.event_id for r in records}))
+            contents: list[Content] = []
+            try:
+                for start in range(0, len(records), _PIPELINE_SLICE):
+                    await asyncio.sleep(0)
+                    contents += map(content_of, records[start : start + _PIPELINE_SLICE])
+            finally:
+                (frontier, last), known = await found  # never left running on the connection
             batch = triage(records, contents, known, frontier.size + 1)
             result.duplicates = batch.duplicates
             recorded_at = utcnow()
@@ -155,7 +166,6 @@ class Ledger:
                     await inserting
             if blocks:
                 await conn.execute(ledger_block.insert(), blocks)
-            last = await self._last_checkpoint_size(conn)
             if frontier.size - last >= self.checkpoint_every:
                 result.checkpoint = await self._sign(conn, frontier)
         self._frontier = frontier
@@ -183,12 +193,20 @@ class Ledger:
             # goes through it): an outage, which the consumer waits out, not a bad batch.
             raise DisconnectionError(f"the ledger's connection was lost: {exc}") from exc
 
+    async def _lookup(
+        self, conn: AsyncConnection, event_ids: Collection[str]
+    ) -> tuple[tuple[Frontier, int], dict[Key, Known]]:
+        """Under the writer lock: the tree and its last checkpoint, and what the ledger holds
+        under the batch's ids."""
+        locked = await self._locked_frontier(conn)
+        return locked, await known_under(conn, event_ids)
+
     async def checkpoint(self) -> Checkpoint | None:
         """Sign the tree as it is, unless nothing was added since the last checkpoint."""
         async with self.engine.begin() as conn:
-            frontier = await self._locked_frontier(conn)
+            frontier, last = await self._locked_frontier(conn)
             made = None
-            if frontier.size > await self._last_checkpoint_size(conn):
+            if frontier.size > last:
                 made = await self._sign(conn, frontier)
         self._frontier = frontier
         return made
@@ -200,20 +218,17 @@ class Ledger:
         await conn.execute(ledger_checkpoint.insert(), [asdict(made)])
         return made
 
-    async def _locked_frontier(self, conn: AsyncConnection) -> Frontier:
-        """Take the writer lock; the tree's right edge as stored now (a copy to work on)."""
+    async def _locked_frontier(self, conn: AsyncConnection) -> tuple[Frontier, int]:
+        """Take the writer lock; the tree's right edge as stored now (a copy to work on), and
+        the size of its last checkpoint (both read in one round trip)."""
         if self._postgres:
             await conn.execute(select(func.pg_advisory_xact_lock(_WRITER_LOCK)))
-        size = int(await conn.scalar(select(func.coalesce(func.max(ledger.c.seq), 0))) or 0)
+        sizes = (await conn.execute(select(_TREE_SIZE, _CHECKPOINT_SIZE))).one()
+        size, last = int(sizes[0]), int(sizes[1])
         if size != self._frontier.size:
             view = await self._view(conn, size, [size])
             self._frontier = Frontier.at(size, view.subtree)
-        return self._frontier.copy()
-
-    @staticmethod
-    async def _last_checkpoint_size(conn: AsyncConnection) -> int:
-        last = await conn.scalar(select(func.coalesce(func.max(ledger_checkpoint.c.tree_size), 0)))
-        return int(last or 0)
+        return self._frontier.copy(), last
 
     @staticmethod
     async def _view(conn: AsyncConnection, size: int, edges: Sequence[int]) -> TreeView:
