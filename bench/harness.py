@@ -302,6 +302,28 @@ async def records_on(bootstrap: str, topic: str) -> AsyncIterator[Count]:
 
 
 @asynccontextmanager
+async def tasks_on(bootstrap: str, *topics: str) -> AsyncIterator[Count]:
+    """How many distinct keys (task ids) the topics hold between them, read as they come: a
+    task with records on two of them, or twice on one, counts once."""
+    consumer = AIOKafkaConsumer(**aiokafka_reader(bootstrap))
+    await consumer.start()
+    parts = [tp for topic in topics for tp in partitions(topic)]
+    consumer.assign(parts)
+    await consumer.seek_to_beginning(*parts)
+    seen: set[bytes] = set()
+
+    async def count() -> int:
+        batches = await consumer.getmany(timeout_ms=10, max_records=100_000)
+        seen.update(record.key for records in batches.values() for record in records)
+        return len(seen)
+
+    try:
+        yield count
+    finally:
+        await consumer.stop()
+
+
+@asynccontextmanager
 async def committed_by(bootstrap: str, group: str, topic: str) -> AsyncIterator[Count]:
     """How many records of the topic the group has committed: a service commits a batch once
     all its outputs are acknowledged, so this counts inputs fully handled, whatever they became."""
@@ -555,11 +577,16 @@ class Stack:
         self, name: str, prefix: str, env: Mapping[str, str], logs: str
     ) -> ServiceSet:
         """The service as a process of its own, on a free port, logging under ``logs``."""
-        services = ServiceSet(
-            self.home / logs, self.bootstrap, prefix, ports={name: free_port()}, env=env
-        )
+        return self.start_services((name,), prefix, env, logs)
+
+    def start_services(
+        self, names: Sequence[str], prefix: str, env: Mapping[str, str], logs: str
+    ) -> ServiceSet:
+        """The services, a process each, on free ports, logging under ``logs``."""
+        ports = {name: free_port() for name in names}
+        services = ServiceSet(self.home / logs, self.bootstrap, prefix, ports=ports, env=env)
         self.services.append(services)
-        services.start(only=(name,))
+        services.start(only=tuple(names))
         return services
 
     def start_process(self, name: str, argv: Sequence[str]) -> Process:
@@ -630,16 +657,22 @@ def run_bench(
     intro: str,
     measure: Callable[[Stack], Coroutine[Any, Any, R]],
     report: Callable[[Console, R], None],
+    rebalance_delay_ms: int = 3000,
 ) -> int:
     """Start a broker in a temporary folder, measure, stop every process the run started (by
-    its pid), report, and stop the broker; the folder (logs included) is kept on a failure."""
+    its pid), report, and stop the broker; the folder (logs included) is kept on a failure.
+
+    By default processes of one group started together join its first generation, as on a
+    production broker (``group.initial.rebalance.delay.ms``): none works the backlog off alone
+    while the others are still joining. A bench whose groups have one member each may do
+    without the wait, which a join that comes during it makes longer by as much again."""
     # A SIGTERM unwinds like Ctrl-C, so the broker and the services are stopped either way.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     console = Console()
     home = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
-    # Processes of one group started together join its first generation, as on a production
-    # broker: none works the backlog off alone while the others are still joining.
-    broker = KafkaBroker(home / "kafka", free_port(), free_port(), initial_rebalance_delay_ms=3000)
+    broker = KafkaBroker(
+        home / "kafka", free_port(), free_port(), initial_rebalance_delay_ms=rebalance_delay_ms
+    )
     finished = False
     try:
         with Progress(console=console, transient=True) as progress:
