@@ -7,15 +7,15 @@ One run starts its own Kafka broker and PostgreSQL server (free ports, a tempora
 
 1. draws ``--tasks`` sample tasks (``--seed``) and encodes them as producers send them; makes
    the topics of a fresh prefix (4 partitions; every timed topic stamped with the broker's
-   append time);
+   append time) and loads the tasks on the submitted one;
 2. makes a database for the review API and one per shard of the audit ledger (``--shards``),
    and starts scoring, the router, the review API and the audit sink, a process each, with
    their default settings (the router's default policy);
-3. once the scoring group is stable, the clock starts and the tasks are submitted all at once
-   (in produce batches, as the services send: far faster than the pipeline takes them);
-   meanwhile ``--reviewers`` clients, each a senior
+3. the tasks are loaded first, then the router, review API and audit sink started, scoring
+   last: the clock starts as scoring's group forms, with the whole backlog before it (as
+   producers that submitted a burst); meanwhile ``--reviewers`` clients, each a senior
    reviewer of their own (escalated and critical reviews need seniors, and two approvals two
-   people), claim the most urgent review and decide it, asking again 50 ms after an empty
+   people), claim the most urgent review and decide it, asking again a second after an empty
    queue, until every task is decided;
 4. the run ends when every task has a decision on the decisions topic and the audit sink has
    committed everything on every topic it records (so all of it is in the ledger).
@@ -63,7 +63,7 @@ from tandem_shared.topics import Topics
 
 SERVICES = ("scoring", "router", "review-api", "audit-sink")
 OUTCOME = "benign"
-EMPTY_QUEUE_PAUSE_S = 0.05
+EMPTY_QUEUE_PAUSE_S = 1.0  # as a console looks again; 20 clients asking every 50 ms took a core
 
 
 def stamped(topics: Topics) -> tuple[str, ...]:
@@ -77,6 +77,7 @@ class Stage:
     seconds: float  # from the start to its last task's record
     tasks: int
     half: float = float("nan")  # from the start to when half its tasks were out
+    first: float = float("nan")  # from the start to its first task's record
 
     @property
     def rate(self) -> float:
@@ -162,25 +163,28 @@ async def measure(stack: Stack, args: argparse.Namespace) -> Result:
         "TANDEM_AUDIT_DATABASE_URL": ledger_urls[0],
         "TANDEM_AUDIT_SHARD_DATABASE_URLS": json.dumps(ledger_urls[1:]),
     }
-    services = stack.start_services(SERVICES, topics.prefix, env, "e2e")
-    await asyncio.to_thread(services.wait_ready, WAIT_S)
-    pids = {s.spec.name: s.process.pid for s in services.running}
+    await produce(bootstrap, topics.submitted, records, stack.progress)
+    # Scoring last: the others wait for work, and the clock starts as its group forms.
+    later = stack.start_services(SERVICES[1:], topics.prefix, env, "e2e")
+    await asyncio.to_thread(later.wait_ready, WAIT_S)
+    first = stack.start_services(SERVICES[:1], topics.prefix, env, "e2e")
+    running = [*first.running, *later.running]
+    pids = {s.spec.name: s.process.pid for s in running}
     assert database.process is not None  # started above
     pids["PostgreSQL"] = database.process.pid
 
     def alive() -> bool:
-        return all(s.process.alive() for s in services.running)
+        return all(s.process.alive() for s in running)
 
     def cpu() -> dict[str, float]:
         return {name: cpu_seconds(pid, children=name == "PostgreSQL") for name, pid in pids.items()}
 
-    await settled(bootstrap, "tandem-scoring", 1, alive, [])
-    start = Mark.now([])
+    start = await settled(bootstrap, "tandem-scoring", 1, alive, [])
     cpu_before = cpu()
     finished = asyncio.Event()
     count = [0, 0, 0]
     settings = RuntimeSettings()
-    api = services.get("review-api").url
+    api = later.get("review-api").url
     async with httpx.AsyncClient(transport=SmallPools(args.reviewers), timeout=60.0) as client:
         clients = [
             asyncio.create_task(
@@ -195,7 +199,6 @@ async def measure(stack: Stack, args: argparse.Namespace) -> Result:
             for n in range(args.reviewers)
         ]
         try:
-            await produce(bootstrap, topics.submitted, records, stack.progress)
             bar = stack.progress.add_task("decided", total=args.tasks)
             async with tasks_on(bootstrap, topics.decisions) as decided:
                 await wait_for(decided, args.tasks, topics.decisions, stack.progress, bar, alive)
@@ -205,20 +208,21 @@ async def measure(stack: Stack, args: argparse.Namespace) -> Result:
         # Everything the pipeline wrote is in now: the ledger holds each record once.
         recorded = await records_in(bootstrap, topics.audited())
         deadline = time.monotonic() + WAIT_S
-        audit = services.get("audit-sink").url
+        audit = later.get("audit-sink").url
         while await ledger_size(client, audit) < recorded:
             if time.monotonic() > deadline or not alive():
                 raise TimeoutError(f"the ledger did not reach the {recorded} records written")
             await asyncio.sleep(0.1)
     end = Mark.now([])
     cpu_after = cpu()
-    await asyncio.to_thread(services.stop)
+    await asyncio.to_thread(first.stop)
+    await asyncio.to_thread(later.stop)
 
     async def stage(name: str, service: str, *outputs: str) -> Stage:
         """When the stage's last task came out (its first record on any of the outputs)."""
         stamps = sorted((await read_stamps(bootstrap, *outputs)).values())
         since = [(stamp - start.epoch_ms) / 1000 for stamp in stamps]
-        return Stage(name, service, since[-1], len(since), since[len(since) // 2])
+        return Stage(name, service, since[-1], len(since), since[len(since) // 2], since[0])
 
     stages = [
         await stage("scored", "scoring", topics.scored),
@@ -245,7 +249,7 @@ def report(console: Console, result: Result) -> None:
         title=f"the pipeline end to end: {result.tasks:,} tasks, {result.reviewed:,} of them "
         f"reviewed by {result.reviewers} simulated reviewers; ledger in {result.shards} shard(s)"
     )
-    columns = ("stage", "by", "half out at", "last out at", "tasks/s from the start", "÷ before")
+    columns = ("stage", "by", "first", "half", "last out at", "tasks/s from the start", "÷ before")
     for column in columns:
         table.add_column(column, justify="right" if column != "stage" else "left")
     before: float | None = None
@@ -257,7 +261,8 @@ def report(console: Console, result: Result) -> None:
         table.add_row(
             s.name,
             s.service,
-            f"{s.half:.1f} s" if s.half == s.half else "",  # NaN: not timed per task
+            f"{s.first:.1f} s" if s.first == s.first else "",  # NaN: not timed per task
+            f"{s.half:.1f} s" if s.half == s.half else "",
             f"{s.seconds:.1f} s",
             f"{s.rate:,.0f}",
             f"{ratio:.2f}" if before else "",
