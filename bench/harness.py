@@ -1,6 +1,7 @@
 """What the benchmarks share: a Kafka broker of their own, topics stamped by the broker, a raw
-relay to compare a service against, and rates read off the broker's log-append times; and the
-processes of a run (services, a PostgreSQL server, others), each stopped by its pid at the end.
+relay to compare a service against, and rates and added latencies read off the broker's
+log-append times; and the processes of a run (services, a PostgreSQL server, others), each
+stopped by its pid at the end.
 
 Every Kafka figure comes from broker stamps (topics created with
 ``message.timestamp.type=LogAppendTime``), so all are read off one clock, and a rate counts
@@ -19,7 +20,15 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +37,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -35,6 +45,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentPartition
 from rich.console import Console
 from rich.progress import Progress, TaskID
+from rich.table import Table
 from tandem_cli.dataset import sample_tasks
 from tandem_cli.stack.kafka import KafkaBroker
 from tandem_cli.stack.postgres import PostgresServer
@@ -375,6 +386,19 @@ async def wait_for_records(
         await wait_for(count, expected, topic, progress, bar, alive)
 
 
+async def wait_for_tasks(
+    bootstrap: str,
+    topics: Sequence[str],
+    expected: int,
+    progress: Progress,
+    bar: TaskID,
+    alive: Callable[[], bool],
+) -> None:
+    """Until the topics hold records of ``expected`` distinct task ids between them."""
+    async with tasks_on(bootstrap, *topics) as count:
+        await wait_for(count, expected, ", ".join(topics), progress, bar, alive)
+
+
 def rate(stamps: Sequence[int], since_ms: int) -> float:
     """Records per second appended from ``since_ms`` on, up to the last one."""
     counted = [s for s in stamps if s >= since_ms]
@@ -463,6 +487,7 @@ def _transactional_relay(
 
 
 RELAYS = {"aiokafka": "raw relay (aiokafka)", "librdkafka": "transactional relay (librdkafka)"}
+RELAY = RELAYS["aiokafka"]  # the aims are against it: ratios to its rate, latency over its
 
 
 def relay_main(
@@ -536,6 +561,112 @@ class Throughput:
     tasks_per_s: float
     cpu_us_per_task: float
     cores_busy: float = math.nan  # of the whole machine over the phase, the broker's included
+
+
+# ---- added latency: a pipeline fed at a steady rate, and what it adds ------------------------
+
+WARMUP = 50  # tasks sent before the paced run, to have connections and the group settled
+# The paced run's first seconds are not counted: the broker (a JVM) and the process warm up
+# at the new rate, and each pipeline starts on a topic of its own.
+WARMUP_S = 2.0
+LATENCY_SECONDS = 8.0  # the paced run's counted seconds, by default
+LATENCY_AIM_MS = 50.0  # p99 added over the relay's at half the service's rate, with transactions
+
+
+@dataclass
+class Latency:
+    """The added latency of a pipeline fed ``rate`` tasks/s, over the ``count`` tasks counted."""
+
+    rate: float
+    count: int
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class Running:
+    """A pipeline's processes, started and ready for their first record."""
+
+    alive: Callable[[], bool]
+    stop: Callable[[], None]  # stops them by their pids
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What a latency phase measures: a service or a relay that turns each record on ``source``
+    into one or more on ``outputs``, keyed by the same task id (a task is out at its first
+    record on any of them), and how to start it on those topics, all stamped by the broker."""
+
+    source: str
+    outputs: Sequence[str]
+    start: Callable[[], Awaitable[Running]]
+
+
+def added_latency(
+    inputs: Mapping[str, int], outputs: Mapping[str, int], task_ids: Iterable[str]
+) -> tuple[float, float]:
+    """p50 and p99 (ms) over the tasks of their first output's log-append time less their
+    input's, from stamps as ``read_stamps`` gives them (task id → first log-append time)."""
+    added = [outputs[task_id] - inputs[task_id] for task_id in task_ids]
+    p50, p99 = np.percentile(added, [50, 99])
+    return float(p50), float(p99)
+
+
+def add_latency_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--latency-seconds", type=float, default=LATENCY_SECONDS, help="paced run length"
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="measure only the added latency, at this many tasks/s "
+        "(default: half the service's one-process rate)",
+    )
+
+
+async def latencies(
+    stack: Stack,
+    service: str,
+    pipeline: Callable[[str], Awaitable[Pipeline]],
+    records: Sequence[Raw],
+    per_second: float,
+    seconds: float,
+) -> list[tuple[str, Latency]]:
+    """The service's added latency, then each relay's (RELAYS), fed the same records at the same
+    rate, each on topics of its own: ``pipeline`` makes them and says what runs on them, given
+    "service" or a relay's client. Rows labelled ``service`` and as in RELAYS."""
+    measured = []
+    for what, label in {"service": service, **RELAYS}.items():
+        tested = await pipeline(what)
+        measured.append((label, await stack.latency(what, tested, records, per_second, seconds)))
+    return measured
+
+
+def report_latencies(
+    console: Console, latencies: Sequence[tuple[str, Latency]], service: str, source: str
+) -> None:
+    """The latencies' table, and the ``service`` row less the aiokafka relay's (RELAY) against
+    the aim; ``source`` names the input topic the added latency counts from."""
+    table = Table(title=f"added latency (output append time − {source} append time)")
+    for column in ("pipeline", "rate (tasks/s)", "tasks", "p50 ms", "p99 ms", "aim"):
+        table.add_column(column, justify="left" if column == "pipeline" else "right")
+    for name, lat in latencies:
+        table.add_row(
+            name, f"{lat.rate:,.0f}", str(lat.count), f"{lat.p50_ms:.0f}", f"{lat.p99_ms:.0f}", ""
+        )
+    by_name = dict(latencies)
+    svc, rel = by_name[service], by_name[RELAY]
+    added = svc.p99_ms - rel.p99_ms
+    table.add_row(
+        "service − relay",
+        "",
+        "",
+        f"{svc.p50_ms - rel.p50_ms:+.0f}",
+        f"{added:+.0f}",
+        verdict(added < LATENCY_AIM_MS, f"p99 < {LATENCY_AIM_MS:.0f}"),
+    )
+    console.print(table)
 
 
 # ---- one run: the broker's address, its folder, and every process started on it ---------------
@@ -641,6 +772,48 @@ class Stack:
                 pids=lambda: [proc.pid] if proc.pid is not None else [],
             )
         )
+
+    def relay_pipeline(self, client: str, source: str, target: str, batch: int) -> Pipeline:
+        """A relay on ``client`` (see RELAYS) from ``source`` to ``target``, for ``latency``."""
+
+        async def start() -> Running:
+            proc, ready = self.start_relay(source, target, batch, client)
+            await asyncio.to_thread(ready.wait, WAIT_S)
+            return Running(proc.is_alive, lambda: stop_relay(proc))
+
+        return Pipeline(source, (target,), start)
+
+    async def latency(
+        self,
+        what: str,
+        pipeline: Pipeline,
+        records: Sequence[Raw],
+        per_second: float,
+        seconds: float,
+    ) -> Latency:
+        """p50 and p99 added latency of the pipeline, started on its (new) topics and fed
+        ``records`` (keyed by task id) at ``per_second``: WARMUP of them, waited for; then a
+        paced stream whose first WARMUP_S are not counted, and ``seconds`` that are (as many as
+        ``records`` holds)."""
+        paced_warmup = min(int(per_second * WARMUP_S), (len(records) - WARMUP) // 2)
+        count = max(1, min(int(per_second * seconds), len(records) - WARMUP - paced_warmup))
+        warmup = records[:WARMUP]
+        paced = records[WARMUP : WARMUP + paced_warmup + count]
+        measured = paced[paced_warmup:]
+        running = await pipeline.start()
+        source, outputs = pipeline.source, pipeline.outputs
+        bar = self.progress.add_task(f"{what}: warm-up", total=WARMUP)
+        await produce(self.bootstrap, source, warmup, self.progress, per_second)
+        await wait_for_tasks(self.bootstrap, outputs, WARMUP, self.progress, bar, running.alive)
+        await produce(self.bootstrap, source, paced, self.progress, per_second)
+        total = WARMUP + len(paced)
+        bar = self.progress.add_task(f"{what}: draining", total=total)
+        await wait_for_tasks(self.bootstrap, outputs, total, self.progress, bar, running.alive)
+        await asyncio.to_thread(running.stop)
+        inputs = await read_stamps(self.bootstrap, source)
+        firsts = await read_stamps(self.bootstrap, *outputs)
+        p50, p99 = added_latency(inputs, firsts, (key.decode() for key, _, _ in measured))
+        return Latency(per_second, count, p50, p99)
 
     def stop(self) -> None:
         for proc in self.relays:

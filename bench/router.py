@@ -1,21 +1,24 @@
-"""Throughput of the router service with a large policy, against a raw Kafka relay.
+"""Throughput and latency of the router service with a large policy, against a raw Kafka relay.
 
-    uv run python bench/router.py [--tasks 20000] [--batch 500] [--rules 50]
+    uv run python bench/router.py [--tasks 20000] [--batch 500] [--rules 50] [--replicas 2]
 
 One run starts its own Kafka broker (free ports, a temporary folder), scores sample tasks with
 the scoring service's model once, pre-loads the scored events into fresh topic prefixes, and
 measures, one after the other so they never share the CPU: a raw aiokafka relay (scored →
 routed, one record out per record in) in a process of its own; the real router service with a
 policy of ``--rules`` rules on ``tumor_screening``; the relay again (its better rate is the one
-compared against, as the broker is warmer for later phases). The router writes automatic
+compared against, as the broker is warmer for later phases); then the added latency of the
+router and of each relay at half the router's one-process rate. The router writes automatic
 decisions to ``decisions`` and review requests to ``routed`` (a QA-sampled decision to both),
-so its rate counts distinct tasks reaching an output, like the relay's. Rates come from broker
-log-append times, from the moment the consumer group was seen stable to the last output record.
+so its rate counts distinct tasks reaching an output, like the relay's, and a task's latency
+ends at its first output record. Rates and latencies come from broker log-append times; a rate
+counts from the moment the consumer group was seen stable to the last output record.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import uuid
@@ -27,21 +30,30 @@ import numpy as np
 import yaml
 from harness import (
     RATIO_COLUMNS,
+    RELAY,
     RELAYS,
+    WAIT_S,
+    WARMUP,
     Drain,
+    Latency,
+    Pipeline,
     Raw,
+    Running,
     Stack,
     Throughput,
     add_common_args,
+    add_latency_args,
     best_of,
     committed_by,
     draw_tasks,
     encode,
+    latencies,
     make_topics,
     produce,
     read_stamps,
     relay_ratios,
     relays,
+    report_latencies,
     run_bench,
     score,
     verdict,
@@ -49,12 +61,12 @@ from harness import (
 from rich.console import Console
 from rich.table import Table
 from tandem_cli.dataset import CLINICS, TASK_TYPE, feature_names, feature_ranges, holdout_split
+from tandem_cli.stack.services import ServiceSet
 from tandem_router.loader import load_policy
 from tandem_shared.topics import Topics
 
 AIM = 0.70  # of the relay's rate: routing should cost less than moving the bytes does
 LOCAL_POLICY = Path(__file__).resolve().parents[1] / "deploy" / "local" / "policy.yaml"
-RELAY = RELAYS["aiokafka"]  # the aims are ratios to it
 
 
 def stamped(topics: Topics) -> tuple[str, ...]:
@@ -147,9 +159,10 @@ class Mix:
 
 @dataclass
 class Result:
-    rates: dict[str, Throughput]
-    mix: Mix
-    rules: int
+    rates: dict[str, Throughput]  # none when the latency phase ran alone
+    mix: Mix | None
+    service: str  # the router's row: its policy's size
+    latencies: list[tuple[str, Latency]]
 
 
 @dataclass
@@ -172,20 +185,24 @@ class Bench:
             topics.scored, topics.routed, len(self.records), self.args.batch, client
         )
 
-    async def router_throughput(self, replicas: int) -> tuple[Throughput, Mix]:
-        """``replicas`` router processes in one consumer group of their own."""
-        topics = await self.topics(f"router-{replicas}")
-        await self.load(topics)
+    def start_routers(self, topics: Topics, replicas: int = 1) -> tuple[str, list[ServiceSet]]:
+        """``replicas`` router processes in one consumer group of their own, and the group."""
         group = f"bench-router-{uuid.uuid4().hex[:8]}"
         env = {
             "TANDEM_ROUTER_POLICY_FILE": str(self.policy),
             "TANDEM_ROUTER_GROUP_ID": group,
             "TANDEM_ROUTER_BATCH_MAX_RECORDS": str(self.args.batch),
         }
-        replica_sets = [
+        return group, [
             self.stack.start_service("router", topics.prefix, env, f"{topics.prefix}{replica}")
             for replica in range(replicas)
         ]
+
+    async def router_throughput(self, replicas: int) -> tuple[Throughput, Mix]:
+        """``replicas`` router processes in one consumer group of their own."""
+        topics = await self.topics(f"router-{replicas}")
+        await self.load(topics)
+        group, replica_sets = self.start_routers(topics, replicas)
         routers = [services.running[0].process for services in replica_sets]
 
         def stop() -> None:
@@ -220,14 +237,38 @@ class Bench:
             lost=len(self.records) - len(decided | routed),
         )
 
+    async def pipeline(self, what: str) -> Pipeline:
+        """The router (``what`` is "service") or a relay (a client in RELAYS) on new topics, for
+        a latency phase: the router from scored to routed or decisions, whichever a task
+        reaches first; a relay from scored to routed, one record out per record in."""
+        topics = await self.topics(f"{what}-paced")
+        if what in RELAYS:
+            return self.stack.relay_pipeline(what, topics.scored, topics.routed, self.args.batch)
+
+        async def start() -> Running:
+            _, (services,) = self.start_routers(topics)
+            await asyncio.to_thread(services.wait_ready, WAIT_S)
+            return Running(services.running[0].process.alive, services.stop)
+
+        return Pipeline(topics.scored, (topics.routed, topics.decisions), start)
+
+    async def latencies(self, service: str, per_second: float) -> list[tuple[str, Latency]]:
+        """The router's added latency, then each relay's, at the same rate."""
+        return await latencies(
+            self.stack, service, self.pipeline, self.records, per_second, self.args.latency_seconds
+        )
+
 
 async def run(bench: Bench) -> Result:
     console = bench.stack.progress.console
-    before = await relays(bench.relay_throughput, console)
     rules = bench.args.rules
+    service = f"router service, {rules} rules"
+    if bench.args.latency_rate:  # the latency phase alone, at the given rate
+        return Result({}, None, service, await bench.latencies(service, bench.args.latency_rate))
+    before = await relays(bench.relay_throughput, console)
     router, mix = await bench.router_throughput(1)
     console.print(f"router ({rules} rules): {router.tasks_per_s:,.0f} tasks/s; {mix}")
-    rates = {f"router service, {rules} rules": router}
+    rates = {service: router}
     if bench.args.replicas > 1:
         scaled, scaled_mix = await bench.router_throughput(bench.args.replicas)
         rates[f"router service, {rules} rules, {bench.args.replicas} processes"] = scaled
@@ -236,24 +277,30 @@ async def run(bench: Bench) -> Result:
         )
     after = await relays(bench.relay_throughput, console)
     rates = {**best_of(before, after), **rates}
-    return Result(rates, mix, bench.args.rules)
+    return Result(rates, mix, service, await bench.latencies(service, router.tasks_per_s / 2))
 
 
 def report(console: Console, result: Result) -> None:
+    if result.rates:
+        report_rates(console, result.rates, result.mix)
+    report_latencies(console, result.latencies, result.service, "scored")
+
+
+def report_rates(console: Console, rates: dict[str, Throughput], mix: Mix | None) -> None:
     table = Table(
         title="throughput (distinct tasks/s reaching an output, "
         "from the settled group to the last output record)",
-        caption=f"router: {result.mix}",
+        caption=f"router: {mix}",
     )
     for column in ("pipeline", "tasks/s", *RATIO_COLUMNS, "aim", "CPU µs/task", "cores busy"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
-    relay = result.rates[RELAY]
-    for name, value in result.rates.items():
+    relay = rates[RELAY]
+    for name, value in rates.items():
         ratio = value.tasks_per_s / relay.tasks_per_s
         aim = "" if name in RELAYS.values() else verdict(ratio >= AIM, f"≥ {AIM:.2f}")
         cpu = f"{value.cpu_us_per_task:,.0f}"
         busy = f"{value.cores_busy:.2f}"
-        ratios = relay_ratios(value, result.rates)
+        ratios = relay_ratios(value, rates)
         table.add_row(name, f"{value.tasks_per_s:,.0f}", *ratios, aim, cpu, busy)
     console.print(table)
 
@@ -262,6 +309,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, batch_help="records per getmany (TANDEM_ROUTER_BATCH_MAX_RECORDS)")
     parser.add_argument("--rules", type=int, default=50, help="rules in the policy")
+    add_latency_args(parser)
     parser.add_argument(
         "--replicas",
         type=int,
@@ -269,8 +317,8 @@ def main() -> int:
         help="router processes of the scaled run, one per core by default (1: no scaled run)",
     )
     args = parser.parse_args()
-    if args.tasks < 1 or args.batch < 1 or args.rules < 0:
-        parser.error("--tasks and --batch must be at least 1, --rules not negative")
+    if args.tasks <= WARMUP or args.batch < 1 or args.rules < 0:
+        parser.error(f"--tasks must exceed {WARMUP}, --batch be at least 1, --rules not negative")
 
     async def measure(stack: Stack) -> Result:
         policy = write_policy(stack.home, args.rules)

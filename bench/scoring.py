@@ -32,26 +32,31 @@ from typing import Any
 import numpy as np
 from harness import (
     RATIO_COLUMNS,
+    RELAY,
     RELAYS,
     WAIT_S,
+    WARMUP,
     Drain,
+    Latency,
+    Pipeline,
     Raw,
+    Running,
     Stack,
     Throughput,
     add_common_args,
+    add_latency_args,
     best_of,
     draw_tasks,
     encode,
+    latencies,
     make_topics,
     produce,
-    read_stamps,
     records_on,
     relay_ratios,
     relays,
+    report_latencies,
     run_bench,
-    stop_relay,
     verdict,
-    wait_for_records,
 )
 from rich.console import Console
 from rich.progress import Progress
@@ -63,22 +68,8 @@ from tandem_scoring.settings import ScoringSettings
 from tandem_shared.events import TaskSubmitted
 from tandem_shared.topics import Topics
 
-WARMUP = 50  # tasks sent before the paced run, to have connections and the group settled
-# The paced run's first seconds are not counted: the broker (a JVM) and the process warm up
-# at the new rate, and each pipeline starts on a topic of its own.
-WARMUP_S = 2.0
 AIM = 0.60  # of the relay's rate, for the service's rows
-LATENCY_AIM_MS = 50.0  # p99 added over the relay's at half the service's rate, with transactions
-RELAY = RELAYS["aiokafka"]  # the aims are ratios to it
 SERVICE = "scoring service"
-
-
-@dataclass
-class Latency:
-    rate: float
-    count: int
-    p50_ms: float
-    p99_ms: float
 
 
 def stamped(topics: Topics) -> tuple[str, ...]:
@@ -159,47 +150,25 @@ class Bench:
             )
         )
 
-    async def latency(self, what: str, per_second: float) -> Latency:
-        """p50 and p99 added latency of ``what`` (SERVICE, or a relay's client in RELAYS) fed
-        at ``per_second``."""
-        topics = await make_topics(self.bootstrap, self.stack.prefix(f"{what}-paced"), stamped)
-        paced_warmup = min(int(per_second * WARMUP_S), (len(self.tasks) - WARMUP) // 2)
-        count = max(
-            1,
-            min(
-                int(per_second * self.args.latency_seconds),
-                len(self.tasks) - WARMUP - paced_warmup,
-            ),
-        )
-        warmup = records(self.tasks[:WARMUP])
-        paced = records(self.tasks[WARMUP : WARMUP + paced_warmup + count])
-        measured = paced[paced_warmup:]
+    async def pipeline(self, what: str) -> Pipeline:
+        """The service (``what`` is "service") or a relay (a client in RELAYS) on new topics,
+        for a latency phase: submitted → scored."""
+        topics = await self.topics(f"{what}-paced")
         if what in RELAYS:
-            proc, ready = self.stack.start_relay(
-                topics.submitted, topics.scored, self.args.batch, what
-            )
-            alive: Callable[[], bool] = proc.is_alive
-            await asyncio.to_thread(ready.wait, WAIT_S)
-        else:
+            return self.stack.relay_pipeline(what, topics.submitted, topics.scored, self.args.batch)
+
+        async def start() -> Running:
             (services,) = self.start_service(topics)
-            alive = services.running[0].process.alive
             await asyncio.to_thread(services.wait_ready, WAIT_S)
-        bar = self.progress.add_task(f"{what}: warm-up", total=WARMUP)
-        await produce(self.bootstrap, topics.submitted, warmup, self.progress, per_second)
-        await wait_for_records(self.bootstrap, topics.scored, WARMUP, self.progress, bar, alive)
-        await produce(self.bootstrap, topics.submitted, paced, self.progress, per_second)
-        total = WARMUP + len(paced)
-        bar = self.progress.add_task(f"{what}: draining", total=total)
-        await wait_for_records(self.bootstrap, topics.scored, total, self.progress, bar, alive)
-        if what in RELAYS:
-            await asyncio.to_thread(stop_relay, proc)
-        else:
-            await asyncio.to_thread(services.stop)
-        submitted = await read_stamps(self.bootstrap, topics.submitted)
-        scored = await read_stamps(self.bootstrap, topics.scored)
-        added = [scored[k.decode()] - submitted[k.decode()] for k, _, _ in measured]
-        p50, p99 = np.percentile(added, [50, 99])
-        return Latency(per_second, count, float(p50), float(p99))
+            return Running(services.running[0].process.alive, services.stop)
+
+        return Pipeline(topics.submitted, (topics.scored,), start)
+
+    async def latencies(self, per_second: float) -> list[tuple[str, Latency]]:
+        """The service's added latency, then each relay's, at the same rate."""
+        return await latencies(
+            self.stack, SERVICE, self.pipeline, self.backlog, per_second, self.args.latency_seconds
+        )
 
 
 def onnx_rates(
@@ -251,7 +220,7 @@ async def run(bench: Bench) -> tuple[Rates, list[tuple[str, Latency]]]:
     console = bench.progress.console
     rates: Rates = {}
     if bench.args.latency_rate:  # the latency phase alone, at the given rate
-        return rates, await latencies(bench, bench.args.latency_rate)
+        return rates, await bench.latencies(bench.args.latency_rate)
     before = await relays(bench.relay_throughput, console)
     rates.update(before)
     rates[SERVICE] = service = await bench.service_throughput(1)
@@ -266,21 +235,13 @@ async def run(bench: Bench) -> tuple[Rates, list[tuple[str, Latency]]]:
     rates["onnxruntime session.run"] = Throughput(raw, math.nan)
     rates["Scorer.predict (features + onnxruntime)"] = Throughput(full, math.nan)
     console.print(f"onnxruntime: {raw:,.0f} tasks/s; Scorer.predict: {full:,.0f} tasks/s")
-    return rates, await latencies(bench, service.tasks_per_s / 2)
-
-
-async def latencies(bench: Bench, per_second: float) -> list[tuple[str, Latency]]:
-    """The service's added latency, then each relay's, at the same rate."""
-    measured = [(SERVICE, await bench.latency("service", per_second))]
-    for client, label in RELAYS.items():
-        measured.append((label, await bench.latency(client, per_second)))
-    return measured
+    return rates, await bench.latencies(service.tasks_per_s / 2)
 
 
 def report(console: Console, rates: Rates, latencies: list[tuple[str, Latency]]) -> None:
     if rates:
         report_rates(console, rates)
-    report_latencies(console, latencies)
+    report_latencies(console, latencies, SERVICE, "submitted")
 
 
 def report_rates(console: Console, rates: Rates) -> None:
@@ -298,38 +259,10 @@ def report_rates(console: Console, rates: Rates) -> None:
     console.print(table)
 
 
-def report_latencies(console: Console, latencies: list[tuple[str, Latency]]) -> None:
-    table = Table(title="added latency (output append time − submitted append time)")
-    for column in ("pipeline", "rate (tasks/s)", "tasks", "p50 ms", "p99 ms", "aim"):
-        table.add_column(column, justify="left" if column == "pipeline" else "right")
-    for name, lat in latencies:
-        table.add_row(
-            name, f"{lat.rate:,.0f}", str(lat.count), f"{lat.p50_ms:.0f}", f"{lat.p99_ms:.0f}", ""
-        )
-    by_name = dict(latencies)
-    svc, rel = by_name[SERVICE], by_name[RELAY]
-    added = svc.p99_ms - rel.p99_ms
-    table.add_row(
-        "service − relay",
-        "",
-        "",
-        f"{svc.p50_ms - rel.p50_ms:+.0f}",
-        f"{added:+.0f}",
-        verdict(added < LATENCY_AIM_MS, f"p99 < {LATENCY_AIM_MS:.0f}"),
-    )
-    console.print(table)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, batch_help="records per getmany and inference")
-    parser.add_argument("--latency-seconds", type=float, default=8.0, help="paced run length")
-    parser.add_argument(
-        "--latency-rate",
-        type=float,
-        default=0.0,
-        help="measure only the added latency, at this many tasks/s (default: half the peak)",
-    )
+    add_latency_args(parser)
     parser.add_argument(
         "--replicas",
         type=int,
