@@ -58,17 +58,31 @@ class Checkpoint:
 
     def check(self, trusted_keys: Collection[str] | None = None) -> None:
         """Raise unless the signature holds, and (given trusted keys) the key is one of them."""
-        if trusted_keys is not None and self.public_key not in trusted_keys:
-            raise CheckpointError(
-                f"checkpoint at size {self.tree_size} is signed by untrusted key {self.key_id}"
-            )
-        try:
-            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(self.public_key))
-            key.verify(base64.b64decode(self.signature), self.statement())
-        except (InvalidSignature, ValueError) as exc:
-            raise CheckpointError(
-                f"checkpoint at size {self.tree_size} has a signature that does not hold"
-            ) from exc
+        check_signature(
+            f"checkpoint at size {self.tree_size}",
+            self.public_key,
+            self.signature,
+            self.statement(),
+            trusted_keys,
+        )
+
+
+def check_signature(
+    what: str,
+    public_key: str,
+    signature: str,
+    statement: bytes,
+    trusted_keys: Collection[str] | None,
+) -> None:
+    """Raise CheckpointError (naming ``what``) unless the Ed25519 signature (base64) of the
+    statement holds under the public key (base64), and, given trusted keys, the key is one."""
+    if trusted_keys is not None and public_key not in trusted_keys:
+        raise CheckpointError(f"{what} is signed by untrusted key {key_id(public_key)}")
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key))
+        key.verify(base64.b64decode(signature), statement)
+    except (InvalidSignature, ValueError) as exc:
+        raise CheckpointError(f"{what} has a signature that does not hold") from exc
 
 
 def signed_statement(origin: str, tree_size: int, root_hash: str, issued_at: datetime) -> bytes:

@@ -9,18 +9,15 @@ reaches a root through its shard's checkpoint: path -> checkpoint root -> the ro
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tandem_shared.signing import key_id, rfc3339, to_utc
 
-from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError, Signer
+from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError, Signer, check_signature
 from tandem_audit_sink.ledger import canonical_json, parse
 
 
@@ -101,17 +98,13 @@ class Root:
 
     def check(self, trusted_keys: Collection[str] | None = None) -> None:
         """Raise unless the signature holds, and (given trusted keys) the key is one of them."""
-        if trusted_keys is not None and self.public_key not in trusted_keys:
-            raise CheckpointError(
-                f"root {self.digest[:12]} is signed by untrusted key {self.key_id}"
-            )
-        try:
-            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(self.public_key))
-            key.verify(base64.b64decode(self.signature), self.statement())
-        except (InvalidSignature, ValueError) as exc:
-            raise CheckpointError(
-                f"root {self.digest[:12]} has a signature that does not hold"
-            ) from exc
+        check_signature(
+            f"root {self.digest[:12]}",
+            self.public_key,
+            self.signature,
+            self.statement(),
+            trusted_keys,
+        )
 
 
 def heads_of(raw: Any) -> tuple[ShardHead, ...]:
