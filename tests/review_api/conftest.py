@@ -1,4 +1,5 @@
-"""The review API for a test, on each database: in-process, or served over HTTP on a free port."""
+"""The review API for a test, on each database: in-process, or served over HTTP on a free port;
+or its parts, wired as the app wires them, without Kafka."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
-from tests.review_api.apps import review_api
+from tests.review_api.apps import Parts, review_api, review_parts
 from tests.service_utils import serving
 
 
@@ -36,3 +37,9 @@ async def server(
     )
     async with serving(create_app(settings), "the review API") as url:
         yield url
+
+
+@pytest.fixture
+async def parts(database_url: str) -> AsyncIterator[Parts]:
+    async with review_parts(database_url) as wired:
+        yield wired

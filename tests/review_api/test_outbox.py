@@ -5,58 +5,31 @@ Kafka itself is outside the unit here (see test_kafka_outage.py for the real bro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
-from opentelemetry import trace
-from prometheus_client import CollectorRegistry
-from sqlalchemy.ext.asyncio import AsyncSession
-from tandem_review_api.app import MIGRATIONS
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tandem_review_api.errors import Unprocessable
 from tandem_review_api.outbox import Outbox, Relay
-from tandem_review_api.queue import ClaimLimits
-from tandem_review_api.reviews import ReviewService
 from tandem_review_api.store import ReviewStore, RoutedRecord
-from tandem_review_api.telemetry import ReviewMetrics
+from tandem_review_api.tables import outbox
 from tandem_shared.auth import Principal
-from tandem_shared.db import create_engine, session_factory, upgrade
+from tandem_shared.db import create_engine
 from tandem_shared.envelope import event_id, header_map, utcnow
 from tandem_shared.events import DecisionMade, FeedbackRecorded, TaskSubmitted
 from tandem_shared.kafka import Record
-from tandem_shared.topics import Topics
 
 from tests.kafka_utils import traceparent_for
+from tests.review_api.apps import Parts
 from tests.review_api.test_api import NOW, routed
 from tests.service_utils import eventually
 
 ALICE = Principal("alice", frozenset({"reviewer"}))
 AUDITOR = Principal("ivy", frozenset({"auditor"}))
-
-
-@dataclass
-class Parts:
-    store: ReviewStore
-    outbox: Outbox
-    reviews: ReviewService
-    metrics: ReviewMetrics
-    topics: Topics
-
-
-@pytest.fixture
-async def parts(database_url: str) -> AsyncIterator[Parts]:
-    await upgrade(database_url, MIGRATIONS)
-    engine = create_engine(database_url)
-    store = ReviewStore(session_factory(engine))
-    outbox = Outbox(engine, max_record_bytes=20_000)
-    metrics = ReviewMetrics(CollectorRegistry())
-    topics = Topics("t.")
-    limits = ClaimLimits(timedelta(minutes=5), timedelta(hours=1), per_reviewer=5)
-    reviews = ReviewService(store, outbox, topics, limits, trace.get_tracer("tests"), metrics)
-    yield Parts(store, outbox, reviews, metrics, topics)
-    await engine.dispose()
 
 
 class FakeKafka:
@@ -125,26 +98,42 @@ async def test_the_event_ids_stay_those_of_the_task_and_stage(parts: Parts) -> N
     assert ids == [event_id("t-2", "feedback/alice"), event_id("t-2", "decision")]
 
 
-async def test_a_failed_transaction_leaves_no_event_and_no_decision(
-    parts: Parts, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def refuse_outbox_rows(engine: AsyncEngine) -> None:
+    """The database refuses the decision's last write, its events: what came before in the
+    same write (the review, the approval, the task) must go with them."""
+    refusal = "the database went away before the commit"
+    statements = (
+        [
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$ BEGIN RAISE EXCEPTION '{refusal}'; END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ]
+        if engine.dialect.name == "postgresql"
+        else [
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox"
+            f" BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
+        ]
+    )
+    async with engine.begin() as c:
+        for statement in statements:
+            await c.execute(text(statement))
+
+
+async def test_a_failed_write_leaves_no_event_and_no_decision(parts: Parts) -> None:
     rid = await claimed_review(parts, "t-3")
     parts.outbox.written.clear()
-    add = parts.outbox.add
+    await refuse_outbox_rows(parts.store.engine)
 
-    async def add_then_fail(s: AsyncSession, records: Sequence[Record]) -> None:
-        await add(s, records)
-        raise RuntimeError("the database went away before the commit")
-
-    monkeypatch.setattr(parts.outbox, "add", add_then_fail)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(DBAPIError, match="went away"):
         await parts.reviews.decide(rid, ALICE, "malignant", "irregular margins")
 
     assert await parts.outbox.take(10) == []
     assert not parts.outbox.written.is_set()
     async with parts.store.transaction() as s:
         _, review = await parts.store.load(s, rid)
+    row, _ = await parts.store.task("t-3", AUDITOR, utcnow())
     assert (review.status, review.claimed_by, review.approvals) == ("claimed", "alice", ())
+    assert (row["status"], row["decision"]) == ("in_review", None)
 
 
 async def test_http_ingress_writes_the_task_and_its_event_once(parts: Parts) -> None:
@@ -229,16 +218,32 @@ async def test_the_relay_wakes_on_a_commit_and_outlasts_an_outage(parts: Parts) 
     assert await parts.outbox.take(10) == []
 
 
+async def test_the_relay_sends_what_is_waiting_before_it_stops(parts: Parts) -> None:
+    kafka = FakeKafka()
+    relay = Relay(parts.outbox, kafka, parts.metrics.outbox, batch=2, poll_s=60)
+    relay.start()
+    await asyncio.sleep(0.2)  # its first round found nothing; it would wait a minute now
+    rows = parts.outbox.rows([record("a", n) for n in range(5)])
+    async with parts.store.transaction() as s:  # written without waking it
+        for row in rows:
+            await s.execute(outbox.insert().values(row))
+
+    await relay.stop()
+
+    assert kafka.sent == [record("a", n) for n in range(5)]
+    assert await parts.outbox.take(10) == []
+
+
 async def test_one_replica_relays_at_a_time(parts: Parts, database_url: str) -> None:
     other_engine = create_engine(database_url)
     other = Outbox(other_engine, max_record_bytes=20_000)
     try:
         async with parts.outbox.turn() as first, other.turn() as second:
-            assert first is True
+            assert first is not None
             # PostgreSQL: the advisory lock; SQLite serves one process, its relay one task.
-            assert second is database_url.startswith("sqlite")
+            assert (second is not None) is database_url.startswith("sqlite")
         async with other.turn() as after:
-            assert after is True
+            assert after is not None
     finally:
         await other_engine.dispose()
 

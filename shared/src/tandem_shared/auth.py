@@ -28,6 +28,11 @@ ALGORITHM = "HS256"  # of the tokens this project mints itself, for development
 MAX_SUBJECT = 128
 # The longest lifetime of a token minted here: a leaked token stops working within a day.
 MAX_TOKEN_TTL = timedelta(hours=24)
+# A token verified once is taken on its word for this long at most, never past its expiry: as
+# long as the provider's keys are cached (see _jwks), so a withdrawn key stops its tokens as
+# soon as it would without the cache.
+VERIFIED_FOR = timedelta(minutes=5)
+VERIFIED_MAX = 10_000  # tokens remembered at once; the oldest go first
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,60 @@ def _jwks(url: str) -> jwt.PyJWKClient:
     return jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=10)
 
 
+class VerifiedTokens:
+    """Tokens verified lately, by their raw text and the settings that verified them: checking
+    a signature and its claims costs more than the rest of a small request, and a client sends
+    the same token for hours. Only accepted tokens are kept; a refused one is verified (and
+    refused) again each time. An entry lasts until the token's ``exp`` (the leeway is not
+    borrowed: from then on the token is verified again, so it is refused exactly when it would
+    be without the cache) and ``ttl`` at most."""
+
+    def __init__(self, size: int = VERIFIED_MAX, ttl: timedelta = VERIFIED_FOR) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._entries: dict[tuple[str, tuple[object, ...]], tuple[Principal, datetime]] = {}
+
+    def get(self, settings: RuntimeSettings, token: str, now: datetime) -> Principal | None:
+        key = (token, _verifier(settings))
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        principal, until = found
+        if now < until:
+            return principal
+        del self._entries[key]
+        return None
+
+    def put(
+        self, settings: RuntimeSettings, token: str, principal: Principal, now: datetime
+    ) -> None:
+        until = now + self.ttl
+        if principal.expires_at is not None:
+            until = min(until, principal.expires_at)
+        if now >= until:
+            return
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]
+        self._entries[token, _verifier(settings)] = (principal, until)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _verifier(settings: RuntimeSettings) -> tuple[object, ...]:
+    """What decides whether a token is valid: one verified under other settings (another app
+    in the process, a rotated secret) is verified again."""
+    return (
+        settings.jwt_algorithm,
+        settings.jwt_secret.get_secret_value(),
+        settings.jwt_jwks_url,
+        settings.jwt_audience,
+        settings.jwt_issuer,
+        settings.jwt_leeway_s,
+    )
+
+
+verified_tokens = VerifiedTokens()
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -124,14 +183,21 @@ async def authenticate(
     if credentials is None:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     settings: RuntimeSettings = request.app.state.runtime.settings.runtime
+    token, now = credentials.credentials, utcnow()
+    principal = verified_tokens.get(settings, token, now)
+    if principal is not None:
+        return principal
     try:
         if settings.jwt_algorithm == "HS256":
-            return verify_token(settings, credentials.credentials)
-        return await asyncio.to_thread(verify_token, settings, credentials.credentials)
+            principal = verify_token(settings, token)
+        else:
+            principal = await asyncio.to_thread(verify_token, settings, token)
     except TokenError as exc:
         raise HTTPException(
             401, f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}
         ) from exc
+    verified_tokens.put(settings, token, principal, now)
+    return principal
 
 
 def require_role(*roles: str) -> Callable[..., Coroutine[Any, Any, Principal]]:

@@ -5,7 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
-from tandem_shared.db import answers, create_engine, session_factory, upgrade
+from tandem_shared.db import answers, upgrade
 from tandem_shared.envelope import utcnow
 from tandem_shared.kafka import event_decoder
 from tandem_shared.service import ServiceRuntime
@@ -14,6 +14,7 @@ from tandem_review_api import admin, errors, live, policies, web
 from tandem_review_api.api import router
 from tandem_review_api.authorship import DecisionSigner, DecisionTrust
 from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
+from tandem_review_api.database import review_engines
 from tandem_review_api.outbox import Outbox, Relay, sender
 from tandem_review_api.queue import ClaimLimits
 from tandem_review_api.reviews import ReviewService
@@ -28,9 +29,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     settings = settings or ReviewApiSettings()
     runtime = ServiceRuntime("review-api", settings)
-    engine = create_engine(settings.database_url)
-    store = ReviewStore(session_factory(engine))
-    outbox = Outbox(engine)
+    engines = review_engines(settings.database_url, settings.database_connections)
+    engine = engines.transactions
+    store = ReviewStore(engine, engines.statements)
+    outbox = Outbox(engine, statements=engines.statements)
     metrics = ReviewMetrics(runtime.registry)
     trust = DecisionTrust.from_settings(settings)
     trust.on_refused = lambda reason: metrics.decisions_refused.labels(reason).inc()
@@ -81,7 +83,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
 
     async def on_stop() -> None:
         await relay.stop()
-        await engine.dispose()
+        await engines.dispose()
 
     runtime.every(5, refresh_gauges, "refreshing the queue and outbox gauges")
     runtime.every(settings.overdue_check_seconds, handle_overdue, "handling overdue reviews")

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, delete, event, func, literal, select
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from tandem_shared.clients import MAX_RECORD_BYTES
 from tandem_shared.envelope import utcnow
 from tandem_shared.kafka import Publisher, Record
@@ -45,15 +45,23 @@ class Backlog:
 
 
 class Outbox:
-    def __init__(self, engine: AsyncEngine, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        statements: AsyncEngine | None = None,
+    ) -> None:
         self.engine = engine
+        # The relay's turn: autocommit connections (see ReviewStore).
+        self._autocommit = statements or engine.execution_options(isolation_level="AUTOCOMMIT")
         self.max_record_bytes = max_record_bytes
         # Set when a transaction that added rows commits: the relay sends them at once.
         self.written = asyncio.Event()
         self._on_commit = lambda _session: self.written.set()
 
-    async def add(self, s: AsyncSession, records: Sequence[Record]) -> None:
-        """Write ``records`` in the caller's transaction; they leave once it commits."""
+    def rows(self, records: Sequence[Record]) -> list[dict[str, Any]]:
+        """The outbox rows of ``records``, for a write of the caller's own (then ``notify``
+        once it committed); Unprocessable for a record Kafka would refuse."""
         for record in records:
             if (size := record.size()) > self.max_record_bytes:
                 # Kafka would refuse it for ever, and every row after it would wait.
@@ -61,24 +69,41 @@ class Outbox:
                     f"the event for {record.key.decode(errors='replace')} would be {size} bytes;"
                     f" Kafka takes at most {self.max_record_bytes}"
                 )
-        # One insert each, in order: the ids they get are the order they are sent in.
         now = utcnow()  # the wall clock, whatever time the caller reasons in
-        for record in records:
-            await s.execute(outbox.insert().values(_row(record, now)))
+        return [_row(record, now) for record in records]
+
+    def notify(self) -> None:
+        """Rows were committed: the relay sends them at once."""
+        self.written.set()
+
+    async def add(self, s: AsyncSession, records: Sequence[Record]) -> None:
+        """Write ``records`` in the caller's transaction; they leave once it commits."""
+        # One insert each, in order: the ids they get are the order they are sent in.
+        for row in self.rows(records):
+            await s.execute(outbox.insert().values(row))
         if records and not event.contains(s.sync_session, "after_commit", self._on_commit):
             event.listen(s.sync_session, "after_commit", self._on_commit)
 
-    async def take(self, limit: int) -> list[tuple[int, Record]]:
-        """The oldest ``limit`` rows waiting, in the order they are to be sent."""
+    async def take(self, limit: int, c: AsyncConnection | None = None) -> list[tuple[int, Record]]:
+        """The oldest ``limit`` rows waiting, in the order they are to be sent; on ``c`` (the
+        relay's turn) or a connection of its own."""
+        if c is None:
+            async with self.engine.connect() as own:
+                return await self.take(limit, own)
         query = select(outbox).order_by(outbox.c.id).limit(limit)
-        async with self.engine.connect() as c:
-            return [(row.id, _record(row)) for row in await c.execute(query)]
+        taken = [(row.id, _record(row)) for row in await c.execute(query)]
+        await c.commit()  # no transaction stays open while they are sent (SQLite's lock)
+        return taken
 
-    async def remove(self, ids: Sequence[int]) -> None:
+    async def remove(self, ids: Sequence[int], c: AsyncConnection | None = None) -> None:
         # By id, not "up to the last id": on PostgreSQL a transaction holding a lower id can
         # commit after the rows were taken, and its rows are still to be sent.
-        async with self.engine.begin() as c:
-            await c.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+        if c is None:
+            async with self.engine.connect() as own:
+                await self.remove(ids, own)
+            return
+        await c.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+        await c.commit()
 
     async def backlog(self, now: datetime) -> Backlog:
         async with self.engine.connect() as c:
@@ -89,23 +114,24 @@ class Outbox:
         return Backlog(int(depth), age)
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[bool]:
-        """Whether this replica relays now. On PostgreSQL, one replica at a time holds a
-        session advisory lock (released with its connection should the process die). SQLite
+    async def turn(self) -> AsyncIterator[AsyncConnection | None]:
+        """A connection to relay on when this replica relays now, else None. On PostgreSQL,
+        one replica at a time holds a session advisory lock (released with its connection
+        should the process die); the connection is in autocommit, so taking and removing rows
+        are a round trip each, and no transaction stays open while a batch is sent. SQLite
         serves one process, whose relay is a single task."""
         if self.engine.dialect.name != "postgresql":
-            yield True
+            async with self.engine.connect() as c:
+                yield c
             return
         key = literal(RELAY_LOCK, BigInteger())
-        async with self.engine.connect() as c:
+        async with self._autocommit.connect() as c:
             mine = bool(await c.scalar(select(func.pg_try_advisory_lock(key))))
-            await c.commit()  # no transaction stays open while the batch is sent
             try:
-                yield mine
+                yield c if mine else None
             finally:
                 if mine:
                     await c.execute(select(func.pg_advisory_unlock(key)))
-                    await c.commit()
 
 
 def _row(record: Record, now: datetime) -> dict[str, Any]:
@@ -143,7 +169,9 @@ class Relay:
         send: Send,
         metrics: OutboxMetrics,
         *,
-        batch: int = 500,
+        # Rows a round takes: a round's waits (the database, Kafka's acks) cost the same for
+        # many rows as for few, so under load a bigger round is what keeps the relay up.
+        batch: int = 2000,
         poll_s: float = 0.5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 5.0,
@@ -161,10 +189,10 @@ class Relay:
     async def relay_once(self) -> int:
         """Send the oldest rows waiting (a batch at most) and remove them once acknowledged;
         how many were sent (0 too when another replica relays now)."""
-        async with self.outbox.turn() as mine:
-            if not mine:
+        async with self.outbox.turn() as c:
+            if c is None:
                 return 0
-            waiting = await self.outbox.take(self.batch)
+            waiting = await self.outbox.take(self.batch, c)
             if not waiting:
                 return 0
             try:
@@ -175,7 +203,7 @@ class Relay:
                 self.metrics.publish_failures.inc()
                 raise
             self.metrics.published.inc(len(waiting))
-            await self.outbox.remove([row_id for row_id, _ in waiting])
+            await self.outbox.remove([row_id for row_id, _ in waiting], c)
         return len(waiting)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -198,14 +226,25 @@ class Relay:
             failures = 0
             if sent < self.batch:  # a full batch: more may be waiting, go on at once
                 await _first_of([stop, self.outbox.written], self.poll_s)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Stopping: what was committed by now goes out first (within the grace stop() gives),
+        rather than at the next start or with another replica."""
+        try:
+            while await self.relay_once() == self.batch:
+                pass
+        except Exception:
+            log.warning("relaying the outbox at stop failed; its rows stay", exc_info=True)
 
     def start(self) -> None:
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.run(self._stop), name="outbox relay")
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Let the round in flight finish; one still waiting for Kafka after ``grace_s`` is
-        cancelled, and its rows stay for the next start (or another replica)."""
+        """Let the round in flight finish and send what is waiting; a round still waiting for
+        Kafka after ``grace_s`` is cancelled, and its rows stay for the next start (or another
+        replica)."""
         if self._task is None:
             return
         self._stop.set()

@@ -60,8 +60,9 @@ class ClaimLimits:
         """The lease a claim or heartbeat gives now: one more lease, but never past the
         longest hold since the holder's claim began (a new claim begins now)."""
         held = review.lease_held(now) and review.claimed_by == who.subject
-        began = review.claimed_at if held and review.claimed_at is not None else now
-        until = min(now + self.lease, began + self.longest)
+        if not (held and review.claimed_at is not None):
+            return self.new_lease(now)
+        until = min(now + self.lease, review.claimed_at + self.longest)
         if until <= now:
             raise Conflict(
                 f"you have held review {review.review_id} for the longest a claim may last"
@@ -69,11 +70,19 @@ class ClaimLimits:
             )
         return until
 
+    def new_lease(self, now: datetime) -> datetime:
+        """The lease of a claim that begins now."""
+        return now + min(self.lease, self.longest)
+
     def check_count(self, review: Review, who: Principal, held: int, now: datetime) -> None:
         """``held``: the reviews ``who`` holds now. Taking one more must stay within the limit;
         claiming again what one holds takes nothing more."""
         if review.lease_held(now) and review.claimed_by == who.subject:
             return
+        self.check_held(held)
+
+    def check_held(self, held: int) -> None:
+        """Refuses one more claim to a person who holds ``held`` reviews already."""
         if held >= self.per_reviewer:
             raise Conflict(
                 f"you hold {held} reviews, the most one person may: decide or release one first"

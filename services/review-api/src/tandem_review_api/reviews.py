@@ -18,7 +18,9 @@ from tandem_shared.topics import Topics
 
 from tandem_review_api import queue
 from tandem_review_api.authorship import SOURCE, DecisionSigner, signed
+from tandem_review_api.claimed import ClaimedReviews
 from tandem_review_api.errors import Conflict, NotFound
+from tandem_review_api.hotpath import Approved, Snapshot
 from tandem_review_api.outbox import Outbox
 from tandem_review_api.store import ReviewStore
 from tandem_review_api.telemetry import ReviewMetrics
@@ -58,16 +60,16 @@ class ReviewService:
         self.tracer = tracer
         self.metrics = metrics
         self.signer = signer
+        self.claimed = ClaimedReviews()
 
     async def claim(self, review_id: str | None, who: Principal) -> Claim:
         """Claim a review, or (``review_id`` None) the most urgent one ``who`` may take;
         NotFound when none is waiting."""
+        if review_id is None:
+            return await self._claim_next(who)
+        self.claimed.forget(review_id)
         now = utcnow()
         async with self.store.transaction() as s:
-            if review_id is None:
-                review_id = await self.store.next_claimable(s, who, now)
-                if review_id is None:
-                    raise NotFound("no review is waiting for you")
             _, review = await self.store.load(s, review_id)
             queue.check_claim(review, who, now)
             held = await self.store.claims_held(s, who.subject, now)
@@ -76,8 +78,25 @@ class ReviewService:
             await self.store.claim(s, review, who.subject, now, expires)
         return Claim(review_id, who.subject, expires)
 
+    async def _claim_next(self, who: Principal) -> Claim:
+        """One statement finds, checks and claims the review (the rules of queue.check_claim
+        and the claim limit in its WHERE); only when it claims nothing is it asked why."""
+        now = utcnow()
+        expires = self.limits.new_lease(now)
+        claimed = await self.store.claim_next(who, now, expires, self.limits.per_reviewer)
+        if claimed is None:
+            waiting, held = await self.store.unclaimed_why(who, now)
+            if waiting:
+                self.limits.check_held(held)
+            raise NotFound("no review is waiting for you")
+        review_id, snapshot = claimed
+        if snapshot is not None:
+            self.claimed.remember(snapshot)
+        return Claim(review_id, who.subject, expires)
+
     async def heartbeat(self, review_id: str, who: Principal) -> Claim:
         """Extend the claimant's lease: a reviewer still at work keeps the review."""
+        self.claimed.forget(review_id)
         now = utcnow()
         async with self.store.transaction() as s:
             _, review = await self.store.load(s, review_id)
@@ -88,6 +107,7 @@ class ReviewService:
 
     async def escalate(self, review_id: str, who: Principal, reason: str) -> None:
         """The claimant hands the review to the senior queue, saying why."""
+        self.claimed.forget(review_id)
         now = utcnow()
         async with self.store.transaction() as s:
             _, review = await self.store.load(s, review_id)
@@ -100,6 +120,7 @@ class ReviewService:
             raise Conflict(f"you do not hold the claim on review {review.review_id}")
 
     async def release(self, review_id: str, who: Principal) -> None:
+        self.claimed.forget(review_id)
         now = utcnow()
         async with self.store.transaction() as s:
             _, review = await self.store.load(s, review_id)
@@ -109,46 +130,55 @@ class ReviewService:
     async def decide(
         self, review_id: str, who: Principal, outcome: str, rationale: str
     ) -> DecisionResult:
+        """Record ``who``'s approval and what it leads to: the review as claimed (or read, when
+        this replica did not hand it out), the rules checked, and everything written at once,
+        guarded by the claim as read. When the claim changed in between (a heartbeat, say),
+        the review is read and checked again, once."""
+        read = self.claimed.take(review_id, who, utcnow())
+        for _ in range(2):
+            read = read or await self.store.snapshot(review_id)
+            decided = await self._decide_once(read, who, outcome, rationale)
+            if decided is not None:
+                return decided
+            read = None
+        raise Conflict(f"review {review_id} changed while deciding; try again")
+
+    async def _decide_once(
+        self, read: Snapshot, who: Principal, outcome: str, rationale: str
+    ) -> DecisionResult | None:
         now = utcnow()
-        async with self.store.transaction() as s:
-            row, review = await self.store.load(s, review_id)
-            queue.check_decision(review, who, outcome, now)
-            approval = queue.Approval(who.subject, outcome, rationale)
-            step = queue.next_step(review, approval, who)
-            await self.store.add_approval(s, review_id, approval, now)
-            task = review.routed.task
-            outgoing = [
-                Outgoing(
-                    self.topics.feedback,
-                    Event.derived(
-                        queue.feedback(review, outcome, who.subject, now),
-                        source=SOURCE,
-                        subject=task.task_id,
-                        stage=f"feedback/{who.subject}",
-                    ),
-                )
-            ]
-            if step.kind == "decided":
-                reviewers = [a.reviewer for a in review.approvals] + [who.subject]
-                # A QA sample was already decided by the model: the verdict is feedback only.
-                decision = (
-                    None
-                    if review.routed.qa_sample
-                    else queue.decision(review, outcome, rationale, reviewers, now)
-                )
-                if decision is not None:
-                    outgoing.append(self._decision(decision))
-                await self.store.mark_decided(s, review, who.subject, outcome, decision, now)
-            elif step.kind == "escalated":
-                await self.store.escalate(s, review_id)
-            else:
-                back_to = "escalated" if review.escalated else "pending"
-                await self.store.release(s, review_id, back_to=back_to)
-            await self.outbox.add(s, self._records(outgoing, row["traceparent"]))
+        review = read.review
+        queue.check_decision(review, who, outcome, now)
+        approval = queue.Approval(who.subject, outcome, rationale)
+        step = queue.next_step(review, approval, who)
+        task = review.routed.task
+        outgoing = [
+            Outgoing(
+                self.topics.feedback,
+                Event.derived(
+                    queue.feedback(review, outcome, who.subject, now),
+                    source=SOURCE,
+                    subject=task.task_id,
+                    stage=f"feedback/{who.subject}",
+                ),
+            )
+        ]
+        decision = None
+        # A QA sample was already decided by the model: the verdict is feedback only.
+        if step.kind == "decided" and not review.routed.qa_sample:
+            reviewers = [a.reviewer for a in review.approvals] + [who.subject]
+            decision = queue.decision(review, outcome, rationale, reviewers, now)
+            outgoing.append(self._decision(decision))
+        events = self.outbox.rows(self._records(outgoing, read.traceparent))
+        back_to = "escalated" if review.escalated else "pending"
+        change = Approved(review, approval, step.kind, back_to, decision, events, now)
+        if not await self.store.approve(change):
+            return None
+        self.outbox.notify()
         self.metrics.observe_decision(review, outcome, step.kind, now)
         return DecisionResult(
-            review_id,
-            "decided" if step.kind == "decided" else step.kind,
+            review.review_id,
+            step.kind,
             step.outcome,
             len(review.approvals) + 1,
             review.routed.required_approvals,

@@ -11,6 +11,12 @@ class ReviewApiSettings(ServiceSettings):
     port: int = 8000
     group_id: str = "tandem-review-api"
     database_url: str = "sqlite+aiosqlite:///.tandem/review-api.db"
+    database_connections: int = Field(
+        default=20,
+        ge=2,
+        description="Connections to PostgreSQL kept open for claims and decisions, and half as"
+        " many for the rest; requests beyond them wait for one.",
+    )
     lease_seconds: int = Field(default=300, ge=5, description="How long a claim holds a review.")
     longest_claim_seconds: int = Field(
         default=3600, ge=5, description="How long heartbeats may keep one claim in all."

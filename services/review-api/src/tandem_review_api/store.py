@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,11 +15,14 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, update
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.sql import Executable
 from tandem_shared.auth import Principal
-from tandem_shared.db import insert_ignoring_conflicts
+from tandem_shared.db import insert_ignoring_conflicts, session_factory
 from tandem_shared.events import DecisionMade, TaskRouted, TaskSubmitted
 
+from tandem_review_api import hotpath
+from tandem_review_api.direct import Direct
 from tandem_review_api.errors import Conflict, NotFound, Unprocessable
 from tandem_review_api.queue import Approval, Review
 from tandem_review_api.stats import ReviewFacts
@@ -42,19 +45,8 @@ class QueueFilter:
 
 
 def takeable(who: Principal, now: datetime) -> ColumnElement[bool]:
-    """The reviews ``who`` may claim now: open (pending, or a claim whose lease ran out), not
-    approved by them already, and escalated ones for seniors only."""
-    lapsed = and_(reviews.c.status == "claimed", reviews.c.lease_expires_at <= now)
-    approved_already = (
-        select(approvals.c.id)
-        .where(approvals.c.review_id == reviews.c.review_id, approvals.c.reviewer == who.subject)
-        .exists()
-    )
-    if who.has("senior"):
-        open_ = or_(reviews.c.status.in_(("pending", "escalated")), lapsed)
-    else:
-        open_ = and_(or_(reviews.c.status == "pending", lapsed), reviews.c.senior_only.is_(False))
-    return and_(open_, ~approved_already)
+    """The reviews ``who`` may claim now (see hotpath.takeable)."""
+    return hotpath.takeable(who.has("senior"), who.subject, now)
 
 
 def visible_to(who: Principal, now: datetime) -> ColumnElement[bool]:
@@ -62,31 +54,44 @@ def visible_to(who: Principal, now: datetime) -> ColumnElement[bool]:
     claim now and what they hold, so a reviewer sees neither escalations nor decided work."""
     if who.has("admin") or who.has("auditor"):
         return true()
-    mine = and_(
-        reviews.c.status == "claimed",
-        reviews.c.claimed_by == who.subject,
-        reviews.c.lease_expires_at > now,
-    )
-    return or_(mine, takeable(who, now))
-
-
-# Most urgent first: the highest priority, then the earliest due, then the oldest.
-QUEUE_ORDER = (
-    reviews.c.priority.desc(),
-    reviews.c.due_at,
-    reviews.c.created_at,
-    reviews.c.review_id,
-)
+    return or_(hotpath.held_by(who.subject, now), takeable(who, now))
 
 
 class ReviewStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.sessions = sessions
+    def __init__(self, engine: AsyncEngine, statements: AsyncEngine | None = None) -> None:
+        """``statements``: connections in autocommit, for work that is one statement (on
+        PostgreSQL; by default ``engine``'s, switched for each statement)."""
+        self.engine = engine
+        self.sessions = session_factory(engine)
+        self.postgres = engine.dialect.name == "postgresql"
+        # One statement, its own transaction: no BEGIN and COMMIT around it, a round trip each.
+        self._autocommit = statements or engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def _once(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for work that is one statement on PostgreSQL (in autocommit: one round
+        trip); on SQLite, a transaction (which takes the write lock at its start)."""
+        if self.postgres:
+            async with self._autocommit.connect() as c:
+                yield c
+        else:
+            async with self.engine.begin() as c:
+                yield c
+
+    async def _fetch(
+        self, c: AsyncConnection, statement: Executable, params: dict[str, Any]
+    ) -> Sequence[Mapping[str, Any]]:
+        """The statement's rows: sent by asyncpg itself on PostgreSQL (see direct.py)."""
+        if self.postgres:
+            return await (await Direct.of(c)).fetch(statement, params)
+        return cast(
+            Sequence[Mapping[str, Any]], (await c.execute(statement, params)).mappings().all()
+        )
 
     # --- from Kafka -------------------------------------------------------------------------
 
@@ -117,7 +122,10 @@ class ReviewStore:
                 await self._upsert_task(
                     s, r.task.task_id, r.task.task_type, "in_review", r.submitted_at, now
                 )
+            settled = await self._settled(s, {d.task_id for d in decided})
             for d in decided:
+                if d.task_id in settled:
+                    continue
                 await self._upsert_task(s, d.task_id, d.task_type, "decided", d.submitted_at, now)
                 unknown = [tasks.c.task_id == d.task_id, tasks.c.decision.is_(None)]
                 if d.decided_by != "human":
@@ -143,6 +151,23 @@ class ReviewStore:
                             lease_expires_at=None,
                         )
                     )
+
+    async def _settled(self, s: AsyncSession, task_ids: set[str]) -> set[str]:
+        """The tasks among ``task_ids`` on which no decision can change anything: decided,
+        a decision recorded, any review of theirs closed. Most decisions read back are this
+        API's own, so each is checked in one query for all rather than written in four."""
+        if not task_ids:
+            return set()
+        open_review = exists().where(
+            reviews.c.task_id == tasks.c.task_id, ~hotpath.status_is("decided")
+        )
+        query = select(tasks.c.task_id).where(
+            tasks.c.task_id.in_(task_ids),
+            tasks.c.status == "decided",
+            tasks.c.decision.is_not(None),
+            ~open_review,
+        )
+        return set((await s.execute(query)).scalars())
 
     async def _upsert_task(
         self,
@@ -208,7 +233,7 @@ class ReviewStore:
             query = query.where(reviews.c.due_at < where.due_before)
         if cursor:
             query = query.where(_after(_decode_cursor(cursor)))
-        query = query.order_by(*QUEUE_ORDER).limit(limit + 1)
+        query = query.order_by(*hotpath.QUEUE_ORDER).limit(limit + 1)
         async with self.sessions() as s:
             rows = list((await s.execute(query)).mappings())
         next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
@@ -326,28 +351,62 @@ class ReviewStore:
         if claimed != 1:
             raise Conflict(f"review {review.review_id} was claimed by someone else just now")
 
-    async def claims_held(self, s: AsyncSession, who: str, now: datetime) -> int:
+    async def claims_held(self, s: AsyncSession | AsyncConnection, who: str, now: datetime) -> int:
         """How many reviews ``who`` holds a live claim on."""
-        query = select(func.count()).where(
-            reviews.c.status == "claimed",
-            reviews.c.claimed_by == who,
-            reviews.c.lease_expires_at > now,
-        )
+        query = select(func.count()).where(hotpath.held_by(who, now))
         return int((await s.execute(query)).scalar_one())
 
-    async def next_claimable(self, s: AsyncSession, who: Principal, now: datetime) -> str | None:
-        """The most urgent review ``who`` may claim now, locked; rows another transaction holds
-        are skipped (PostgreSQL), so reviewers asking at once get different reviews. SQLite
-        serialises writers instead, which is as correct."""
-        query = (
-            select(reviews.c.review_id)
-            .where(takeable(who, now))
-            .order_by(*QUEUE_ORDER)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        found: str | None = (await s.execute(query)).scalar()
+    async def claim_next(
+        self, who: Principal, now: datetime, until: datetime, most: int
+    ) -> tuple[str, hotpath.Snapshot | None] | None:
+        """Claim the most urgent review ``who`` may take, until ``until``, unless they hold
+        ``most`` already: its id and the review as claimed (hotpath.as_claimed), or None (nothing
+        waiting, or ``who`` at the limit)."""
+        params = {"p_who": who.subject, "p_now": now, "p_until": until, "p_most": most}
+        async with self._once() as c:
+            rows = await self._fetch(c, hotpath.claim_next(who.has("senior")), params)
+        if not rows:
+            return None
+        return rows[0]["review_id"], hotpath.as_claimed(rows[0], who.subject, now, until)
+
+    async def unclaimed_why(self, who: Principal, now: datetime) -> tuple[bool, int]:
+        """After claim_next found nothing: whether any review waits for ``who`` (locked by
+        another claim or not), and how many reviews they hold."""
+        waiting = select(reviews.c.review_id).where(takeable(who, now)).limit(1).exists()
+        async with self.sessions() as s:
+            found = bool((await s.execute(select(waiting))).scalar())
+            return found, await self.claims_held(s, who.subject, now)
+
+    async def snapshot(self, review_id: str) -> hotpath.Snapshot:
+        """The review with its approvals and its trace, read once and not locked; NotFound
+        when there is none."""
+        async with self._once() as c:
+            rows = await self._fetch(c, hotpath.SNAPSHOT, {"p_review": review_id})
+        found = hotpath.snapshot(rows)
+        if found is None:
+            raise NotFound(f"no review {review_id}")
         return found
+
+    async def approve(self, approved: hotpath.Approved) -> bool:
+        """Write all one approval changes, or nothing: False when the review's claim is no
+        longer the one read (nothing was written)."""
+        params = approved.params()
+        try:
+            async with self._once() as c:
+                if self.postgres:
+                    [row] = await self._fetch(c, hotpath.approve_in_one(approved.shape), params)
+                    return int(row["changed"]) == 1
+                moved, inserts = hotpath.approve_in_turn(approved.shape)
+                if (await _rowcount(c, moved, params)) != 1:
+                    return False
+                for insert in inserts:
+                    await c.execute(insert, params)
+                return True
+        except IntegrityError as exc:
+            if not _approved_twice(exc):
+                raise
+            who, review_id = approved.approval.reviewer, approved.review.review_id
+            raise Conflict(f"{who} already decided review {review_id}") from exc
 
     async def extend_lease(
         self, s: AsyncSession, review: Review, who: str, expires: datetime, now: datetime
@@ -417,47 +476,6 @@ class ReviewStore:
         )
         await self._record_decision(s, review, decision, now)
 
-    async def add_approval(
-        self, s: AsyncSession, review_id: str, approval: Approval, now: datetime
-    ) -> None:
-        try:
-            async with s.begin_nested():
-                await s.execute(
-                    approvals.insert().values(
-                        review_id=review_id,
-                        reviewer=approval.reviewer,
-                        outcome=approval.outcome,
-                        rationale=approval.rationale,
-                        created_at=now,
-                    )
-                )
-        except IntegrityError as exc:
-            raise Conflict(f"{approval.reviewer} already decided review {review_id}") from exc
-
-    async def mark_decided(
-        self,
-        s: AsyncSession,
-        review: Review,
-        who: str,
-        outcome: str,
-        decision: DecisionMade | None,
-        now: datetime,
-    ) -> None:
-        decided = await _rowcount(
-            s,
-            update(reviews)
-            .where(
-                reviews.c.review_id == review.review_id,
-                reviews.c.claimed_by == who,
-                reviews.c.status == "claimed",
-            )
-            .values(status="decided", outcome=outcome, decided_at=now, lease_expires_at=None),
-        )
-        if decided != 1:
-            raise Conflict(f"review {review.review_id} changed while deciding; try again")
-        if decision is not None:
-            await self._record_decision(s, review, decision, now)
-
     async def _record_decision(
         self, s: AsyncSession, review: Review, decision: DecisionMade, now: datetime
     ) -> None:
@@ -500,11 +518,12 @@ class ReviewStore:
         return row, review
 
     async def queue_depth(self, now: datetime) -> dict[str, QueueDepth]:
-        """Reviews not yet decided by status: how many, and how long the oldest has waited."""
+        """Reviews not yet decided by status: how many, and how long the oldest has waited
+        (read from ix_reviews_open, not the decided reviews of all time)."""
         async with self.sessions() as s:
             rows = await s.execute(
                 select(reviews.c.status, func.count(), func.min(reviews.c.created_at))
-                .where(reviews.c.status != "decided")
+                .where(~hotpath.status_is("decided"))
                 .group_by(reviews.c.status)
             )
             return {
@@ -524,13 +543,22 @@ def _reviewed_by_people(task_id: str) -> tuple[ColumnElement[bool], ...]:
     return (reviews.c.task_id == task_id, reviews.c.qa_sample.is_(False))
 
 
+def _approved_twice(exc: IntegrityError) -> bool:
+    """Whether the error is a second approval by one person (uq_approvals_reviewer), as
+    PostgreSQL (by the constraint's name) and SQLite (by its columns) word it."""
+    message = str(exc.orig)
+    return "uq_approvals_reviewer" in message or "approvals.reviewer" in message
+
+
 def _age(now: datetime, since: datetime | None) -> float:
     """Seconds since ``since`` (min() keeps the column's type: an aware UTC time)."""
     return 0.0 if since is None else max((now - since).total_seconds(), 0.0)
 
 
-async def _rowcount(s: AsyncSession, statement: Any) -> int:
-    result = cast(CursorResult[Any], await s.execute(statement))
+async def _rowcount(
+    s: AsyncSession | AsyncConnection, statement: Any, params: dict[str, Any] | None = None
+) -> int:
+    result = cast(CursorResult[Any], await s.execute(statement, params))
     return int(result.rowcount)
 
 
