@@ -12,7 +12,7 @@ the approvals read are still all there are."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -189,20 +189,21 @@ def snapshot(rows: Sequence[Mapping[str, Any]]) -> Snapshot | None:
     if not rows:
         return None
     first = rows[0]
-    given = tuple(
-        Approval(r["reviewer"], r["outcome"], r["rationale"]) for r in rows if r["reviewer"]
+    return Snapshot(review_of(first, [r for r in rows if r["reviewer"]]), first["traceparent"])
+
+
+def review_of(row: Mapping[Any, Any], given: Iterable[Mapping[Any, Any]]) -> Review:
+    """A review from its row and its approvals' rows (in the order they were given)."""
+    return Review(
+        review_id=row["review_id"],
+        status=row["status"],
+        routed=TaskRouted.model_validate(row["routed"]),
+        claimed_by=row["claimed_by"],
+        lease_expires_at=row["lease_expires_at"],
+        approvals=tuple(Approval(a["reviewer"], a["outcome"], a["rationale"]) for a in given),
+        senior_only=row["senior_only"],
+        claimed_at=row["claimed_at"],
     )
-    review = Review(
-        review_id=first["review_id"],
-        status=first["status"],
-        routed=TaskRouted.model_validate(first["routed"]),
-        claimed_by=first["claimed_by"],
-        lease_expires_at=first["lease_expires_at"],
-        approvals=given,
-        senior_only=first["senior_only"],
-        claimed_at=first["claimed_at"],
-    )
-    return Snapshot(review, first["traceparent"])
 
 
 # ---- decide: the write -----------------------------------------------------------------------

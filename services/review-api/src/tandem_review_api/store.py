@@ -24,7 +24,7 @@ from tandem_shared.events import DecisionMade, TaskRouted, TaskSubmitted
 from tandem_review_api import hotpath
 from tandem_review_api.direct import Direct
 from tandem_review_api.errors import Conflict, NotFound, Unprocessable
-from tandem_review_api.queue import Approval, Review
+from tandem_review_api.queue import Review
 from tandem_review_api.stats import ReviewFacts
 from tandem_review_api.tables import approvals, reviews, tasks
 
@@ -318,17 +318,7 @@ class ReviewStore:
                 select(approvals).where(approvals.c.review_id == review_id).order_by(approvals.c.id)
             )
         ).mappings()
-        review = Review(
-            review_id=row["review_id"],
-            status=row["status"],
-            routed=TaskRouted.model_validate(row["routed"]),
-            claimed_by=row["claimed_by"],
-            lease_expires_at=row["lease_expires_at"],
-            approvals=tuple(Approval(a["reviewer"], a["outcome"], a["rationale"]) for a in given),
-            senior_only=row["senior_only"],
-            claimed_at=row["claimed_at"],
-        )
-        return row, review
+        return row, hotpath.review_of(row, given)
 
     async def claim(
         self, s: AsyncSession, review: Review, who: str, now: datetime, expires: datetime
