@@ -47,11 +47,16 @@ def relay_to(topic: str) -> Handler:
 
 @asynccontextmanager
 async def looping(
-    kafka_settings: KafkaSettings, topics: Topics, handler: Handler, group: str, **config: object
+    kafka_settings: KafkaSettings,
+    topics: Topics,
+    handler: Handler,
+    group: str,
+    loop_type: type[ConsumerLoop[Event[EventData]]] = ConsumerLoop,
+    **config: object,
 ) -> AsyncIterator[tuple[ConsumerLoop[Event[EventData]], PipelineMetrics]]:
     """A loop of ``group`` on the submitted topic, running within; stopped at the end."""
     metrics = PipelineMetrics(CollectorRegistry(), "test")
-    loop = ConsumerLoop(
+    loop = loop_type(
         kafka_settings,
         group,
         [topics.submitted],

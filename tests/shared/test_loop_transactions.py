@@ -9,9 +9,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
+from tandem_shared import loop as consumer_loop
 from tandem_shared.envelope import Event
 from tandem_shared.events import EventData
 from tandem_shared.kafka import Incoming, Result
+from tandem_shared.loop import ConsumerLoop
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
@@ -131,4 +133,49 @@ async def test_a_stopped_loop_commits_the_batches_it_sent(
     done = all_committed(kafka_settings, group, topics, len(ids))
     async with looping(kafka_settings, topics, relay_to(topics.scored), group):
         await eventually(done, "the next member to commit the rest")
+    assert await outputs(kafka_settings, topics) == ids
+
+
+class CommitAbortedOnce(ConsumerLoop[Event[EventData]]):
+    """The second transaction committed on the client thread (while the loop handles the
+    batch fetched after it) is aborted on the broker instead, as a coordinator that moved or
+    timed it out would have it."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.commits = 0
+
+    def _commit_given(self, txn: consumer_loop._Transaction) -> None:
+        self.commits += 1
+        if self.commits != 2:
+            super()._commit_given(txn)
+            return
+        assert self._producer is not None
+        self._producer.abort_transaction(30)
+        self._lost = (self._lost or []) + txn.records()
+
+
+async def test_a_commit_aborted_while_the_next_batch_is_handled_brings_both_back_once(
+    kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    ids = await backlog(kafka_settings, topics, 120)
+    group = f"g-{uuid.uuid4().hex}"
+    relay = SlowRelay(topics, 0)
+    done = all_committed(kafka_settings, group, topics, len(ids))
+    # Full batches and no interval: each batch's transaction commits while the next is handled.
+    async with looping(
+        kafka_settings,
+        topics,
+        relay,
+        group,
+        loop_type=CommitAbortedOnce,
+        max_records=10,
+        commit_interval_ms=0,
+    ) as (loop, metrics):
+        await eventually(done, "the backlog committed")
+        assert metrics.transactions.labels("test", "aborted")._value.get() == 1
+        assert metrics.committed.labels("test", topics.submitted)._value.get() == len(ids)
+    assert isinstance(loop, CommitAbortedOnce) and loop.commits > 2
+    # The aborted transaction's batch, and the one handled meanwhile, were handled again.
+    assert relay.handled > len(ids)
     assert await outputs(kafka_settings, topics) == ids

@@ -7,13 +7,14 @@ restart never shows a batch's outputs twice. The offsets are sent with the group
 so a member the group has replaced (a zombie) cannot commit.
 
 librdkafka's calls block: the consumer and the producer live on a thread of their own, and the
-event loop runs the handlers. A transaction is begun and its first batch's offsets sent while
-that batch is handled: those round trips to the broker (and its wait for the last
-transaction's markers) cost the batch no time of its own. Caught up (a batch short of
-max_records), each batch commits at once. Behind (a backlog), a transaction takes the batches
-of up to commit_interval_ms, as Kafka Streams does: a transaction costs the broker the same
-whatever it holds, and with two processes its wait to begin grows long. A rebalance, a
-dependency's outage or the loop's stop commits the batches already sent first.
+event loop runs the handlers. A transaction commits on that thread while the event loop
+handles the records fetched meanwhile, and the next transaction is begun and its first batch's
+offsets sent while that batch is handled: those round trips to the broker (and its wait for
+the last transaction's markers) cost the batches no time of their own. Caught up (a batch
+short of max_records), each batch commits at once. Behind (a backlog), a transaction takes
+the batches of up to commit_interval_ms, as Kafka Streams does: a transaction costs the broker
+the same whatever it holds, and with two processes its wait to begin grows long. A rebalance,
+a dependency's outage or the loop's stop commits the batches already sent first.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ STUCK_CHECK_S = 5.0  # how often a call on the client thread is looked at while 
 
 T = TypeVar("T")
 R = TypeVar("R")
+Polled = tuple[list[Message], list[TopicPartition]]  # records, and the offsets past them
 
 
 @dataclass
@@ -161,6 +163,9 @@ class ConsumerLoop(Generic[T]):
         # The records of a transaction aborted where they could not be rewound at once (in a
         # rebalance, or while a batch was handled): rewound before the next batch is handled.
         self._lost: list[Consumed] | None = None
+        # A commit on the client thread while the next batch is handled; failed, it leaves
+        # its records in _lost.
+        self._committing: asyncio.Future[None] | None = None
         # Since when the client thread waits in a transactional call (monotonic), if it does.
         self._blocked_since: float | None = None
         self._stuck = False
@@ -170,12 +175,18 @@ class ConsumerLoop(Generic[T]):
     async def run(self, stop: asyncio.Event) -> None:
         relay = asyncio.create_task(_relay(stop, self._stopping))
         failed = False
+        ahead: Polled | None = None  # fetched while the last transaction commits
         try:
             await self._call(self._open)
             while not stop.is_set():
-                messages, positions = await self._poll_retrying(stop)
+                if ahead is None:
+                    await self._settle()
+                    messages, positions = await self._poll_retrying(stop)
+                else:
+                    (messages, positions), ahead = ahead, None
                 batch = [consumed(m) for m in messages]
                 if self._lost is not None:  # aborted in a rebalance: all of it comes again
+                    await self._settle()
                     lost, self._lost = self._lost, None
                     await self._aborted(lost + batch, stop)
                     continue
@@ -183,9 +194,11 @@ class ConsumerLoop(Generic[T]):
                     await self._commit_open(stop)  # caught up
                     await self._lag_guarded()
                     continue
-                await self._lag_guarded()
+                self._lag_behind()
                 if not await self._handle(batch, positions, stop):
                     return  # stopped while retrying: not committed, delivered again later
+                if self._commit_due(batch):
+                    ahead = await self._commit_ahead(stop)
         except BaseException:
             failed = True
             raise
@@ -196,6 +209,7 @@ class ConsumerLoop(Generic[T]):
                 self._thread.shutdown(wait=False)
             else:
                 if not failed:  # stopped: the batches already sent commit, else come again
+                    await self._settle()
                     await self._call(self._commit_sent)
                 await self._call(self._close)  # aborts a transaction left open
                 self._thread.shutdown(wait=True)
@@ -204,18 +218,18 @@ class ConsumerLoop(Generic[T]):
         self, batch: list[Consumed], positions: list[TopicPartition], stop: asyncio.Event
     ) -> bool:
         """Handle the batch and send its records in the open transaction (begun with it, if
-        none was open), and commit when caught up or the interval is over; False if the loop
-        was stopped first. After an abort the consumer is rewound to the start of every batch
-        of the transaction, so their records come again from the broker, or go to the member a
-        rebalance gave them to."""
+        none was open); False if the loop was stopped first. After an abort the consumer is
+        rewound to the start of every batch of the transaction, so their records come again
+        from the broker, or go to the member a rebalance gave them to."""
         started = time.perf_counter()
         self.metrics.batch_size.labels(self.config.service).observe(len(batch))
         txn = self._txn
-        if txn is None:
+        if txn is None:  # begun once the last one committed: the client thread takes calls in turn
             opening = self._submit(self._open_transaction, positions)
             txn = self._txn = _Transaction(started, opening, positions)
         records = await self.work.handle(batch, stop, self._on_transient)
         try:
+            await self._settle()
             if txn.opening is not None:
                 opening, txn.opening = txn.opening, None
                 await self._await(opening)
@@ -229,13 +243,43 @@ class ConsumerLoop(Generic[T]):
             await self._call(self._send, records)
         except _Again:
             txn, self._txn = self._txn, None
-            await self._aborted((txn.records() if txn else []) + batch, stop)
+            lost, self._lost = self._lost or [], None  # a commit that failed meanwhile
+            await self._aborted(lost + (txn.records() if txn else []) + batch, stop)
             return not stop.is_set()
         txn.add(batch, positions)
-        interval = self.config.commit_interval_ms / 1000
-        if len(batch) < self.config.max_records or time.perf_counter() - txn.started >= interval:
-            return await self._commit_open(stop) or not stop.is_set()
         return True
+
+    def _commit_due(self, batch: list[Consumed]) -> bool:
+        """Caught up (the batch was short), or the transaction's interval is over."""
+        txn = self._txn
+        if txn is None or not txn.sent:
+            return False
+        interval = self.config.commit_interval_ms / 1000
+        return len(batch) < self.config.max_records or time.perf_counter() - txn.started >= interval
+
+    async def _commit_ahead(self, stop: asyncio.Event) -> Polled | None:
+        """Commit the open transaction. The records already fetched are taken first, without
+        waiting for more, and returned: they are handled while the client thread commits. With
+        none fetched, the commit is waited for and None returned."""
+        txn = self._txn
+        try:
+            messages, positions = await self._call(self._poll, 0.0)
+        except KafkaException:
+            log.exception("poll failed")
+            messages, positions = [], []
+        if self._txn is txn and txn is not None:  # not committed by a rebalance in the poll
+            if not messages:
+                await self._commit_open(stop)
+                return None
+            self._txn = None
+            self._committing = self._submit(self._commit_given, txn)
+        return messages, positions
+
+    async def _settle(self) -> None:
+        """Wait for the commit on the client thread, if one runs."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await self._await(committing)
 
     async def _open_for(
         self, batch: list[Consumed], positions: list[TopicPartition], started: float
@@ -393,12 +437,12 @@ class ConsumerLoop(Generic[T]):
         self._consumer = None
         self._producer = None
 
-    def _poll(self) -> tuple[list[Message], list[TopicPartition]]:
+    def _poll(self, wait_s: float | None = None) -> Polled:
         """The records already fetched, up to max_records, and the offsets past them; waits
-        (up to the timeout) only for the first, so a quiet topic is answered at once, not when
-        a batch fills."""
+        (up to the timeout, or ``wait_s``) only for the first, so a quiet topic is answered at
+        once, not when a batch fills."""
         consumer = self._require(self._consumer)
-        first = consumer.poll(self.config.timeout_ms / 1000)
+        first = consumer.poll(self.config.timeout_ms / 1000 if wait_s is None else wait_s)
         if first is None:
             self._when_quiet()
             return [], []
@@ -469,6 +513,8 @@ class ConsumerLoop(Generic[T]):
         coordinator refuses this one's first request, and the client retries the offsets
         after retry.backoff.ms but a partition's registration only after a fixed 20 ms. Once
         the offsets are in, the records' partitions register at once."""
+        if self._lost is not None:  # a commit failed: its records come again first
+            raise _Again
         producer = self._require(self._producer)
         with self._aborting():
             producer.begin_transaction()
@@ -527,10 +573,14 @@ class ConsumerLoop(Generic[T]):
         if txn is None or not txn.sent:
             return
         self._txn = None
+        self._commit_given(txn)
+
+    def _commit_given(self, txn: _Transaction) -> None:
+        """Commit the transaction; should it fail, its records are kept to be rewound."""
         try:
             self._finish(txn)
         except _Again:
-            self._lost = txn.records()
+            self._lost = (self._lost or []) + txn.records()
 
     @contextlib.contextmanager
     def _aborting(self) -> Iterator[None]:
@@ -626,6 +676,21 @@ class ConsumerLoop(Generic[T]):
         except Exception:
             log.debug("lag metric failed", exc_info=True)
             return
+        self._show_lag(lags)
+
+    def _lag_behind(self) -> None:
+        """The lag metric taken on the client thread after what it is doing (a commit), not
+        waited for: the batch is handled meanwhile."""
+
+        def shown(future: asyncio.Future[list[tuple[str, int, int]]]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                log.debug("lag metric failed", exc_info=future.exception())
+            else:
+                self._show_lag(future.result())
+
+        self._submit(self._lag).add_done_callback(shown)
+
+    def _show_lag(self, lags: list[tuple[str, int, int]]) -> None:
         for topic, partition, lag in lags:
             self.metrics.lag.labels(self.config.service, topic, str(partition)).set(lag)
 
