@@ -13,7 +13,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, Select, case, select
+from sqlalchemy import Column, ColumnElement, Row, Select, any_, bindparam, case, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tandem_audit_sink.ledger import AuditRecord, Content, document_content_hash, parse
@@ -69,18 +70,28 @@ async def known_under(conn: AsyncConnection, event_ids: Collection[str]) -> dict
     theirs: both are partial indexes, which these queries match."""
     known: dict[Key, Known] = {}
     by_seq: dict[int, Known] = {}
+    postgres = conn.dialect.name == "postgresql"
     ids = list(event_ids)
     for start in range(0, len(ids), IN_CHUNK):
-        chunk = ids[start : start + IN_CHUNK]
-        for row in await conn.execute(_hashes().where(ledger.c.event_id.in_(chunk), FIRST_ENTRY)):
+        chunk = _among(ledger.c.event_id, ids[start : start + IN_CHUNK], postgres)
+        for row in await conn.execute(_hashes().where(chunk, FIRST_ENTRY)):
             first = Known(int(row.seq), {_content_hash(row)})
             known[(row.source, row.event_id)] = by_seq[first.first] = first
     firsts = list(by_seq)
     for start in range(0, len(firsts), IN_CHUNK):
-        seqs = firsts[start : start + IN_CHUNK]
-        for row in await conn.execute(_hashes().where(ledger.c.conflict_of.in_(seqs))):
+        seqs = _among(ledger.c.conflict_of, firsts[start : start + IN_CHUNK], postgres)
+        for row in await conn.execute(_hashes().where(seqs)):
             by_seq[int(row.conflict_of)].hashes.add(_content_hash(row))
     return known
+
+
+def _among(column: Column[Any], values: list[Any], postgres: bool) -> ColumnElement[bool]:
+    """``column`` is one of ``values``. On PostgreSQL as ``= ANY`` of one array parameter: an
+    IN list costs a bound parameter per value to render (about as much as the rest of an
+    append's lookup) and is a new statement for every count of values."""
+    if not postgres:
+        return column.in_(values)
+    return column == any_(bindparam(f"{column.name}_values", values, type_=ARRAY(column.type)))
 
 
 def _hashes() -> Select[Any]:

@@ -131,10 +131,11 @@ class StoredEntry:
 def entry_document(
     record: AuditRecord,
     seq: int,
-    recorded_at: datetime,
+    recorded_at: datetime | str,
     content: Content | None = None,
     conflict_of: int | None = None,
 ) -> dict[str, Any]:
+    """``recorded_at`` as a time, or already spelled by ``rfc3339``."""
     data = record.data if content is None else orjson.Fragment(content.data)
     document = {
         "seq": seq,
@@ -149,7 +150,7 @@ def entry_document(
         "key": record.key,
         "headers": dict(record.headers),
         "data": data,
-        "recorded_at": rfc3339(recorded_at),
+        "recorded_at": recorded_at if isinstance(recorded_at, str) else rfc3339(recorded_at),
     }
     if conflict_of is not None:  # absent otherwise: entries keep the form they always had
         document["conflict_of"] = conflict_of
@@ -172,28 +173,48 @@ def seal(
     recorded_at: datetime,
     content: Content | None = None,
     conflict_of: int | None = None,
+    shard: int = 0,
 ) -> StoredEntry:
-    """Give a record its place ``seq`` in the ledger; ``conflict_of`` marks it as a second,
-    different content under the (source, id) of that earlier entry."""
-    content = content or content_of(record)
-    raw = canonical_bytes(entry_document(record, seq, recorded_at, content, conflict_of))
-    return StoredEntry(
-        seq=seq,
-        event_id=record.event_id,
-        event_type=record.event_type,
-        source=record.source,
-        subject=record.subject,
-        event_time=to_utc(record.event_time),
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        recorded_at=to_utc(recorded_at),
-        canonical=raw.decode("utf-8"),
-        leaf_hash=leaf_hash(raw).hex(),
-        task_type=task_type_of(record.data),
-        conflict_of=conflict_of,
-        content_hash=content.hash,
-    )
+    """Give a record its place ``seq`` in the ledger (of ``shard``); ``conflict_of`` marks it
+    as a second, different content under the (source, id) of that earlier entry."""
+    return Sealer(recorded_at, shard).seal(record, seq, content, conflict_of)
+
+
+class Sealer:
+    """Seals the records of one append: its time is converted and spelled once, not per entry."""
+
+    def __init__(self, recorded_at: datetime, shard: int = 0) -> None:
+        self.recorded_at = to_utc(recorded_at)
+        self.spelled = rfc3339(recorded_at)
+        self.shard = shard
+
+    def seal(
+        self,
+        record: AuditRecord,
+        seq: int,
+        content: Content | None = None,
+        conflict_of: int | None = None,
+    ) -> StoredEntry:
+        content = content or content_of(record)
+        raw = canonical_bytes(entry_document(record, seq, self.spelled, content, conflict_of))
+        return StoredEntry(
+            seq=seq,
+            event_id=record.event_id,
+            event_type=record.event_type,
+            source=record.source,
+            subject=record.subject,
+            event_time=to_utc(record.event_time),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            recorded_at=self.recorded_at,
+            canonical=raw.decode("utf-8"),
+            leaf_hash=leaf_hash(raw).hex(),
+            task_type=task_type_of(record.data),
+            conflict_of=conflict_of,
+            content_hash=content.hash,
+            shard=self.shard,
+        )
 
 
 def entry_problem(row: StoredEntry) -> str | None:

@@ -9,8 +9,9 @@ appends and rebuilt from the stored blocks whenever another writer got in betwee
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tandem_shared.signing import to_utc
 
 from tandem_audit_sink.checkpoint import Checkpoint, Signer
 from tandem_audit_sink.dedupe import Key, Known, known_under, triage
-from tandem_audit_sink.ledger import AuditRecord, Content, StoredEntry, content_of, seal
+from tandem_audit_sink.ledger import AuditRecord, Content, Sealer, StoredEntry, content_of
 from tandem_audit_sink.merkle import (
     BLOCK,
     Frontier,
@@ -43,6 +44,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _PIPELINE_SLICE = 100  # entries sealed while the slice before them is inserted
 _WRITER_LOCK = 0x7A6E_0AD1  # PostgreSQL advisory lock key held by the appending transaction
 _LEDGER_COLUMNS = [column.name for column in ledger.columns]
+_ledger_row = operator.attrgetter(*_LEDGER_COLUMNS)  # a sealed entry as a row to COPY
 _TREE_SIZE = select(func.coalesce(func.max(ledger.c.seq), 0)).scalar_subquery()
 _CHECKPOINT_SIZE = select(
     func.coalesce(func.max(ledger_checkpoint.c.tree_size), 0)
@@ -139,7 +141,7 @@ class Ledger:
                 (frontier, last), known = await found  # never left running on the connection
             batch = triage(records, contents, known, frontier.size + 1)
             result.duplicates = batch.duplicates
-            recorded_at = utcnow()
+            sealer = Sealer(utcnow(), self.shard)
             blocks = []
             # Seal a slice while the database inserts the one before: hashing and inserting
             # take about as long as each other, and run on two cores this way.
@@ -149,8 +151,7 @@ class Ledger:
                 for start in range(0, len(wanted), _PIPELINE_SLICE):
                     sealed = []
                     for record, content, conflict_of in wanted[start : start + _PIPELINE_SLICE]:
-                        entry = seal(record, frontier.size + 1, recorded_at, content, conflict_of)
-                        entry = replace(entry, shard=self.shard) if self.shard else entry
+                        entry = sealer.seal(record, frontier.size + 1, content, conflict_of)
                         sealed.append(entry)
                         completed = frontier.push(bytes.fromhex(entry.leaf_hash))
                         if completed is not None:
@@ -176,17 +177,14 @@ class Ledger:
         """Store sealed entries. On PostgreSQL with COPY, in the append's transaction: an
         INSERT of many rows costs the server a plan and a tuple per row, and the rows'
         parameters a round of encoding each, several times what COPY takes."""
-        rows = [e.columns() | _hashed(e) for e in entries]
         if not self._postgres:
-            await conn.execute(ledger.insert(), rows)
+            await conn.execute(ledger.insert(), [e.columns() | _hashed(e) for e in entries])
             return
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection  # asyncpg's, on this dialect
         try:
             await driver.copy_records_to_table(
-                ledger.name,
-                records=[tuple(row[c] for c in _LEDGER_COLUMNS) for row in rows],
-                columns=_LEDGER_COLUMNS,
+                ledger.name, records=map(_ledger_row, entries), columns=_LEDGER_COLUMNS
             )
         except asyncpg.InterfaceError as exc:
             # The driver's own "connection is closed", unwrapped here (SQLAlchemy wraps what
