@@ -12,7 +12,9 @@ threshold; and two of the harness's transactional librdkafka relays chained. Eac
 topics pre-loaded with the same tasks, with 500 of them then with all, in ``--repeats`` rounds
 of the three: a run's time goes from the start of its processes to the log-append time of its
 last task's first output record, and the short runs' median time and CPU are taken off the full
-runs', so start-up, group joins and the output's last buffering cancel out.
+runs', so start-up, group joins and the output's last buffering cancel out. Then the added
+latency of each, fed at half Tandem's rate (or ``--latency-rate``, which runs this phase alone)
+on fresh topics: a paced task's first output's log-append time less its submitted event's.
 """
 
 from __future__ import annotations
@@ -32,9 +34,13 @@ from functools import cached_property, partial
 from pathlib import Path
 
 from harness import (
+    Latency,
+    Pipeline,
     Raw,
+    Running,
     Stack,
     add_common_args,
+    add_latency_args,
     cpu_seconds,
     draw_tasks,
     encode,
@@ -60,6 +66,7 @@ SHORT = 500  # tasks of the run whose time and CPU are taken off the full run's
 THRESHOLD = 0.9  # Quix's route: a confidence at least this is decided automatically
 RELAY_AIM = 0.60  # Tandem's rate over the librdkafka relay's
 QUIX_AIM = 1.5  # Tandem's rate over Quix's
+LATENCY_AIM_MS = 20.0  # Tandem's p99 added latency over the relay's, at half Tandem's rate
 QUIX = Path(__file__).resolve().parent / "quix"  # the Quix project: its own pyproject and lock
 STAGES = QUIX / "stages.py"
 INSTALL_S = 900.0  # the first run installs the Quix environment from PyPI
@@ -298,6 +305,34 @@ class Bench:
             stages.append(Stage(pid, proc.is_alive, stop, partial(cpu_seconds, pid), ready))
         return stages
 
+    def starter(self, pipeline: str) -> Callable[[Topics], list[Stage]]:
+        return {
+            "tandem": self.start_tandem,
+            "quix": self.start_quix,
+            "relay": self.start_relay,
+        }[pipeline]
+
+    async def latency(self, pipeline: str, per_second: float) -> Latency:
+        """The pipeline's added latency, from a task's submitted event to its first output, on
+        topics of its own fed the tasks at ``per_second`` (see ``Stack.latency``)."""
+        what = f"{pipeline}-latency"
+        topics = await make_topics(self.bootstrap, self.stack.prefix(what), stamped)
+        start = self.starter(pipeline)
+
+        async def started() -> Running:
+            stages = start(topics)
+
+            def stop() -> None:
+                for stage in stages:
+                    stage.stop()
+
+            return Running(lambda: all(stage.alive() for stage in stages), stop)
+
+        tested = Pipeline(topics.submitted, outputs(topics), started)
+        return await self.stack.latency(
+            what, tested, self.backlog, per_second, self.args.latency_seconds
+        )
+
     async def run(self, pipeline: str, count: int, what: str = "") -> Run:
         """One run of the pipeline on ``count`` tasks pre-loaded on fresh topics."""
         what = what or f"{pipeline}-{count}"
@@ -305,11 +340,7 @@ class Bench:
         tasks = self.backlog[:count]
         await produce(self.bootstrap, topics.submitted, tasks, self.stack.progress)
         await asyncio.sleep(SETTLE_S)
-        start: Callable[[Topics], list[Stage]] = {
-            "tandem": self.start_tandem,
-            "quix": self.start_quix,
-            "relay": self.start_relay,
-        }[pipeline]
+        start = self.starter(pipeline)
         began_ms, began, busy = (
             time.time_ns() // 1_000_000,
             time.monotonic(),
@@ -347,12 +378,26 @@ class Bench:
         return done
 
 
-async def run(bench: Bench, only: Sequence[str]) -> dict[str, Figures]:
+@dataclass(frozen=True)
+class Result:
+    figures: dict[str, Figures]  # none when the latency phase ran alone
+    latencies: dict[str, Latency]
+
+
+async def run(bench: Bench, only: Sequence[str]) -> Result:
     if "quix" in only:
         bench.uv = await asyncio.to_thread(quix_environment, bench.stack.progress.console)
     # Not counted: a new broker makes its offsets and transaction state topics when a group
     # and a transactional producer first ask, which takes seconds.
     await bench.run("relay", SHORT, "warm-up")
+    figures = {} if bench.args.latency_rate else await rounds(bench, only)
+    # Half the peak of Tandem's, the pipeline the aim is about (else of the first one run).
+    paced = bench.args.latency_rate or figures.get("tandem", figures[only[0]]).tasks_per_s / 2
+    latencies = {pipeline: await bench.latency(pipeline, paced) for pipeline in only}
+    return Result(figures, latencies)
+
+
+async def rounds(bench: Bench, only: Sequence[str]) -> dict[str, Figures]:
     # Round after round, each pipeline's short run then its full one: a change in the machine's
     # other load, or the broker warming up, falls on all of them alike.
     count = len(bench.tasks)
@@ -367,7 +412,40 @@ async def run(bench: Bench, only: Sequence[str]) -> dict[str, Figures]:
     return {pipeline: Figures(shorts[pipeline], fulls[pipeline]) for pipeline in only}
 
 
-def report(console: Console, figures: dict[str, Figures]) -> None:
+def report(console: Console, result: Result) -> None:
+    if result.figures:
+        report_rates(console, result.figures)
+    report_latencies(console, result.latencies)
+
+
+def report_latencies(console: Console, latencies: dict[str, Latency]) -> None:
+    table = Table(title="added latency (first output's append time − submitted append time)")
+    for column in ("pipeline", "rate (tasks/s)", "tasks", "p50 ms", "p99 ms", "aim"):
+        table.add_column(column, justify="left" if column == "pipeline" else "right")
+    for pipeline, lat in latencies.items():
+        table.add_row(
+            PIPELINES[pipeline],
+            f"{lat.rate:,.0f}",
+            str(lat.count),
+            f"{lat.p50_ms:.0f}",
+            f"{lat.p99_ms:.0f}",
+            "",
+        )
+    tandem, relay = latencies.get("tandem"), latencies.get("relay")
+    if tandem and relay:
+        added = tandem.p99_ms - relay.p99_ms
+        table.add_row(
+            "Tandem − relay",
+            "",
+            "",
+            f"{tandem.p50_ms - relay.p50_ms:+.0f}",
+            f"{added:+.0f}",
+            verdict(added <= LATENCY_AIM_MS, f"p99 ≤ {LATENCY_AIM_MS:.0f}"),
+        )
+    console.print(table)
+
+
+def report_rates(console: Console, figures: dict[str, Figures]) -> None:
     table = Table(
         title="the same two stages (ONNX score, threshold route), one process each: tasks/s "
         f"and CPU over the tasks past the first {SHORT}",
@@ -444,6 +522,7 @@ def main() -> int:
         default=5,
         help="rounds of short and full runs; each figure is the median of its runs",
     )
+    add_latency_args(parser)
     args = parser.parse_args()
     only = [p for p in PIPELINES if p in args.only.split(",")]
     unknown = set(args.only.split(",")) - set(PIPELINES)
@@ -452,7 +531,7 @@ def main() -> int:
     if args.tasks <= SHORT or args.batch < 1 or args.repeats < 1:
         parser.error(f"--tasks must exceed {SHORT}, --batch and --repeats be at least 1")
 
-    async def measure(stack: Stack) -> dict[str, Figures]:
+    async def measure(stack: Stack) -> Result:
         return await run(Bench(args, stack, draw_tasks(args.tasks, args.seed)), only)
 
     # One process per group: no group waits for more members (see run_bench).
