@@ -115,9 +115,11 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    defaults: dict[str, Any] = {} if "poolclass" in options else {"pool_size": 10}
+    defaults: dict[str, Any] = {"pool_pre_ping": True}
+    if "poolclass" not in options:
+        defaults["pool_size"] = 10
     url, tls = _postgres_tls(url)
-    return create_async_engine(url, pool_pre_ping=True, connect_args=tls, **(defaults | options))
+    return create_async_engine(url, connect_args=tls, **(defaults | options))
 
 
 def _postgres_tls(url: str) -> tuple[str, dict[str, Any]]:

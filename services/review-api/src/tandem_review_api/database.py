@@ -33,21 +33,21 @@ def review_engines(url: str, connections: int) -> Engines:
     if is_sqlite(url):
         engine = create_engine(url)
         return Engines(engine, engine)
-    transactions = _without_ping(create_engine(url, pool_size=max(connections // 2, 2)))
+    # Not pinged as the shared engine's connections are: asyncpg pings in three round trips
+    # (BEGIN, an empty query, ROLLBACK), more than a claim's own one. What the ping is for, a
+    # connection the server closed (a restart, an idle timeout), is seen without asking:
+    # asyncpg marks it closed when the socket closes.
+    transactions = create_engine(url, pool_size=max(connections // 2, 2), pool_pre_ping=False)
     statements = create_engine(
-        url, pool_size=connections, max_overflow=0, isolation_level="AUTOCOMMIT"
+        url,
+        pool_size=connections,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=False,
     )
-    return Engines(transactions, _without_ping(statements))
-
-
-def _without_ping(engine: AsyncEngine) -> AsyncEngine:
-    # The shared engine pings every connection it hands out, which asyncpg does in three round
-    # trips (BEGIN, an empty query, ROLLBACK): more than a claim's own one. What the ping is
-    # for, a connection the server closed (a restart, an idle timeout), is seen here without
-    # asking: asyncpg marks it closed when the socket closes.
-    engine.pool._pre_ping = False
-    event.listen(engine.sync_engine, "checkout", _closed_is_gone)
-    return engine
+    for engine in (transactions, statements):
+        event.listen(engine.sync_engine, "checkout", _closed_is_gone)
+    return Engines(transactions, statements)
 
 
 def _closed_is_gone(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
