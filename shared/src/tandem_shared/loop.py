@@ -205,6 +205,11 @@ class ConsumerLoop(Generic[T]):
         finally:
             relay.cancel()
             self._stopping.set()
+            if failed and self._committing is not None:
+                # A commit still on the client thread: its outcome is read when it ends, not
+                # raised; the loop's own failure is what is reported.
+                self._committing.add_done_callback(_read_quietly)
+                self._committing = None
             if self._stuck:  # the client thread will not come back: leave it, and the clients
                 self._thread.shutdown(wait=False)
             else:
@@ -711,6 +716,11 @@ class ConsumerLoop(Generic[T]):
 async def _relay(stop: asyncio.Event, stopping: threading.Event) -> None:
     await stop.wait()
     stopping.set()
+
+
+def _read_quietly(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _positions(messages: list[Message]) -> list[TopicPartition]:
