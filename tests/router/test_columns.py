@@ -20,7 +20,15 @@ numbers = st.one_of(
     st.integers(min_value=-(2**60), max_value=2**60),
     st.sampled_from([0.0, -0.0, 1.0, 2.5, HUGE, HUGE + 1, -HUGE - 1, float(HUGE)]),
 )
-values = st.one_of(numbers, st.booleans(), st.none(), st.text(max_size=3))
+values = st.one_of(
+    numbers,
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    # A context may hold any JSON: a list or an object is in no list of scalars.
+    st.lists(st.one_of(st.integers(-2, 2), st.text(max_size=1)), max_size=2),
+    st.dictionaries(st.text(max_size=1), st.integers(-2, 2), max_size=2),
+)
 bounds = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.integers(min_value=-(2**60), max_value=2**60),
@@ -62,7 +70,7 @@ tasks = st.tuples(
 
 def rule_set(documents: list[dict[str, Any]]) -> ColumnRules:
     made = [Rule.model_validate({**d, "reason": f"r{i}"}) for i, d in enumerate(documents)]
-    return ColumnRules([(r.bound, r.test) for r in made])
+    return ColumnRules([(r.column, r.test) for r in made])
 
 
 @settings(max_examples=300)

@@ -1,10 +1,11 @@
 """A task type's rules tested over a whole batch of tasks at once.
 
-Most rules of a grown policy compare one number of the task with a bound. Tested one task at a
-time, each is a Python call per task, and with fifty rules that was most of the router's time.
-Here each such rule is one numpy comparison over the batch's column of that number; the other
-rules (membership, ``all``/``any``) still run task by task. The answer is exactly what the
-rules' own tests give task by task, which a property test holds them to.
+Most rules of a grown policy compare one number of the task with a bound, or look a value up
+in a list. Tested one task at a time, each is a Python call per task, and with fifty rules that
+was most of the router's time. Here each comparison is one numpy comparison over the batch's
+column of that number, and each membership one set lookup per value of the column, with no
+call; only ``all``/``any`` rules still run task by task. The answer is exactly what the rules'
+own tests give task by task, which a property test holds them to.
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ class Bound:
     bound: float
 
 
+@dataclass(frozen=True)
+class Member:
+    """A rule that looks a feature (or a context value) up in a list: it holds when the value
+    is in ``values`` (eq, in) or, with ``member`` false, when it is not (ne, not_in); a missing
+    value meets neither."""
+
+    on_feature: bool
+    key: str
+    values: tuple[Any, ...]
+    member: bool
+
+
+# JSON's scalars: looked up in a set, they are found exactly when a list's ``in`` finds them
+# (the same equality: 1 == 1.0 == True). Others (a list, an object) are looked up in the list.
+_HASHED = {str, int, float, bool}
+
+
 class _Inexact(Exception):
     """A value the column cannot hold exactly."""
 
@@ -68,13 +86,20 @@ def _column(values: list[Any]) -> npt.NDArray[np.float64]:
 class ColumnRules:
     """Rules in policy order: each either a ``Bound`` (tested by column) or a ``Test``."""
 
-    def __init__(self, rules: Sequence[tuple[Bound | None, Test]]) -> None:
+    def __init__(self, rules: Sequence[tuple[Bound | Member | None, Test]]) -> None:
         self.tests = [test for _, test in rules]
         self.by_key: dict[tuple[bool, str], list[tuple[int, Bound]]] = {}
+        # Per value looked up: each membership's position, its values as a set and as given.
+        self.members: dict[tuple[bool, str], list[tuple[int, Member, frozenset[Any]]]] = {}
         self.others: list[tuple[int, Test]] = []
         for index, (rule, test) in enumerate(rules):
             if rule is None:
                 self.others.append((index, test))
+            elif isinstance(rule, Member):
+                found = frozenset(v for v in rule.values if type(v) in _HASHED)
+                self.members.setdefault((rule.on_feature, rule.key), []).append(
+                    (index, rule, found)
+                )
             else:
                 key = (rule.on_feature, rule.key)
                 self.by_key.setdefault(key, []).append((index, rule))
@@ -100,6 +125,17 @@ class ColumnRules:
             for index, rule in bounds:
                 for row in np.flatnonzero(_UFUNC[rule.op](column, rule.bound)).tolist():
                     hits[row].append(index)
+        for (on_feature, key), members in self.members.items():
+            side = 0 if on_feature else 1
+            values = [task[side].get(key) for task in tasks]
+            for index, member, found in members:
+                listed, wanted = member.values, member.member
+                for row, value in enumerate(values):
+                    if value is None:
+                        continue
+                    within = value in found if type(value) in _HASHED else value in listed
+                    if within is wanted:
+                        hits[row].append(index)
         for row, (features, context) in enumerate(tasks):
             if row in one_by_one:
                 hits[row] = list(self.one(features, context))

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from tandem_shared.events import FeatureValue, PolicyRef, TaskScored, TaskSubmitted
 
-from tandem_router.columns import Bound, ColumnRules
+from tandem_router.columns import Bound, ColumnRules, Member
 
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -129,6 +129,19 @@ class Condition(_Strict):
         return Bound(on_feature, key or "", op, float(value))
 
     @cached_property
+    def column(self) -> Bound | Member | None:
+        """The condition as ColumnRules tests it over a batch: a comparison with a bound, a
+        membership, or None (``all``/``any``: tested task by task)."""
+        if self.bound is not None:
+            return self.bound
+        if self.op in ("eq", "ne", "in", "not_in"):
+            values = self.value if isinstance(self.value, list) else [self.value]
+            on_feature = self.feature is not None
+            key = self.feature if on_feature else self.context
+            return Member(on_feature, key or "", tuple(values), self.op in ("eq", "in"))
+        return None
+
+    @cached_property
     def test(self) -> Test:
         """The condition as one function, built once: a policy's rules run for every task."""
         if self.all is not None:
@@ -224,7 +237,7 @@ class TaskTypePolicy(_Strict):
     @cached_property
     def columns(self) -> ColumnRules:
         """The rules, to test a batch of tasks at once."""
-        return ColumnRules([(r.bound, r.test) for r in self.rules])
+        return ColumnRules([(r.column, r.test) for r in self.rules])
 
     @model_validator(mode="after")
     def _check(self) -> TaskTypePolicy:
