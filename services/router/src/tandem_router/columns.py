@@ -84,7 +84,8 @@ def _column(values: list[Any]) -> npt.NDArray[np.float64]:
 
 
 class ColumnRules:
-    """Rules in policy order: each either a ``Bound`` (tested by column) or a ``Test``."""
+    """Rules in policy order: each a ``Bound`` or a ``Member`` (tested by column), or else a
+    ``Test`` (run task by task)."""
 
     def __init__(self, rules: Sequence[tuple[Bound | Member | None, Test]]) -> None:
         self.tests = [test for _, test in rules]
