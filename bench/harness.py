@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import multiprocessing
 import os
@@ -173,8 +174,8 @@ async def produce(
     label = f"  paced at {per_second:,.0f}/s" if per_second else f"  loading {topic}"
     bar = progress.add_task(label, total=len(records))
     if per_second:
-        shown = progress.update
-        await _paced(bootstrap, topic, records, per_second, lambda done: shown(bar, completed=done))
+        sent = functools.partial(progress.update, bar)
+        await _paced(bootstrap, topic, records, per_second, lambda done: sent(completed=done))
         return
     producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap), client_id="tandem-bench")
     await producer.start()

@@ -131,11 +131,11 @@ class StoredEntry:
 def entry_document(
     record: AuditRecord,
     seq: int,
-    recorded_at: datetime | str,
+    recorded_at: str,
     content: Content | None = None,
     conflict_of: int | None = None,
 ) -> dict[str, Any]:
-    """``recorded_at`` as a time, or already spelled by ``rfc3339``."""
+    """``recorded_at`` as ``rfc3339`` spells it (once for a whole append, see Sealer)."""
     data = record.data if content is None else orjson.Fragment(content.data)
     document = {
         "seq": seq,
@@ -150,7 +150,7 @@ def entry_document(
         "key": record.key,
         "headers": dict(record.headers),
         "data": data,
-        "recorded_at": recorded_at if isinstance(recorded_at, str) else rfc3339(recorded_at),
+        "recorded_at": recorded_at,
     }
     if conflict_of is not None:  # absent otherwise: entries keep the form they always had
         document["conflict_of"] = conflict_of
