@@ -102,6 +102,22 @@ def score(tasks: Sequence[TaskSubmitted], batch: int) -> list[TaskScored]:
     return out
 
 
+def as_submitted(tasks: Sequence[TaskSubmitted]) -> list[Raw]:
+    """The tasks as the records producers send (CloudEvents headers)."""
+    return encode([(t.task_id, t) for t in tasks], "submitted")
+
+
+def submitted_records(count: int, seed: int) -> list[Raw]:
+    """``count`` distinct sample tasks as producers send them."""
+    return as_submitted(draw_tasks(count, seed))
+
+
+def scored_records(count: int, seed: int, batch: int) -> list[Raw]:
+    """``count`` distinct sample tasks as the scoring service emits them."""
+    scored = score(draw_tasks(count, seed), batch)
+    return encode([(s.task.task_id, s) for s in scored], "scored")
+
+
 # ---- topics and records ----------------------------------------------------------------------
 
 
@@ -637,6 +653,11 @@ class Pipeline:
     start: Callable[[], Awaitable[Running]]
 
 
+def paced_records(per_second: float, seconds: float) -> int:
+    """The distinct tasks a latency phase sends: its warm-ups, and ``seconds`` counted."""
+    return WARMUP + int(per_second * WARMUP_S) + max(1, int(per_second * seconds))
+
+
 def added_latency(
     inputs: Mapping[str, int], outputs: Mapping[str, int], task_ids: Iterable[str]
 ) -> tuple[float, float]:
@@ -664,13 +685,15 @@ async def latencies(
     stack: Stack,
     service: str,
     pipeline: Callable[[str], Awaitable[Pipeline]],
-    records: Sequence[Raw],
+    make_records: Callable[[int], Sequence[Raw]],
     per_second: float,
     seconds: float,
 ) -> list[tuple[str, Latency]]:
     """The service's added latency, then each relay's (RELAYS), fed the same records at the same
     rate, each on topics of its own: ``pipeline`` makes them and says what runs on them, given
-    "service" or a relay's client. Rows labelled ``service`` and as in RELAYS."""
+    "service" or a relay's client; ``make_records`` gives as many distinct tasks as asked for.
+    Rows labelled ``service`` and as in RELAYS."""
+    records = make_records(paced_records(per_second, seconds))
     measured = []
     for what, label in {"service": service, **RELAYS}.items():
         tested = await pipeline(what)
@@ -827,11 +850,14 @@ class Stack:
         seconds: float,
     ) -> Latency:
         """p50 and p99 added latency of the pipeline, started on its (new) topics and fed
-        ``records`` (keyed by task id) at ``per_second``: WARMUP of them, waited for; then a
-        paced stream whose first WARMUP_S are not counted, and ``seconds`` that are (as many as
-        ``records`` holds)."""
-        paced_warmup = min(int(per_second * WARMUP_S), (len(records) - WARMUP) // 2)
-        count = max(1, min(int(per_second * seconds), len(records) - WARMUP - paced_warmup))
+        ``records`` (keyed by task id, ``paced_records`` of them) at ``per_second``: WARMUP
+        of them, waited for; then a paced stream whose first WARMUP_S are not counted, and
+        ``seconds`` that are. A p99 needs them all: over fewer, a single pause of the broker
+        is the p99."""
+        paced_warmup = int(per_second * WARMUP_S)
+        count = max(1, int(per_second * seconds))
+        if len(records) < WARMUP + paced_warmup + count:
+            raise ValueError(f"{what}: {len(records)} tasks are too few for the latency phase")
         warmup = records[:WARMUP]
         paced = records[WARMUP : WARMUP + paced_warmup + count]
         measured = paced[paced_warmup:]

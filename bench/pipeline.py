@@ -41,15 +41,17 @@ from harness import (
     Stack,
     add_common_args,
     add_latency_args,
+    as_submitted,
     cpu_seconds,
     draw_tasks,
-    encode,
     machine_busy_seconds,
     make_topics,
+    paced_records,
     produce,
     read_stamps,
     run_bench,
     stop_relay,
+    submitted_records,
     tasks_on,
     verdict,
     wait_for,
@@ -222,7 +224,7 @@ class Bench:
     @cached_property
     def backlog(self) -> list[Raw]:
         """The tasks as the records producers send (CloudEvents headers), encoded once."""
-        return encode([(t.task_id, t) for t in self.tasks], "submitted")
+        return as_submitted(self.tasks)
 
     @cached_property
     def model(self) -> tuple[Path, Path]:
@@ -312,9 +314,9 @@ class Bench:
             "relay": self.start_relay,
         }[pipeline]
 
-    async def latency(self, pipeline: str, per_second: float) -> Latency:
+    async def latency(self, pipeline: str, per_second: float, records: Sequence[Raw]) -> Latency:
         """The pipeline's added latency, from a task's submitted event to its first output, on
-        topics of its own fed the tasks at ``per_second`` (see ``Stack.latency``)."""
+        topics of its own fed ``records`` at ``per_second`` (see ``Stack.latency``)."""
         what = f"{pipeline}-latency"
         topics = await make_topics(self.bootstrap, self.stack.prefix(what), stamped)
         start = self.starter(pipeline)
@@ -330,7 +332,7 @@ class Bench:
 
         tested = Pipeline(topics.submitted, outputs(topics), started)
         return await self.stack.latency(
-            what, tested, self.backlog, per_second, self.args.latency_seconds
+            what, tested, records, per_second, self.args.latency_seconds
         )
 
     async def run(self, pipeline: str, count: int, what: str = "") -> Run:
@@ -393,7 +395,8 @@ async def run(bench: Bench, only: Sequence[str]) -> Result:
     figures = {} if bench.args.latency_rate else await rounds(bench, only)
     # Half the peak of Tandem's, the pipeline the aim is about (else of the first one run).
     paced = bench.args.latency_rate or figures.get("tandem", figures[only[0]]).tasks_per_s / 2
-    latencies = {pipeline: await bench.latency(pipeline, paced) for pipeline in only}
+    records = submitted_records(paced_records(paced, bench.args.latency_seconds), bench.args.seed)
+    latencies = {pipeline: await bench.latency(pipeline, paced, records) for pipeline in only}
     return Result(figures, latencies)
 
 

@@ -23,6 +23,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,6 @@ from harness import (
     add_latency_args,
     best_of,
     committed_by,
-    draw_tasks,
-    encode,
     latencies,
     make_topics,
     produce,
@@ -55,7 +54,7 @@ from harness import (
     relays,
     report_latencies,
     run_bench,
-    score,
+    scored_records,
     verdict,
 )
 from rich.console import Console
@@ -255,7 +254,12 @@ class Bench:
     async def latencies(self, service: str, per_second: float) -> list[tuple[str, Latency]]:
         """The router's added latency, then each relay's, at the same rate."""
         return await latencies(
-            self.stack, service, self.pipeline, self.records, per_second, self.args.latency_seconds
+            self.stack,
+            service,
+            self.pipeline,
+            partial(scored_records, seed=self.args.seed, batch=self.args.batch),
+            per_second,
+            self.args.latency_seconds,
         )
 
 
@@ -322,8 +326,7 @@ def main() -> int:
 
     async def measure(stack: Stack) -> Result:
         policy = write_policy(stack.home, args.rules)
-        scored = score(draw_tasks(args.tasks, args.seed), args.batch)
-        records = encode([(s.task.task_id, s) for s in scored], "scored")
+        records = scored_records(args.tasks, args.seed, args.batch)
         return await run(Bench(args, stack, records, policy))
 
     return run_bench(f"drawing and scoring {args.tasks} tasks", measure, report)

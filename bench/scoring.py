@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -45,9 +45,9 @@ from harness import (
     Throughput,
     add_common_args,
     add_latency_args,
+    as_submitted,
     best_of,
     draw_tasks,
-    encode,
     latencies,
     make_topics,
     produce,
@@ -56,6 +56,7 @@ from harness import (
     relays,
     report_latencies,
     run_bench,
+    submitted_records,
     verdict,
 )
 from rich.console import Console
@@ -76,10 +77,6 @@ def stamped(topics: Topics) -> tuple[str, ...]:
     return (topics.submitted, topics.scored)
 
 
-def records(tasks: Sequence[TaskSubmitted]) -> list[Raw]:
-    return encode([(t.task_id, t) for t in tasks], "submitted")
-
-
 @dataclass
 class Bench:
     args: argparse.Namespace
@@ -89,7 +86,7 @@ class Bench:
     @cached_property
     def backlog(self) -> list[Raw]:
         """The tasks as the records producers send (CloudEvents headers), encoded once."""
-        return records(self.tasks)
+        return as_submitted(self.tasks)
 
     @property
     def bootstrap(self) -> str:
@@ -167,7 +164,12 @@ class Bench:
     async def latencies(self, per_second: float) -> list[tuple[str, Latency]]:
         """The service's added latency, then each relay's, at the same rate."""
         return await latencies(
-            self.stack, SERVICE, self.pipeline, self.backlog, per_second, self.args.latency_seconds
+            self.stack,
+            SERVICE,
+            self.pipeline,
+            partial(submitted_records, seed=self.args.seed),
+            per_second,
+            self.args.latency_seconds,
         )
 
 
