@@ -12,13 +12,17 @@ committed all of them (it commits a batch once the batch is in the database). Th
 reviewer loops: claim the most urgent review (POST /v1/reviews/next; a 404 says the queue is
 empty and the reviewer stops), decide it. One operation is one HTTP request; every request goes
 through one httpx client in this process, with a connection for each client (see SmallPools).
-Last, the decisions topic is read to check that every task was decided exactly once.
+Then the same again on a database and topics of their own, the reviewers paced to ``--paced``
+operations a second between them, for the latency at that rate rather than at the most the
+API can do. Each time, the decisions topic is read to check that every task was decided
+exactly once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -26,6 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -45,10 +50,12 @@ from harness import (
     records_on,
     run_bench,
     score,
+    verdict,
     wait_for,
 )
 from rich.console import Console
 from rich.table import Table
+from tandem_cli.stack.postgres import PostgresServer
 from tandem_cli.stack.process import Process, free_port, port_open, wait_until
 from tandem_shared.auth import mint_token
 from tandem_shared.events import PolicyRef, TaskRouted, TaskScored
@@ -64,6 +71,11 @@ OUTCOME = "benign"  # one of tumor screening's outcomes; which one does not chan
 DUE = timedelta(hours=4)  # far enough that no review turns overdue during the run
 SCORE_BATCH = 500
 MAX_MISSES = 20  # unexpected answers in a row before a client gives up: the server is broken
+PACED = 500.0  # ops/s of the paced phase: the rate the aim asks p99 ≤ 100 ms at
+LATENCY_AIM_MS = 100.0
+# The paced phase's first seconds are not counted in its latencies: 50 connections open and the
+# server warms to the rate, as in the stream services' latency phases (harness.WARMUP_S).
+WARMUP_S = 2.0
 POOL = 5  # connections per httpcore pool (see SmallPools)
 HERE = Path(__file__).resolve().parent
 # uvicorn's defaults otherwise, as the services run it (no access log either).
@@ -147,6 +159,9 @@ class Calls:
     unexpected: Counter[tuple[str, str]] = field(default_factory=Counter)
     first_message: dict[tuple[str, str], str] = field(default_factory=dict)
     cores: dict[str, float] = field(default_factory=dict)  # CPU used over the phase, in cores
+    # Paced: the latencies of requests due from ``counted_from`` (perf_counter) on.
+    counted_from: float = 0.0
+    steady: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     @property
     def answered(self) -> int:
@@ -166,41 +181,78 @@ class Calls:
 
 
 async def timed(
-    calls: Calls, op: str, request: Awaitable[httpx.Response], expected: Collection[int]
+    calls: Calls,
+    op: str,
+    request: Awaitable[httpx.Response],
+    expected: Collection[int],
+    since: float | None = None,
 ) -> httpx.Response | None:
-    """The answer, its latency recorded under ``op``; None for a request that failed or an
-    answer not ``expected``, each recorded with its message."""
-    start = time.perf_counter()
+    """The answer, its latency recorded under ``op`` (from ``since``, a perf_counter time, if
+    given); None for a request that failed or an answer not ``expected``, each recorded with its
+    message."""
+    start = time.perf_counter() if since is None else since
     try:
         response = await request
     except httpx.HTTPError as exc:
         calls.miss(op, type(exc).__name__, str(exc) or repr(exc))
         return None
     calls.latencies[op].append(time.perf_counter() - start)
+    if since is not None and since >= calls.counted_from:
+        calls.steady[op].append(time.perf_counter() - start)
     if response.status_code not in expected:
         calls.miss(op, str(response.status_code), response.text)
         return None
     return response
 
 
+@dataclass
+class Pace:
+    """A reviewer's requests at a steady rate: its k-th due at start + offset + k × interval."""
+
+    start: float  # perf_counter
+    offset: float
+    interval: float
+    sent: int = 0
+
+    async def due(self) -> float:
+        """Wait for the next request's time, and return it: its latency counts from then, so
+        a server that falls behind is charged for the wait it causes, not only the answer."""
+        due = self.start + self.offset + self.sent * self.interval
+        self.sent += 1
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        return due
+
+
 async def reviewer(
-    client: httpx.AsyncClient, api: str, token: str, calls: Calls, done: Callable[[], None]
+    client: httpx.AsyncClient,
+    api: str,
+    token: str,
+    calls: Calls,
+    done: Callable[[], None],
+    pace: Pace | None = None,
 ) -> None:
-    """Claim the most urgent review and decide it, until the queue is empty."""
+    """Claim the most urgent review and decide it, until the queue is empty; each request as
+    soon as the last is answered, or when ``pace`` has it due."""
     headers = {"Authorization": f"Bearer {token}"}
     body = {"outcome": OUTCOME, "rationale": "checked by the benchmark"}
     misses = 0
+
+    async def since() -> float | None:
+        return None if pace is None else await pace.due()
+
     while misses < MAX_MISSES:
+        due = await since()  # before the request is made: its latency counts from then
         claim = await timed(
-            calls, CLAIM, client.post(f"{api}/v1/reviews/next", headers=headers), (200, 404)
+            calls, CLAIM, client.post(f"{api}/v1/reviews/next", headers=headers), (200, 404), due
         )
         if claim is not None and claim.status_code == 404:
             return
         decision = None
         if claim is not None:
             url = f"{api}/v1/reviews/{claim.json()['review_id']}/decision"
+            due = await since()
             decision = await timed(
-                calls, DECIDE, client.post(url, headers=headers, json=body), (200,)
+                calls, DECIDE, client.post(url, headers=headers, json=body), (200,), due
             )
         if decision is None:
             misses += 1
@@ -227,6 +279,10 @@ async def run_clients(
 ) -> None:
     """Run the clients at once; the phase's wall time, and the cores each watched CPU-time
     reading grew by over it."""
+    # What this process holds already (the records, the scored tasks) stays out of the
+    # collector's full passes, which would otherwise stall every client at once.
+    gc.collect()
+    gc.freeze()
     before = {name: read() for name, read in watched.items()}
     start = time.perf_counter()
     await asyncio.gather(*clients)
@@ -263,6 +319,8 @@ class Result:
     api: Calls
     bare: Calls
     decided: Decided
+    paced: Calls | None  # the reviewers paced to --paced ops/s; None with --paced 0
+    paced_decided: Decided | None
 
 
 @dataclass
@@ -271,6 +329,7 @@ class Bench:
     stack: Stack
     client: httpx.AsyncClient
     records: list[Raw]
+    database: PostgresServer | None = None
 
     def bar(self, label: str, total: int) -> Callable[[], None]:
         """A progress bar; calling the result advances it by one."""
@@ -296,20 +355,26 @@ class Bench:
         await asyncio.to_thread(process.stop)
         return calls
 
-    async def review_api(self) -> tuple[Calls, Decided]:
+    async def review_api(self, paced: float = 0.0) -> tuple[Calls, Decided]:
+        """The reviewers on the review API with the reviews pre-loaded, on a database and
+        topics of their own: as fast as it answers, or ``paced`` ops/s between them."""
         bootstrap = self.stack.bootstrap
-        database = await asyncio.to_thread(self.stack.start_postgres)
-        url = await asyncio.to_thread(database.create_database, "review_api")
-        topics = await make_topics(bootstrap, self.stack.prefix("review-api"), stamped)
+        database = await self.postgres()
+        name = "review_api_paced" if paced else "review_api"
+        url = await asyncio.to_thread(database.create_database, name)
+        topics = await make_topics(bootstrap, self.stack.prefix(name.replace("_", "-")), stamped)
         await produce(bootstrap, topics.routed, self.records, self.stack.progress)
         env = {"TANDEM_REVIEW_API_DATABASE_URL": url, "TANDEM_REVIEW_API_GROUP_ID": GROUP}
         services = self.stack.start_service("review-api", topics.prefix, env, "review-api")
         await asyncio.to_thread(services.wait_ready, WAIT_S)
         (api,) = services.running
         await self.taken_in(topics, api.process.alive)
-        calls = Calls()
-        done = self.bar("reviewers: claiming and deciding", len(self.records))
+        calls = Calls(counted_from=time.perf_counter() + WARMUP_S)
+        label = f"reviewers at {paced:,.0f} ops/s" if paced else "reviewers: claiming and deciding"
+        done = self.bar(label, len(self.records))
         settings = RuntimeSettings()
+        reviewers = self.args.reviewers
+        start, interval = time.perf_counter(), reviewers / paced if paced else 0.0
         clients = [
             reviewer(
                 self.client,
@@ -317,13 +382,20 @@ class Bench:
                 mint_token(settings, f"reviewer-{n}", ["reviewer"]),
                 calls,
                 done,
+                Pace(start, n * interval / reviewers, interval) if paced else None,
             )
-            for n in range(self.args.reviewers)
+            for n in range(reviewers)
         ]
         assert database.process is not None  # started above
         await run_clients(calls, clients, cpu_watch(api.process.pid, database.process.pid))
         await asyncio.to_thread(services.stop)
         return calls, await decided(bootstrap, topics.decisions)
+
+    async def postgres(self) -> PostgresServer:
+        """The run's PostgreSQL server, started the first time."""
+        if self.database is None:
+            self.database = await asyncio.to_thread(self.stack.start_postgres)
+        return self.database
 
     async def taken_in(self, topics: Topics, alive: Callable[[], bool]) -> None:
         """Until the API's group has committed every review request: each is then in the
@@ -344,7 +416,13 @@ def listening(process: Process, port: int) -> bool:
 async def decided(bootstrap: str, topic: str) -> Decided:
     distinct = len(await read_stamps(bootstrap, topic))
     async with records_on(bootstrap, topic) as count:
-        return Decided(distinct, await count())
+        # Counted until the count holds still, at least one record a task read: the first
+        # reads may come back empty before the consumer has fetched anything.
+        records, last = await count(), -1
+        while records < distinct or records != last:
+            await asyncio.sleep(0.2)
+            records, last = await count(), records
+        return Decided(distinct, records)
 
 
 async def run(bench: Bench) -> Result:
@@ -354,7 +432,12 @@ async def run(bench: Bench) -> Result:
     console.print(f"bare endpoint: {bare.rate():,.0f} ops/s")
     api, decisions = await bench.review_api()
     console.print(f"review API: {api.rate():,.0f} ops/s")
-    return Result(bench.args.tasks, bench.args.reviewers, api, bare, decisions)
+    paced, paced_decisions = None, None
+    if bench.args.paced:
+        paced, paced_decisions = await bench.review_api(bench.args.paced)
+        console.print(f"review API, paced: {paced.rate():,.0f} ops/s")
+    args = bench.args
+    return Result(args.tasks, args.reviewers, api, bare, decisions, paced, paced_decisions)
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -384,6 +467,30 @@ def throughput_table(result: Result) -> Table:
     return table
 
 
+def paced_table(result: Result, paced: Calls, asked: float) -> Table:
+    table = Table(
+        title=f"{result.reviewers} clients paced to {asked:,.0f} ops/s between them",
+        caption="latency from each request's due time, so a server that falls behind is "
+        f"charged for the wait it causes; the first {WARMUP_S:.0f} s not counted",
+    )
+    for column in ("operation", "requests", "ops/s", "p50 ms", "p99 ms", "aim"):
+        table.add_column(column, justify="left" if column == "operation" else "right")
+
+    def row(name: str, ops: Sequence[str]) -> list[str]:
+        everything = [t for op in ops for t in paced.latencies[op]]
+        steady = [t for op in ops for t in paced.steady[op]]
+        p50, p99 = np.percentile(steady, [50, 99]) * 1000 if steady else [np.nan, np.nan]
+        rate = len(everything) / paced.seconds
+        return [name, f"{len(everything):,}", f"{rate:,.0f}", f"{p50:.1f}", f"{p99:.1f}"]
+
+    table.add_row(*row(CLAIM, [CLAIM]), "")
+    table.add_row(*row(DECIDE, [DECIDE]), "")
+    both = row(API, [CLAIM, DECIDE])
+    met = paced.rate() >= 0.95 * asked and float(both[-1]) <= LATENCY_AIM_MS
+    table.add_row(*both, verdict(met, f"p99 ≤ {LATENCY_AIM_MS:.0f} at {asked:,.0f}/s"))
+    return table
+
+
 def cpu_table(result: Result) -> Table:
     table = Table(
         title=f"CPU over each phase, in cores (the machine has {os.cpu_count()})",
@@ -394,7 +501,10 @@ def cpu_table(result: Result) -> Table:
     for column in ("phase", *names, "server ms/op", "÷ bare"):
         table.add_column(column, justify="left" if column == "phase" else "right")
     api, bare = result.api, result.bare
-    for phase, calls in (("review API", api), (BARE, bare)):
+    phases = [("review API", api), (BARE, bare)]
+    if result.paced is not None:
+        phases.insert(1, ("review API, paced", result.paced))
+    for phase, calls in phases:
         cores = [f"{calls.cores[n]:.2f}" if n in calls.cores else "" for n in names]
         ratio = f"{calls.server_ms() / bare.server_ms():.3g}"
         table.add_row(phase, *cores, f"{calls.server_ms():.2f}", ratio)
@@ -404,7 +514,8 @@ def cpu_table(result: Result) -> Table:
 def unexpected_table(result: Result) -> Table | None:
     rows = [
         (op, status, count, calls.first_message[op, status])
-        for calls in (result.api, result.bare)
+        for calls in (result.api, result.bare, result.paced)
+        if calls is not None
         for (op, status), count in calls.unexpected.most_common()
     ]
     if not rows:
@@ -417,35 +528,44 @@ def unexpected_table(result: Result) -> Table | None:
     return table
 
 
-def sanity_line(result: Result) -> str:
-    got = result.decided
-    if got.tasks == result.tasks and got.records == result.tasks:
+def sanity_line(phase: str, got: Decided, tasks: int) -> str:
+    if got.tasks == tasks and got.records == tasks:
         return (
-            f"sanity: every task decided exactly once ({got.records:,} decisions, "
-            f"{got.tasks:,} distinct task ids, {result.tasks:,} tasks)"
+            f"sanity ({phase}): every task decided exactly once ({got.records:,} decisions, "
+            f"{got.tasks:,} distinct task ids, {tasks:,} tasks)"
         )
     return (
-        f"[bold red]sanity: NOT every task decided exactly once: {got.records:,} decisions "
-        f"for {got.tasks:,} distinct task ids, {result.tasks:,} tasks pre-loaded[/]"
+        f"[bold red]sanity ({phase}): NOT every task decided exactly once: {got.records:,} "
+        f"decisions for {got.tasks:,} distinct task ids, {tasks:,} tasks pre-loaded[/]"
     )
 
 
-def report(console: Console, result: Result) -> None:
+def report(console: Console, result: Result, paced: float) -> None:
     console.print(throughput_table(result))
+    if result.paced is not None:
+        console.print(paced_table(result, result.paced, paced))
     console.print(cpu_table(result))
     unexpected = unexpected_table(result)
     console.print(unexpected if unexpected is not None else "no unexpected answers")
-    console.print(sanity_line(result))
+    console.print(sanity_line("review API", result.decided, result.tasks))
+    if result.paced_decided is not None:
+        console.print(sanity_line("paced", result.paced_decided, result.tasks))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=5_000, help="review requests pre-loaded")
     parser.add_argument("--reviewers", type=int, default=50, help="concurrent clients")
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=PACED,
+        help="ops/s of the paced phase, between all reviewers (0: no paced phase)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    if args.tasks < 1 or args.reviewers < 1:
-        parser.error("--tasks and --reviewers must be at least 1")
+    if args.tasks < 1 or args.reviewers < 1 or args.paced < 0:
+        parser.error("--tasks and --reviewers must be at least 1, --paced not negative")
 
     async def measure(stack: Stack) -> Result:
         records = review_requests(args.tasks, args.seed)
@@ -453,7 +573,9 @@ def main() -> int:
         async with httpx.AsyncClient(transport=transport, timeout=WAIT_S) as client:
             return await run(Bench(args, stack, client, records))
 
-    return run_bench(f"drawing and scoring {args.tasks} tasks", measure, report)
+    return run_bench(
+        f"drawing and scoring {args.tasks} tasks", measure, partial(report, paced=args.paced)
+    )
 
 
 if __name__ == "__main__":
