@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
+from sqlalchemy.sql import Executable
 from tandem_review_api import hotpath
 from tandem_review_api.errors import Conflict, NotFound
 from tandem_review_api.store import RoutedRecord
@@ -186,24 +187,44 @@ async def test_a_decision_read_back_still_closes_a_review_the_database_left_open
     assert (await statuses(parts))["t-6"] == ("decided", None)
 
 
+async def generic_plan(parts: Parts, statement: Executable, values: dict[str, object]) -> str:
+    """The plan PostgreSQL makes for the statement prepared once, for any value."""
+    done = statement.compile(dialect=parts.store.engine.dialect)
+    params = done.construct_params(values)
+    ordered = tuple(params[name] for name in done.positiontup or ())
+    async with parts.store.engine.connect() as c:
+        await c.execute(text("SET plan_cache_mode = force_generic_plan"))
+        return "\n".join(row[0] for row in await c.exec_driver_sql(f"EXPLAIN {done}", ordered))
+
+
+@pytest.mark.parametrize("senior", [False, True])
 async def test_claim_next_walks_the_open_queue_in_order_on_a_table_never_analysed(
-    parts: Parts, database_url: str
+    parts: Parts, database_url: str, senior: bool
 ) -> None:
     """Prepared once, the statement is planned for any value (a generic plan). Without
     statistics the planner guesses; the query must leave it nothing to guess wrong."""
     if not database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's planner")
     await queued(parts, *(f"q-{n}" for n in range(300)))
-    statement = hotpath.claim_next(senior=False).compile(dialect=parts.store.engine.dialect)
-    params = statement.construct_params(
-        {"p_who": "ana", "p_now": utcnow(), "p_until": utcnow(), "p_most": 5}
-    )
-    values = tuple(params[name] for name in statement.positiontup or ())
-    async with parts.store.engine.connect() as c:
-        await c.execute(text("SET plan_cache_mode = force_generic_plan"))
-        plan = "\n".join(row[0] for row in await c.exec_driver_sql(f"EXPLAIN {statement}", values))
+    now = utcnow()
+    values = {"p_who": "ana", "p_now": now, "p_until": now, "p_most": 5}
+    plan = await generic_plan(parts, hotpath.claim_next(senior), values)
     assert "Index Scan using ix_reviews_open" in plan, plan
     assert "Sort" not in plan, plan
+
+
+@pytest.mark.parametrize("senior", [False, True])
+async def test_an_empty_queue_is_answered_from_the_open_reviews_alone(
+    parts: Parts, database_url: str, senior: bool
+) -> None:
+    """Idle reviewers ask an empty queue again and again: why nothing was claimed is read from
+    the open reviews, never from the decided ones that fill the table in time."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's planner")
+    await queued(parts, *(f"q-{n}" for n in range(300)))
+    plan = await generic_plan(parts, hotpath.unclaimed(senior), {"p_who": "ana", "p_now": utcnow()})
+    assert "Index Scan using ix_reviews_open" in plan, plan
+    assert "Seq Scan on reviews" not in plan, plan
 
 
 async def test_connections_the_server_closed_are_replaced_without_a_ping(

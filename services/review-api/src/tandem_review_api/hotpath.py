@@ -137,6 +137,25 @@ def claim_next(senior: bool) -> Update:
     )
 
 
+@cache
+def unclaimed(senior: bool) -> Select[tuple[bool, int]]:
+    """After claim_next claimed nothing (parameters p_who, p_now): whether a review waits for
+    the caller all the same (held by another transaction's claim), and how many reviews they
+    hold, in one statement. Idle reviewers ask an empty queue again and again: walking the open
+    reviews in queue order (ix_reviews_open) it reads none of the decided ones. Not EXISTS: the
+    planner drops an order inside it, and then reads the whole table."""
+    who, now = _param("who", reviews.c.claimed_by), _param("now", reviews.c.claimed_at)
+    first = (
+        select(reviews.c.review_id)
+        .where(takeable(senior, who, now))
+        .order_by(*QUEUE_ORDER)
+        .limit(literal_column("1"))
+        .scalar_subquery()
+    )
+    held = select(func.count()).where(held_by(who, now)).scalar_subquery()
+    return select(first.is_not(None).label("waiting"), held.label("held"))
+
+
 # ---- decide: the read ------------------------------------------------------------------------
 
 

@@ -362,10 +362,10 @@ class ReviewStore:
     async def unclaimed_why(self, who: Principal, now: datetime) -> tuple[bool, int]:
         """After claim_next found nothing: whether any review waits for ``who`` (locked by
         another claim or not), and how many reviews they hold."""
-        waiting = select(reviews.c.review_id).where(takeable(who, now)).limit(1).exists()
-        async with self.sessions() as s:
-            found = bool((await s.execute(select(waiting))).scalar())
-            return found, await self.claims_held(s, who.subject, now)
+        params = {"p_who": who.subject, "p_now": now}
+        async with self._once() as c:
+            [row] = await self._fetch(c, hotpath.unclaimed(who.has("senior")), params)
+        return bool(row["waiting"]), int(row["held"])
 
     async def snapshot(self, review_id: str) -> hotpath.Snapshot:
         """The review with its approvals and its trace, read once and not locked; NotFound
