@@ -27,7 +27,13 @@ from tandem_shared.limits import BodyLimits
 from tandem_shared.logging import setup_logging
 from tandem_shared.loop import ConsumerLoop, LoopConfig, PartitionState
 from tandem_shared.settings import ServiceSettings
-from tandem_shared.telemetry import PipelineMetrics, setup_tracing, shutdown_tracing
+from tandem_shared.telemetry import (
+    CallerTrace,
+    PipelineMetrics,
+    recording,
+    setup_tracing,
+    shutdown_tracing,
+)
 from tandem_shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -253,7 +259,10 @@ class ServiceRuntime:
 
         for router in routers:
             app.include_router(router)
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        if recording():
+            FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        else:
+            app.add_middleware(CallerTrace)
         return app
 
 

@@ -261,6 +261,34 @@ def context_from_traceparent(traceparent: str | None) -> Context:
     return propagate.extract({"traceparent": traceparent} if traceparent else {})
 
 
+class CallerTrace:
+    """ASGI middleware for when no spans are made (no exporter): the caller's W3C trace context
+    is made current for the request, so what it publishes carries the caller's trace on, as
+    with the FastAPI instrumentation, without the instrumentation's work for a span nobody
+    receives (matching the route a second time, collecting its attributes): about a sixth of
+    a review API request's CPU."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier = [(k.decode("latin-1"), v) for k, v in scope["headers"] if k in _TRACE_KEYS]
+        if not carrier:
+            await self.app(scope, receive, send)
+            return
+        token = otel_context.attach(propagate.extract(carrier, getter=_GETTER))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
+
+
+_TRACE_KEYS = frozenset(key.encode() for key in TRACE_HEADERS)
+
+
 @contextmanager
 def guarded(what: str) -> Iterator[None]:
     """Telemetry must never break the message path: log and carry on."""
