@@ -44,6 +44,25 @@ class QueueFilter:
     due_before: datetime | None = None
 
 
+def _review_row(record: RoutedRecord) -> dict[str, Any]:
+    """The reviews row a routed task makes (its id derived from the task's: a replay adds none)."""
+    r = record.routed
+    return {
+        "review_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"review/{r.task.task_id}")),
+        "task_id": r.task.task_id,
+        "task_type": r.task.task_type,
+        "status": "escalated" if r.route == "escalate" else "pending",
+        "senior_only": r.route == "escalate",
+        "priority": r.review_priority,
+        "due_at": r.due_at,
+        "qa_sample": r.qa_sample,
+        "required_approvals": r.required_approvals,
+        "routed": r.model_dump(mode="json"),
+        "traceparent": record.traceparent,
+        "created_at": r.routed_at,
+    }
+
+
 def takeable(who: Principal, now: datetime) -> ColumnElement[bool]:
     """The reviews ``who`` may claim now (see hotpath.takeable)."""
     return hotpath.takeable(who.has("senior"), who.subject, now)
@@ -98,35 +117,26 @@ class ReviewStore:
     async def ingest(
         self, routed: Sequence[RoutedRecord], decided: Sequence[DecisionMade], now: datetime
     ) -> None:
-        """Materialise one consumed batch in one transaction; replays change nothing."""
+        """Materialise one consumed batch in one transaction; replays change nothing. The rows
+        of a kind are written in one statement for the batch, not one a record."""
         async with self.transaction() as s:
             dialect = s.get_bind().dialect
-            for record in routed:
-                r = record.routed
+            if routed:
                 await s.execute(
-                    insert_ignoring_conflicts(reviews, dialect).values(
-                        review_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"review/{r.task.task_id}")),
-                        task_id=r.task.task_id,
-                        task_type=r.task.task_type,
-                        status="escalated" if r.route == "escalate" else "pending",
-                        senior_only=r.route == "escalate",
-                        priority=r.review_priority,
-                        due_at=r.due_at,
-                        qa_sample=r.qa_sample,
-                        required_approvals=r.required_approvals,
-                        routed=r.model_dump(mode="json"),
-                        traceparent=record.traceparent,
-                        created_at=r.routed_at,
-                    )
+                    insert_ignoring_conflicts(reviews, dialect),
+                    [_review_row(record) for record in routed],
                 )
-                await self._upsert_task(
-                    s, r.task.task_id, r.task.task_type, "in_review", r.submitted_at, now
-                )
+                known = [
+                    (rec.routed.task.task_id, rec.routed.task.task_type, rec.routed.submitted_at)
+                    for rec in routed
+                ]
+                await self._upsert_tasks(s, known, "in_review", now)
             settled = await self._settled(s, {d.task_id for d in decided})
-            for d in decided:
-                if d.task_id in settled:
-                    continue
-                await self._upsert_task(s, d.task_id, d.task_type, "decided", d.submitted_at, now)
+            unsettled = [d for d in decided if d.task_id not in settled]
+            await self._upsert_tasks(
+                s, [(d.task_id, d.task_type, d.submitted_at) for d in unsettled], "decided", now
+            )
+            for d in unsettled:
                 unknown = [tasks.c.task_id == d.task_id, tasks.c.decision.is_(None)]
                 if d.decided_by != "human":
                     # An automatic decision for a task people review (not a QA sample) is
@@ -169,25 +179,36 @@ class ReviewStore:
         )
         return set((await s.execute(query)).scalars())
 
-    async def _upsert_task(
+    async def _upsert_tasks(
         self,
         s: AsyncSession,
-        task_id: str,
-        task_type: str,
+        known: Sequence[tuple[str, str, datetime]],
         status: str,
-        at: datetime,
         now: datetime,
     ) -> None:
+        """The tasks (id, type, submitted at) recorded, and moved on to ``status`` where they
+        are behind it: two statements for all of them."""
+        if not known:
+            return
         await s.execute(
-            insert_ignoring_conflicts(tasks, s.get_bind().dialect).values(
-                task_id=task_id, task_type=task_type, status=status, submitted_at=at, updated_at=now
-            )
+            insert_ignoring_conflicts(tasks, s.get_bind().dialect),
+            [
+                {
+                    "task_id": task_id,
+                    "task_type": task_type,
+                    "status": status,
+                    "submitted_at": at,
+                    "updated_at": now,
+                }
+                for task_id, task_type, at in known
+            ],
         )
         # Status only moves forward: submitted → in_review → decided.
         forward = {"in_review": ["submitted"], "decided": ["submitted", "in_review"]}[status]
         await s.execute(
             update(tasks)
-            .where(tasks.c.task_id == task_id, tasks.c.status.in_(forward))
+            .where(tasks.c.task_id.in_(sorted({task_id for task_id, _, _ in known})))
+            .where(tasks.c.status.in_(forward))
             .values(status=status, updated_at=now)
         )
 
@@ -470,9 +491,8 @@ class ReviewStore:
         self, s: AsyncSession, review: Review, decision: DecisionMade, now: datetime
     ) -> None:
         task_id = review.routed.task.task_id
-        await self._upsert_task(
-            s, task_id, review.routed.task.task_type, "decided", review.routed.submitted_at, now
-        )
+        known = [(task_id, review.routed.task.task_type, review.routed.submitted_at)]
+        await self._upsert_tasks(s, known, "decided", now)
         # People's decision replaces whatever a forged automatic one may have put first.
         await s.execute(
             update(tasks)
