@@ -187,6 +187,41 @@ async def test_a_decision_read_back_still_closes_a_review_the_database_left_open
     assert (await statuses(parts))["t-6"] == ("decided", None)
 
 
+async def task_statuses(parts: Parts) -> dict[str, str]:
+    async with parts.store.transaction() as s:
+        rows = await s.execute(select(tasks.c.task_id, tasks.c.status))
+        return {row.task_id: row.status for row in rows}
+
+
+async def test_a_batch_written_a_statement_a_kind_is_what_record_by_record_was(
+    parts: Parts,
+) -> None:
+    """A consumed batch's rows go in one statement of each kind: a task routed twice in the
+    batch has one review, a task's status only moves forward (a routing read after the
+    task's decision leaves it decided), and the batch read again changes nothing."""
+
+    def by_model(task_id: str) -> DecisionMade:
+        return people(task_id, "benign").model_copy(update={"decided_by": "model"})
+
+    await parts.store.ingest([], [by_model("t-auto")], NOW)
+    batch = [RoutedRecord(routed(t), None) for t in ("t-a", "t-b", "t-a", "t-auto")]
+
+    for _ in range(2):
+        await parts.store.ingest(batch, [by_model("t-c")], NOW)
+
+        assert await statuses(parts) == {
+            "t-a": ("pending", None),
+            "t-b": ("pending", None),
+            "t-auto": ("pending", None),
+        }
+        assert await task_statuses(parts) == {
+            "t-a": "in_review",
+            "t-b": "in_review",
+            "t-auto": "decided",
+            "t-c": "decided",
+        }
+
+
 async def generic_plan(parts: Parts, statement: Executable, values: dict[str, object]) -> str:
     """The plan PostgreSQL makes for the statement prepared once, for any value."""
     done = statement.compile(dialect=parts.store.engine.dialect)
