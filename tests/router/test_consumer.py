@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from tandem_router.consumer import RouterHandler
 from tandem_router.control import RoutingControl
 from tandem_router.dedupe import SeenTasks
-from tandem_router.policy import Policy
+from tandem_router.policy import Blind, Policy
 from tandem_router.telemetry import RouterMetrics
 from tandem_shared.control import KillSwitch
 from tandem_shared.envelope import Event, event_id
@@ -104,6 +104,17 @@ async def test_a_qa_sampled_decision_is_also_sent_to_review() -> None:
         )
         == 1
     )
+
+
+async def test_a_blind_review_says_so_and_a_seen_one_does_not() -> None:
+    route, _ = handler(policy(qa_sample_rate=1.0, blind=Blind(qa_samples=True)))
+    uncertain, sampled = await route(
+        [incoming(scored("u", confidence=0.8)), incoming(scored("s", confidence=0.999), 1)]
+    )
+    [review] = outputs(uncertain)
+    _, qa_review = outputs(sampled)
+    assert isinstance(review.event.data, TaskRouted) and not review.event.data.blind
+    assert isinstance(qa_review.event.data, TaskRouted) and qa_review.event.data.blind
 
 
 async def test_critical_tasks_carry_their_approvals() -> None:

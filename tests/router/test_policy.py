@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tandem_router.loader import dump_policy as policy_document
 from tandem_router.loader import parse_policy
-from tandem_router.policy import Overdue, Rule, decide, qa_bucket
+from tandem_router.policy import Blind, Overdue, Rule, decide, qa_bucket
 from tandem_shared.events import PolicyRef, TaskScored
 
 from tests.router.factories import SCORED_AT, missing_flag, policy, scored
@@ -290,3 +290,28 @@ def test_the_overdue_action_is_carried_and_a_fallback_must_be_an_outcome() -> No
         policy(overdue=Overdue(action="fallback", outcome="maybe"))
     with pytest.raises(ValidationError, match="only then"):
         Overdue(action="pending", outcome="benign")
+
+
+def test_a_review_is_blind_by_task_type_rule_reason_or_qa_sample() -> None:
+    uncertain, confident = scored(confidence=0.8), scored(confidence=0.999)
+    large = scored(confidence=0.999, features={"radius": 30.0})
+    assert not decide(policy(), uncertain, NOW).blind  # seen as it is, unless the policy says
+    assert decide(policy(blind=Blind(reviews=True)), uncertain, NOW).blind
+    by_reason = policy(blind=Blind(reasons=["low_confidence"]))
+    assert decide(by_reason, uncertain, NOW).blind
+    assert not decide(by_reason, scored(confidence=0.8, critical=True, prediction="x"), NOW).blind
+    rule = Rule(reason="large_lesion", feature="radius", op="gt", value=25, blind=True)
+    by_rule = policy(rules=[rule])
+    assert decide(by_rule, large, NOW).blind
+    assert not decide(by_rule, uncertain, NOW).blind
+    # The QA sample's review: blind when the policy asks for it (or for every review).
+    qa = decide(policy(qa_sample_rate=1.0, blind=Blind(qa_samples=True)), confident, NOW)
+    assert (qa.route, qa.qa_sample, qa.blind) == ("auto", True, True)
+    assert not decide(policy(qa_sample_rate=1.0), confident, NOW).blind
+    only_uncertain = Blind(reasons=["low_confidence"])
+    assert not decide(policy(qa_sample_rate=1.0, blind=only_uncertain), confident, NOW).blind
+
+
+def test_a_blind_setting_names_known_keys_only() -> None:
+    with pytest.raises(ValidationError, match="qa_sample"):
+        Blind.model_validate({"qa_sample": True})  # a misspelt qa_samples

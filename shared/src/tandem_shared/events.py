@@ -101,6 +101,19 @@ class TaskRouted(EventData):
     fallback_outcome: str | None = None
     submitted_at: Time
     routed_at: Time
+    # Blind first look: reviewers record their own verdict before they see the model's
+    # outcome, confidence and explanation (the policy says which reviews).
+    blind: bool = False
+
+
+class FirstLook(EventData):
+    """One reviewer's verdict on a blind review before the model's view was revealed, and the
+    outcome they gave after it."""
+
+    reviewer: str
+    before: str  # the verdict recorded blind
+    after: str  # the outcome approved once the model's view was shown
+    changed: bool  # the reveal changed the reviewer's verdict
 
 
 class DecisionMade(EventData):
@@ -121,6 +134,8 @@ class DecisionMade(EventData):
     # fallback decisions; tandem_review_api.authorship); which key signed.
     signature: str | None = None
     key_id: str | None = None
+    # On a blind review: each approver's verdict before and after the model's view.
+    first_looks: list[FirstLook] = Field(default_factory=list)
 
 
 class FeedbackRecorded(EventData):
@@ -137,6 +152,9 @@ class FeedbackRecorded(EventData):
     agreed: bool
     policy: PolicyRef
     labelled_at: Time
+    # On a blind review: the label the reviewer gave before the model's view was revealed.
+    first_look: str | None = None
+    changed_after_reveal: bool | None = None
 
 
 class ControlChanged(EventData):

@@ -132,6 +132,7 @@ class RouterHandler:
             fallback_outcome=routing.overdue.outcome,
             submitted_at=scored.submitted_at,
             routed_at=routing.routed_at,
+            blind=routing.blind,
         )
         return Outgoing(
             self.topics.routed, _event(routed, scored.task.task_id, "routed", routing.routed_at)

@@ -179,6 +179,11 @@ class Rule(Condition):
 
     reason: ReasonCode = Field(description="the reason code reviewers and metrics see")
     route: Literal["review", "escalate"] = "review"
+    blind: bool = Field(
+        default=False,
+        description="a review this rule sends is blind: people give their verdict before "
+        "they see the model's",
+    )
 
     @model_validator(mode="after")
     def _reserved(self) -> Rule:
@@ -204,6 +209,23 @@ class Overdue(_Strict):
         return self
 
 
+class Blind(_Strict):
+    """Which reviews are blind: the reviewer records a verdict from the features and context
+    alone, and only then sees the model's outcome, confidence and explanation."""
+
+    reviews: bool = Field(default=False, description="every review of the task type")
+    reasons: list[ReasonCode] = Field(
+        default_factory=list, description="reviews routed for any of these reasons"
+    )
+    qa_samples: bool = Field(default=False, description="the QA sample's reviews")
+
+    def applies(self, reasons: Sequence[str]) -> bool:
+        """Whether a review routed for ``reasons`` (a QA sample's: "qa_sample") is blind."""
+        if self.reviews or (self.qa_samples and "qa_sample" in reasons):
+            return True
+        return any(r in self.reasons for r in reasons)
+
+
 class TaskTypePolicy(_Strict):
     outcomes: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         min_length=1, description="what a reviewer may decide"
@@ -227,12 +249,13 @@ class TaskTypePolicy(_Strict):
         default="review", description="what a drift alarm on the scoring model does"
     )
     overdue: Overdue = Field(default_factory=Overdue)
+    blind: Blind = Field(default_factory=Blind)
     rules: list[Rule] = Field(default_factory=list)
 
     @cached_property
-    def checks(self) -> tuple[tuple[str, bool], ...]:
-        """Each rule as (reason, escalates), read once for every task routed."""
-        return tuple((r.reason, r.route == "escalate") for r in self.rules)
+    def checks(self) -> tuple[tuple[str, bool, bool], ...]:
+        """Each rule as (reason, escalates, blind), read once for every task routed."""
+        return tuple((r.reason, r.route == "escalate", r.blind) for r in self.rules)
 
     @cached_property
     def columns(self) -> ColumnRules:
@@ -306,6 +329,7 @@ class Routing:
     due_at: datetime
     qa_sample: bool = False
     overdue: Overdue = _ESCALATE_WHEN_OVERDUE
+    blind: bool = False  # the review it makes (for an automatic one, its QA sample's) is blind
 
 
 def qa_bucket(task_id: str) -> float:
@@ -359,10 +383,12 @@ def decide(
         escalate |= rules.drift == "escalate"
     if fired is None:
         fired = rules.columns.one(task.features, task.context)
+    blind_rule = False
     for index in fired:
-        reason, escalates = rules.checks[index]
+        reason, escalates, blinds = rules.checks[index]
         reasons.append(reason)
         escalate |= escalates
+        blind_rule |= blinds
     if rules.escalate_below is not None and score.confidence < rules.escalate_below:
         reasons.append("very_low_confidence")
         escalate = True
@@ -391,6 +417,7 @@ def decide(
         overdue=Overdue()
         if task.critical and rules.overdue.action == "fallback"
         else rules.overdue,
+        blind=blind_rule or rules.blind.applies(("qa_sample",) if qa else reasons),
     )
 
 
