@@ -24,6 +24,7 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/reviews/{review_id}/escalate"): READERS,
     ("POST", "/v1/reviews/{review_id}/release"): READERS,
     ("POST", "/v1/reviews/{review_id}/decision"): READERS,
+    ("POST", "/v1/reviews/{review_id}/first-look"): READERS,
     ("GET", "/v1/tasks/{task_id}"): READERS | {"auditor", "service"},
     ("POST", "/v1/tasks"): {"service", "admin"},
     ("GET", "/v1/stats"): {"senior", "admin", "auditor"},

@@ -14,7 +14,7 @@ from pydantic import SecretStr, ValidationError
 from tandem_review_api.authorship import SOURCE, DecisionSigner, DecisionTrust, statement
 from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.envelope import Event, decode
-from tandem_shared.events import DeadLetter, DecisionMade
+from tandem_shared.events import DeadLetter, DecisionMade, FirstLook
 from tandem_shared.kafka import Outgoing
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.signing import private_text, public_text
@@ -79,6 +79,18 @@ def test_the_signature_covers_the_decision_its_source_and_its_id() -> None:
         good.source, good.id, good.data
     )
     assert trust().refusal(again.source, again.id, again.data) is None
+
+
+def test_the_signature_covers_the_first_looks_and_an_older_decision_still_verifies() -> None:
+    looks = [FirstLook(reviewer="zoe", before="benign", after="malignant", changed=True)]
+    blind = event(made("t-1").model_copy(update={"first_looks": looks}), KEY)
+    assert trust().refusal(blind.source, blind.id, blind.data) is None
+    hidden = blind.data.model_copy(update={"first_looks": []})
+    assert trust().refusal(blind.source, blind.id, hidden) == "bad_signature"
+    # Signed before decisions had first looks: its statement did not name them.
+    older = event(made("t-2"), KEY)
+    assert b"first_looks" not in statement(older.source, older.id, older.data)
+    assert trust().refusal(older.source, older.id, older.data) is None
 
 
 @pytest.mark.parametrize(

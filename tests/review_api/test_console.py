@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright, expect
 from tandem_shared.auth import mint_token
-from tandem_shared.events import Contribution, DecisionMade
+from tandem_shared.events import Contribution, DecisionMade, FirstLook
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
@@ -19,6 +19,7 @@ from tests.review_api.test_api import publish_routed, routed
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "build" / "test-artifacts" / "console.png"
+BLIND_SCREENSHOT = SCREENSHOT.with_name("console-blind.png")
 # Installed by deploy/local/install-system-deps.sh (make setup), from Debian's packages.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -94,3 +95,55 @@ async def test_a_reviewer_decides_in_the_console(
     )
     assert decision.rationale == "irregular border on the image" and decision.overrode_model
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_blind_review_in_the_console_shows_the_model_after_the_reviewers_verdict(
+    server: str, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    blind = explained("blind", 80).model_copy(update={"blind": True})  # type: ignore[attr-defined]
+    await publish_routed(kafka_settings, topics, [blind])
+    token = mint_token(RuntimeSettings(), "rui", ["reviewer"])
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await page.goto(f"{server}/console")
+            await page.get_by_test_id("token").fill(token)
+            await page.get_by_test_id("connect").click()
+            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
+                1, timeout=30_000
+            )
+            await page.get_by_test_id("next").click()
+            summary = page.get_by_test_id("summary")
+            await expect(summary).to_contain_text("Blind review")
+            await expect(summary).not_to_contain_text("says")
+            await expect(page.get_by_test_id("explanation")).to_be_hidden()
+            await expect(page.get_by_test_id("rationale")).to_be_hidden()
+            await expect(page.get_by_test_id("features")).to_contain_text("mean_radius")
+            BLIND_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(BLIND_SCREENSHOT), full_page=True)
+
+            await page.get_by_test_id("outcome-malignant").click()
+            await page.get_by_test_id("decide").click()  # records the verdict, then reveals
+            await expect(page.get_by_test_id("message")).to_contain_text(
+                "Your verdict before the reveal: malignant. The model says benign"
+            )
+            await expect(summary).to_contain_text("says benign")
+            await expect(page.get_by_test_id("explanation")).to_contain_text("1.420")
+            pressed = page.get_by_test_id("outcome-malignant")
+            await expect(pressed).to_have_attribute("aria-pressed", "true")
+            await page.get_by_test_id("rationale").fill("the border still looks irregular")
+            await page.get_by_test_id("decide").click()
+            await expect(page.get_by_test_id("message")).to_contain_text("Nothing is waiting")
+        finally:
+            await browser.close()
+
+    [record] = await consume(kafka_settings.bootstrap_servers, topics.decisions, 1)
+    decision = DecisionMade.model_validate_json(record.value)
+    assert decision.first_looks == [
+        FirstLook(reviewer="rui", before="malignant", after="malignant", changed=False)
+    ]
+    assert BLIND_SCREENSHOT.stat().st_size > 10_000

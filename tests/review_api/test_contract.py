@@ -37,6 +37,7 @@ ACTIONS = {
     "POST /v1/reviews/{review_id}/release",
     "POST /v1/reviews/{review_id}/escalate",
     "POST /v1/reviews/{review_id}/decision",
+    "POST /v1/reviews/{review_id}/first-look",
 }
 REVIEW_API = contract.Contract(
     # Refusals no JSON Schema can state; the document says each in words (the parameter's, the
@@ -45,6 +46,7 @@ REVIEW_API = contract.Contract(
         "GET /v1/reviews": ("cursor is not one this API returned",),
         "GET /v1/stats": ("since must be before until", "the window spans at most"),
         "POST /v1/reviews/{review_id}/decision": ("is not allowed; allowed:",),
+        "POST /v1/reviews/{review_id}/first-look": ("is not allowed; allowed:",),
         "POST /v1/admin/policy/validate": ("invalid policy",),
         "POST /v1/admin/policy/simulate": ("invalid policy",),
         "POST /v1/admin/policy/apply": ("invalid policy",),

@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from tandem_cli.main import app
-from tandem_review_api.stats import ReviewFacts, report
+from tandem_review_api.stats import BlindVerdict, ReviewFacts, report
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import DecisionMade, ModelRef, PolicyRef
 from tandem_shared.kafka import Outgoing
@@ -49,6 +49,7 @@ def facts(
     qa: bool = False,
     outcome: str | None = None,
     breached: bool = False,
+    first_looks: tuple[BlindVerdict, ...] = (),
 ) -> ReviewFacts:
     return ReviewFacts(
         task_type="tumor_screening",
@@ -60,6 +61,7 @@ def facts(
         approvals=approvals,
         breached=breached,
         created_at=NOW,
+        first_looks=first_looks,
     )
 
 

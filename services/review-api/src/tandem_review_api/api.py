@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import RowMapping
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import TaskSubmitted
@@ -70,6 +71,17 @@ class DecisionBody(BaseModel):
     )
     rationale: str = Field(
         min_length=1, max_length=4000, description="Why; kept in the audit trail."
+    )
+
+
+class FirstLookBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"outcome": "benign"}]})
+
+    outcome: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Your verdict before the model's view is shown: one of the review's "
+        "outcomes; others are 422.",
     )
 
 
@@ -240,6 +252,21 @@ async def release(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> 
 
 
 @router.post(
+    "/reviews/{review_id}/first-look", tags=["reviews"], responses=links.FIRST_LOOK_RECORDED
+)
+async def first_look(
+    review_id: ReviewIdParam, body: FirstLookBody, who: Reviewer, reviews: Reviews, store: Store
+) -> dict[str, Any]:
+    """On a blind review you hold: your verdict from the features and context alone. It is
+    kept (once; a second is 409) and the review comes back with the model's outcome,
+    confidence and explanation; then decide, keeping your verdict or changing it. 409 on a
+    review that is not blind or that you do not hold."""
+    await reviews.first_look(review_id, who, body.outcome)
+    now = utcnow()
+    return review_item(await store.seen_by(review_id, who, now), now)
+
+
+@router.post(
     "/reviews/{review_id}/decision",
     response_model=DecisionOut,
     tags=["reviews"],
@@ -292,11 +319,17 @@ async def get_task(task_id: TaskIdParam, who: TaskReader, store: Store) -> dict[
         "status": row["status"],
         "submitted_at": row["submitted_at"],
         "decided_at": row["decided_at"],
-        "decision": row["decision"],
+        # A blind review's reader sees no decision (the model's, for a QA sample) until
+        # they recorded their first look.
+        "decision": None if _blind_to(review) else row["decision"],
         "review": None
         if review is None
         else {"review_id": review["review_id"], "status": review["status"]},
     }
+
+
+def _blind_to(review: RowMapping | None) -> bool:
+    return review is not None and review["routed"].get("blind", False) and not review["revealed"]
 
 
 @router.post(

@@ -34,8 +34,11 @@ KIND = "decision"
 
 
 def statement(source: str, event_id: str, decision: DecisionMade) -> bytes:
-    """What is signed: the decision without its signature, under its source and id."""
-    body = decision.model_dump(mode="json", exclude={"signature", "key_id"})
+    """What is signed: the decision without its signature, under its source and id. Fields
+    added to the contract since are left out while they hold nothing, so a decision signed
+    before they existed still verifies."""
+    left_out = {"signature", "key_id"} | ({"first_looks"} if not decision.first_looks else set())
+    body = decision.model_dump(mode="json", exclude=left_out)
     return canonical_bytes({"source": source, "id": event_id, "decision": body})
 
 

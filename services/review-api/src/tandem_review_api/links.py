@@ -36,6 +36,12 @@ def _held(review_id: str) -> dict[str, dict[str, Any]]:
         "Release": link("post", f"{REVIEW}/release", "Give it back.", review_id=review_id),
         "Escalate": link("post", f"{REVIEW}/escalate", "Hand it up.", review_id=review_id),
         "Decide": link("post", f"{REVIEW}/decision", "Decide it.", review_id=review_id),
+        "FirstLook": link(
+            "post",
+            f"{REVIEW}/first-look",
+            "On a blind review: your verdict before the model's view is shown.",
+            review_id=review_id,
+        ),
     }
 
 
@@ -65,6 +71,15 @@ ESCALATED = _on(
 RELEASED = _on(
     204,
     Claim=link("post", f"{REVIEW}/claim", "Claim it again.", review_id="$request.path.review_id"),
+)
+FIRST_LOOK_RECORDED = _on(
+    200,
+    Decide=link(
+        "post",
+        f"{REVIEW}/decision",
+        "Decide it, now that the model's view is shown.",
+        review_id="$response.body#/review_id",
+    ),
 )
 DECIDED = _on(
     200, GetReview=link("get", REVIEW, "The review now.", review_id="$response.body#/review_id")

@@ -3,12 +3,13 @@ a decision turns into (a final decision, a wait for another approver, or an esca
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from tandem_shared.auth import Principal
-from tandem_shared.events import DecisionMade, FeedbackRecorded, TaskRouted
+from tandem_shared.events import DecisionMade, FeedbackRecorded, FirstLook, TaskRouted
 
 from tandem_review_api.errors import Conflict, Unprocessable
 
@@ -110,7 +111,31 @@ def check_claim(review: Review, who: Principal, now: datetime) -> None:
         )
 
 
-def check_decision(review: Review, who: Principal, outcome: str, now: datetime) -> None:
+def check_decision(
+    review: Review,
+    who: Principal,
+    outcome: str,
+    now: datetime,
+    first_looks: Mapping[str, str] | None = None,
+) -> None:
+    """``first_looks``: the verdicts given blind on the review, by reviewer (a blind review is
+    decided only by someone who gave one)."""
+    _check_held(review, who, outcome, now)
+    if review.routed.blind and who.subject not in (first_looks or {}):
+        raise Conflict(
+            f"review {review.review_id} is blind: record your first look"
+            f" (POST /v1/reviews/{review.review_id}/first-look) before you decide"
+        )
+
+
+def check_first_look(review: Review, who: Principal, outcome: str, now: datetime) -> None:
+    """A verdict before the reveal: on a blind review, by the holder of its claim."""
+    _check_held(review, who, outcome, now)
+    if not review.routed.blind:
+        raise Conflict(f"review {review.review_id} is not blind: its model view is shown")
+
+
+def _check_held(review: Review, who: Principal, outcome: str, now: datetime) -> None:
     allowed = review.routed.outcomes
     if outcome not in allowed:
         raise Unprocessable(f"outcome {outcome!r} is not allowed; allowed: {', '.join(allowed)}")
@@ -143,6 +168,7 @@ def decision(
     reviewers: list[str],
     now: datetime,
     decided_by: Literal["human", "policy"] = "human",
+    first_looks: list[FirstLook] | None = None,
 ) -> DecisionMade:
     routed = review.routed
     return DecisionMade(
@@ -158,10 +184,30 @@ def decision(
         overrode_model=outcome != routed.score.prediction,
         submitted_at=routed.submitted_at,
         decided_at=now,
+        first_looks=first_looks or [],
     )
 
 
-def feedback(review: Review, label: str, reviewer: str, now: datetime) -> FeedbackRecorded:
+def first_looks_of(
+    review: Review, approval: Approval, given_blind: Mapping[str, str]
+) -> list[FirstLook]:
+    """Each approver's verdict before and after the reveal, the new approval last."""
+    return [
+        FirstLook(
+            reviewer=a.reviewer,
+            before=given_blind[a.reviewer],
+            after=a.outcome,
+            changed=a.outcome != given_blind[a.reviewer],
+        )
+        for a in (*review.approvals, approval)
+        if a.reviewer in given_blind
+    ]
+
+
+def feedback(
+    review: Review, label: str, reviewer: str, now: datetime, first_look: str | None = None
+) -> FeedbackRecorded:
+    """``first_look``: the reviewer's verdict before the reveal, on a blind review."""
     routed = review.routed
     return FeedbackRecorded(
         task_id=routed.task.task_id,
@@ -177,6 +223,8 @@ def feedback(review: Review, label: str, reviewer: str, now: datetime) -> Feedba
         agreed=label == routed.score.prediction,
         policy=routed.policy,
         labelled_at=now,
+        first_look=first_look,
+        changed_after_reveal=None if first_look is None else label != first_look,
     )
 
 

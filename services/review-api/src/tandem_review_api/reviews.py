@@ -127,6 +127,15 @@ class ReviewService:
             self._check_holder(review, who, now)
             await self.store.release(s, review_id, "escalated" if review.escalated else "pending")
 
+    async def first_look(self, review_id: str, who: Principal, outcome: str) -> None:
+        """``who``'s verdict on a blind review they hold, before its model view is shown to
+        them; kept once, and carried into their approval's feedback and the decision."""
+        now = utcnow()
+        async with self.store.transaction() as s:
+            _, review = await self.store.load(s, review_id)
+            queue.check_first_look(review, who, outcome, now)
+            await self.store.record_first_look(s, review_id, who.subject, outcome, now)
+
     async def decide(
         self, review_id: str, who: Principal, outcome: str, rationale: str
     ) -> DecisionResult:
@@ -148,7 +157,9 @@ class ReviewService:
     ) -> DecisionResult | None:
         now = utcnow()
         review = read.review
-        queue.check_decision(review, who, outcome, now)
+        # Read only for a blind review: one more round trip, for the few that are.
+        blind = await self.store.first_looks(review.review_id) if review.routed.blind else {}
+        queue.check_decision(review, who, outcome, now, blind)
         approval = queue.Approval(who.subject, outcome, rationale)
         step = queue.next_step(review, approval, who)
         task = review.routed.task
@@ -156,7 +167,7 @@ class ReviewService:
             Outgoing(
                 self.topics.feedback,
                 Event.derived(
-                    queue.feedback(review, outcome, who.subject, now),
+                    queue.feedback(review, outcome, who.subject, now, blind.get(who.subject)),
                     source=SOURCE,
                     subject=task.task_id,
                     stage=f"feedback/{who.subject}",
@@ -167,7 +178,8 @@ class ReviewService:
         # A QA sample was already decided by the model: the verdict is feedback only.
         if step.kind == "decided" and not review.routed.qa_sample:
             reviewers = [a.reviewer for a in review.approvals] + [who.subject]
-            decision = queue.decision(review, outcome, rationale, reviewers, now)
+            looks = queue.first_looks_of(review, approval, blind)
+            decision = queue.decision(review, outcome, rationale, reviewers, now, first_looks=looks)
             outgoing.append(self._decision(decision))
         events = self.outbox.rows(self._records(outgoing, read.traceparent))
         back_to = "escalated" if review.escalated else "pending"
@@ -175,7 +187,7 @@ class ReviewService:
         if not await self.store.approve(change):
             return None
         self.outbox.notify()
-        self.metrics.observe_decision(review, outcome, step.kind, now)
+        self.metrics.observe_decision(review, outcome, step.kind, now, blind.get(who.subject))
         return DecisionResult(
             review.review_id,
             step.kind,

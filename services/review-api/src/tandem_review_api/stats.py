@@ -30,6 +30,15 @@ class ReviewFacts:
     approvals: tuple[str, ...]  # the outcomes each approver gave, in order
     breached: bool
     created_at: datetime
+    # On a blind review, each approver's verdict before the reveal and their approval after.
+    first_looks: tuple[BlindVerdict, ...] = ()
+
+
+@dataclass(frozen=True)
+class BlindVerdict:
+    reviewer: str
+    before: str
+    after: str
 
 
 class Latency(BaseModel):
@@ -54,12 +63,29 @@ class Group(BaseModel):
     reviewer_hours_saved: float
 
 
+class BlindAgreement(BaseModel):
+    """Blind reviews of one reviewer, task type and model version: how often the verdict
+    agreed with the model before its view was shown and after, and how often people changed
+    their verdict to the model's once they saw it (an automation-bias indicator)."""
+
+    reviewer: str
+    task_type: str
+    model: str
+    first_looks: int  # approvals given after a blind first look
+    agreement_before_reveal: float | None
+    agreement_after_reveal: float | None
+    changed_after_reveal: float | None  # of all first looks, those the approval changed
+    switched_to_model: int  # disagreed with the model blind, approved its outcome after
+    switched_to_model_rate: float | None  # of the first looks that disagreed with the model
+
+
 class Report(BaseModel):
     since: datetime
     until: datetime
     group_by: GroupBy
     minutes_per_review: float
     groups: list[Group]
+    automation_bias: list[BlindAgreement]
 
 
 def report(
@@ -83,6 +109,32 @@ def report(
         group_by=group_by,
         minutes_per_review=minutes_per_review,
         groups=groups,
+        automation_bias=automation_bias(reviews),
+    )
+
+
+def automation_bias(reviews: Iterable[ReviewFacts]) -> list[BlindAgreement]:
+    """Blind verdicts by reviewer, task type and model version, in that order."""
+    cells: dict[tuple[str, str, str], list[tuple[BlindVerdict, str]]] = defaultdict(list)
+    for r in reviews:
+        for v in r.first_looks:
+            cells[(v.reviewer, r.task_type, r.model)].append((v, r.prediction))
+    return [_blind(key, cells[key]) for key in sorted(cells)]
+
+
+def _blind(key: tuple[str, str, str], verdicts: list[tuple[BlindVerdict, str]]) -> BlindAgreement:
+    disagreed = [(v, model) for v, model in verdicts if v.before != model]
+    switched = sum(v.after == model for v, model in disagreed)
+    return BlindAgreement(
+        reviewer=key[0],
+        task_type=key[1],
+        model=key[2],
+        first_looks=len(verdicts),
+        agreement_before_reveal=_share(sum(v.before == m for v, m in verdicts), len(verdicts)),
+        agreement_after_reveal=_share(sum(v.after == m for v, m in verdicts), len(verdicts)),
+        changed_after_reveal=_share(sum(v.after != v.before for v, _ in verdicts), len(verdicts)),
+        switched_to_model=switched,
+        switched_to_model_rate=_share(switched, len(disagreed)),
     )
 
 

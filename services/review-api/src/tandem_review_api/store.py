@@ -25,8 +25,8 @@ from tandem_review_api import hotpath
 from tandem_review_api.direct import Direct
 from tandem_review_api.errors import Conflict, NotFound, Unprocessable
 from tandem_review_api.queue import Review
-from tandem_review_api.stats import ReviewFacts
-from tandem_review_api.tables import approvals, reviews, tasks
+from tandem_review_api.stats import BlindVerdict, ReviewFacts
+from tandem_review_api.tables import approvals, first_looks, reviews, tasks
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,16 @@ def visible_to(who: Principal, now: datetime) -> ColumnElement[bool]:
     if who.has("admin") or who.has("auditor"):
         return true()
     return or_(hotpath.held_by(who.subject, now), takeable(who, now))
+
+
+def revealed_to(who: Principal) -> ColumnElement[bool]:
+    """Whether ``who`` sees a blind review's model view: anyone who may decide reviews once
+    they recorded their first look on it; admins and auditors who do not review, always."""
+    if not who.has("reviewer"):
+        return true()
+    return exists().where(
+        first_looks.c.review_id == reviews.c.review_id, first_looks.c.reviewer == who.subject
+    )
 
 
 class ReviewStore:
@@ -231,7 +241,7 @@ class ReviewStore:
     async def list_reviews(
         self, who: Principal, where: QueueFilter, limit: int, cursor: str | None, now: datetime
     ) -> tuple[list[RowMapping], str | None]:
-        query = select(reviews).where(visible_to(who, now))
+        query = select(reviews, revealed_to(who).label("revealed")).where(visible_to(who, now))
         if where.status == "pending":
             # A claim whose lease ran out is back in the queue.
             query = query.where(
@@ -285,23 +295,33 @@ class ReviewStore:
                     )
                 ).mappings()
             )
-            given: dict[str, list[str]] = {}
+            given: dict[str, list[tuple[str, str]]] = {}
+            blind: dict[tuple[str, str], str] = {}
             if rows:
                 ids = [r["review_id"] for r in rows]
                 for a in (
                     await s.execute(
-                        select(approvals.c.review_id, approvals.c.outcome)
+                        select(approvals.c.review_id, approvals.c.reviewer, approvals.c.outcome)
                         .where(approvals.c.review_id.in_(ids))
                         .order_by(approvals.c.id)
                     )
                 ).mappings():
-                    given.setdefault(a["review_id"], []).append(a["outcome"])
-        return decisions, [_facts(r, given.get(r["review_id"], [])) for r in rows]
+                    given.setdefault(a["review_id"], []).append((a["reviewer"], a["outcome"]))
+                looks = select(
+                    first_looks.c.review_id, first_looks.c.reviewer, first_looks.c.outcome
+                )
+                for review_id, reviewer, outcome in (
+                    await s.execute(looks.where(first_looks.c.review_id.in_(ids)))
+                ).all():
+                    blind[(review_id, reviewer)] = outcome
+        return decisions, [_facts(r, given.get(r["review_id"], []), blind) for r in rows]
 
     async def seen_by(self, review_id: str, who: Principal, now: datetime) -> RowMapping:
         """The review, if ``who`` may see it; NotFound alike when it is not there and when it
         is not theirs to see."""
-        query = select(reviews).where(reviews.c.review_id == review_id, visible_to(who, now))
+        query = select(reviews, revealed_to(who).label("revealed")).where(
+            reviews.c.review_id == review_id, visible_to(who, now)
+        )
         async with self.sessions() as s:
             row = (await s.execute(query)).mappings().first()
         if row is None:
@@ -314,7 +334,11 @@ class ReviewStore:
         """Reviews changed after ``since``, oldest change first, each with ``visible``: whether
         ``who`` may see it now."""
         query = (
-            select(reviews, visible_to(who, now).label("visible"))
+            select(
+                reviews,
+                visible_to(who, now).label("visible"),
+                revealed_to(who).label("revealed"),
+            )
             .where(reviews.c.updated_at > since)
             .order_by(reviews.c.updated_at, reviews.c.review_id)
             .limit(limit)
@@ -419,6 +443,27 @@ class ReviewStore:
             who, review_id = approved.approval.reviewer, approved.review.review_id
             raise Conflict(f"{who} already decided review {review_id}") from exc
 
+    async def record_first_look(
+        self, s: AsyncSession, review_id: str, who: str, outcome: str, now: datetime
+    ) -> None:
+        """``who``'s verdict before the reveal, kept once: a second is refused, not taken."""
+        insert = insert_ignoring_conflicts(first_looks, self.engine.dialect)
+        row = {"review_id": review_id, "reviewer": who, "outcome": outcome, "created_at": now}
+        if await _rowcount(s, insert.values(row)) != 1:
+            raise Conflict(f"{who} recorded a first look on review {review_id} already")
+        # The change feed shows the review again: its holder's view is now revealed.
+        await s.execute(
+            update(reviews).where(reviews.c.review_id == review_id).values(updated_at=now)
+        )
+
+    async def first_looks(self, review_id: str) -> dict[str, str]:
+        """The verdicts given blind on the review, by reviewer."""
+        query = select(first_looks.c.reviewer, first_looks.c.outcome).where(
+            first_looks.c.review_id == review_id
+        )
+        async with self.sessions() as s:
+            return {str(r): str(o) for r, o in (await s.execute(query)).all()}
+
     async def extend_lease(
         self, s: AsyncSession, review: Review, who: str, expires: datetime, now: datetime
     ) -> None:
@@ -514,9 +559,11 @@ class ReviewStore:
             review = (
                 (
                     await s.execute(
-                        select(reviews, visible_to(who, now).label("visible")).where(
-                            reviews.c.task_id == task_id
-                        )
+                        select(
+                            reviews,
+                            visible_to(who, now).label("visible"),
+                            revealed_to(who).label("revealed"),
+                        ).where(reviews.c.task_id == task_id)
                     )
                 )
                 .mappings()
@@ -622,12 +669,38 @@ def _decode_cursor(cursor: str) -> Position:
         raise Unprocessable("cursor is not one this API returned") from exc
 
 
+# Routing reasons that tell what the model said: a blind review shows the others only.
+MODEL_REASONS = frozenset(
+    {
+        "confident",
+        "low_confidence",
+        "very_low_confidence",
+        "unknown_outcome",
+        "outcome_not_automatic",
+    }
+)
+# What a blind review hides until the reviewer recorded a first look: the model's view.
+_MODEL_VIEW = ("prediction", "confidence", "probabilities", "explanation")
+
+
 def review_item(row: RowMapping, now: datetime) -> dict[str, Any]:
-    """The JSON a front-end gets for one review."""
+    """The JSON a front-end gets for one review. A blind review read without ``revealed`` (see
+    revealed_to) shows no model view: its outcome, confidence, probabilities, explanation and
+    the reasons that tell them are null or left out until the reader records a first look."""
     routed = TaskRouted.model_validate(row["routed"])
     expired = row["status"] == "claimed" and (
         row["lease_expires_at"] is None or row["lease_expires_at"] <= now
     )
+    item = _review_fields(row, routed, expired)
+    revealed = not routed.blind or bool(row.get("revealed", False))
+    item["blind"], item["revealed"] = routed.blind, revealed
+    if not revealed:
+        item.update(dict.fromkeys(_MODEL_VIEW))
+        item["reasons"] = [r for r in routed.reasons if r not in MODEL_REASONS]
+    return item
+
+
+def _review_fields(row: RowMapping, routed: TaskRouted, expired: bool) -> dict[str, Any]:
     return {
         "review_id": row["review_id"],
         "task_id": row["task_id"],
@@ -658,9 +731,18 @@ def review_item(row: RowMapping, now: datetime) -> dict[str, Any]:
     }
 
 
-def _facts(row: RowMapping, approved: list[str]) -> ReviewFacts:
+def _facts(
+    row: RowMapping, approved: list[tuple[str, str]], blind: Mapping[tuple[str, str], str]
+) -> ReviewFacts:
+    """``approved``: (reviewer, outcome) in order; ``blind``: first looks by (review, reviewer)."""
     routed = TaskRouted.model_validate(row["routed"])
     model, policy = routed.score.model, routed.policy
+    review_id = row["review_id"]
+    looks = tuple(
+        BlindVerdict(reviewer, blind[(review_id, reviewer)], outcome)
+        for reviewer, outcome in approved
+        if (review_id, reviewer) in blind
+    )
     return ReviewFacts(
         task_type=row["task_type"],
         model=f"{model.name}/{model.version}",
@@ -668,7 +750,8 @@ def _facts(row: RowMapping, approved: list[str]) -> ReviewFacts:
         qa_sample=row["qa_sample"],
         prediction=routed.score.prediction,
         outcome=row["outcome"] if row["status"] == "decided" else None,
-        approvals=tuple(approved),
+        approvals=tuple(outcome for _, outcome in approved),
         breached=row["breached_at"] is not None,
         created_at=row["created_at"],
+        first_looks=looks,
     )

@@ -93,6 +93,19 @@ approvals = Table(
     UniqueConstraint("review_id", "reviewer", name="uq_approvals_reviewer"),
 )
 
+# Each reviewer's verdict on a blind review before its model's view was shown to them: kept
+# once, never changed, and read with their approval into the decision and its feedback.
+first_looks = Table(
+    "first_looks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("review_id", String(36), ForeignKey("reviews.review_id"), nullable=False),
+    Column("reviewer", String(128), nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("review_id", "reviewer", name="uq_first_looks_reviewer"),
+)
+
 # Events written in the transaction of the change they report, sent to Kafka by the relay
 # (outbox.py) and deleted once the broker acknowledged them. The id gives the order they go in.
 outbox = Table(

@@ -69,6 +69,14 @@ class ReviewMetrics:
             ["reason"],
             registry=registry,
         )
+        self.blind_approvals = Counter(
+            "tandem_blind_approvals",
+            "Approvals of blind reviews: whether the verdict given before the model's view was "
+            "shown agreed with the model, and whether the approval after it did. Before "
+            "disagreed and after agreed is a switch to the model (automation bias).",
+            ["task_type", "before", "after"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "tandem_review_queue_depth",
             "Reviews not yet decided, by status.",
@@ -82,11 +90,19 @@ class ReviewMetrics:
             registry=registry,
         )
 
-    def observe_decision(self, review: Review, outcome: str, step: str, now: datetime) -> None:
+    def observe_decision(
+        self, review: Review, outcome: str, step: str, now: datetime, first_look: str | None
+    ) -> None:
+        """``first_look``: the approver's verdict before the reveal, on a blind review."""
         routed = review.routed
+        model = routed.score.prediction
         self.human_decisions.labels(
-            routed.task.task_type, outcome, step, str(outcome != routed.score.prediction).lower()
+            routed.task.task_type, outcome, step, str(outcome != model).lower()
         ).inc()
+        if first_look is not None:
+            self.blind_approvals.labels(
+                routed.task.task_type, _agreement(first_look, model), _agreement(outcome, model)
+            ).inc()
         if step == "decided":
             age = (now - routed.submitted_at).total_seconds()
             self.time_to_decision.labels(routed.task.task_type).observe(max(age, 0.0))
@@ -96,3 +112,7 @@ class ReviewMetrics:
             found = depth.get(status, QueueDepth(0, 0.0))
             self.queue_depth.labels(status).set(found.count)
             self.queue_oldest.labels(status).set(found.oldest_age_s)
+
+
+def _agreement(verdict: str, model: str) -> str:
+    return "agreed" if verdict == model else "disagreed"
