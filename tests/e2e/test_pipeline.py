@@ -111,6 +111,12 @@ async def review_until_decided(
                     claim = await client.post(f"/v1/reviews/{rid}/claim", headers=headers)
                     if claim.status_code != 200:
                         continue
+                    if item["blind"]:  # the policy's blind reviews: a verdict before the model's
+                        verdict = {"outcome": truth[item["task_id"]]}
+                        first = await client.post(
+                            f"/v1/reviews/{rid}/first-look", json=verdict, headers=headers
+                        )
+                        assert first.status_code == 200, first.text
                     answer = await client.post(
                         f"/v1/reviews/{rid}/decision",
                         json={"outcome": truth[item["task_id"]], "rationale": "checked the case"},

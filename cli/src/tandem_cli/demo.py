@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError
 from tandem_audit_sink.merkle import ProofError
 from tandem_shared.auth import mint_token
 from tandem_shared.clients import aiokafka_reader
+from tandem_shared.envelope import utcnow
 from tandem_shared.events import DecisionMade, TaskSubmitted
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
@@ -47,6 +49,7 @@ class Run:
     reviewed: int = 0
     tasks: list[TaskSubmitted] = field(default_factory=list)
     elapsed: float = 0.0
+    started_at: datetime = field(default_factory=utcnow)
 
 
 Truth = Callable[[dict[str, Any], str], str]
@@ -61,6 +64,7 @@ async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> i
     run = await work(count, reviewers, seed, console)
     audit = await _verify_audit(console)
     audit["proof"] = await _prove_one_decision(run)
+    audit["blind"] = await _blind_reviews(run)
     _summary(run, run.elapsed, audit, console)
     _where_to_look(console)
     return 0 if len(run.decisions) == count and audit.get("ok") else 1
@@ -179,6 +183,32 @@ async def _prove_one_decision(run: Run) -> str:
     )
 
 
+async def _blind_reviews(run: Run) -> str:
+    """What the review API's report says of this run's blind reviews (QA samples and critical
+    tasks, in the demo's policy): agreement with the model before and after its view was
+    shown, and how often people switched to it."""
+    token = mint_token(RuntimeSettings(), "demo-auditor", ["auditor"])
+    window = {"since": run.started_at.isoformat(), "until": utcnow().isoformat()}
+    async with httpx.AsyncClient(
+        base_url=API, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        rows = (await client.get("/v1/stats", params=window)).json()["automation_bias"]
+    looks = sum(r["first_looks"] for r in rows)
+    if not looks:
+        return "none in this run"
+
+    def overall(rate: str) -> str:
+        share = sum((r[rate] or 0.0) * r["first_looks"] for r in rows) / looks
+        return f"{share:.1%}"
+
+    before, after = overall("agreement_before_reveal"), overall("agreement_after_reveal")
+    switched = sum(r["switched_to_model"] for r in rows)
+    return (
+        f"{looks} verdicts given before the model's: agreed with it {before} before the"
+        f" reveal, {after} after; {switched} switched to it"
+    )
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -235,6 +265,7 @@ def _summary(run: Run, elapsed: float, audit: dict[str, Any], console: Console) 
     )
     table.add_row("audit ledger", verdict)
     table.add_row("audit proof (checked offline)", str(audit.get("proof")))
+    table.add_row("blind reviews (automation bias)", str(audit.get("blind")))
     Console().print(table)
 
 

@@ -19,6 +19,9 @@ from tandem_shared.batches import sleep_or_stop
 from tandem_shared.settings import RuntimeSettings
 
 ACCURACY = 0.97  # simulated people are good, not perfect
+# On a blind review, how often a person whose verdict differed from the model's takes the
+# model's outcome once it is shown: automation bias, for the report to find.
+SWAYED = 0.3
 PICK = 5  # reviews a person takes from one look at the queue
 IDLE_S = 0.2  # an empty queue is looked at again after this
 RETRY_S = 0.5  # an API that did not answer is called again after this
@@ -108,10 +111,18 @@ class Reviewer:
         return response.status_code == 200
 
     async def decide(self, client: httpx.AsyncClient, item: dict[str, Any]) -> int:
-        """Decide a review I hold, right most of the time; the API's status code."""
+        """Decide a review I hold, right most of the time; the API's status code. A blind
+        review gets my verdict first; seeing the model's, I may take it instead."""
         right = self.desk.truth[item["task_id"]]
         accurate = self.rng.random() < self.desk.accuracy
         outcome = right if accurate else self.rng.choice(self.desk.labels)
+        if item.get("blind") and not item.get("revealed"):
+            shown = await self.first_look(client, item, outcome)
+            if shown is None:
+                return 409
+            item = shown
+            if outcome != item["prediction"] and self.rng.random() < SWAYED:
+                outcome = item["prediction"]
         agrees = outcome == item["prediction"]
         rationale = "agree with the model" if agrees else f"features indicate {outcome}"
         response = await _call(
@@ -123,6 +134,18 @@ class Reviewer:
         if response.status_code == 200:
             self.desk.decided += 1
         return response.status_code
+
+    async def first_look(
+        self, client: httpx.AsyncClient, item: dict[str, Any], verdict: str
+    ) -> dict[str, Any] | None:
+        """Record my verdict on a blind review I hold; the review with the model's view, or
+        None when I no longer hold it. Recorded already (the answer was lost the first time),
+        the review is read again."""
+        url = f"/v1/reviews/{item['review_id']}"
+        response = await _call(client, "POST", f"{url}/first-look", json={"outcome": verdict})
+        if response.status_code == 409 and "already" in response.text:
+            response = await _call(client, "GET", url)
+        return dict(response.json()) if response.status_code == 200 else None
 
     async def _this_runs_reviews(
         self, client: httpx.AsyncClient, queue: str
