@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
+from tandem_cli.report import bias_table
 from tandem_review_api.errors import Conflict
 from tandem_review_api.queue import Approval, Review, check_decision, first_looks_of
 from tandem_review_api.stats import BlindVerdict, automation_bias
@@ -213,3 +215,13 @@ async def test_a_blind_qa_sample_hides_the_models_decision_until_the_first_look(
         "benign",
         False,
     )
+
+
+def test_tandem_report_prints_the_blind_reviews_table() -> None:
+    [row] = automation_bias([facts(("benign",), first_looks=(BlindVerdict("al", "x", "benign"),))])
+    console = Console(record=True, width=160)
+    console.print(bias_table([row.model_dump()]))
+    text = console.export_text()
+    assert "al" in text and "tumor_screening/1" in text
+    # agreed before 0%, after 100%, changed 100%, one switch of one disagreement
+    assert "0.0%" in text and "1 (100.0%)" in text

@@ -100,3 +100,27 @@ def report(
     Console(width=max(100, 40 + 28 * len(lines))).print(table)
     if not lines:
         typer.echo("no decisions and no reviews in that window")
+    if data["automation_bias"]:
+        Console(width=140).print(bias_table(data["automation_bias"]))
+
+
+def bias_table(rows: list[dict[str, Any]]) -> Table:
+    """Blind reviews: agreement with the model before and after its view was shown."""
+    table = Table(title="Blind reviews: agreement with the model before and after the reveal")
+    for name in ("reviewer", "task type", "model", "first looks", "agreed before"):
+        table.add_column(name, justify="right" if name != "reviewer" else "left")
+    for name in ("agreed after", "changed", "switched to the model"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        switched = f"{r['switched_to_model']} ({_share(r['switched_to_model_rate'])})"
+        table.add_row(
+            r["reviewer"],
+            r["task_type"],
+            r["model"],
+            f"{r['first_looks']:,}",
+            _share(r["agreement_before_reveal"]),
+            _share(r["agreement_after_reveal"]),
+            _share(r["changed_after_reveal"]),
+            switched,
+        )
+    return table
