@@ -50,6 +50,7 @@ def facts(
     outcome: str | None = None,
     breached: bool = False,
     first_looks: tuple[BlindVerdict, ...] = (),
+    active_seconds: tuple[float, ...] = (),
 ) -> ReviewFacts:
     return ReviewFacts(
         task_type="tumor_screening",
@@ -62,6 +63,7 @@ def facts(
         breached=breached,
         created_at=NOW,
         first_looks=first_looks,
+        active_seconds=active_seconds,
     )
 
 
@@ -156,7 +158,10 @@ async def test_the_api_reports_the_decisions_it_holds(
         "groups"
     ]
     assert (whole["automatic"], whole["by_people"], whole["override_rate"]) == (3, 1, 1.0)
-    assert whole["automation_rate"] == 0.75 and whole["reviewer_hours_saved"] == 0.2
+    assert whole["automation_rate"] == 0.75
+    # Ana's approval was timed (a moment): the time saved counts her time, not 4 minutes.
+    assert whole["minutes_per_review_measured_from"] == 1 and whole["minutes_per_review"] < 0.5
+    assert whole["reviewer_hours_saved"] < 0.03  # 3 × under half a minute, not 3 × 4 minutes
     bad = await api.get(
         "/v1/stats",
         params={"since": NOW.isoformat(), "until": NOW.isoformat()},

@@ -116,6 +116,16 @@ class FirstLook(EventData):
     changed: bool  # the reveal changed the reviewer's verdict
 
 
+class ReviewTime(EventData):
+    """One person's time on a review: when their claim began, when they approved, and the
+    time they worked in between (the claim and heartbeats; null when it was not measured)."""
+
+    reviewer: str
+    claimed_at: Time | None
+    decided_at: Time
+    active_seconds: float | None
+
+
 class DecisionMade(EventData):
     task_id: TaskId
     task_type: str
@@ -136,6 +146,8 @@ class DecisionMade(EventData):
     key_id: str | None = None
     # On a blind review: each approver's verdict before and after the model's view.
     first_looks: list[FirstLook] = Field(default_factory=list)
+    # People's decisions: each approver's time on the review, in the order they approved.
+    review_times: list[ReviewTime] = Field(default_factory=list)
 
 
 class FeedbackRecorded(EventData):
@@ -155,6 +167,9 @@ class FeedbackRecorded(EventData):
     # On a blind review: the label the reviewer gave before the model's view was revealed.
     first_look: str | None = None
     changed_after_reveal: bool | None = None
+    # The reviewer's time on the review: when their claim began and the time they worked.
+    claimed_at: Time | None = None
+    active_seconds: float | None = None
 
 
 class ControlChanged(EventData):

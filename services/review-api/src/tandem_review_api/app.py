@@ -47,6 +47,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
             lease=timedelta(seconds=settings.lease_seconds),
             longest=timedelta(seconds=settings.longest_claim_seconds),
             per_reviewer=settings.claims_per_reviewer,
+            away_after=timedelta(seconds=settings.away_after_seconds),
         ),
         runtime.tracer,
         metrics,

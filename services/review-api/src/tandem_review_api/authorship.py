@@ -31,14 +31,16 @@ from tandem_review_api.settings import ReviewApiSettings
 log = logging.getLogger(__name__)
 SOURCE = "tandem/review-api"
 KIND = "decision"
+# Fields added to DecisionMade after decisions were first signed.
+ADDED_LISTS = ("first_looks", "review_times")
 
 
 def statement(source: str, event_id: str, decision: DecisionMade) -> bytes:
     """What is signed: the decision without its signature, under its source and id. Fields
     added to the contract since are left out while they hold nothing, so a decision signed
     before they existed still verifies."""
-    left_out = {"signature", "key_id"} | ({"first_looks"} if not decision.first_looks else set())
-    body = decision.model_dump(mode="json", exclude=left_out)
+    empty = {name for name in ADDED_LISTS if not getattr(decision, name)}
+    body = decision.model_dump(mode="json", exclude={"signature", "key_id"} | empty)
     return canonical_bytes({"source": source, "id": event_id, "decision": body})
 
 

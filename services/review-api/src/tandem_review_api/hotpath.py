@@ -125,6 +125,8 @@ def claim_next(senior: bool) -> Update:
             claimed_by=who,
             lease_expires_at=_param("until", reviews.c.lease_expires_at),
             claimed_at=now,
+            active_seconds=literal_column("0"),  # a new claim: its time on task starts now
+            active_at=now,
             updated_at=now,
         )
         .returning(
@@ -178,6 +180,8 @@ def as_claimed(row: Mapping[str, Any], who: str, now: datetime, until: datetime)
         lease_expires_at=until,
         senior_only=row["senior_only"],
         claimed_at=now,
+        active_seconds=0.0,
+        active_at=now,
     )
     return Snapshot(review, row["traceparent"])
 
@@ -192,10 +196,15 @@ SNAPSHOT: Select[Any] = (
         reviews.c.lease_expires_at,
         reviews.c.senior_only,
         reviews.c.claimed_at,
+        reviews.c.active_seconds,
+        reviews.c.active_at,
         reviews.c.traceparent,
         approvals.c.reviewer,
         approvals.c.outcome,
         approvals.c.rationale,
+        approvals.c.created_at.label("approved_at"),
+        approvals.c.claimed_at.label("approver_claimed_at"),
+        approvals.c.active_seconds.label("approver_active_seconds"),
     )
     .select_from(reviews.outerjoin(approvals, approvals.c.review_id == reviews.c.review_id))
     .where(reviews.c.review_id == bindparam("p_review"))
@@ -208,20 +217,35 @@ def snapshot(rows: Sequence[Mapping[str, Any]]) -> Snapshot | None:
     if not rows:
         return None
     first = rows[0]
-    return Snapshot(review_of(first, [r for r in rows if r["reviewer"]]), first["traceparent"])
+    given = [approval_of(r, "approved_at", "approver_") for r in rows if r["reviewer"]]
+    return Snapshot(review_of(first, given), first["traceparent"])
 
 
-def review_of(row: Mapping[Any, Any], given: Iterable[Mapping[Any, Any]]) -> Review:
-    """A review from its row and its approvals' rows (in the order they were given)."""
+def approval_of(row: Mapping[Any, Any], at: str = "created_at", prefix: str = "") -> Approval:
+    """An approval from its row (or from its columns in a row of SNAPSHOT, named apart)."""
+    return Approval(
+        row["reviewer"],
+        row["outcome"],
+        row["rationale"],
+        row[at],
+        row[f"{prefix}claimed_at"],
+        row[f"{prefix}active_seconds"],
+    )
+
+
+def review_of(row: Mapping[Any, Any], given: Iterable[Approval]) -> Review:
+    """A review from its row and its approvals (in the order they were given)."""
     return Review(
         review_id=row["review_id"],
         status=row["status"],
         routed=TaskRouted.model_validate(row["routed"]),
         claimed_by=row["claimed_by"],
         lease_expires_at=row["lease_expires_at"],
-        approvals=tuple(Approval(a["reviewer"], a["outcome"], a["rationale"]) for a in given),
+        approvals=tuple(given),
         senior_only=row["senior_only"],
         claimed_at=row["claimed_at"],
+        active_seconds=row["active_seconds"],
+        active_at=row["active_at"],
     )
 
 
@@ -256,6 +280,8 @@ class Approved:
             "p_now": self.now,
             "p_outcome": self.approval.outcome,
             "p_rationale": self.approval.rationale,
+            "p_claimed_at": self.approval.claimed_at,
+            "p_active": self.approval.active_seconds,
             "p_back_to": self.back_to,
             "p_task": routed.task.task_id,
             "p_task_type": routed.task.task_type,
@@ -307,7 +333,15 @@ def _moved(kind: StepKind) -> Update:
     )
 
 
-_APPROVAL_COLUMNS: tuple[str, ...] = ("review_id", "reviewer", "outcome", "rationale", "created_at")
+_APPROVAL_COLUMNS: tuple[str, ...] = (
+    "review_id",
+    "reviewer",
+    "outcome",
+    "rationale",
+    "created_at",
+    "claimed_at",
+    "active_seconds",
+)
 _TASK_COLUMNS: tuple[str, ...] = (
     "task_id",
     "task_type",
@@ -328,6 +362,8 @@ def _approval_values() -> list[Any]:
         _param("outcome", c.outcome),
         _param("rationale", c.rationale),
         _param("now", c.created_at),
+        _param("claimed_at", c.claimed_at),
+        _param("active", c.active_seconds),
     ]
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tandem_shared.auth import Principal
-from tandem_shared.events import DecisionMade, FeedbackRecorded, FirstLook, TaskRouted
+from tandem_shared.events import DecisionMade, FeedbackRecorded, FirstLook, ReviewTime, TaskRouted
 
 from tandem_review_api.errors import Conflict, Unprocessable
 
@@ -21,6 +21,19 @@ class Approval:
     reviewer: str
     outcome: str
     rationale: str
+    at: datetime | None = None  # when it was given
+    claimed_at: datetime | None = None  # when the approver's claim began
+    active_seconds: float | None = None  # the time they worked on it (None: not measured)
+
+    def time(self) -> ReviewTime | None:
+        if self.at is None:
+            return None
+        return ReviewTime(
+            reviewer=self.reviewer,
+            claimed_at=self.claimed_at,
+            decided_at=self.at,
+            active_seconds=self.active_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,9 @@ class Review:
     approvals: tuple[Approval, ...] = ()
     senior_only: bool = False
     claimed_at: datetime | None = None  # when the holder's claim began
+    # The holder's time on task: seconds worked up to their last sign of work, at active_at.
+    active_seconds: float | None = None
+    active_at: datetime | None = None
 
     @property
     def escalated(self) -> bool:
@@ -51,11 +67,19 @@ class Review:
 @dataclass(frozen=True)
 class ClaimLimits:
     """How long a claim holds a review, how long heartbeats may keep it, and how many reviews
-    one person may hold at once: nobody hoards the queue."""
+    one person may hold at once: nobody hoards the queue. ``away_after``: a gap between two
+    signs of work on a claim longer than this counts only this long (its holder was away)."""
 
     lease: timedelta
     longest: timedelta
     per_reviewer: int
+    away_after: timedelta = timedelta(minutes=2)
+
+    def active(self, review: Review, who: Principal, now: datetime) -> float:
+        """The time on task a claim (or a heartbeat) by ``who`` now leaves: counted on from
+        their live claim, from zero for a new one."""
+        held = review.lease_held(now) and review.claimed_by == who.subject
+        return (active_after(review, now, self.away_after) or 0.0) if held else 0.0
 
     def lease_until(self, review: Review, who: Principal, now: datetime) -> datetime:
         """The lease a claim or heartbeat gives now: one more lease, but never past the
@@ -88,6 +112,16 @@ class ClaimLimits:
             raise Conflict(
                 f"you hold {held} reviews, the most one person may: decide or release one first"
             )
+
+
+def active_after(review: Review, now: datetime, away_after: timedelta) -> float | None:
+    """The seconds the holder has worked on their claim by ``now``: what its claim and
+    heartbeats counted, and the time since the last of them, up to ``away_after``. None for a
+    claim made before time on task was counted."""
+    if review.active_at is None:
+        return None
+    gap = min(max(now - review.active_at, timedelta(0)), away_after)
+    return round((review.active_seconds or 0.0) + gap.total_seconds(), 3)  # to the millisecond
 
 
 @dataclass(frozen=True)
@@ -165,11 +199,12 @@ def decision(
     review: Review,
     outcome: str,
     rationale: str,
-    reviewers: list[str],
+    given: tuple[Approval, ...],
     now: datetime,
     decided_by: Literal["human", "policy"] = "human",
     first_looks: list[FirstLook] | None = None,
 ) -> DecisionMade:
+    """``given``: the approvals behind the decision, in order (none for the policy's)."""
     routed = review.routed
     return DecisionMade(
         task_id=routed.task.task_id,
@@ -179,12 +214,13 @@ def decision(
         confidence=routed.score.confidence,
         model=routed.score.model,
         policy=routed.policy,
-        reviewers=reviewers,
+        reviewers=[a.reviewer for a in given],
         rationale=rationale,
         overrode_model=outcome != routed.score.prediction,
         submitted_at=routed.submitted_at,
         decided_at=now,
         first_looks=first_looks or [],
+        review_times=[t for t in (a.time() for a in given) if t is not None],
     )
 
 
@@ -205,10 +241,11 @@ def first_looks_of(
 
 
 def feedback(
-    review: Review, label: str, reviewer: str, now: datetime, first_look: str | None = None
+    review: Review, approval: Approval, now: datetime, first_look: str | None = None
 ) -> FeedbackRecorded:
     """``first_look``: the reviewer's verdict before the reveal, on a blind review."""
     routed = review.routed
+    label, reviewer = approval.outcome, approval.reviewer
     return FeedbackRecorded(
         task_id=routed.task.task_id,
         task_type=routed.task.task_type,
@@ -225,6 +262,8 @@ def feedback(
         labelled_at=now,
         first_look=first_look,
         changed_after_reveal=None if first_look is None else label != first_look,
+        claimed_at=approval.claimed_at,
+        active_seconds=approval.active_seconds,
     )
 
 
@@ -255,4 +294,4 @@ def fallback_decision(review: Review, now: datetime) -> DecisionMade:
     outcome = routed.fallback_outcome
     assert outcome is not None
     why = f"not decided by {routed.due_at.isoformat()}: the policy's fallback outcome"
-    return decision(review, outcome, why, [], now, decided_by="policy")
+    return decision(review, outcome, why, (), now, decided_by="policy")

@@ -75,7 +75,8 @@ class ReviewService:
             held = await self.store.claims_held(s, who.subject, now)
             self.limits.check_count(review, who, held, now)
             expires = self.limits.lease_until(review, who, now)
-            await self.store.claim(s, review, who.subject, now, expires)
+            active = self.limits.active(review, who, now)
+            await self.store.claim(s, review, who.subject, now, expires, active)
         return Claim(review_id, who.subject, expires)
 
     async def _claim_next(self, who: Principal) -> Claim:
@@ -102,7 +103,8 @@ class ReviewService:
             _, review = await self.store.load(s, review_id)
             self._check_holder(review, who, now)
             expires = self.limits.lease_until(review, who, now)
-            await self.store.extend_lease(s, review, who.subject, expires, now)
+            active = self.limits.active(review, who, now)
+            await self.store.extend_lease(s, review, who.subject, expires, now, active)
         return Claim(review_id, who.subject, expires)
 
     async def escalate(self, review_id: str, who: Principal, reason: str) -> None:
@@ -160,14 +162,15 @@ class ReviewService:
         # Read only for a blind review: one more round trip, for the few that are.
         blind = await self.store.first_looks(review.review_id) if review.routed.blind else {}
         queue.check_decision(review, who, outcome, now, blind)
-        approval = queue.Approval(who.subject, outcome, rationale)
+        active = queue.active_after(review, now, self.limits.away_after)
+        approval = queue.Approval(who.subject, outcome, rationale, now, review.claimed_at, active)
         step = queue.next_step(review, approval, who)
         task = review.routed.task
         outgoing = [
             Outgoing(
                 self.topics.feedback,
                 Event.derived(
-                    queue.feedback(review, outcome, who.subject, now, blind.get(who.subject)),
+                    queue.feedback(review, approval, now, blind.get(who.subject)),
                     source=SOURCE,
                     subject=task.task_id,
                     stage=f"feedback/{who.subject}",
@@ -177,9 +180,9 @@ class ReviewService:
         decision = None
         # A QA sample was already decided by the model: the verdict is feedback only.
         if step.kind == "decided" and not review.routed.qa_sample:
-            reviewers = [a.reviewer for a in review.approvals] + [who.subject]
+            given = (*review.approvals, approval)
             looks = queue.first_looks_of(review, approval, blind)
-            decision = queue.decision(review, outcome, rationale, reviewers, now, first_looks=looks)
+            decision = queue.decision(review, outcome, rationale, given, now, first_looks=looks)
             outgoing.append(self._decision(decision))
         events = self.outbox.rows(self._records(outgoing, read.traceparent))
         back_to = "escalated" if review.escalated else "pending"
@@ -187,7 +190,7 @@ class ReviewService:
         if not await self.store.approve(change):
             return None
         self.outbox.notify()
-        self.metrics.observe_decision(review, outcome, step.kind, now, blind.get(who.subject))
+        self.metrics.observe_decision(review, approval, step.kind, now, blind.get(who.subject))
         return DecisionResult(
             review.review_id,
             step.kind,

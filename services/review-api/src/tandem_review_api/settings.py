@@ -29,7 +29,17 @@ class ReviewApiSettings(ServiceSettings):
         default=92, ge=1, description="The longest window /v1/stats reads in one call."
     )
     minutes_per_review: float = Field(
-        default=4.0, gt=0, description="A person's time per review, for the time-saved estimate."
+        default=4.0,
+        gt=0,
+        description="A person's time per review, for the time-saved estimate where no review"
+        " time was measured.",
+    )
+    away_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Time on task: a gap between two signs of work on a claim (the claim,"
+        " heartbeats, the decision) longer than this counts this long; the console sends a"
+        " heartbeat a minute.",
     )
     events_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often the live stream looks for queue changes."

@@ -32,6 +32,8 @@ class ReviewFacts:
     created_at: datetime
     # On a blind review, each approver's verdict before the reveal and their approval after.
     first_looks: tuple[BlindVerdict, ...] = ()
+    # Each approver's time on task, where it was measured (claim and heartbeats).
+    active_seconds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,11 @@ class Group(BaseModel):
     qa_accuracy: float | None  # automatic decisions people checked and agreed with
     sla_breaches: int
     seconds_to_decision: dict[str, Latency]  # all, automatic, people
+    # Automatic decisions times a person's time per review: the mean measured time on task
+    # of the group's approvals, or minutes_per_review where none was measured.
     reviewer_hours_saved: float
+    minutes_per_review: float
+    minutes_per_review_measured_from: int  # approvals whose time on task was measured
 
 
 class BlindAgreement(BaseModel):
@@ -145,6 +151,8 @@ def _group(
     people = [d for d in decisions if d.decided_by == "human"]
     several = [r for r in reviews if len(r.approvals) > 1]
     qa = [r for r in reviews if r.qa_sample and r.outcome is not None]
+    measured = [seconds for r in reviews for seconds in r.active_seconds]
+    per_review = sum(measured) / len(measured) / 60 if measured else minutes
     return Group(
         key=key,
         decisions=len(decisions),
@@ -162,7 +170,9 @@ def _group(
             "automatic": _latency(automatic),
             "people": _latency(people),
         },
-        reviewer_hours_saved=round(len(automatic) * minutes / 60, 2),
+        reviewer_hours_saved=round(len(automatic) * per_review / 60, 2),
+        minutes_per_review=round(per_review, 2),
+        minutes_per_review_measured_from=len(measured),
     )
 
 

@@ -295,18 +295,24 @@ class ReviewStore:
                     )
                 ).mappings()
             )
-            given: dict[str, list[tuple[str, str]]] = {}
+            given: dict[str, list[tuple[str, str, float | None]]] = {}
             blind: dict[tuple[str, str], str] = {}
             if rows:
                 ids = [r["review_id"] for r in rows]
                 for a in (
                     await s.execute(
-                        select(approvals.c.review_id, approvals.c.reviewer, approvals.c.outcome)
+                        select(
+                            approvals.c.review_id,
+                            approvals.c.reviewer,
+                            approvals.c.outcome,
+                            approvals.c.active_seconds,
+                        )
                         .where(approvals.c.review_id.in_(ids))
                         .order_by(approvals.c.id)
                     )
                 ).mappings():
-                    given.setdefault(a["review_id"], []).append((a["reviewer"], a["outcome"]))
+                    approval = (a["reviewer"], a["outcome"], a["active_seconds"])
+                    given.setdefault(a["review_id"], []).append(approval)
                 looks = select(
                     first_looks.c.review_id, first_looks.c.reviewer, first_looks.c.outcome
                 )
@@ -363,13 +369,19 @@ class ReviewStore:
                 select(approvals).where(approvals.c.review_id == review_id).order_by(approvals.c.id)
             )
         ).mappings()
-        return row, hotpath.review_of(row, given)
+        return row, hotpath.review_of(row, map(hotpath.approval_of, given))
 
     async def claim(
-        self, s: AsyncSession, review: Review, who: str, now: datetime, expires: datetime
+        self,
+        s: AsyncSession,
+        review: Review,
+        who: str,
+        now: datetime,
+        expires: datetime,
+        active: float,
     ) -> None:
-        """Give ``who`` the review until ``expires``; a claim of the holder's own keeps when
-        it began."""
+        """Give ``who`` the review until ``expires``, with ``active`` seconds worked on it by
+        now; a claim of the holder's own keeps when it began."""
         renewed = review.lease_held(now) and review.claimed_by == who
         began = review.claimed_at if renewed and review.claimed_at is not None else now
         claimed = await _rowcount(
@@ -381,7 +393,14 @@ class ReviewStore:
                 _unchanged(reviews.c.claimed_by, review.claimed_by),
                 _unchanged(reviews.c.lease_expires_at, review.lease_expires_at),
             )
-            .values(status="claimed", claimed_by=who, lease_expires_at=expires, claimed_at=began),
+            .values(
+                status="claimed",
+                claimed_by=who,
+                lease_expires_at=expires,
+                claimed_at=began,
+                active_seconds=active,
+                active_at=now,
+            ),
         )
         if claimed != 1:
             raise Conflict(f"review {review.review_id} was claimed by someone else just now")
@@ -465,15 +484,23 @@ class ReviewStore:
             return {str(r): str(o) for r, o in (await s.execute(query)).all()}
 
     async def extend_lease(
-        self, s: AsyncSession, review: Review, who: str, expires: datetime, now: datetime
+        self,
+        s: AsyncSession,
+        review: Review,
+        who: str,
+        expires: datetime,
+        now: datetime,
+        active: float,
     ) -> None:
-        """Hold the review until ``expires``; a claim that does not know when it began (made
-        before the column was) begins now."""
+        """Hold the review until ``expires``, ``active`` seconds worked on it by now; a claim
+        that does not know when it began (made before the column was) begins now."""
         began = review.claimed_at or now
         await s.execute(
             update(reviews)
             .where(reviews.c.review_id == review.review_id, reviews.c.claimed_by == who)
-            .values(lease_expires_at=expires, claimed_at=began)
+            .values(
+                lease_expires_at=expires, claimed_at=began, active_seconds=active, active_at=now
+            )
         )
 
     async def release(self, s: AsyncSession, review_id: str, back_to: str = "pending") -> None:
@@ -732,15 +759,18 @@ def _review_fields(row: RowMapping, routed: TaskRouted, expired: bool) -> dict[s
 
 
 def _facts(
-    row: RowMapping, approved: list[tuple[str, str]], blind: Mapping[tuple[str, str], str]
+    row: RowMapping,
+    approved: list[tuple[str, str, float | None]],
+    blind: Mapping[tuple[str, str], str],
 ) -> ReviewFacts:
-    """``approved``: (reviewer, outcome) in order; ``blind``: first looks by (review, reviewer)."""
+    """``approved``: (reviewer, outcome, time on task) in order; ``blind``: first looks by
+    (review, reviewer)."""
     routed = TaskRouted.model_validate(row["routed"])
     model, policy = routed.score.model, routed.policy
     review_id = row["review_id"]
     looks = tuple(
         BlindVerdict(reviewer, blind[(review_id, reviewer)], outcome)
-        for reviewer, outcome in approved
+        for reviewer, outcome, _ in approved
         if (review_id, reviewer) in blind
     )
     return ReviewFacts(
@@ -750,8 +780,9 @@ def _facts(
         qa_sample=row["qa_sample"],
         prediction=routed.score.prediction,
         outcome=row["outcome"] if row["status"] == "decided" else None,
-        approvals=tuple(outcome for _, outcome in approved),
+        approvals=tuple(outcome for _, outcome, _ in approved),
         breached=row["breached_at"] is not None,
         created_at=row["created_at"],
         first_looks=looks,
+        active_seconds=tuple(seconds for _, _, seconds in approved if seconds is not None),
     )

@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -53,6 +54,10 @@ reviews = Table(
     Column("claimed_by", String(128), nullable=True),
     Column("lease_expires_at", UtcDateTime(), nullable=True),
     Column("claimed_at", UtcDateTime(), nullable=True),  # heartbeats extend a claim this far
+    # Time on task: the seconds the holder worked up to active_at, their last sign of work
+    # (the claim or a heartbeat); a decision adds the time since (queue.active_after).
+    Column("active_seconds", Float, nullable=True),
+    Column("active_at", UtcDateTime(), nullable=True),
     Column("outcome", String(64), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("decided_at", UtcDateTime(), nullable=True),
@@ -90,6 +95,8 @@ approvals = Table(
     Column("outcome", String(64), nullable=False),
     Column("rationale", Text, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("claimed_at", UtcDateTime(), nullable=True),  # when the approver's claim began
+    Column("active_seconds", Float, nullable=True),  # the time they worked on it (measured)
     UniqueConstraint("review_id", "reviewer", name="uq_approvals_reviewer"),
 )
 

@@ -5,8 +5,11 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tandem_shared.telemetry import LATENCY_BUCKETS
 
-from tandem_review_api.queue import Review
+from tandem_review_api.queue import Approval, Review
 from tandem_review_api.store import QueueDepth
+
+# A person's time on one review: seconds to an hour (the longest a claim lasts by default).
+REVIEW_BUCKETS = (5, 15, 30, 60, 120, 240, 480, 900, 1800, 3600)
 
 
 class OutboxMetrics:
@@ -69,6 +72,15 @@ class ReviewMetrics:
             ["reason"],
             registry=registry,
         )
+        self.time_on_task = Histogram(
+            "tandem_review_active_seconds",
+            "A person's time on task for one approval: from their claim to their decision,"
+            " counting heartbeats; gaps longer than TANDEM_REVIEW_API_AWAY_AFTER_SECONDS count"
+            " that long.",
+            ["task_type"],
+            buckets=REVIEW_BUCKETS,
+            registry=registry,
+        )
         self.blind_approvals = Counter(
             "tandem_blind_approvals",
             "Approvals of blind reviews: whether the verdict given before the model's view was "
@@ -91,11 +103,13 @@ class ReviewMetrics:
         )
 
     def observe_decision(
-        self, review: Review, outcome: str, step: str, now: datetime, first_look: str | None
+        self, review: Review, approval: Approval, step: str, now: datetime, first_look: str | None
     ) -> None:
         """``first_look``: the approver's verdict before the reveal, on a blind review."""
         routed = review.routed
-        model = routed.score.prediction
+        model, outcome = routed.score.prediction, approval.outcome
+        if approval.active_seconds is not None:
+            self.time_on_task.labels(routed.task.task_type).observe(approval.active_seconds)
         self.human_decisions.labels(
             routed.task.task_type, outcome, step, str(outcome != model).lower()
         ).inc()
