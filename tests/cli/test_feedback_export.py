@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -94,6 +95,17 @@ async def test_export_writes_one_row_per_task_with_its_last_label(
     assert rows[1]["mean_radius"] == pytest.approx(18.2) and rows[1]["mean_texture"] == 20.0
     assert rows[0]["qa_sample"] is True and rows[1]["agreed"] is False
     assert (rows[1]["model_version"], rows[1]["policy_version"]) == ("1", 2)
+    # Beside the set: agreement on task b, the one three people judged (2 of 3 pairs differ).
+    agreed = json.loads((tmp_path / "tumor.agreement.json").read_text())
+    [tumor] = [a for a in agreed if a["scope"] == "task_type"]
+    assert (tumor["tasks"], tumor["pairs"], tumor["observed"]) == (
+        1,
+        3,
+        pytest.approx(1 / 3, abs=1e-4),
+    )
+    assert tumor["cohen_kappa"] is None and tumor["fleiss_kappa"] is not None
+    assert {a["key"] for a in agreed if a["scope"] == "reviewer"} == {"ana", "ben", "sam"}
+    assert "agreement on tumor_screening: 1 tasks" in output
 
     code, _ = await export(str(table), "--task-type", "tumor_screening")
     with table.open(newline="") as f:

@@ -25,6 +25,8 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/reviews/{review_id}/release"): READERS,
     ("POST", "/v1/reviews/{review_id}/decision"): READERS,
     ("POST", "/v1/reviews/{review_id}/first-look"): READERS,
+    ("POST", "/v1/reviews/{review_id}/flags"): READERS,
+    ("GET", "/v1/flags"): {"senior", "admin", "auditor"},
     ("GET", "/v1/tasks/{task_id}"): READERS | {"auditor", "service"},
     ("POST", "/v1/tasks"): {"service", "admin"},
     ("GET", "/v1/stats"): {"senior", "admin", "auditor"},

@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from tandem_cli.main import app
-from tandem_review_api.stats import BlindVerdict, ReviewFacts, report
+from tandem_review_api.stats import BlindVerdict, Rated, ReviewFacts, report
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import DecisionMade, ModelRef, PolicyRef
 from tandem_shared.kafka import Outgoing
@@ -51,6 +51,7 @@ def facts(
     breached: bool = False,
     first_looks: tuple[BlindVerdict, ...] = (),
     active_seconds: tuple[float, ...] = (),
+    ratings: tuple[Rated, ...] = (),
 ) -> ReviewFacts:
     return ReviewFacts(
         task_type="tumor_screening",
@@ -64,6 +65,8 @@ def facts(
         created_at=NOW,
         first_looks=first_looks,
         active_seconds=active_seconds,
+        ratings=ratings,
+        approvers=tuple(f"person-{n}" for n in range(len(approvals))),
     )
 
 

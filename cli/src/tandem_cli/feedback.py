@@ -2,13 +2,16 @@
 
 Every human verdict (QA samples included) is a record on tandem.feedback with the features, the
 model's output and version, and the label. A task judged more than once (two approvers, then a
-senior) is one row: its last label.
+senior) is one row: its last label; how far the people who judged it agreed beyond chance is
+written beside the set (``<name>.agreement.json``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import json
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +19,7 @@ from typing import Annotated, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
+from tandem_review_api.agreement import Agreement, Judged, agreement
 from tandem_shared.envelope import Event
 from tandem_shared.events import EventData, FeedbackRecorded
 from tandem_shared.reading import read_events
@@ -59,6 +63,21 @@ def training_rows(records: Sequence[FeedbackRecorded]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def agreement_of(records: Sequence[FeedbackRecorded]) -> list[Agreement]:
+    """Inter-reviewer agreement on the tasks several people labelled (each person's last)."""
+    labels: dict[str, dict[str, str]] = defaultdict(dict)
+    types: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: r.labelled_at):
+        labels[r.task_id].pop(r.reviewer, None)  # a person's last label, in the order given
+        labels[r.task_id][r.reviewer] = r.label
+        types[r.task_id] = r.task_type
+    return agreement(Judged(types[t], tuple(given.items())) for t, given in labels.items())
+
+
+def agreement_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.agreement.json")
 
 
 def write(rows: list[dict[str, Any]], out: Path) -> None:
@@ -154,3 +173,13 @@ def export(
     rows = training_rows(records)
     write(rows, out)
     typer.echo(f"wrote {len(rows)} labelled tasks ({len(records)} verdicts) to {out}")
+    agreed = agreement_of(records)
+    beside = agreement_path(out)
+    beside.write_text(json.dumps([a.model_dump() for a in agreed], indent=2) + "\n")
+    for a in agreed:
+        if a.scope == "task_type":
+            typer.echo(
+                f"agreement on {a.key}: {a.tasks} tasks judged by several people, observed"
+                f" {a.observed}, Cohen's kappa {a.cohen_kappa}, Fleiss' kappa {a.fleiss_kappa}"
+            )
+    typer.echo(f"wrote agreement by task type and reviewer to {beside}")

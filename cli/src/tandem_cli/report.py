@@ -102,6 +102,31 @@ def report(
         typer.echo("no decisions and no reviews in that window")
     if data["automation_bias"]:
         Console(width=140).print(bias_table(data["automation_bias"]))
+    if data["reviewer_feedback"]:
+        Console(width=140).print(feedback_table(data["reviewer_feedback"]))
+
+
+def feedback_table(rows: list[dict[str, Any]]) -> Table:
+    """What reviewers said of each model version: ratings (1-5), notes and flags."""
+    table = Table(title="What reviewers said of the model (ratings 1 to 5)")
+    for name in ("task type", "model", "rated", "explanation useful", "trust", "notes", "flags"):
+        table.add_column(name, justify="left" if name in ("task type", "model") else "right")
+    for r in rows:
+        flags = ", ".join(f"{kind} {n}" for kind, n in sorted(r["flags"].items())) or "none"
+        table.add_row(
+            r["task_type"],
+            r["model"],
+            f"{r['rated']:,}",
+            _mean(r["explanation_useful"]),
+            _mean(r["trust"]),
+            f"{r['notes']:,}",
+            flags,
+        )
+    return table
+
+
+def _mean(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def bias_table(rows: list[dict[str, Any]]) -> Table:

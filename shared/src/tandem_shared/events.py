@@ -170,6 +170,10 @@ class FeedbackRecorded(EventData):
     # The reviewer's time on the review: when their claim began and the time they worked.
     claimed_at: Time | None = None
     active_seconds: float | None = None
+    # What the reviewer said of the model on this case, if they did: 1 (not at all) to 5.
+    explanation_useful: Annotated[int, Field(ge=1, le=5)] | None = None
+    trust: Annotated[int, Field(ge=1, le=5)] | None = None
+    note: str | None = None
 
 
 class ControlChanged(EventData):

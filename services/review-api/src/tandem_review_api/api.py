@@ -20,8 +20,9 @@ from tandem_shared.times import Timestamp, WindowError, bounded_window, timestam
 from tandem_review_api import links, live, stats
 from tandem_review_api.errors import RESPONSES, Unprocessable
 from tandem_review_api.inputs import strict_json
+from tandem_review_api.queue import Rating
 from tandem_review_api.reviews import Claim, ReviewService
-from tandem_review_api.store import QueueFilter, ReviewStore, review_item
+from tandem_review_api.store import FlagFilter, QueueFilter, ReviewStore, review_item
 
 Reviewer = Annotated[Principal, Depends(require_role("reviewer"))]
 # Reads the queue: each sees what they may act on; admins and auditors see all of it.
@@ -72,6 +73,43 @@ class DecisionBody(BaseModel):
     rationale: str = Field(
         min_length=1, max_length=4000, description="Why; kept in the audit trail."
     )
+    explanation_useful: int | None = Field(
+        default=None, ge=1, le=5, description="How useful the model's explanation was, 1 to 5."
+    )
+    trust: int | None = Field(
+        default=None, ge=1, le=5, description="How much you trust the model on this case, 1 to 5."
+    )
+    note: str | None = Field(
+        default=None, min_length=1, max_length=2000, description="A note for the model's owners."
+    )
+
+
+class FlagBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"kind": "model_wrong", "note": "obvious benign case"}]}
+    )
+
+    kind: Literal["model_wrong", "data_broken", "other"] = Field(
+        description="model_wrong: the model is clearly wrong here; data_broken: the case's data "
+        "looks broken; other: say what in the note."
+    )
+    note: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class Flag(BaseModel):
+    review_id: str
+    task_id: str
+    task_type: str
+    model: str
+    reviewer: str
+    kind: str
+    note: str | None
+    created_at: datetime
+
+
+class FlagPage(BaseModel):
+    items: list[Flag]
+    next_cursor: int | None
 
 
 class FirstLookBody(BaseModel):
@@ -252,6 +290,39 @@ async def release(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> 
 
 
 @router.post(
+    "/reviews/{review_id}/flags",
+    status_code=201,
+    response_model=Flag,
+    tags=["reviews"],
+)
+async def flag(review_id: ReviewIdParam, body: FlagBody, who: Reviewer, reviews: Reviews) -> Flag:
+    """Flag a review you may see for the model's owners ("model clearly wrong", "data looks
+    broken"): listed by GET /v1/flags, counted in tandem_review_flags_total. Once a kind per
+    person and review (409 again)."""
+    return Flag(**await reviews.flag(review_id, who, body.kind, body.note))
+
+
+@router.get("/flags", response_model=FlagPage, tags=["outcomes"])
+async def list_flags(
+    _: Overseer,
+    store: Store,
+    kind: Literal["model_wrong", "data_broken", "other"] | None = None,
+    task_type: str | None = None,
+    since: Timestamp | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        int | None,
+        Query(ge=1, description="The next_cursor of the page before; any other value is 422."),
+    ] = None,
+) -> FlagPage:
+    """Cases reviewers flagged for the owners, newest first (senior, admin, auditor)."""
+    rows, next_cursor = await store.list_flags(FlagFilter(kind, task_type, since), limit, cursor)
+    return FlagPage(
+        items=[Flag(**{k: r[k] for k in Flag.model_fields}) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.post(
     "/reviews/{review_id}/first-look", tags=["reviews"], responses=links.FIRST_LOOK_RECORDED
 )
 async def first_look(
@@ -275,7 +346,8 @@ async def first_look(
 async def decide(
     review_id: ReviewIdParam, body: DecisionBody, who: Reviewer, reviews: Reviews
 ) -> DecisionOut:
-    r = await reviews.decide(review_id, who, body.outcome, body.rationale)
+    rating = Rating(body.explanation_useful, body.trust, body.note)
+    r = await reviews.decide(review_id, who, body.outcome, body.rationale, rating)
     return DecisionOut(
         review_id=r.review_id,
         status=r.status,
@@ -303,9 +375,9 @@ async def outcomes(
         start, end = bounded_window(since, until, settings.stats_max_days, utcnow())
     except WindowError as exc:
         raise Unprocessable(str(exc)) from exc
-    decisions, reviews = await store.report_facts(start, end)
+    decisions, reviews, flags = await store.report_facts(start, end)
     minutes = settings.minutes_per_review
-    return stats.report(decisions, reviews, start, end, group_by, minutes)
+    return stats.report(decisions, reviews, start, end, group_by, minutes, flags)
 
 
 @router.get("/tasks/{task_id}", tags=["tasks"], responses=links.TASK_READ)

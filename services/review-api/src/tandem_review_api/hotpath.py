@@ -282,6 +282,9 @@ class Approved:
             "p_rationale": self.approval.rationale,
             "p_claimed_at": self.approval.claimed_at,
             "p_active": self.approval.active_seconds,
+            "p_useful": self.approval.rating.explanation_useful,
+            "p_trust": self.approval.rating.trust,
+            "p_note": self.approval.rating.note,
             "p_back_to": self.back_to,
             "p_task": routed.task.task_id,
             "p_task_type": routed.task.task_type,
@@ -341,6 +344,9 @@ _APPROVAL_COLUMNS: tuple[str, ...] = (
     "created_at",
     "claimed_at",
     "active_seconds",
+    "explanation_useful",
+    "trust",
+    "note",
 )
 _TASK_COLUMNS: tuple[str, ...] = (
     "task_id",
@@ -364,6 +370,9 @@ def _approval_values() -> list[Any]:
         _param("now", c.created_at),
         _param("claimed_at", c.claimed_at),
         _param("active", c.active_seconds),
+        _param("useful", c.explanation_useful),
+        _param("trust", c.trust),
+        _param("note", c.note),
     ]
 
 

@@ -17,6 +17,19 @@ Status = Literal["pending", "claimed", "escalated", "decided"]
 
 
 @dataclass(frozen=True)
+class Rating:
+    """What a reviewer may say of the model on a case with their decision: how useful its
+    explanation was and how much they trust it here (1 to 5), and a note."""
+
+    explanation_useful: int | None = None
+    trust: int | None = None
+    note: str | None = None
+
+
+UNRATED = Rating()
+
+
+@dataclass(frozen=True)
 class Approval:
     reviewer: str
     outcome: str
@@ -24,6 +37,7 @@ class Approval:
     at: datetime | None = None  # when it was given
     claimed_at: datetime | None = None  # when the approver's claim began
     active_seconds: float | None = None  # the time they worked on it (None: not measured)
+    rating: Rating = UNRATED
 
     def time(self) -> ReviewTime | None:
         if self.at is None:
@@ -264,6 +278,9 @@ def feedback(
         changed_after_reveal=None if first_look is None else label != first_look,
         claimed_at=approval.claimed_at,
         active_seconds=approval.active_seconds,
+        explanation_useful=approval.rating.explanation_useful,
+        trust=approval.rating.trust,
+        note=approval.rating.note,
     )
 
 

@@ -129,6 +129,14 @@ class ReviewService:
             self._check_holder(review, who, now)
             await self.store.release(s, review_id, "escalated" if review.escalated else "pending")
 
+    async def flag(
+        self, review_id: str, who: Principal, kind: str, note: str | None
+    ) -> dict[str, Any]:
+        """``who`` flags a review they may see for the model's owners; the flag as kept."""
+        raised = await self.store.add_flag(review_id, who, kind, note, utcnow())
+        self.metrics.flags.labels(raised["task_type"], kind).inc()
+        return raised
+
     async def first_look(self, review_id: str, who: Principal, outcome: str) -> None:
         """``who``'s verdict on a blind review they hold, before its model view is shown to
         them; kept once, and carried into their approval's feedback and the decision."""
@@ -139,7 +147,12 @@ class ReviewService:
             await self.store.record_first_look(s, review_id, who.subject, outcome, now)
 
     async def decide(
-        self, review_id: str, who: Principal, outcome: str, rationale: str
+        self,
+        review_id: str,
+        who: Principal,
+        outcome: str,
+        rationale: str,
+        rating: queue.Rating = queue.UNRATED,
     ) -> DecisionResult:
         """Record ``who``'s approval and what it leads to: the review as claimed (or read, when
         this replica did not hand it out), the rules checked, and everything written at once,
@@ -148,14 +161,14 @@ class ReviewService:
         read = self.claimed.take(review_id, who, utcnow())
         for _ in range(2):
             read = read or await self.store.snapshot(review_id)
-            decided = await self._decide_once(read, who, outcome, rationale)
+            decided = await self._decide_once(read, who, outcome, rationale, rating)
             if decided is not None:
                 return decided
             read = None
         raise Conflict(f"review {review_id} changed while deciding; try again")
 
     async def _decide_once(
-        self, read: Snapshot, who: Principal, outcome: str, rationale: str
+        self, read: Snapshot, who: Principal, outcome: str, rationale: str, rating: queue.Rating
     ) -> DecisionResult | None:
         now = utcnow()
         review = read.review
@@ -163,7 +176,9 @@ class ReviewService:
         blind = await self.store.first_looks(review.review_id) if review.routed.blind else {}
         queue.check_decision(review, who, outcome, now, blind)
         active = queue.active_after(review, now, self.limits.away_after)
-        approval = queue.Approval(who.subject, outcome, rationale, now, review.claimed_at, active)
+        approval = queue.Approval(
+            who.subject, outcome, rationale, now, review.claimed_at, active, rating
+        )
         step = queue.next_step(review, approval, who)
         task = review.routed.task
         outgoing = [

@@ -13,6 +13,8 @@ import numpy as np
 from pydantic import BaseModel
 from tandem_shared.events import DecisionMade
 
+from tandem_review_api.agreement import Agreement, Judged, agreement
+
 GroupBy = Literal["task_type", "model", "policy", "day", "none"]
 T = TypeVar("T")
 
@@ -34,6 +36,25 @@ class ReviewFacts:
     first_looks: tuple[BlindVerdict, ...] = ()
     # Each approver's time on task, where it was measured (claim and heartbeats).
     active_seconds: tuple[float, ...] = ()
+    # What approvers said of the model on this case, where they said anything.
+    ratings: tuple[Rated, ...] = ()
+    approvers: tuple[str, ...] = ()  # who gave each of ``approvals``, in the same order
+
+
+@dataclass(frozen=True)
+class Rated:
+    explanation_useful: int | None
+    trust: int | None
+    noted: bool
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """A case flagged for the owners, as the report counts it."""
+
+    task_type: str
+    model: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -85,6 +106,19 @@ class BlindAgreement(BaseModel):
     switched_to_model_rate: float | None  # of the first looks that disagreed with the model
 
 
+class ReviewerFeedback(BaseModel):
+    """What reviewers said of one model version on one task type: how useful its
+    explanations were and how much they trusted it (means of 1 to 5), notes, and flags."""
+
+    task_type: str
+    model: str
+    rated: int  # approvals that rated or noted anything
+    explanation_useful: float | None
+    trust: float | None
+    notes: int
+    flags: dict[str, int]  # by kind
+
+
 class Report(BaseModel):
     since: datetime
     until: datetime
@@ -92,6 +126,8 @@ class Report(BaseModel):
     minutes_per_review: float
     groups: list[Group]
     automation_bias: list[BlindAgreement]
+    reviewer_feedback: list[ReviewerFeedback]
+    agreement: list[Agreement]  # beyond chance, on the tasks several people judged
 
 
 def report(
@@ -101,6 +137,7 @@ def report(
     until: datetime,
     group_by: GroupBy,
     minutes_per_review: float,
+    flags: Sequence[Flagged] = (),
 ) -> Report:
     keyed_decisions = _grouped(decisions, _decision_key(group_by))
     keyed_reviews = _grouped(reviews, _review_key(group_by))
@@ -116,6 +153,38 @@ def report(
         minutes_per_review=minutes_per_review,
         groups=groups,
         automation_bias=automation_bias(reviews),
+        reviewer_feedback=reviewer_feedback(reviews, flags),
+        agreement=agreement(
+            Judged(r.task_type, tuple(zip(r.approvers, r.approvals, strict=True))) for r in reviews
+        ),
+    )
+
+
+def reviewer_feedback(
+    reviews: Iterable[ReviewFacts], flags: Iterable[Flagged]
+) -> list[ReviewerFeedback]:
+    """Ratings, notes and flags by task type and model version, in that order."""
+    rated: dict[tuple[str, str], list[Rated]] = defaultdict(list)
+    for r in reviews:
+        rated[(r.task_type, r.model)].extend(r.ratings)
+    flagged: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for f in flags:
+        flagged[(f.task_type, f.model)][f.kind] += 1
+    keys = sorted({k for k, v in rated.items() if v} | set(flagged))
+    return [_feedback(key, rated.get(key, []), dict(flagged.get(key, {}))) for key in keys]
+
+
+def _feedback(key: tuple[str, str], rated: list[Rated], flags: dict[str, int]) -> ReviewerFeedback:
+    useful = [r.explanation_useful for r in rated if r.explanation_useful is not None]
+    trust = [r.trust for r in rated if r.trust is not None]
+    return ReviewerFeedback(
+        task_type=key[0],
+        model=key[1],
+        rated=len(rated),
+        explanation_useful=round(sum(useful) / len(useful), 2) if useful else None,
+        trust=round(sum(trust) / len(trust), 2) if trust else None,
+        notes=sum(r.noted for r in rated),
+        flags=flags,
     )
 
 

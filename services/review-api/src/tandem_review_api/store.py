@@ -25,14 +25,21 @@ from tandem_review_api import hotpath
 from tandem_review_api.direct import Direct
 from tandem_review_api.errors import Conflict, NotFound, Unprocessable
 from tandem_review_api.queue import Review
-from tandem_review_api.stats import BlindVerdict, ReviewFacts
-from tandem_review_api.tables import approvals, first_looks, reviews, tasks
+from tandem_review_api.stats import BlindVerdict, Flagged, Rated, ReviewFacts
+from tandem_review_api.tables import approvals, first_looks, flags, reviews, tasks
 
 
 @dataclass(frozen=True)
 class RoutedRecord:
     routed: TaskRouted
     traceparent: str | None
+
+
+@dataclass(frozen=True)
+class FlagFilter:
+    kind: str | None = None
+    task_type: str | None = None
+    since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -272,9 +279,9 @@ class ReviewStore:
 
     async def report_facts(
         self, since: datetime, until: datetime
-    ) -> tuple[list[DecisionMade], list[ReviewFacts]]:
-        """The decisions taken in [since, until) and the reviews created then, with their
-        approvals, as the outcomes report reads them."""
+    ) -> tuple[list[DecisionMade], list[ReviewFacts], list[Flagged]]:
+        """The decisions taken in [since, until), the reviews created then, with their
+        approvals, and the flags raised then, as the outcomes report reads them."""
         async with self.sessions() as s:
             decided = (
                 await s.execute(
@@ -295,24 +302,18 @@ class ReviewStore:
                     )
                 ).mappings()
             )
-            given: dict[str, list[tuple[str, str, float | None]]] = {}
+            given: dict[str, list[RowMapping]] = {}
             blind: dict[tuple[str, str], str] = {}
             if rows:
                 ids = [r["review_id"] for r in rows]
                 for a in (
                     await s.execute(
-                        select(
-                            approvals.c.review_id,
-                            approvals.c.reviewer,
-                            approvals.c.outcome,
-                            approvals.c.active_seconds,
-                        )
+                        select(approvals)
                         .where(approvals.c.review_id.in_(ids))
                         .order_by(approvals.c.id)
                     )
                 ).mappings():
-                    approval = (a["reviewer"], a["outcome"], a["active_seconds"])
-                    given.setdefault(a["review_id"], []).append(approval)
+                    given.setdefault(a["review_id"], []).append(a)
                 looks = select(
                     first_looks.c.review_id, first_looks.c.reviewer, first_looks.c.outcome
                 )
@@ -320,7 +321,15 @@ class ReviewStore:
                     await s.execute(looks.where(first_looks.c.review_id.in_(ids)))
                 ).all():
                     blind[(review_id, reviewer)] = outcome
-        return decisions, [_facts(r, given.get(r["review_id"], []), blind) for r in rows]
+            raised = (
+                await s.execute(
+                    select(flags.c.task_type, flags.c.model, flags.c.kind).where(
+                        flags.c.created_at >= since, flags.c.created_at < until
+                    )
+                )
+            ).all()
+        facts = [_facts(r, given.get(r["review_id"], []), blind) for r in rows]
+        return decisions, facts, [Flagged(*f) for f in raised]
 
     async def seen_by(self, review_id: str, who: Principal, now: datetime) -> RowMapping:
         """The review, if ``who`` may see it; NotFound alike when it is not there and when it
@@ -474,6 +483,52 @@ class ReviewStore:
         await s.execute(
             update(reviews).where(reviews.c.review_id == review_id).values(updated_at=now)
         )
+
+    async def add_flag(
+        self, review_id: str, who: Principal, kind: str, note: str | None, now: datetime
+    ) -> dict[str, Any]:
+        """``who`` flags a review they may see for the owners; once a kind each (409 again)."""
+        query = select(reviews.c.task_id, reviews.c.task_type, reviews.c.routed).where(
+            reviews.c.review_id == review_id, visible_to(who, now)
+        )
+        async with self.transaction() as s:
+            row = (await s.execute(query)).mappings().first()
+            if row is None:
+                raise NotFound(f"no review {review_id} for you")
+            model = TaskRouted.model_validate(row["routed"]).score.model
+            flag = {
+                "review_id": review_id,
+                "task_id": row["task_id"],
+                "task_type": row["task_type"],
+                "model": f"{model.name}/{model.version}",
+                "reviewer": who.subject,
+                "kind": kind,
+                "note": note,
+                "created_at": now,
+            }
+            insert = insert_ignoring_conflicts(flags, self.engine.dialect).values(flag)
+            if await _rowcount(s, insert) != 1:
+                raise Conflict(f"you flagged review {review_id} as {kind} already")
+        return flag
+
+    async def list_flags(
+        self, where: FlagFilter, limit: int, cursor: int | None
+    ) -> tuple[list[RowMapping], int | None]:
+        """Flags, newest first; the cursor is the last id of the page before."""
+        query = select(flags)
+        if where.kind:
+            query = query.where(flags.c.kind == where.kind)
+        if where.task_type:
+            query = query.where(flags.c.task_type == where.task_type)
+        if where.since is not None:
+            query = query.where(flags.c.created_at >= where.since)
+        if cursor is not None:
+            query = query.where(flags.c.id < cursor)
+        query = query.order_by(flags.c.id.desc()).limit(limit + 1)
+        async with self.sessions() as s:
+            rows = list((await s.execute(query)).mappings())
+        next_cursor = int(rows[limit - 1]["id"]) if len(rows) > limit else None
+        return rows[:limit], next_cursor
 
     async def first_looks(self, review_id: str) -> dict[str, str]:
         """The verdicts given blind on the review, by reviewer."""
@@ -759,19 +814,22 @@ def _review_fields(row: RowMapping, routed: TaskRouted, expired: bool) -> dict[s
 
 
 def _facts(
-    row: RowMapping,
-    approved: list[tuple[str, str, float | None]],
-    blind: Mapping[tuple[str, str], str],
+    row: RowMapping, approved: list[RowMapping], blind: Mapping[tuple[str, str], str]
 ) -> ReviewFacts:
-    """``approved``: (reviewer, outcome, time on task) in order; ``blind``: first looks by
-    (review, reviewer)."""
+    """``approved``: the review's approvals in order; ``blind``: first looks by (review,
+    reviewer)."""
     routed = TaskRouted.model_validate(row["routed"])
     model, policy = routed.score.model, routed.policy
     review_id = row["review_id"]
     looks = tuple(
-        BlindVerdict(reviewer, blind[(review_id, reviewer)], outcome)
-        for reviewer, outcome, _ in approved
-        if (review_id, reviewer) in blind
+        BlindVerdict(a["reviewer"], blind[(review_id, a["reviewer"])], a["outcome"])
+        for a in approved
+        if (review_id, a["reviewer"]) in blind
+    )
+    ratings = tuple(
+        Rated(a["explanation_useful"], a["trust"], a["note"] is not None)
+        for a in approved
+        if a["explanation_useful"] is not None or a["trust"] is not None or a["note"] is not None
     )
     return ReviewFacts(
         task_type=row["task_type"],
@@ -780,9 +838,13 @@ def _facts(
         qa_sample=row["qa_sample"],
         prediction=routed.score.prediction,
         outcome=row["outcome"] if row["status"] == "decided" else None,
-        approvals=tuple(outcome for _, outcome, _ in approved),
+        approvals=tuple(a["outcome"] for a in approved),
+        approvers=tuple(a["reviewer"] for a in approved),
         breached=row["breached_at"] is not None,
         created_at=row["created_at"],
         first_looks=looks,
-        active_seconds=tuple(seconds for _, _, seconds in approved if seconds is not None),
+        active_seconds=tuple(
+            a["active_seconds"] for a in approved if a["active_seconds"] is not None
+        ),
+        ratings=ratings,
     )

@@ -97,6 +97,10 @@ approvals = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("claimed_at", UtcDateTime(), nullable=True),  # when the approver's claim began
     Column("active_seconds", Float, nullable=True),  # the time they worked on it (measured)
+    # What the approver said of the model on this case, if they did: 1 to 5, and a note.
+    Column("explanation_useful", Integer, nullable=True),
+    Column("trust", Integer, nullable=True),
+    Column("note", Text, nullable=True),
     UniqueConstraint("review_id", "reviewer", name="uq_approvals_reviewer"),
 )
 
@@ -111,6 +115,24 @@ first_looks = Table(
     Column("outcome", String(64), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     UniqueConstraint("review_id", "reviewer", name="uq_first_looks_reviewer"),
+)
+
+# Cases people flagged for the owners ("model clearly wrong", "data looks broken"): one of a
+# kind per person and review, listed by GET /v1/flags and counted by tandem_review_flags_total.
+flags = Table(
+    "flags",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("review_id", String(36), ForeignKey("reviews.review_id"), nullable=False),
+    Column("task_id", String(128), nullable=False),
+    Column("task_type", String(64), nullable=False),
+    Column("model", String(200), nullable=False),  # name/version of the model that scored it
+    Column("reviewer", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("review_id", "reviewer", "kind", name="uq_flags_reviewer_kind"),
+    Index("ix_flags_created", "created_at"),
 )
 
 # Events written in the transaction of the change they report, sent to Kafka by the relay

@@ -81,6 +81,12 @@ class ReviewMetrics:
             buckets=REVIEW_BUCKETS,
             registry=registry,
         )
+        self.flags = Counter(
+            "tandem_review_flags",
+            "Cases reviewers flagged for the model's owners: model_wrong, data_broken, other.",
+            ["task_type", "kind"],
+            registry=registry,
+        )
         self.blind_approvals = Counter(
             "tandem_blind_approvals",
             "Approvals of blind reviews: whether the verdict given before the model's view was "
