@@ -27,6 +27,7 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/reviews/{review_id}/first-look"): READERS,
     ("POST", "/v1/reviews/{review_id}/flags"): READERS,
     ("GET", "/v1/flags"): {"senior", "admin", "auditor"},
+    ("GET", "/v1/me/today"): READERS,
     ("GET", "/v1/tasks/{task_id}"): READERS | {"auditor", "service"},
     ("POST", "/v1/tasks"): {"service", "admin"},
     ("GET", "/v1/stats"): {"senior", "admin", "auditor"},

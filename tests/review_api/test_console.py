@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright, expect
 from tandem_shared.auth import mint_token
-from tandem_shared.events import Contribution, DecisionMade, FirstLook
+from tandem_shared.events import Contribution, DecisionMade, FeedbackRecorded, FirstLook
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
@@ -20,6 +20,7 @@ from tests.review_api.test_api import publish_routed, routed
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "build" / "test-artifacts" / "console.png"
 BLIND_SCREENSHOT = SCREENSHOT.with_name("console-blind.png")
+KEYBOARD_SCREENSHOT = SCREENSHOT.with_name("console-keyboard.png")
 # Installed by deploy/local/install-system-deps.sh (make setup), from Debian's packages.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -147,3 +148,87 @@ async def test_a_blind_review_in_the_console_shows_the_model_after_the_reviewers
         FirstLook(reviewer="rui", before="malignant", after="malignant", changed=False)
     ]
     assert BLIND_SCREENSHOT.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_reviewer_works_the_queue_by_keyboard_alone_at_1280_by_800(
+    server: str, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    blind = explained("kb-blind", 40).model_copy(update={"blind": True})  # type: ignore[attr-defined]
+    await publish_routed(kafka_settings, topics, [explained("kb-seen", 80), blind])  # type: ignore[list-item]
+    token = mint_token(RuntimeSettings(), "kim", ["reviewer"])
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await page.goto(f"{server}/console")
+            await expect(page.get_by_test_id("keys")).to_contain_text("Ctrl")
+            keys = page.keyboard
+            await keys.press("Tab")  # the token box comes first
+            await keys.type(token)
+            await keys.press("Tab")
+            await keys.press("Enter")  # Connect
+            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
+                2, timeout=30_000
+            )
+            await expect(page.get_by_test_id("today")).to_contain_text("0 reviewed today")
+
+            await keys.press("n")
+            await expect(page.get_by_test_id("review")).to_contain_text("kb-seen")
+            await expect(page.get_by_test_id("decide")).to_be_in_viewport()
+            await keys.press("2")
+            await expect(page.get_by_test_id("outcome-malignant")).to_have_attribute(
+                "aria-pressed", "true"
+            )
+            await keys.press("/")
+            await keys.type("irregular border")
+            await keys.press("Tab")  # explanation useful
+            await keys.type("4")
+            await keys.press("Tab")  # trust
+            await keys.type("2")
+            await keys.press("Control+Enter")
+
+            # Decided, and the blind one comes next: a verdict first, by keyboard too.
+            await expect(page.get_by_test_id("review")).to_contain_text("kb-blind")
+            await expect(page.get_by_test_id("today")).to_contain_text("1 reviewed today")
+            await expect(page.get_by_test_id("summary")).to_contain_text("Blind review")
+            await keys.press("1")
+            await keys.press("Control+Enter")
+            await expect(page.get_by_test_id("summary")).to_contain_text("says benign")
+            await keys.press("m")
+            await expect(page.get_by_test_id("message")).to_contain_text("Flagged")
+            await keys.press("/")
+            await keys.type("typical case")
+            await keys.press("Escape")
+            await keys.press("Control+Enter")
+            await expect(page.get_by_test_id("today")).to_contain_text(
+                "2 reviewed today · 50% with the model"
+            )
+            KEYBOARD_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(KEYBOARD_SCREENSHOT))
+        finally:
+            await browser.close()
+
+    decided = {
+        d.task_id: d
+        for d in (
+            DecisionMade.model_validate_json(r.value)
+            for r in await consume(kafka_settings.bootstrap_servers, topics.decisions, 2)
+        )
+    }
+    assert (decided["kb-seen"].outcome, decided["kb-seen"].rationale) == (
+        "malignant",
+        "irregular border",
+    )
+    assert decided["kb-blind"].first_looks[0].before == "benign"
+    feedback = {
+        f.task_id: f
+        for f in (
+            FeedbackRecorded.model_validate_json(r.value)
+            for r in await consume(kafka_settings.bootstrap_servers, topics.feedback, 2)
+        )
+    }
+    assert (feedback["kb-seen"].explanation_useful, feedback["kb-seen"].trust) == (4, 2)
+    assert KEYBOARD_SCREENSHOT.stat().st_size > 10_000

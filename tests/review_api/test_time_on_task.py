@@ -105,3 +105,11 @@ async def test_each_approver_s_time_on_task_goes_with_the_decision(
     assert group["minutes_per_review"] == pytest.approx(measured, abs=0.01)
     metrics = (await api.get("/metrics")).text
     assert 'tandem_review_active_seconds_count{task_type="tumor_screening"} 2.0' in metrics
+
+    # Each reviewer's own day: one approval, with the model, at their measured time.
+    mine = (await api.get("/v1/me/today", headers=auth("alice", "reviewer"))).json()
+    alice = decision.review_times[0].active_seconds
+    assert (mine["approvals"], mine["agreed_with_model"], mine["flags"]) == (1, 1.0, 0)
+    assert mine["seconds_per_review"] == pytest.approx(alice, abs=0.05)
+    nobody = (await api.get("/v1/me/today", headers=auth("carl", "reviewer"))).json()
+    assert (nobody["approvals"], nobody["agreed_with_model"]) == (0, None)

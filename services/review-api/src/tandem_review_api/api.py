@@ -302,6 +302,16 @@ async def flag(review_id: ReviewIdParam, body: FlagBody, who: Reviewer, reviews:
     return Flag(**await reviews.flag(review_id, who, body.kind, body.note))
 
 
+@router.get("/me/today", response_model=stats.Today, tags=["reviews"])
+async def my_day(who: Reviewer, store: Store) -> stats.Today:
+    """Your own numbers since the start of the day (UTC): approvals given, the share that
+    agreed with the model, your mean time on task, flags raised."""
+    now = utcnow()
+    since = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    given, flags = await store.day_of(who.subject, since)
+    return stats.today(who.subject, since, given, flags)
+
+
 @router.get("/flags", response_model=FlagPage, tags=["outcomes"])
 async def list_flags(
     _: Overseer,

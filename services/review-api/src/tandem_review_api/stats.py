@@ -286,3 +286,29 @@ def _review_key(group_by: GroupBy) -> Callable[[ReviewFacts], str]:
 
 def _day(at: datetime) -> str:
     return at.date().isoformat()  # UTC days
+
+
+class Today(BaseModel):
+    """A reviewer's own numbers since the start of the day (UTC)."""
+
+    reviewer: str
+    since: datetime
+    approvals: int  # decisions and approvals given (QA verdicts included)
+    agreed_with_model: float | None  # the share that gave the model's outcome
+    seconds_per_review: float | None  # mean measured time on task
+    flags: int
+
+
+def today(
+    reviewer: str, since: datetime, given: Sequence[tuple[str, str, float | None]], flags: int
+) -> Today:
+    """``given``: (outcome, the model's prediction, time on task) for each approval."""
+    timed = [seconds for _, _, seconds in given if seconds is not None]
+    return Today(
+        reviewer=reviewer,
+        since=since,
+        approvals=len(given),
+        agreed_with_model=_share(sum(o == p for o, p, _ in given), len(given)),
+        seconds_per_review=round(sum(timed) / len(timed), 1) if timed else None,
+        flags=flags,
+    )

@@ -530,6 +530,24 @@ class ReviewStore:
         next_cursor = int(rows[limit - 1]["id"]) if len(rows) > limit else None
         return rows[:limit], next_cursor
 
+    async def day_of(
+        self, who: str, since: datetime
+    ) -> tuple[list[tuple[str, str, float | None]], int]:
+        """``who``'s approvals since then, each (outcome, the model's prediction, time on
+        task), and how many flags they raised."""
+        given = select(approvals.c.outcome, reviews.c.routed, approvals.c.active_seconds).join(
+            reviews, reviews.c.review_id == approvals.c.review_id
+        )
+        raised = select(func.count()).where(flags.c.reviewer == who, flags.c.created_at >= since)
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    given.where(approvals.c.reviewer == who, approvals.c.created_at >= since)
+                )
+            ).all()
+            count = int((await s.execute(raised)).scalar_one())
+        return [(o, routed["score"]["prediction"], seconds) for o, routed, seconds in rows], count
+
     async def first_looks(self, review_id: str) -> dict[str, str]:
         """The verdicts given blind on the review, by reviewer."""
         query = select(first_looks.c.reviewer, first_looks.c.outcome).where(
