@@ -5,10 +5,12 @@ decides with a rationale and is handed the next one. The screenshot is kept unde
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Page, async_playwright, expect
 from tandem_shared.auth import mint_token
 from tandem_shared.events import Contribution, DecisionMade, FeedbackRecorded, FirstLook
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
@@ -25,6 +27,28 @@ KEYBOARD_SCREENSHOT = SCREENSHOT.with_name("console-keyboard.png")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = pytest.mark.kafka
+
+
+@asynccontextmanager
+async def console(server: str, height: int) -> AsyncIterator[Page]:
+    """The console in headless Chromium, 1280 pixels wide."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": height})
+            await page.goto(f"{server}/console")
+            yield page
+        finally:
+            await browser.close()
+
+
+async def connect(page: Page, token: str, waiting: int) -> None:
+    """Paste the token, connect, and wait for the queue to show ``waiting`` reviews."""
+    await page.get_by_test_id("token").fill(token)
+    await page.get_by_test_id("connect").click()
+    await expect(page.get_by_test_id("queue").locator("li")).to_have_count(waiting, timeout=30_000)
 
 
 def explained(task_id: str, priority: int) -> object:
@@ -47,45 +71,29 @@ async def test_a_reviewer_decides_in_the_console(
         [explained("first", 80), explained("second", 40)],  # type: ignore[list-item]
     )
     token = mint_token(RuntimeSettings(), "rui", ["reviewer"])
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            await page.goto(f"{server}/console")
-            await page.get_by_test_id("token").fill(token)
-            await page.get_by_test_id("connect").click()
-            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
-                2, timeout=30_000
-            )
+    async with console(server, height=900) as page:
+        await connect(page, token, waiting=2)
 
-            await page.get_by_test_id("next").click()
-            await expect(page.get_by_test_id("review")).to_contain_text("tumor_screening · first")
-            # The claim comes back on the live stream: one review is left waiting.
-            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
-                1, timeout=30_000
-            )
-            await expect(page.get_by_test_id("summary")).to_contain_text("says benign")
-            await expect(page.get_by_test_id("features")).to_contain_text("mean_radius")
-            await expect(page.get_by_test_id("explanation")).to_contain_text("1.420")
+        await page.get_by_test_id("next").click()
+        await expect(page.get_by_test_id("review")).to_contain_text("tumor_screening · first")
+        # The claim comes back on the live stream: one review is left waiting.
+        await expect(page.get_by_test_id("queue").locator("li")).to_have_count(1, timeout=30_000)
+        await expect(page.get_by_test_id("summary")).to_contain_text("says benign")
+        await expect(page.get_by_test_id("features")).to_contain_text("mean_radius")
+        await expect(page.get_by_test_id("explanation")).to_contain_text("1.420")
 
-            await page.get_by_test_id("decide").click()  # no outcome chosen yet: refused
-            await expect(page.get_by_test_id("message")).to_contain_text("Choose an outcome")
-            await page.get_by_test_id("outcome-malignant").click()
-            await page.get_by_test_id("rationale").fill("irregular border on the image")
-            await page.get_by_test_id("decide").click()
+        await page.get_by_test_id("decide").click()  # no outcome chosen yet: refused
+        await expect(page.get_by_test_id("message")).to_contain_text("Choose an outcome")
+        await page.get_by_test_id("outcome-malignant").click()
+        await page.get_by_test_id("rationale").fill("irregular border on the image")
+        await page.get_by_test_id("decide").click()
 
-            # Decided, and handed the next review: on the live queue nothing is left waiting.
-            await expect(page.get_by_test_id("review")).to_contain_text("tumor_screening · second")
-            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
-                0, timeout=30_000
-            )
-            await expect(page.locator("#live")).to_have_text("0 waiting")
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            await browser.close()
+        # Decided, and handed the next review: on the live queue nothing is left waiting.
+        await expect(page.get_by_test_id("review")).to_contain_text("tumor_screening · second")
+        await expect(page.get_by_test_id("queue").locator("li")).to_have_count(0, timeout=30_000)
+        await expect(page.locator("#live")).to_have_text("0 waiting")
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
 
     [record] = await consume(kafka_settings.bootstrap_servers, topics.decisions, 1)
     decision = DecisionMade.model_validate_json(record.value)
@@ -105,42 +113,30 @@ async def test_a_blind_review_in_the_console_shows_the_model_after_the_reviewers
     blind = explained("blind", 80).model_copy(update={"blind": True})  # type: ignore[attr-defined]
     await publish_routed(kafka_settings, topics, [blind])
     token = mint_token(RuntimeSettings(), "rui", ["reviewer"])
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            await page.goto(f"{server}/console")
-            await page.get_by_test_id("token").fill(token)
-            await page.get_by_test_id("connect").click()
-            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
-                1, timeout=30_000
-            )
-            await page.get_by_test_id("next").click()
-            summary = page.get_by_test_id("summary")
-            await expect(summary).to_contain_text("Blind review")
-            await expect(summary).not_to_contain_text("says")
-            await expect(page.get_by_test_id("explanation")).to_be_hidden()
-            await expect(page.get_by_test_id("rationale")).to_be_hidden()
-            await expect(page.get_by_test_id("features")).to_contain_text("mean_radius")
-            BLIND_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(BLIND_SCREENSHOT), full_page=True)
+    async with console(server, height=800) as page:
+        await connect(page, token, waiting=1)
+        await page.get_by_test_id("next").click()
+        summary = page.get_by_test_id("summary")
+        await expect(summary).to_contain_text("Blind review")
+        await expect(summary).not_to_contain_text("says")
+        await expect(page.get_by_test_id("explanation")).to_be_hidden()
+        await expect(page.get_by_test_id("rationale")).to_be_hidden()
+        await expect(page.get_by_test_id("features")).to_contain_text("mean_radius")
+        BLIND_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(BLIND_SCREENSHOT), full_page=True)
 
-            await page.get_by_test_id("outcome-malignant").click()
-            await page.get_by_test_id("decide").click()  # records the verdict, then reveals
-            await expect(page.get_by_test_id("message")).to_contain_text(
-                "Your verdict before the reveal: malignant. The model says benign"
-            )
-            await expect(summary).to_contain_text("says benign")
-            await expect(page.get_by_test_id("explanation")).to_contain_text("1.420")
-            pressed = page.get_by_test_id("outcome-malignant")
-            await expect(pressed).to_have_attribute("aria-pressed", "true")
-            await page.get_by_test_id("rationale").fill("the border still looks irregular")
-            await page.get_by_test_id("decide").click()
-            await expect(page.get_by_test_id("message")).to_contain_text("Nothing is waiting")
-        finally:
-            await browser.close()
+        await page.get_by_test_id("outcome-malignant").click()
+        await page.get_by_test_id("decide").click()  # records the verdict, then reveals
+        await expect(page.get_by_test_id("message")).to_contain_text(
+            "Your verdict before the reveal: malignant. The model says benign"
+        )
+        await expect(summary).to_contain_text("says benign")
+        await expect(page.get_by_test_id("explanation")).to_contain_text("1.420")
+        pressed = page.get_by_test_id("outcome-malignant")
+        await expect(pressed).to_have_attribute("aria-pressed", "true")
+        await page.get_by_test_id("rationale").fill("the border still looks irregular")
+        await page.get_by_test_id("decide").click()
+        await expect(page.get_by_test_id("message")).to_contain_text("Nothing is waiting")
 
     [record] = await consume(kafka_settings.bootstrap_servers, topics.decisions, 1)
     decision = DecisionMade.model_validate_json(record.value)
@@ -157,59 +153,49 @@ async def test_a_reviewer_works_the_queue_by_keyboard_alone_at_1280_by_800(
     blind = explained("kb-blind", 40).model_copy(update={"blind": True})  # type: ignore[attr-defined]
     await publish_routed(kafka_settings, topics, [explained("kb-seen", 80), blind])  # type: ignore[list-item]
     token = mint_token(RuntimeSettings(), "kim", ["reviewer"])
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+    async with console(server, height=800) as page:
+        await expect(page.get_by_test_id("keys")).to_contain_text("Ctrl")
+        keys = page.keyboard
+        await keys.press("Tab")  # the token box comes first
+        await keys.type(token)
+        await keys.press("Tab")
+        await keys.press("Enter")  # Connect
+        await expect(page.get_by_test_id("queue").locator("li")).to_have_count(2, timeout=30_000)
+        await expect(page.get_by_test_id("today")).to_contain_text("0 reviewed today")
+
+        await keys.press("n")
+        await expect(page.get_by_test_id("review")).to_contain_text("kb-seen")
+        await expect(page.get_by_test_id("decide")).to_be_in_viewport()
+        await keys.press("2")
+        await expect(page.get_by_test_id("outcome-malignant")).to_have_attribute(
+            "aria-pressed", "true"
         )
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            await page.goto(f"{server}/console")
-            await expect(page.get_by_test_id("keys")).to_contain_text("Ctrl")
-            keys = page.keyboard
-            await keys.press("Tab")  # the token box comes first
-            await keys.type(token)
-            await keys.press("Tab")
-            await keys.press("Enter")  # Connect
-            await expect(page.get_by_test_id("queue").locator("li")).to_have_count(
-                2, timeout=30_000
-            )
-            await expect(page.get_by_test_id("today")).to_contain_text("0 reviewed today")
+        await keys.press("/")
+        await keys.type("irregular border")
+        await keys.press("Tab")  # explanation useful
+        await keys.type("4")
+        await keys.press("Tab")  # trust
+        await keys.type("2")
+        await keys.press("Control+Enter")
 
-            await keys.press("n")
-            await expect(page.get_by_test_id("review")).to_contain_text("kb-seen")
-            await expect(page.get_by_test_id("decide")).to_be_in_viewport()
-            await keys.press("2")
-            await expect(page.get_by_test_id("outcome-malignant")).to_have_attribute(
-                "aria-pressed", "true"
-            )
-            await keys.press("/")
-            await keys.type("irregular border")
-            await keys.press("Tab")  # explanation useful
-            await keys.type("4")
-            await keys.press("Tab")  # trust
-            await keys.type("2")
-            await keys.press("Control+Enter")
-
-            # Decided, and the blind one comes next: a verdict first, by keyboard too.
-            await expect(page.get_by_test_id("review")).to_contain_text("kb-blind")
-            await expect(page.get_by_test_id("today")).to_contain_text("1 reviewed today")
-            await expect(page.get_by_test_id("summary")).to_contain_text("Blind review")
-            await keys.press("1")
-            await keys.press("Control+Enter")
-            await expect(page.get_by_test_id("summary")).to_contain_text("says benign")
-            await keys.press("m")
-            await expect(page.get_by_test_id("message")).to_contain_text("Flagged")
-            await keys.press("/")
-            await keys.type("typical case")
-            await keys.press("Escape")
-            await keys.press("Control+Enter")
-            await expect(page.get_by_test_id("today")).to_contain_text(
-                "2 reviewed today · 50% with the model"
-            )
-            KEYBOARD_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(KEYBOARD_SCREENSHOT))
-        finally:
-            await browser.close()
+        # Decided, and the blind one comes next: a verdict first, by keyboard too.
+        await expect(page.get_by_test_id("review")).to_contain_text("kb-blind")
+        await expect(page.get_by_test_id("today")).to_contain_text("1 reviewed today")
+        await expect(page.get_by_test_id("summary")).to_contain_text("Blind review")
+        await keys.press("1")
+        await keys.press("Control+Enter")
+        await expect(page.get_by_test_id("summary")).to_contain_text("says benign")
+        await keys.press("m")
+        await expect(page.get_by_test_id("message")).to_contain_text("Flagged")
+        await keys.press("/")
+        await keys.type("typical case")
+        await keys.press("Escape")
+        await keys.press("Control+Enter")
+        await expect(page.get_by_test_id("today")).to_contain_text(
+            "2 reviewed today · 50% with the model"
+        )
+        KEYBOARD_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(KEYBOARD_SCREENSHOT))
 
     decided = {
         d.task_id: d
