@@ -118,7 +118,8 @@ async def test_a_blind_review_shows_the_model_only_after_the_first_look(
     assert (audited["revealed"], audited["prediction"]) == (True, "benign")
 
     assert (await first_look(api, rid, "malignant", alice)).status_code == 409  # not held
-    assert (await api.post(f"/v1/reviews/{rid}/claim", headers=alice)).status_code == 200
+    claimed = await api.post(f"/v1/reviews/{rid}/claim", headers=alice)
+    assert (claimed.status_code, claimed.json()["blind"]) == (200, True)  # a first look is due
     early = await api.post(
         f"/v1/reviews/{rid}/decision", json={"outcome": "benign", "rationale": "r"}, headers=alice
     )
@@ -126,7 +127,8 @@ async def test_a_blind_review_shows_the_model_only_after_the_first_look(
     assert (await first_look(api, rid, "unsure", alice)).status_code == 422
     assert (await first_look(api, rid, "malignant", bob)).status_code == 409  # alice holds it
     not_blind = (await pending(api, 1))[0]["review_id"]
-    assert (await api.post(f"/v1/reviews/{not_blind}/claim", headers=bob)).status_code == 200
+    seen = await api.post(f"/v1/reviews/{not_blind}/claim", headers=bob)
+    assert (seen.status_code, seen.json()["blind"]) == (200, False)
     refused = await first_look(api, not_blind, "benign", bob)
     assert refused.status_code == 409 and "not blind" in refused.json()["detail"]
 
@@ -198,7 +200,8 @@ async def test_a_blind_qa_sample_hides_the_models_decision_until_the_first_look(
     [item] = await pending(api, 1, "carol")
     assert (await api.get("/v1/tasks/q-1", headers=carol)).json()["decision"] is None
     rid = item["review_id"]
-    assert (await api.post(f"/v1/reviews/{rid}/claim", headers=carol)).status_code == 200
+    claimed = (await api.post("/v1/reviews/next", headers=carol)).json()
+    assert (claimed["review_id"], claimed["blind"]) == (rid, True)
     assert (await first_look(api, rid, "benign", carol)).status_code == 200
     task = (await api.get("/v1/tasks/q-1", headers=carol)).json()
     assert task["decision"]["outcome"] == "benign"

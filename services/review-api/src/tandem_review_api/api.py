@@ -135,6 +135,10 @@ class ClaimOut(BaseModel):
     review_id: str
     claimed_by: str
     lease_expires_at: datetime
+    blind: bool = Field(
+        description="Record your first look (POST .../first-look) before you decide: the"
+        " model's view is shown after it."
+    )
 
 
 class DecisionOut(BaseModel):
@@ -274,7 +278,10 @@ async def claim(review_id: ReviewIdParam, who: Reviewer, reviews: Reviews) -> Cl
 
 def _claim_out(c: Claim) -> ClaimOut:
     return ClaimOut(
-        review_id=c.review_id, claimed_by=c.claimed_by, lease_expires_at=c.lease_expires_at
+        review_id=c.review_id,
+        claimed_by=c.claimed_by,
+        lease_expires_at=c.lease_expires_at,
+        blind=c.blind,
     )
 
 
@@ -336,15 +343,13 @@ async def list_flags(
     "/reviews/{review_id}/first-look", tags=["reviews"], responses=links.FIRST_LOOK_RECORDED
 )
 async def first_look(
-    review_id: ReviewIdParam, body: FirstLookBody, who: Reviewer, reviews: Reviews, store: Store
+    review_id: ReviewIdParam, body: FirstLookBody, who: Reviewer, reviews: Reviews
 ) -> dict[str, Any]:
     """On a blind review you hold: your verdict from the features and context alone. It is
     kept (once; a second is 409) and the review comes back with the model's outcome,
     confidence and explanation; then decide, keeping your verdict or changing it. 409 on a
     review that is not blind or that you do not hold."""
-    await reviews.first_look(review_id, who, body.outcome)
-    now = utcnow()
-    return review_item(await store.seen_by(review_id, who, now), now)
+    return review_item(await reviews.first_look(review_id, who, body.outcome), utcnow())
 
 
 @router.post(

@@ -35,5 +35,13 @@ class ClaimedReviews:
         review = claimed.review
         return claimed if review.claimed_by == who.subject and review.lease_held(now) else None
 
+    def peek(self, review_id: str, who: Principal, now: datetime) -> Snapshot | None:
+        """As ``take``, but the claim stays remembered for the decision."""
+        claimed = self._claimed.get(review_id)
+        if claimed is None:
+            return None
+        review = claimed.review
+        return claimed if review.claimed_by == who.subject and review.lease_held(now) else None
+
     def forget(self, review_id: str) -> None:
         self._claimed.pop(review_id, None)

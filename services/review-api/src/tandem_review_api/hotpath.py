@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from tandem_shared.events import DecisionMade, TaskRouted
 
 from tandem_review_api.queue import Approval, Review
-from tandem_review_api.tables import approvals, outbox, reviews, tasks
+from tandem_review_api.tables import approvals, first_looks, outbox, reviews, tasks
 
 StepKind = Literal["decided", "awaiting_approval", "escalated"]
 
@@ -454,3 +454,59 @@ def approve_in_turn(shape: tuple[StepKind, bool, int]) -> tuple[Update, list[Ins
         for n in range(events)
     ]
     return _moved(kind), inserts
+
+
+# ---- first look ------------------------------------------------------------------------------
+
+# The verdicts kept on a blind review, by reviewer (parameter p_review).
+FIRST_LOOKS: Select[Any] = select(first_looks.c.reviewer, first_looks.c.outcome).where(
+    first_looks.c.review_id == bindparam("p_review")
+)
+_FIRST_LOOK_COLUMNS = ("review_id", "reviewer", "outcome", "created_at")
+
+
+def _first_look_kept(insert: Any) -> Any:
+    """The verdict of p_who on p_review, kept only while they hold its claim (parameters
+    p_review, p_who, p_outcome, p_now), and once: a second is not taken."""
+    c = first_looks.c
+    held = select(
+        reviews.c.review_id,
+        _param("who", c.reviewer),
+        _param("outcome", c.outcome),
+        _param("now", c.created_at),
+    ).where(
+        reviews.c.review_id == _param("review", reviews.c.review_id),
+        status_is("claimed"),
+        reviews.c.claimed_by == _param("who", reviews.c.claimed_by),
+        reviews.c.lease_expires_at > _param("now", reviews.c.lease_expires_at),
+    )
+    return insert.from_select(_FIRST_LOOK_COLUMNS, held).on_conflict_do_nothing()
+
+
+@cache
+def first_look_in_one() -> Update:
+    """PostgreSQL: the verdict kept and the review's change time moved (the live stream shows
+    the holder the model's view), in one statement; returns the review's row, or no row when
+    the claim was not theirs or a verdict was kept already."""
+    insert = _first_look_kept(postgresql.insert(first_looks))
+    kept = insert.returning(first_looks.c.review_id).cte("kept")
+    return (
+        update(reviews)
+        .where(reviews.c.review_id == kept.c.review_id)
+        .values(updated_at=_param("now", reviews.c.updated_at))
+        .returning(*reviews.c)
+        .add_cte(kept)
+    )
+
+
+@cache
+def first_look_in_turn() -> tuple[Insert, Update]:
+    """SQLite: the guarded insert, then (in the same transaction, only when it kept one) the
+    change time moved."""
+    moved = (
+        update(reviews)
+        .where(reviews.c.review_id == _param("review", reviews.c.review_id))
+        .values(updated_at=_param("now", reviews.c.updated_at))
+        .returning(*reviews.c)
+    )
+    return _first_look_kept(sqlite.insert(first_looks)), moved

@@ -4,6 +4,7 @@ in the same transaction (outbox.py sends them on)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ class Claim:
     review_id: str
     claimed_by: str
     lease_expires_at: datetime
+    blind: bool  # the holder records a first look before the model's view is shown
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class ReviewService:
             expires = self.limits.lease_until(review, who, now)
             active = self.limits.active(review, who, now)
             await self.store.claim(s, review, who.subject, now, expires, active)
-        return Claim(review_id, who.subject, expires)
+        return Claim(review_id, who.subject, expires, review.routed.blind)
 
     async def _claim_next(self, who: Principal) -> Claim:
         """One statement finds, checks and claims the review (the rules of queue.check_claim
@@ -90,10 +92,10 @@ class ReviewService:
             if waiting:
                 self.limits.check_held(held)
             raise NotFound("no review is waiting for you")
-        review_id, snapshot = claimed
+        review_id, blind, snapshot = claimed
         if snapshot is not None:
             self.claimed.remember(snapshot)
-        return Claim(review_id, who.subject, expires)
+        return Claim(review_id, who.subject, expires, blind)
 
     async def heartbeat(self, review_id: str, who: Principal) -> Claim:
         """Extend the claimant's lease: a reviewer still at work keeps the review."""
@@ -105,7 +107,7 @@ class ReviewService:
             expires = self.limits.lease_until(review, who, now)
             active = self.limits.active(review, who, now)
             await self.store.extend_lease(s, review, who.subject, expires, now, active)
-        return Claim(review_id, who.subject, expires)
+        return Claim(review_id, who.subject, expires, review.routed.blind)
 
     async def escalate(self, review_id: str, who: Principal, reason: str) -> None:
         """The claimant hands the review to the senior queue, saying why."""
@@ -137,14 +139,22 @@ class ReviewService:
         self.metrics.flags.labels(raised["task_type"], kind).inc()
         return raised
 
-    async def first_look(self, review_id: str, who: Principal, outcome: str) -> None:
+    async def first_look(self, review_id: str, who: Principal, outcome: str) -> Mapping[str, Any]:
         """``who``'s verdict on a blind review they hold, before its model view is shown to
-        them; kept once, and carried into their approval's feedback and the decision."""
+        them; kept once, and carried into their approval's feedback and the decision. The
+        review's row, now revealed to them."""
         now = utcnow()
-        async with self.store.transaction() as s:
-            _, review = await self.store.load(s, review_id)
-            queue.check_first_look(review, who, outcome, now)
-            await self.store.record_first_look(s, review_id, who.subject, outcome, now)
+        read = self.claimed.peek(review_id, who, now) or await self.store.snapshot(review_id)
+        queue.check_first_look(read.review, who, outcome, now)
+        row = await self.store.keep_first_look(review_id, who.subject, outcome, now)
+        if row is not None:
+            return {**row, "revealed": True}
+        # Nothing kept: say why, from the review as it is now.
+        review = (await self.store.snapshot(review_id)).review
+        queue.check_first_look(review, who, outcome, utcnow())
+        if who.subject in await self.store.first_looks(review_id):
+            raise Conflict(f"{who.subject} recorded a first look on review {review_id} already")
+        raise Conflict(f"review {review_id} changed while recording your first look; try again")
 
     async def decide(
         self,

@@ -421,16 +421,18 @@ class ReviewStore:
 
     async def claim_next(
         self, who: Principal, now: datetime, until: datetime, most: int
-    ) -> tuple[str, hotpath.Snapshot | None] | None:
+    ) -> tuple[str, bool, hotpath.Snapshot | None] | None:
         """Claim the most urgent review ``who`` may take, until ``until``, unless they hold
-        ``most`` already: its id and the review as claimed (hotpath.as_claimed), or None (nothing
-        waiting, or ``who`` at the limit)."""
+        ``most`` already: its id, whether it is blind, and the review as claimed
+        (hotpath.as_claimed); or None (nothing waiting, or ``who`` at the limit)."""
         params = {"p_who": who.subject, "p_now": now, "p_until": until, "p_most": most}
         async with self._once() as c:
             rows = await self._fetch(c, hotpath.claim_next(who.has("senior")), params)
         if not rows:
             return None
-        return rows[0]["review_id"], hotpath.as_claimed(rows[0], who.subject, now, until)
+        row = rows[0]
+        blind = bool(row["routed"].get("blind", False))
+        return row["review_id"], blind, hotpath.as_claimed(row, who.subject, now, until)
 
     async def unclaimed_why(self, who: Principal, now: datetime) -> tuple[bool, int]:
         """After claim_next found nothing: whether any review waits for ``who`` (locked by
@@ -471,18 +473,23 @@ class ReviewStore:
             who, review_id = approved.approval.reviewer, approved.review.review_id
             raise Conflict(f"{who} already decided review {review_id}") from exc
 
-    async def record_first_look(
-        self, s: AsyncSession, review_id: str, who: str, outcome: str, now: datetime
-    ) -> None:
-        """``who``'s verdict before the reveal, kept once: a second is refused, not taken."""
-        insert = insert_ignoring_conflicts(first_looks, self.engine.dialect)
-        row = {"review_id": review_id, "reviewer": who, "outcome": outcome, "created_at": now}
-        if await _rowcount(s, insert.values(row)) != 1:
-            raise Conflict(f"{who} recorded a first look on review {review_id} already")
-        # The change feed shows the review again: its holder's view is now revealed.
-        await s.execute(
-            update(reviews).where(reviews.c.review_id == review_id).values(updated_at=now)
-        )
+    async def keep_first_look(
+        self, review_id: str, who: str, outcome: str, now: datetime
+    ) -> Mapping[str, Any] | None:
+        """``who``'s verdict before the reveal, kept once and only while they hold the claim,
+        and the review's change time moved (its holder's view is revealed on the live stream
+        too): the review's row, or None when nothing was kept (not their claim, or kept
+        already). One statement on PostgreSQL."""
+        params = {"p_review": review_id, "p_who": who, "p_outcome": outcome, "p_now": now}
+        async with self._once() as c:
+            if self.postgres:
+                rows = await self._fetch(c, hotpath.first_look_in_one(), params)
+                return rows[0] if rows else None
+            kept, moved = hotpath.first_look_in_turn()
+            if await _rowcount(c, kept, params) != 1:
+                return None
+            row = (await c.execute(moved, params)).mappings().first()
+            return None if row is None else dict(row)
 
     async def add_flag(
         self, review_id: str, who: Principal, kind: str, note: str | None, now: datetime
@@ -550,11 +557,9 @@ class ReviewStore:
 
     async def first_looks(self, review_id: str) -> dict[str, str]:
         """The verdicts given blind on the review, by reviewer."""
-        query = select(first_looks.c.reviewer, first_looks.c.outcome).where(
-            first_looks.c.review_id == review_id
-        )
-        async with self.sessions() as s:
-            return {str(r): str(o) for r, o in (await s.execute(query)).all()}
+        async with self._once() as c:
+            rows = await self._fetch(c, hotpath.FIRST_LOOKS, {"p_review": review_id})
+        return {str(r["reviewer"]): str(r["outcome"]) for r in rows}
 
     async def extend_lease(
         self,
@@ -783,7 +788,7 @@ MODEL_REASONS = frozenset(
 _MODEL_VIEW = ("prediction", "confidence", "probabilities", "explanation")
 
 
-def review_item(row: RowMapping, now: datetime) -> dict[str, Any]:
+def review_item(row: Mapping[Any, Any], now: datetime) -> dict[str, Any]:
     """The JSON a front-end gets for one review. A blind review read without ``revealed`` (see
     revealed_to) shows no model view: its outcome, confidence, probabilities, explanation and
     the reasons that tell them are null or left out until the reader records a first look."""
@@ -800,7 +805,7 @@ def review_item(row: RowMapping, now: datetime) -> dict[str, Any]:
     return item
 
 
-def _review_fields(row: RowMapping, routed: TaskRouted, expired: bool) -> dict[str, Any]:
+def _review_fields(row: Mapping[Any, Any], routed: TaskRouted, expired: bool) -> dict[str, Any]:
     return {
         "review_id": row["review_id"],
         "task_id": row["task_id"],
