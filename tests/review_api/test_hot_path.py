@@ -242,8 +242,8 @@ async def test_claim_next_walks_the_open_queue_in_order_on_a_table_never_analyse
         pytest.skip("PostgreSQL's planner")
     await queued(parts, *(f"q-{n}" for n in range(300)))
     now = utcnow()
-    values = {"p_who": "ana", "p_now": now, "p_until": now, "p_most": 5}
-    plan = await generic_plan(parts, hotpath.claim_next(senior), values)
+    values = {"p_who": "ana", "p_now": now, "p_until": now, "p_most": 5, "p_queues": ["q"]}
+    plan = await generic_plan(parts, hotpath.claim_next(senior, True), values)
     assert "Index Scan using ix_reviews_open" in plan, plan
     assert "Sort" not in plan, plan
 
@@ -257,7 +257,8 @@ async def test_an_empty_queue_is_answered_from_the_open_reviews_alone(
     if not database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's planner")
     await queued(parts, *(f"q-{n}" for n in range(300)))
-    plan = await generic_plan(parts, hotpath.unclaimed(senior), {"p_who": "ana", "p_now": utcnow()})
+    values = {"p_who": "ana", "p_now": utcnow(), "p_queues": ["q"]}
+    plan = await generic_plan(parts, hotpath.unclaimed(senior, True), values)
     assert "Index Scan using ix_reviews_open" in plan, plan
     assert "Seq Scan on reviews" not in plan, plan
 

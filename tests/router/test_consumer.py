@@ -117,6 +117,13 @@ async def test_a_blind_review_says_so_and_a_seen_one_does_not() -> None:
     assert isinstance(qa_review.event.data, TaskRouted) and qa_review.event.data.blind
 
 
+async def test_a_review_carries_the_queue_the_policy_names() -> None:
+    route, _ = handler(policy(queue="screening"))
+    [result] = await route([incoming(scored("q", confidence=0.8))])
+    [review] = outputs(result)
+    assert isinstance(review.event.data, TaskRouted) and review.event.data.queue == "screening"
+
+
 async def test_critical_tasks_carry_their_approvals() -> None:
     route, _ = handler()
     [result] = await route([incoming(scored("d", critical=True, confidence=1.0))])

@@ -315,3 +315,18 @@ def test_a_review_is_blind_by_task_type_rule_reason_or_qa_sample() -> None:
 def test_a_blind_setting_names_known_keys_only() -> None:
     with pytest.raises(ValidationError, match="qa_sample"):
         Blind.model_validate({"qa_sample": True})  # a misspelt qa_samples
+
+
+def test_a_review_goes_to_the_queue_of_its_first_rule_or_of_its_task_type() -> None:
+    large = Rule(
+        reason="large_lesion", feature="radius", op="gt", value=25, queue="oncology-senior"
+    )
+    pilot = Rule(reason="pilot", context="clinic", op="eq", value="east", queue="pilot-team")
+    rules = policy(queue="screening", rules=[large, pilot])
+    both = scored(features={"radius": 30.0}, context={"clinic": "east"})
+    assert decide(rules, both, NOW).queue == "oncology-senior"  # the first rule that holds
+    assert decide(rules, scored(context={"clinic": "east"}), NOW).queue == "pilot-team"
+    assert decide(rules, scored(confidence=0.5), NOW).queue == "screening"  # the task type's
+    assert decide(policy(), scored(confidence=0.5), NOW).queue is None  # the general queue
+    with pytest.raises(ValidationError):
+        Rule(reason="x", feature="radius", op="gt", value=1, queue="no spaces allowed")

@@ -58,12 +58,17 @@ def token(
     ],
     subject: Annotated[str, typer.Option(help="Who the token speaks for.")],
     hours: Annotated[float, typer.Option(help="Lifetime, at most 24.", min=0.01, max=24)] = 8.0,
+    qualification: Annotated[
+        list[str] | None,
+        typer.Option(help="A review queue the person may take work from; repeat for several."),
+    ] = None,
 ) -> None:
     """Mint a development JWT (HS256 with TANDEM_JWT_SECRET)."""
     from datetime import timedelta
 
     try:
-        print(mint_token(RuntimeSettings(), subject, role, timedelta(hours=hours)))
+        lifetime = timedelta(hours=hours)
+        print(mint_token(RuntimeSettings(), subject, role, lifetime, qualification or []))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 

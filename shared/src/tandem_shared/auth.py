@@ -18,6 +18,7 @@ from tandem_shared.settings import RuntimeSettings
 
 Role = Literal["reviewer", "senior", "admin", "auditor", "service"]
 ROLES: tuple[str, ...] = get_args(Role)
+MAX_QUALIFICATIONS = 256  # queues one person may be qualified for: far more than any team has
 # A senior reviewer can do what a reviewer does; an admin what both do. Auditors stay apart.
 _IMPLIED: dict[str, frozenset[str]] = {
     "senior": frozenset({"reviewer"}),
@@ -42,6 +43,9 @@ class Principal:
     # From the token: what the caller may see starts at one, and ends at the other.
     issued_at: datetime | None = None
     expires_at: datetime | None = None
+    # The named review queues the caller may take work from (the token's qualifications
+    # claim, TANDEM_JWT_QUALIFICATIONS_CLAIM: an OIDC provider's "groups", say).
+    qualifications: frozenset[str] = frozenset()
 
     def has(self, role: str) -> bool:
         return role in self.roles or any(role in _IMPLIED.get(r, ()) for r in self.roles)
@@ -52,7 +56,11 @@ class TokenError(Exception):
 
 
 def mint_token(
-    settings: RuntimeSettings, subject: str, roles: list[str], ttl: timedelta = timedelta(hours=8)
+    settings: RuntimeSettings,
+    subject: str,
+    roles: list[str],
+    ttl: timedelta = timedelta(hours=8),
+    qualifications: list[str] | None = None,
 ) -> str:
     unknown = set(roles) - set(ROLES)
     if unknown:
@@ -68,6 +76,8 @@ def mint_token(
         "aud": settings.jwt_audience,
         "iss": settings.jwt_issuer,
     }
+    if qualifications:
+        claims[settings.jwt_qualifications_claim] = qualifications
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)
 
 
@@ -91,11 +101,17 @@ def verify_token(settings: RuntimeSettings, token: str) -> Principal:
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("roles claim must be a list of strings")
+    qualified = claims.get(settings.jwt_qualifications_claim, [])
+    if not isinstance(qualified, list) or not all(isinstance(q, str) for q in qualified):
+        raise TokenError(f"{settings.jwt_qualifications_claim} claim must be a list of strings")
+    if len(qualified) > MAX_QUALIFICATIONS:
+        raise TokenError(f"more than {MAX_QUALIFICATIONS} {settings.jwt_qualifications_claim}")
     return Principal(
         subject=str(claims["sub"]),
         roles=frozenset(roles),
         issued_at=_time(claims.get("iat")),
         expires_at=_time(claims["exp"]),
+        qualifications=frozenset(qualified),
     )
 
 
@@ -160,8 +176,8 @@ class VerifiedTokens:
 
 
 def _verifier(settings: RuntimeSettings) -> tuple[object, ...]:
-    """What decides whether a token is valid: one verified under other settings (another app
-    in the process, a rotated secret) is verified again."""
+    """What decides whether a token is valid, and what it says: one verified under other
+    settings (another app in the process, a rotated secret) is verified again."""
     return (
         settings.jwt_algorithm,
         settings.jwt_secret.get_secret_value(),
@@ -169,6 +185,7 @@ def _verifier(settings: RuntimeSettings) -> tuple[object, ...]:
         settings.jwt_audience,
         settings.jwt_issuer,
         settings.jwt_leeway_s,
+        settings.jwt_qualifications_claim,
     )
 
 

@@ -104,6 +104,9 @@ class TaskRouted(EventData):
     # Blind first look: reviewers record their own verdict before they see the model's
     # outcome, confidence and explanation (the policy says which reviews).
     blind: bool = False
+    # The named queue the review goes to: only people qualified for it take it (the policy
+    # says which); None is the general queue.
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class FirstLook(EventData):

@@ -78,6 +78,8 @@ class RuntimeSettings(BaseSettings):
     jwt_issuer: str = "tandem"
     # Clocks of the token's issuer and of this process may differ by this much.
     jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+    # The claim listing the review queues a person is qualified for (a list of names).
+    jwt_qualifications_claim: str = Field(default="groups", min_length=1)
     # Control records (policy, model versions, kill switch, drift alarms) are Ed25519-signed by
     # whoever publishes them, and followed only when a trusted key signed them: the public
     # keys, comma-separated, each optionally limited to kinds ("KEY:drift" or

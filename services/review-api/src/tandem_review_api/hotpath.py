@@ -12,6 +12,7 @@ the approvals read are still all there are."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,14 +23,17 @@ from sqlalchemy import (
     ColumnElement,
     Insert,
     Select,
+    String,
     Update,
     and_,
+    any_,
     bindparam,
     case,
     func,
     insert,
     literal_column,
     select,
+    true,
     union_all,
     update,
 )
@@ -59,7 +63,33 @@ def _param(name: str, column: Any) -> Any:
 # ---- claim-next ------------------------------------------------------------------------------
 
 
-def takeable(senior: bool, subject: Any, now: Any) -> ColumnElement[bool]:
+def qualified(postgres: bool) -> ColumnElement[bool]:
+    """Reviews of the general queue, or of a named queue the caller is qualified for: the
+    names bound as p_queues (PostgreSQL: a text array; SQLite: a JSON array in text).
+
+    A CASE, not an OR: without statistics the planner takes ``queue IS NULL OR ...`` for a
+    rare condition, and then sorts every open review rather than walk them in queue order
+    (see takeable); a CASE it cannot look into, and guesses half."""
+    if postgres:
+        names = bindparam("p_queues", type_=postgresql.ARRAY(String(64)))
+        member: ColumnElement[bool] = reviews.c.queue == any_(names)
+    else:
+        listed: Select[Any] = select(literal_column("value")).select_from(
+            func.json_each(bindparam("p_queues", type_=String()))
+        )
+        member = reviews.c.queue.in_(listed.scalar_subquery())
+    return case((reviews.c.queue.is_(None), true()), else_=member)
+
+
+def queues_param(postgres: bool, names: Iterable[str]) -> object:
+    """The p_queues value of ``qualified``."""
+    ordered = sorted(names)
+    return ordered if postgres else json.dumps(ordered)
+
+
+def takeable(
+    senior: bool, subject: Any, now: Any, queues: ColumnElement[bool]
+) -> ColumnElement[bool]:
     """The reviews ``subject`` may claim at ``now``: open (pending, or a claim whose lease ran
     out), not approved by them already, and escalated ones for seniors only. The SQL form of
     queue.check_claim, for the reviews nobody named.
@@ -67,13 +97,14 @@ def takeable(senior: bool, subject: Any, now: Any) -> ColumnElement[bool]:
     Written as what they are not (decided, held, escalated) among the four statuses: without
     statistics (a table just filled) the planner takes such conditions for common ones, so it
     walks ix_reviews_open in queue order and stops at the first review it may take. Asked for
-    ``status = 'pending'`` it guessed a handful, and sorted every open review first."""
+    ``status = 'pending'`` it guessed a handful, and sorted every open review first.
+    ``queues``: which named queues the caller takes from (``qualified``)."""
     approved_already = (
         select(approvals.c.id)
         .where(approvals.c.review_id == reviews.c.review_id, approvals.c.reviewer == subject)
         .exists()
     )
-    open_ = and_(~status_is("decided"), ~held_by_anyone(now), ~approved_already)
+    open_ = and_(~status_is("decided"), ~held_by_anyone(now), ~approved_already, queues)
     if senior:
         return open_
     return and_(open_, ~status_is("escalated"), reviews.c.senior_only.is_(False))
@@ -100,16 +131,16 @@ QUEUE_ORDER = (
 
 
 @cache
-def claim_next(senior: bool) -> Update:
+def claim_next(senior: bool, postgres: bool) -> Update:
     """Claim the most urgent review the caller may take, if they hold fewer than p_most
-    (parameters p_who, p_now, p_until, p_most): the review as a decision reads it (see
+    (parameters p_who, p_now, p_until, p_most, p_queues): the review as a decision reads it (see
     as_claimed), or no row. On PostgreSQL, rows another transaction holds are skipped, so
     reviewers asking at once get different reviews; SQLite serialises writers instead, which
     is as correct."""
     who, now = _param("who", reviews.c.claimed_by), _param("now", reviews.c.claimed_at)
     first = (
         select(reviews.c.review_id)
-        .where(takeable(senior, who, now))
+        .where(takeable(senior, who, now, qualified(postgres)))
         .order_by(*QUEUE_ORDER)
         .limit(literal_column("1"))  # written, not bound: a bound limit is planned as a guess
         .with_for_update(skip_locked=True)
@@ -140,16 +171,17 @@ def claim_next(senior: bool) -> Update:
 
 
 @cache
-def unclaimed(senior: bool) -> Select[tuple[bool, int]]:
-    """After claim_next claimed nothing (parameters p_who, p_now): whether a review waits for
-    the caller all the same (held by another transaction's claim), and how many reviews they
-    hold, in one statement. Idle reviewers ask an empty queue again and again: walking the open
-    reviews in queue order (ix_reviews_open) it reads none of the decided ones. Not EXISTS: the
-    planner drops an order inside it, and then reads the whole table."""
+def unclaimed(senior: bool, postgres: bool) -> Select[tuple[bool, int]]:
+    """After claim_next claimed nothing (parameters p_who, p_now, p_queues): whether a
+    review waits for the caller all the same (held by another transaction's claim), and how
+    many reviews they hold, in one statement. Idle reviewers ask an empty queue again and
+    again: walking the open reviews in queue order (ix_reviews_open) it reads none of the
+    decided ones. Not EXISTS: the planner drops an order inside it, and then reads the whole
+    table."""
     who, now = _param("who", reviews.c.claimed_by), _param("now", reviews.c.claimed_at)
     first = (
         select(reviews.c.review_id)
-        .where(takeable(senior, who, now))
+        .where(takeable(senior, who, now, qualified(postgres)))
         .order_by(*QUEUE_ORDER)
         .limit(literal_column("1"))
         .scalar_subquery()

@@ -149,6 +149,11 @@ class Step:
 def check_claim(review: Review, who: Principal, now: datetime) -> None:
     if review.status == "decided":
         raise Conflict(f"review {review.review_id} is already decided")
+    named = review.routed.queue
+    if named is not None and named not in who.qualifications:
+        raise Conflict(
+            f"review {review.review_id} is in the {named} queue: your token does not qualify you"
+        )
     if review.escalated and not who.has("senior"):
         raise Conflict(f"review {review.review_id} is escalated: a senior reviewer must take it")
     if review.lease_held(now) and review.claimed_by != who.subject:

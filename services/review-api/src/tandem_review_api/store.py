@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, true, update
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -67,12 +67,15 @@ def _review_row(record: RoutedRecord) -> dict[str, Any]:
         "routed": r.model_dump(mode="json"),
         "traceparent": record.traceparent,
         "created_at": r.routed_at,
+        "queue": r.queue,
     }
 
 
 def takeable(who: Principal, now: datetime) -> ColumnElement[bool]:
     """The reviews ``who`` may claim now (see hotpath.takeable)."""
-    return hotpath.takeable(who.has("senior"), who.subject, now)
+    named = reviews.c.queue.in_(sorted(who.qualifications))
+    queues = case((reviews.c.queue.is_(None), true()), else_=named)  # as hotpath.qualified
+    return hotpath.takeable(who.has("senior"), who.subject, now, queues)
 
 
 def visible_to(who: Principal, now: datetime) -> ColumnElement[bool]:
@@ -426,8 +429,10 @@ class ReviewStore:
         ``most`` already: its id, whether it is blind, and the review as claimed
         (hotpath.as_claimed); or None (nothing waiting, or ``who`` at the limit)."""
         params = {"p_who": who.subject, "p_now": now, "p_until": until, "p_most": most}
+        params["p_queues"] = hotpath.queues_param(self.postgres, who.qualifications)
+        statement = hotpath.claim_next(who.has("senior"), self.postgres)
         async with self._once() as c:
-            rows = await self._fetch(c, hotpath.claim_next(who.has("senior")), params)
+            rows = await self._fetch(c, statement, params)
         if not rows:
             return None
         row = rows[0]
@@ -438,8 +443,10 @@ class ReviewStore:
         """After claim_next found nothing: whether any review waits for ``who`` (locked by
         another claim or not), and how many reviews they hold."""
         params = {"p_who": who.subject, "p_now": now}
+        params["p_queues"] = hotpath.queues_param(self.postgres, who.qualifications)
+        statement = hotpath.unclaimed(who.has("senior"), self.postgres)
         async with self._once() as c:
-            [row] = await self._fetch(c, hotpath.unclaimed(who.has("senior")), params)
+            [row] = await self._fetch(c, statement, params)
         return bool(row["waiting"]), int(row["held"])
 
     async def snapshot(self, review_id: str) -> hotpath.Snapshot:

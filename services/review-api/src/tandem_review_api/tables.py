@@ -64,6 +64,8 @@ reviews = Table(
     # Set once when the review is still open at due_at: an SLA breach, handled per the policy.
     Column("breached_at", UtcDateTime(), nullable=True),
     Column("escalation_reason", Text, nullable=True),  # why a reviewer sent it to a senior
+    # The named queue: only people qualified for it (their token says) take it; null: general.
+    Column("queue", String(64), nullable=True),
     # Set by every insert and update: the live stream of queue changes follows it.
     Column("updated_at", UtcDateTime(), nullable=True, default=utcnow, onupdate=utcnow),
     Index("ix_reviews_queue", "status", "priority", "created_at"),

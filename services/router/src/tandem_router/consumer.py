@@ -133,6 +133,7 @@ class RouterHandler:
             submitted_at=scored.submitted_at,
             routed_at=routing.routed_at,
             blind=routing.blind,
+            queue=routing.queue,
         )
         return Outgoing(
             self.topics.routed, _event(routed, scored.task.task_id, "routed", routing.routed_at)

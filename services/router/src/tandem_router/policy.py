@@ -184,6 +184,11 @@ class Rule(Condition):
         description="a review this rule sends is blind: people give their verdict before "
         "they see the model's",
     )
+    queue: Name | None = Field(
+        default=None,
+        description="the named queue a review this rule sends goes to (the first such rule "
+        "that holds wins): only people qualified for it take it",
+    )
 
     @model_validator(mode="after")
     def _reserved(self) -> Rule:
@@ -250,12 +255,17 @@ class TaskTypePolicy(_Strict):
     )
     overdue: Overdue = Field(default_factory=Overdue)
     blind: Blind = Field(default_factory=Blind)
+    queue: Name | None = Field(
+        default=None,
+        description="the named queue the task type's reviews go to (unless a rule names "
+        "another); none: the general queue, which every reviewer takes from",
+    )
     rules: list[Rule] = Field(default_factory=list)
 
     @cached_property
-    def checks(self) -> tuple[tuple[str, bool, bool], ...]:
-        """Each rule as (reason, escalates, blind), read once for every task routed."""
-        return tuple((r.reason, r.route == "escalate", r.blind) for r in self.rules)
+    def checks(self) -> tuple[tuple[str, bool, bool, str | None], ...]:
+        """Each rule as (reason, escalates, blind, queue), read once for every task routed."""
+        return tuple((r.reason, r.route == "escalate", r.blind, r.queue) for r in self.rules)
 
     @cached_property
     def columns(self) -> ColumnRules:
@@ -330,6 +340,7 @@ class Routing:
     qa_sample: bool = False
     overdue: Overdue = _ESCALATE_WHEN_OVERDUE
     blind: bool = False  # the review it makes (for an automatic one, its QA sample's) is blind
+    queue: str | None = None  # the named queue of that review; None: the general one
 
 
 def qa_bucket(task_id: str) -> float:
@@ -383,12 +394,13 @@ def decide(
         escalate |= rules.drift == "escalate"
     if fired is None:
         fired = rules.columns.one(task.features, task.context)
-    blind_rule = False
+    blind_rule, queue = False, None
     for index in fired:
-        reason, escalates, blinds = rules.checks[index]
+        reason, escalates, blinds, rule_queue = rules.checks[index]
         reasons.append(reason)
         escalate |= escalates
         blind_rule |= blinds
+        queue = queue or rule_queue
     if rules.escalate_below is not None and score.confidence < rules.escalate_below:
         reasons.append("very_low_confidence")
         escalate = True
@@ -418,6 +430,7 @@ def decide(
         if task.critical and rules.overdue.action == "fallback"
         else rules.overdue,
         blind=blind_rule or rules.blind.applies(("qa_sample",) if qa else reasons),
+        queue=queue or rules.queue,
     )
 
 
