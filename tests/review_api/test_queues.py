@@ -11,11 +11,14 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from tandem_shared.auth import TokenError, mint_token, verify_token
+from tandem_review_api.store import RoutedRecord
+from tandem_shared.auth import Principal, TokenError, mint_token, verify_token
+from tandem_shared.envelope import utcnow
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
-from tests.review_api.test_api import auth, publish_routed, routed
+from tests.review_api.apps import Parts
+from tests.review_api.test_api import NOW, auth, publish_routed, routed
 
 pytestmark = pytest.mark.kafka
 ONCOLOGY = "oncology-senior"
@@ -69,7 +72,9 @@ async def test_a_named_queue_is_worked_only_by_those_qualified_for_it(
     urgent = routed("onc-1", priority=90).model_copy(update={"queue": ONCOLOGY})
     await publish_routed(kafka_settings, topics, [urgent, routed("gen-1", priority=10)])
     ida, ola = token("ida"), token("ola", ONCOLOGY)
-    everyone = {i["task_id"]: i["review_id"] for i in await waiting(api, 2)}
+    listed_all = await waiting(api, 2)
+    assert {i["task_id"]: i["queue"] for i in listed_all} == {"onc-1": ONCOLOGY, "gen-1": None}
+    everyone = {i["task_id"]: i["review_id"] for i in listed_all}
     onc = everyone["onc-1"]
 
     # Not qualified: the named queue's review is neither listed, nor read, nor taken.
@@ -88,3 +93,31 @@ async def test_a_named_queue_is_worked_only_by_those_qualified_for_it(
     body = {"outcome": "benign", "rationale": "seen"}
     decided = await api.post(f"/v1/reviews/{onc}/decision", json=body, headers=ola)
     assert decided.json()["status"] == "decided"
+
+
+async def test_a_named_queue_nobody_qualified_asks_is_unattended_until_someone_does(
+    parts: Parts,
+) -> None:
+    """routed() makes reviews routed at NOW, days ago: they have waited since then."""
+    onc = routed("onc-2").model_copy(update={"queue": ONCOLOGY})
+    await parts.store.ingest(
+        [RoutedRecord(onc, None), RoutedRecord(routed("gen-2"), None)], [], NOW
+    )
+    before = utcnow()
+    waited = (before - NOW).total_seconds()
+    assert await parts.store.unattended(before) == {ONCOLOGY: pytest.approx(waited, abs=5)}
+
+    # Asking for work without the qualification changes nothing; with it, the queue is attended.
+    await parts.reviews.claim(None, Principal("ida", frozenset({"reviewer"})))
+    assert (await parts.store.unattended(utcnow()))[ONCOLOGY] >= waited
+    qualified = Principal("ola", frozenset({"reviewer"}), qualifications=frozenset({ONCOLOGY}))
+    claimed = await parts.reviews.claim(None, qualified)
+    assert (await parts.store.unattended(utcnow()))[ONCOLOGY] < 5
+    parts.metrics.set_unattended(await parts.store.unattended(utcnow()))
+    assert parts.metrics.queue_unattended.labels(ONCOLOGY)._value.get() < 5
+
+    # Decided: nothing waits there any more, and the gauge reads 0.
+    await parts.reviews.decide(claimed.review_id, qualified, "benign", "seen")
+    assert await parts.store.unattended(utcnow()) == {}
+    parts.metrics.set_unattended({})
+    assert parts.metrics.queue_unattended.labels(ONCOLOGY)._value.get() == 0.0

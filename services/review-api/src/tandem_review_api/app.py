@@ -70,6 +70,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     async def refresh_gauges() -> None:
         now = utcnow()
         metrics.set_queue_depth(await store.queue_depth(now))
+        metrics.set_unattended(await store.unattended(now))
         backlog = await outbox.backlog(now)
         metrics.outbox.set_backlog(backlog.depth, backlog.oldest_age_s)
 

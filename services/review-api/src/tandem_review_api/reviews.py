@@ -4,6 +4,8 @@ in the same transaction (outbox.py sends them on)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +27,9 @@ from tandem_review_api.hotpath import Approved, Snapshot
 from tandem_review_api.outbox import Outbox
 from tandem_review_api.store import ReviewStore
 from tandem_review_api.telemetry import ReviewMetrics
+
+# A replica writes that someone asked a named queue for work at most this often.
+ACTIVITY_EVERY_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,25 @@ class ReviewService:
         self.metrics = metrics
         self.signer = signer
         self.claimed = ClaimedReviews()
+        self._noted: dict[str, float] = {}  # named queue -> when its activity was last written
+
+    async def _asking(self, who: Principal) -> None:
+        """``who`` asks for work: someone qualified is about in each of their named queues.
+        Written at most every ACTIVITY_EVERY_S a queue by this replica."""
+        clock = time.monotonic()
+        due = sorted(
+            q
+            for q in who.qualifications
+            if clock - self._noted.get(q, -math.inf) >= ACTIVITY_EVERY_S
+        )
+        if due:
+            self._noted.update(dict.fromkeys(due, clock))
+            await self.store.note_activity(due, utcnow())
 
     async def claim(self, review_id: str | None, who: Principal) -> Claim:
         """Claim a review, or (``review_id`` None) the most urgent one ``who`` may take;
         NotFound when none is waiting."""
+        await self._asking(who)
         if review_id is None:
             return await self._claim_next(who)
         self.claimed.forget(review_id)

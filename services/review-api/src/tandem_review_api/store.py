@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -26,7 +27,14 @@ from tandem_review_api.direct import Direct
 from tandem_review_api.errors import Conflict, NotFound, Unprocessable
 from tandem_review_api.queue import Review
 from tandem_review_api.stats import BlindVerdict, Flagged, Rated, ReviewFacts
-from tandem_review_api.tables import approvals, first_looks, flags, reviews, tasks
+from tandem_review_api.tables import (
+    approvals,
+    first_looks,
+    flags,
+    queue_activity,
+    reviews,
+    tasks,
+)
 
 
 @dataclass(frozen=True)
@@ -686,6 +694,34 @@ class ReviewStore:
             raise NotFound(f"no task {task_id}" + ("" if sees_all else " for you"))
         return row, review
 
+    async def note_activity(self, queues: Sequence[str], now: datetime) -> None:
+        """Someone qualified for ``queues`` asked for work now."""
+        statement = (postgresql.insert if self.postgres else sqlite.insert)(queue_activity)
+        upsert = statement.on_conflict_do_update(
+            index_elements=[queue_activity.c.queue],
+            set_={"active_at": statement.excluded.active_at},
+        )
+        async with self._once() as c:
+            await c.execute(upsert, [{"queue": q, "active_at": now} for q in queues])
+
+    async def unattended(self, now: datetime) -> dict[str, float]:
+        """For each named queue with reviews waiting: the seconds since someone qualified for
+        it last asked for work, or since its oldest waiting review arrived if that is later."""
+        waiting = (
+            select(reviews.c.queue, func.min(reviews.c.created_at))
+            .where(~hotpath.status_is("decided"), reviews.c.queue.is_not(None))
+            .group_by(reviews.c.queue)
+        )
+        async with self.sessions() as s:
+            oldest: dict[str, datetime] = dict((await s.execute(waiting)).all())
+            seen: dict[str, datetime] = {}
+            if oldest:
+                seen = dict((await s.execute(select(queue_activity))).all())
+        return {
+            str(queue): _age(now, max(since, seen.get(queue, since)))
+            for queue, since in oldest.items()
+        }
+
     async def queue_depth(self, now: datetime) -> dict[str, QueueDepth]:
         """Reviews not yet decided by status: how many, and how long the oldest has waited
         (read from ix_reviews_open, not the decided reviews of all time)."""
@@ -838,6 +874,7 @@ def _review_fields(row: Mapping[Any, Any], routed: TaskRouted, expired: bool) ->
         "lease_expires_at": None if expired else row["lease_expires_at"],
         "outcome": row["outcome"],
         "escalation_reason": row["escalation_reason"],
+        "queue": routed.queue,
         "created_at": row["created_at"],
         "decided_at": row["decided_at"],
     }

@@ -137,6 +137,15 @@ flags = Table(
     Index("ix_flags_created", "created_at"),
 )
 
+# When someone qualified for a named queue last asked for work (claim-next or a claim): a
+# queue whose reviews wait longer than that with nobody about is unattended.
+queue_activity = Table(
+    "queue_activity",
+    metadata,
+    Column("queue", String(64), primary_key=True),
+    Column("active_at", UtcDateTime(), nullable=False),
+)
+
 # Events written in the transaction of the change they report, sent to Kafka by the relay
 # (outbox.py) and deleted once the broker acknowledged them. The id gives the order they go in.
 outbox = Table(

@@ -95,6 +95,15 @@ class ReviewMetrics:
             ["task_type", "before", "after"],
             registry=registry,
         )
+        self.queue_unattended = Gauge(
+            "tandem_review_queue_unattended_seconds",
+            "For each named queue with reviews waiting: seconds since someone qualified for it"
+            " asked for work (claim-next or a claim), or since its oldest waiting review came"
+            " if later.",
+            ["queue"],
+            registry=registry,
+        )
+        self._unattended: set[str] = set()
         self.queue_depth = Gauge(
             "tandem_review_queue_depth",
             "Reviews not yet decided, by status.",
@@ -126,6 +135,14 @@ class ReviewMetrics:
         if step == "decided":
             age = (now - routed.submitted_at).total_seconds()
             self.time_to_decision.labels(routed.task.task_type).observe(max(age, 0.0))
+
+    def set_unattended(self, unattended: dict[str, float]) -> None:
+        """A queue with nothing waiting any more reads 0 (its series stays)."""
+        for queue in self._unattended - unattended.keys():
+            self.queue_unattended.labels(queue).set(0.0)
+        for queue, seconds in unattended.items():
+            self.queue_unattended.labels(queue).set(seconds)
+        self._unattended |= unattended.keys()
 
     def set_queue_depth(self, depth: dict[str, QueueDepth]) -> None:
         for status in ("pending", "claimed", "escalated"):
