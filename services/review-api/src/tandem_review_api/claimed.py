@@ -29,11 +29,9 @@ class ClaimedReviews:
     def take(self, review_id: str, who: Principal, now: datetime) -> Snapshot | None:
         """The review as ``who`` claimed it, while their lease (as claimed) lasts; forgotten
         either way. A lease that ran out may have been extended since: read it again."""
-        claimed = self._claimed.pop(review_id, None)
-        if claimed is None:
-            return None
-        review = claimed.review
-        return claimed if review.claimed_by == who.subject and review.lease_held(now) else None
+        claimed = self.peek(review_id, who, now)
+        self.forget(review_id)
+        return claimed
 
     def peek(self, review_id: str, who: Principal, now: datetime) -> Snapshot | None:
         """As ``take``, but the claim stays remembered for the decision."""

@@ -11,7 +11,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
-from tandem_shared.events import DecisionMade
+from tandem_shared.events import DecisionMade, ModelRef
 
 from tandem_review_api.agreement import Agreement, Judged, agreement
 
@@ -267,7 +267,7 @@ def _grouped(items: Iterable[T], key: Callable[[T], str]) -> dict[str, list[T]]:
 def _decision_key(group_by: GroupBy) -> Callable[[DecisionMade], str]:
     return {
         "task_type": lambda d: d.task_type,
-        "model": lambda d: f"{d.model.name}/{d.model.version}",
+        "model": lambda d: model_label(d.model),
         "policy": lambda d: f"{d.policy.name} v{d.policy.version}",
         "day": lambda d: _day(d.decided_at),
         "none": lambda d: "all",
@@ -282,6 +282,11 @@ def _review_key(group_by: GroupBy) -> Callable[[ReviewFacts], str]:
         "day": lambda r: _day(r.created_at),
         "none": lambda r: "all",
     }[group_by]
+
+
+def model_label(model: ModelRef) -> str:
+    """A model version as the report and the flags name it: name/version."""
+    return f"{model.name}/{model.version}"
 
 
 def _day(at: datetime) -> str:

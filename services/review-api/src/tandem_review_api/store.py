@@ -26,7 +26,7 @@ from tandem_review_api import hotpath
 from tandem_review_api.direct import Direct
 from tandem_review_api.errors import Conflict, NotFound, Unprocessable
 from tandem_review_api.queue import Review
-from tandem_review_api.stats import BlindVerdict, Flagged, Rated, ReviewFacts
+from tandem_review_api.stats import BlindVerdict, Flagged, Rated, ReviewFacts, model_label
 from tandem_review_api.tables import (
     approvals,
     first_looks,
@@ -522,7 +522,7 @@ class ReviewStore:
                 "review_id": review_id,
                 "task_id": row["task_id"],
                 "task_type": row["task_type"],
-                "model": f"{model.name}/{model.version}",
+                "model": model_label(model),
                 "reviewer": who.subject,
                 "kind": kind,
                 "note": note,
@@ -900,7 +900,7 @@ def _facts(
     )
     return ReviewFacts(
         task_type=row["task_type"],
-        model=f"{model.name}/{model.version}",
+        model=model_label(model),
         policy=f"{policy.name} v{policy.version}",
         qa_sample=row["qa_sample"],
         prediction=routed.score.prediction,
