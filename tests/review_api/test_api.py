@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,17 +79,18 @@ async def publish_routed(kafka: KafkaSettings, topics: Topics, items: list[TaskR
     )
 
 
-def auth(subject: str, *roles: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint_token(RuntimeSettings(), subject, list(roles))}"}
+def auth(subject: str, *roles: str, qualifications: Sequence[str] = ()) -> dict[str, str]:
+    minted = mint_token(RuntimeSettings(), subject, list(roles), qualifications=[*qualifications])
+    return {"Authorization": f"Bearer {minted}"}
 
 
 async def pending(
-    client: httpx.AsyncClient, count: int, who: str = "alice"
+    client: httpx.AsyncClient, count: int, who: str = "alice", qualifications: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
+    """The pending reviews ``who`` (a reviewer of those queues) sees, once there are ``count``."""
+    reader = auth(who, "reviewer", qualifications=qualifications)
     for _ in range(300):
-        page = (
-            await client.get("/v1/reviews?status=pending", headers=auth(who, "reviewer"))
-        ).json()
+        page = (await client.get("/v1/reviews?status=pending", headers=reader)).json()
         if len(page["items"]) >= count:
             return list(page["items"])
         await asyncio.sleep(0.1)

@@ -39,11 +39,11 @@ async def test_each_overdue_review_is_handled_once_as_its_policy_says(
     escalating = routed("late-escalate")
     staying = routed("late-pending").model_copy(update={"on_overdue": "pending"})
     falling_back = routed("late-fallback").model_copy(
-        update={"on_overdue": "fallback", "fallback_outcome": "malignant"}
+        update={"on_overdue": "fallback", "fallback_outcome": "malignant", "queue": "fraud-tier2"}
     )
     on_time = routed("on-time").model_copy(update={"due_at": LATE + timedelta(hours=1)})
     await publish_routed(kafka_settings, topics, [escalating, staying, falling_back, on_time])
-    await pending(client, 4)
+    await pending(client, 4, qualifications=["fraud-tier2"])
     reviews: ReviewService = app.state.reviews
 
     assert await reviews.handle_overdue(now=LATE) == 3
@@ -67,11 +67,13 @@ async def test_each_overdue_review_is_handled_once_as_its_policy_says(
     assert task["status"] == "decided"
 
     metrics = (await client.get("/metrics")).text
-    for action in ("escalate", "pending", "fallback"):
-        line = (
-            f'tandem_review_sla_breaches_total{{action="{action}",task_type="tumor_screening"}} 1.0'
-        )
-        assert line in metrics
+    for action, queue in (
+        ("escalate", "(general)"),
+        ("pending", "(general)"),
+        ("fallback", "fraud-tier2"),
+    ):
+        labels = f'action="{action}",queue="{queue}",task_type="tumor_screening"'
+        assert f"tandem_review_sla_breaches_total{{{labels}}} 1.0" in metrics
 
     # The queue as SREs see it: how many wait, and how long the oldest has (since routed).
     depth = await app.state.store.queue_depth(LATE)

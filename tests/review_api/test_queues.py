@@ -25,8 +25,7 @@ ONCOLOGY = "oncology-senior"
 
 
 def token(subject: str, *qualifications: str, role: str = "reviewer") -> dict[str, str]:
-    minted = mint_token(RuntimeSettings(), subject, [role], qualifications=list(qualifications))
-    return {"Authorization": f"Bearer {minted}"}
+    return auth(subject, role, qualifications=qualifications)
 
 
 def test_a_token_carries_its_qualifications_in_the_configured_claim() -> None:

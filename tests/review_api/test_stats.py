@@ -52,6 +52,7 @@ def facts(
     first_looks: tuple[BlindVerdict, ...] = (),
     active_seconds: tuple[float, ...] = (),
     ratings: tuple[Rated, ...] = (),
+    queue: str | None = None,
 ) -> ReviewFacts:
     return ReviewFacts(
         task_type="tumor_screening",
@@ -67,6 +68,7 @@ def facts(
         active_seconds=active_seconds,
         ratings=ratings,
         approvers=tuple(f"person-{n}" for n in range(len(approvals))),
+        queue=queue,
     )
 
 
@@ -109,6 +111,35 @@ def test_a_report_computed_by_hand() -> None:
     ]
     empty = report([], [], NOW, NOW + timedelta(days=1), "day", 6.0)
     assert empty.groups == []
+
+
+def test_a_report_by_queue_counts_each_queue_s_breaches_and_decisions() -> None:
+    decisions = [
+        decided(1, "model", 1),  # nobody reviewed it
+        decided(2, "human", 100),
+        decided(3, "human", 50, overrode=True),
+        decided(4, "policy", 3_600),
+    ]
+    reviews = [
+        facts(("benign",), outcome="benign"),
+        facts(("malignant",), outcome="malignant", queue="senior"),
+        facts(breached=True, queue="senior"),
+        facts(breached=True, queue="senior"),
+    ]
+    queues = {"t-2": None, "t-3": "senior", "t-4": "senior"}
+    window = (NOW, NOW + timedelta(days=1))
+    groups = report(decisions, reviews, *window, "queue", 6.0, (), queues).groups
+    by_key = {
+        g.key: (g.decisions, g.by_people, g.by_policy_fallback, g.sla_breaches) for g in groups
+    }
+    assert by_key == {
+        "(general)": (1, 1, 0, 0),
+        "(no review)": (1, 0, 0, 0),
+        "senior": (2, 1, 1, 2),
+    }
+    senior = next(g for g in groups if g.key == "senior")
+    assert senior.override_rate == 1.0
+    assert senior.seconds_to_decision["people"].p50 == 50.0
 
 
 async def publish_decisions(
@@ -165,6 +196,13 @@ async def test_the_api_reports_the_decisions_it_holds(
     # Ana's approval was timed (a moment): the time saved counts her time, not 4 minutes.
     assert whole["minutes_per_review_measured_from"] == 1 and whole["minutes_per_review"] < 0.5
     assert whole["reviewer_hours_saved"] < 0.03  # 3 × under half a minute, not 3 × 4 minutes
+    # By queue: the person's decision in the general queue, the router's without a review.
+    by_queue = {**window, "group_by": "queue"}
+    groups = (await api.get("/v1/stats", params=by_queue, headers=auth("au", "auditor"))).json()
+    assert [(g["key"], g["decisions"], g["by_people"]) for g in groups["groups"]] == [
+        ("(general)", 1, 1),
+        ("(no review)", 3, 0),
+    ]
     bad = await api.get(
         "/v1/stats",
         params={"since": NOW.isoformat(), "until": NOW.isoformat()},

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tandem_router.loader import dump_policy as policy_document
 from tandem_router.loader import parse_policy
-from tandem_router.policy import Blind, Overdue, Rule, decide, qa_bucket
+from tandem_router.policy import Blind, Overdue, Policy, QueueLevels, Rule, decide, qa_bucket
 from tandem_shared.events import PolicyRef, TaskScored
 
 from tests.router.factories import SCORED_AT, missing_flag, policy, scored
@@ -330,3 +330,39 @@ def test_a_review_goes_to_the_queue_of_its_first_rule_or_of_its_task_type() -> N
     assert decide(policy(), scored(confidence=0.5), NOW).queue is None  # the general queue
     with pytest.raises(ValidationError):
         Rule(reason="x", feature="radius", op="gt", value=1, queue="no spaces allowed")
+
+
+def with_queues(base: Policy, **queues: QueueLevels) -> Policy:
+    return Policy.model_validate({**base.model_dump(), "queues": queues})
+
+
+def test_a_named_queue_has_its_own_due_time_and_overdue_step() -> None:
+    large = Rule(reason="large_lesion", feature="radius", op="gt", value=25, queue="senior")
+    fallback = Overdue(action="fallback", outcome="benign")
+    base = policy(queue="screening", rules=[large], review_due=timedelta(hours=8))
+    levels = with_queues(
+        base,
+        senior=QueueLevels(review_due=timedelta(minutes=30), overdue=Overdue(action="pending")),
+        screening=QueueLevels(overdue=fallback),  # the task type's due time, its own step
+    )
+    to_senior = decide(levels, scored(features={"radius": 30.0}), NOW)
+    assert (to_senior.queue, to_senior.due_at) == ("senior", NOW + timedelta(minutes=30))
+    assert to_senior.overdue == Overdue(action="pending")
+    general = decide(levels, scored(confidence=0.5), NOW)
+    assert (general.queue, general.due_at) == ("screening", NOW + timedelta(hours=8))
+    assert general.overdue == fallback
+    # The queue's fallback is never a critical task's: overdue, it goes to a senior.
+    assert decide(levels, scored(confidence=0.5, critical=True), NOW).overdue == Overdue()
+    # A queue without levels of its own keeps the task type's.
+    plain = decide(base, scored(features={"radius": 30.0}), NOW)
+    assert (plain.due_at, plain.overdue) == (NOW + timedelta(hours=8), Overdue())
+
+
+def test_queue_levels_are_checked_against_what_sends_to_the_queue() -> None:
+    base = policy(queue="screening")
+    with pytest.raises(ValidationError, match=r"queues \['screnning'\] get no reviews"):
+        with_queues(base, screnning=QueueLevels(review_due=timedelta(hours=1)))
+    with pytest.raises(ValidationError, match="'maybe' is not an outcome of task type"):
+        with_queues(
+            base, screening=QueueLevels(overdue=Overdue(action="fallback", outcome="maybe"))
+        )

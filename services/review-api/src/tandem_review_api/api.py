@@ -382,17 +382,18 @@ async def outcomes(
     group_by: stats.GroupBy = "task_type",
 ) -> stats.Report:
     """Automation, overrides, reviewer agreement, QA accuracy, time to decision, SLA breaches
-    and reviewer time saved, per task type, model version, policy version or day. The window
-    defaults to the last 7 days, and spans at most ``stats_max_days`` (92): each call reads the
-    whole window; a longer one, or one that ends before it starts, is 422."""
+    and reviewer time saved, per task type, model version, policy version, day or review
+    queue (the general one is "(general)"; decisions of tasks no one reviewed, "(no review)").
+    The window defaults to the last 7 days, and spans at most ``stats_max_days`` (92): each
+    call reads the whole window; a longer one, or one that ends before it starts, is 422."""
     settings = request.app.state.runtime.settings
     try:
         start, end = bounded_window(since, until, settings.stats_max_days, utcnow())
     except WindowError as exc:
         raise Unprocessable(str(exc)) from exc
-    decisions, reviews, flags = await store.report_facts(start, end)
+    decisions, reviews, flags, queues = await store.report_facts(start, end)
     minutes = settings.minutes_per_review
-    return stats.report(decisions, reviews, start, end, group_by, minutes, flags)
+    return stats.report(decisions, reviews, start, end, group_by, minutes, flags, queues)
 
 
 @router.get("/tasks/{task_id}", tags=["tasks"], responses=links.TASK_READ)

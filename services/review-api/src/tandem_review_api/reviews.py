@@ -19,7 +19,7 @@ from tandem_shared.kafka import Outgoing, Publisher, Record
 from tandem_shared.telemetry import context_from_traceparent, continue_trace
 from tandem_shared.topics import Topics
 
-from tandem_review_api import queue
+from tandem_review_api import queue, stats
 from tandem_review_api.authorship import SOURCE, DecisionSigner, signed
 from tandem_review_api.claimed import ClaimedReviews
 from tandem_review_api.errors import Conflict, NotFound
@@ -265,7 +265,10 @@ class ReviewService:
                     await self.store.decide_by_policy(s, review, decision, now)
                     records = self._records([self._decision(decision)], row["traceparent"])
                     await self.outbox.add(s, records)
-            self.metrics.sla_breaches.labels(review.routed.task.task_type, step).inc()
+            routed = review.routed
+            self.metrics.sla_breaches.labels(
+                routed.task.task_type, step, stats.queue_label(routed.queue)
+            ).inc()
         return len(due)
 
     async def submit(self, task: TaskSubmitted) -> bool:

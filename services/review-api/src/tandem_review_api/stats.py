@@ -4,7 +4,7 @@ people's), reviews and approvals. Pure: rows in, a report out, grouped as asked.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeVar
@@ -15,8 +15,12 @@ from tandem_shared.events import DecisionMade, ModelRef
 
 from tandem_review_api.agreement import Agreement, Judged, agreement
 
-GroupBy = Literal["task_type", "model", "policy", "day", "none"]
+GroupBy = Literal["task_type", "model", "policy", "day", "queue", "none"]
 T = TypeVar("T")
+# Grouped by queue: reviews of the general queue, and decisions that had no review at all
+# (queue names cannot begin with a parenthesis).
+GENERAL_QUEUE = "(general)"
+NO_REVIEW = "(no review)"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class ReviewFacts:
     # What approvers said of the model on this case, where they said anything.
     ratings: tuple[Rated, ...] = ()
     approvers: tuple[str, ...] = ()  # who gave each of ``approvals``, in the same order
+    queue: str | None = None  # the named queue it went to; None: the general queue
 
 
 @dataclass(frozen=True)
@@ -138,8 +143,11 @@ def report(
     group_by: GroupBy,
     minutes_per_review: float,
     flags: Sequence[Flagged] = (),
+    queues: Mapping[str, str | None] | None = None,
 ) -> Report:
-    keyed_decisions = _grouped(decisions, _decision_key(group_by))
+    """``queues``: by task id, the queue of the decisions' reviews (a decision whose task
+    had no review is absent); only grouping by queue reads it."""
+    keyed_decisions = _grouped(decisions, _decision_key(group_by, queues or {}))
     keyed_reviews = _grouped(reviews, _review_key(group_by))
     keys = sorted(set(keyed_decisions) | set(keyed_reviews))
     groups = [
@@ -264,12 +272,15 @@ def _grouped(items: Iterable[T], key: Callable[[T], str]) -> dict[str, list[T]]:
     return out
 
 
-def _decision_key(group_by: GroupBy) -> Callable[[DecisionMade], str]:
+def _decision_key(
+    group_by: GroupBy, queues: Mapping[str, str | None]
+) -> Callable[[DecisionMade], str]:
     return {
         "task_type": lambda d: d.task_type,
         "model": lambda d: model_label(d.model),
         "policy": lambda d: f"{d.policy.name} v{d.policy.version}",
         "day": lambda d: _day(d.decided_at),
+        "queue": lambda d: queue_label(queues[d.task_id]) if d.task_id in queues else NO_REVIEW,
         "none": lambda d: "all",
     }[group_by]
 
@@ -280,8 +291,14 @@ def _review_key(group_by: GroupBy) -> Callable[[ReviewFacts], str]:
         "model": lambda r: r.model,
         "policy": lambda r: r.policy,
         "day": lambda r: _day(r.created_at),
+        "queue": lambda r: queue_label(r.queue),
         "none": lambda r: "all",
     }[group_by]
+
+
+def queue_label(queue: str | None) -> str:
+    """A queue as the report and the metrics name it: the general queue is GENERAL_QUEUE."""
+    return GENERAL_QUEUE if queue is None else queue
 
 
 def model_label(model: ModelRef) -> str:

@@ -290,20 +290,25 @@ class ReviewStore:
 
     async def report_facts(
         self, since: datetime, until: datetime
-    ) -> tuple[list[DecisionMade], list[ReviewFacts], list[Flagged]]:
+    ) -> tuple[list[DecisionMade], list[ReviewFacts], list[Flagged], dict[str, str | None]]:
         """The decisions taken in [since, until), the reviews created then, with their
-        approvals, and the flags raised then, as the outcomes report reads them."""
+        approvals, the flags raised then, and by task id the queue of each decision's review
+        (a decision without one is absent), as the outcomes report reads them."""
         async with self.sessions() as s:
             decided = (
                 await s.execute(
-                    select(tasks.c.decision).where(
+                    select(tasks.c.decision, reviews.c.review_id, reviews.c.queue)
+                    .select_from(tasks.outerjoin(reviews, reviews.c.task_id == tasks.c.task_id))
+                    .where(
                         tasks.c.decided_at >= since,
                         tasks.c.decided_at < until,
                         tasks.c.decision.is_not(None),
                     )
                 )
-            ).scalars()
-            decisions = [DecisionMade.model_validate(d) for d in decided]
+            ).all()
+            decisions = [DecisionMade.model_validate(d) for d, _, _ in decided]
+            reviewed = zip(decisions, decided, strict=True)
+            queues = {d.task_id: q for d, (_, review, q) in reviewed if review is not None}
             rows = list(
                 (
                     await s.execute(
@@ -340,7 +345,7 @@ class ReviewStore:
                 )
             ).all()
         facts = [_facts(r, given.get(r["review_id"], []), blind) for r in rows]
-        return decisions, facts, [Flagged(*f) for f in raised]
+        return decisions, facts, [Flagged(*f) for f in raised], queues
 
     async def seen_by(self, review_id: str, who: Principal, now: datetime) -> RowMapping:
         """The review, if ``who`` may see it; NotFound alike when it is not there and when it
@@ -914,4 +919,5 @@ def _facts(
             a["active_seconds"] for a in approved if a["active_seconds"] is not None
         ),
         ratings=ratings,
+        queue=row["queue"],
     )

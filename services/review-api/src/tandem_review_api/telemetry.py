@@ -61,8 +61,9 @@ class ReviewMetrics:
         )
         self.sla_breaches = Counter(
             "tandem_review_sla_breaches",
-            "Reviews still open at their due time, by what the policy did with them.",
-            ["task_type", "action"],
+            "Reviews still open at their due time, by what the policy did with them, and the"
+            " queue they waited in ('(general)': the general queue).",
+            ["task_type", "action", "queue"],
             registry=registry,
         )
         self.decisions_refused = Counter(

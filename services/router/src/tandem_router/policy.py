@@ -214,6 +214,18 @@ class Overdue(_Strict):
         return self
 
 
+class QueueLevels(_Strict):
+    """A named queue's own service levels: they replace the task type's for every review the
+    queue gets (a senior queue may have an hour where the general one has a day)."""
+
+    review_due: Duration | None = Field(
+        default=None, description="how long its reviews may wait; none: the task type's"
+    )
+    overdue: Overdue | None = Field(
+        default=None, description="what happens to its overdue reviews; none: the task type's"
+    )
+
+
 class Blind(_Strict):
     """Which reviews are blind: the reviewer records a verdict from the features and context
     alone, and only then sees the model's outcome, confidence and explanation."""
@@ -267,6 +279,11 @@ class TaskTypePolicy(_Strict):
         """Each rule as (reason, escalates, blind, queue), read once for every task routed."""
         return tuple((r.reason, r.route == "escalate", r.blind, r.queue) for r in self.rules)
 
+    @property
+    def named_queues(self) -> set[str]:
+        """The named queues its reviews may go to."""
+        return {q for q in (self.queue, *(r.queue for r in self.rules)) if q is not None}
+
     @cached_property
     def columns(self) -> ColumnRules:
         """The rules, to test a batch of tasks at once."""
@@ -290,6 +307,29 @@ class Policy(_Strict):
     version: Annotated[int, Field(ge=1)]
     description: str = ""
     task_types: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], TaskTypePolicy]
+    queues: dict[Name, QueueLevels] = Field(
+        default_factory=dict,
+        description="service levels of named queues (those task types and rules send to)",
+    )
+
+    @model_validator(mode="after")
+    def _queues(self) -> Policy:
+        sent = {
+            queue: [t for t, rules in self.task_types.items() if queue in rules.named_queues]
+            for queue in self.queues
+        }
+        unused = sorted(q for q, task_types in sent.items() if not task_types)
+        if unused:
+            raise ValueError(f"queues {unused} get no reviews: no task type or rule names them")
+        for queue, levels in self.queues.items():
+            fallback = levels.overdue.outcome if levels.overdue else None
+            for task_type in sent[queue] if fallback is not None else ():
+                if fallback not in self.task_types[task_type].outcomes:
+                    raise ValueError(
+                        f"queue {queue!r}: overdue outcome {fallback!r} is not an outcome of "
+                        f"task type {task_type!r}, which sends reviews to it"
+                    )
+        return self
 
     @cached_property
     def ref(self) -> PolicyRef:
@@ -414,6 +454,11 @@ def decide(
 
     route: Route = ("escalate" if escalate else "review") if reasons else "auto"
     qa = route == "auto" and qa_bucket(task.task_id) < rules.qa_sample_rate
+    queue = queue or rules.queue
+    levels = policy.queues.get(queue) if queue is not None else None
+    due, overdue = rules.review_due, rules.overdue
+    if levels is not None:
+        due, overdue = levels.review_due or due, levels.overdue or overdue
     return Routing(
         route=route,
         outcome=score.prediction,
@@ -423,14 +468,12 @@ def decide(
         required_approvals=rules.critical_approvals if task.critical else 1,
         review_priority=max(rules.review_priority, task.priority),
         routed_at=now,
-        due_at=now + rules.review_due,
+        due_at=now + due,
         qa_sample=qa,
         # A critical task is never decided without people: overdue, it goes to a senior.
-        overdue=Overdue()
-        if task.critical and rules.overdue.action == "fallback"
-        else rules.overdue,
+        overdue=Overdue() if task.critical and overdue.action == "fallback" else overdue,
         blind=blind_rule or rules.blind.applies(("qa_sample",) if qa else reasons),
-        queue=queue or rules.queue,
+        queue=queue,
     )
 
 
