@@ -111,6 +111,8 @@ async def test_a_blind_review_shows_the_model_only_after_the_first_look(
     rid = masked["review_id"]
     one = (await api.get(f"/v1/reviews/{rid}", headers=alice)).json()
     assert [one[k] for k in MODEL_VIEW] == [None] * 4
+    # The case in context is not the model's view: its features' ranges are shown blind.
+    assert one["feature_ranges"][0]["standing"] == "typical"
     admin = (await api.get(f"/v1/reviews/{rid}", headers=auth("ada", "admin"))).json()
     assert (admin["revealed"], admin["prediction"]) == (False, None)  # an admin decides too
     # An auditor decides nothing: they see everything.
@@ -137,6 +139,7 @@ async def test_a_blind_review_shows_the_model_only_after_the_first_look(
     shown = revealed.json()
     assert (shown["revealed"], shown["prediction"], shown["confidence"]) == (True, "benign", 0.8)
     assert shown["reasons"] == ["low_confidence"]
+    assert shown["feature_ranges"] == one["feature_ranges"]
     again = await first_look(api, rid, "benign", alice)
     assert again.status_code == 409 and "already" in again.json()["detail"]
     assert (await api.get(f"/v1/reviews/{rid}", headers=alice)).json()["prediction"] == "benign"

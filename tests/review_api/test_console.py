@@ -51,14 +51,15 @@ async def connect(page: Page, token: str, waiting: int) -> None:
     await expect(page.get_by_test_id("queue").locator("li")).to_have_count(waiting, timeout=30_000)
 
 
-def explained(task_id: str, priority: int) -> object:
+def explained(task_id: str, priority: int, mean_radius: float = 14.2) -> object:
     review = routed(task_id, priority=priority)
     why = [
         Contribution(feature="mean_radius", contribution=1.42),
         Contribution(feature="mean_texture", contribution=-0.37),
     ]
     score = review.score.model_copy(update={"explanation": why})
-    return review.model_copy(update={"score": score})
+    task = review.task.model_copy(update={"features": {"mean_radius": mean_radius}})
+    return review.model_copy(update={"score": score, "task": task})
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -68,7 +69,7 @@ async def test_a_reviewer_decides_in_the_console(
     await publish_routed(
         kafka_settings,
         topics,
-        [explained("first", 80), explained("second", 40)],  # type: ignore[list-item]
+        [explained("first", 80, mean_radius=40.0), explained("second", 40)],  # type: ignore[list-item]
     )
     token = mint_token(RuntimeSettings(), "rui", ["reviewer"])
     async with console(server, height=900) as page:
@@ -79,7 +80,14 @@ async def test_a_reviewer_decides_in_the_console(
         # The claim comes back on the live stream: one review is left waiting.
         await expect(page.get_by_test_id("queue").locator("li")).to_have_count(1, timeout=30_000)
         await expect(page.get_by_test_id("summary")).to_contain_text("says benign")
-        await expect(page.get_by_test_id("features")).to_contain_text("mean_radius")
+        # Each feature beside the model's ranges, the unusual marked in words.
+        features = page.get_by_test_id("features")
+        radius = features.locator("tr", has_text="mean_radius")
+        await expect(radius).to_contain_text(
+            "above the range the model knows (2.58625 to 33.2148) (most cases: 10.302 to 19.4)"
+        )
+        await expect(radius.locator(".standing.above_range")).to_be_visible()
+        await expect(features.locator("tr", has_text="mean_texture")).to_contain_text("no value")
         await expect(page.get_by_test_id("explanation")).to_contain_text("1.420")
 
         await page.get_by_test_id("decide").click()  # no outcome chosen yet: refused
@@ -121,7 +129,10 @@ async def test_a_blind_review_in_the_console_shows_the_model_after_the_reviewers
         await expect(summary).not_to_contain_text("says")
         await expect(page.get_by_test_id("explanation")).to_be_hidden()
         await expect(page.get_by_test_id("rationale")).to_be_hidden()
-        await expect(page.get_by_test_id("features")).to_contain_text("mean_radius")
+        # The case in context is shown blind: its features beside the model's ranges.
+        await expect(page.get_by_test_id("features")).to_contain_text(
+            "typical: like most training cases (10.302 to 19.4)"
+        )
         BLIND_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(BLIND_SCREENSHOT), full_page=True)
 

@@ -62,7 +62,9 @@ def rows(group: dict[str, Any]) -> list[tuple[str, str]]:
 def report(
     since: Annotated[str, typer.Option(help="Window start: 7d, 24h, or an ISO time.")] = "7d",
     until: Annotated[str, typer.Option(help="Window end: now or an ISO time.")] = "now",
-    by: Annotated[str, typer.Option(help="task_type, model, policy, day, queue or none.")] = "task_type",
+    by: Annotated[
+        str, typer.Option(help="task_type, model, policy, day, queue or none.")
+    ] = "task_type",
     url: Annotated[str, typer.Option(envvar="TANDEM_REVIEW_API_URL", help="The review API.")] = (
         "http://127.0.0.1:8000"
     ),

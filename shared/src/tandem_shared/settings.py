@@ -14,6 +14,17 @@ MIN_SECRET_BYTES = 32
 TASK_RETENTION_MS = 7 * 24 * 3600 * 1000  # seven days
 
 
+def default_models_dir() -> Path:
+    """The model registry's folder when none is set: the nearest ``models/`` holding a model
+    above this package (the repository's in a checkout, or an image that copies it beside
+    the code), else ``./models``."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "models"
+        if candidate.is_dir() and any(candidate.glob("*/*/manifest.json")):
+            return candidate
+    return Path("models")
+
+
 class KafkaSettings(BaseSettings):
     """Read from TANDEM_KAFKA_*: one broker address for the whole stack."""
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import RowMapping
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
-from tandem_shared.events import TaskSubmitted
+from tandem_shared.events import ModelRef, TaskSubmitted
 from tandem_shared.limits import ReviewIdParam, TaskIdParam
 from tandem_shared.times import Timestamp, WindowError, bounded_window, timestamp
 
@@ -21,6 +21,7 @@ from tandem_review_api import links, live, stats
 from tandem_review_api.errors import RESPONSES, Unprocessable
 from tandem_review_api.inputs import strict_json
 from tandem_review_api.queue import Rating
+from tandem_review_api.references import References
 from tandem_review_api.reviews import Claim, ReviewService
 from tandem_review_api.store import FlagFilter, QueueFilter, ReviewStore, review_item
 
@@ -44,8 +45,14 @@ async def _store(request: Request) -> ReviewStore:
     return store
 
 
+async def _references(request: Request) -> References:
+    references: References = request.app.state.references
+    return references
+
+
 Reviews = Annotated[ReviewService, Depends(_service)]
 Store = Annotated[ReviewStore, Depends(_store)]
+Ranges = Annotated[References, Depends(_references)]
 # Bodies read as the document says (no 0 for false): ingress is where a producer learns it.
 TaskIn = Annotated[TaskSubmitted, strict_json(TaskSubmitted)]
 # The next_cursor of a page, urlsafe base64: a position in the queue, not a value to make up.
@@ -260,10 +267,21 @@ async def escalate(
 
 
 @router.get("/reviews/{review_id}", tags=["reviews"], responses=links.REVIEW_READ)
-async def get_review(review_id: ReviewIdParam, who: QueueReader, store: Store) -> dict[str, Any]:
-    """A review the caller may see (as in the list); 404 for any other."""
+async def get_review(
+    review_id: ReviewIdParam, who: QueueReader, store: Store, references: Ranges
+) -> dict[str, Any]:
+    """A review the caller may see (as in the list), with ``feature_ranges``: each feature
+    beside the ranges of the model's manifest and where its value stands, in words (null when
+    the model registry does not hold the version); 404 for any other."""
     now = utcnow()
-    return review_item(await store.seen_by(review_id, who, now), now)
+    return _in_context(review_item(await store.seen_by(review_id, who, now), now), references)
+
+
+def _in_context(item: dict[str, Any], references: References) -> dict[str, Any]:
+    """A review as one reader sees it in full: with its features' ranges."""
+    ranges = references.ranges(ModelRef.model_validate(item["model"]), item["features"])
+    item["feature_ranges"] = None if ranges is None else [r.model_dump() for r in ranges]
+    return item
 
 
 @router.post(
@@ -343,13 +361,18 @@ async def list_flags(
     "/reviews/{review_id}/first-look", tags=["reviews"], responses=links.FIRST_LOOK_RECORDED
 )
 async def first_look(
-    review_id: ReviewIdParam, body: FirstLookBody, who: Reviewer, reviews: Reviews
+    review_id: ReviewIdParam,
+    body: FirstLookBody,
+    who: Reviewer,
+    reviews: Reviews,
+    references: Ranges,
 ) -> dict[str, Any]:
     """On a blind review you hold: your verdict from the features and context alone. It is
     kept (once; a second is 409) and the review comes back with the model's outcome,
     confidence and explanation; then decide, keeping your verdict or changing it. 409 on a
     review that is not blind or that you do not hold."""
-    return review_item(await reviews.first_look(review_id, who, body.outcome), utcnow())
+    item = review_item(await reviews.first_look(review_id, who, body.outcome), utcnow())
+    return _in_context(item, references)
 
 
 @router.post(

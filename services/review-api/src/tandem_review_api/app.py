@@ -17,6 +17,7 @@ from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
 from tandem_review_api.database import review_engines
 from tandem_review_api.outbox import Outbox, Relay, sender
 from tandem_review_api.queue import ClaimLimits
+from tandem_review_api.references import References
 from tandem_review_api.reviews import ReviewService
 from tandem_review_api.settings import ReviewApiSettings
 from tandem_review_api.store import ReviewStore
@@ -98,6 +99,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     app.state.outbox = outbox
     app.state.relay = relay
     app.state.review_metrics = metrics
+    app.state.references = References(settings.models_dir)
     app.state.subscribers = live.Subscribers(settings.events_max_subscribers)
     errors.install(app)
     return app

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
-from tandem_shared.settings import ServiceSettings
+from tandem_shared.settings import ServiceSettings, default_models_dir
 
 
 class ReviewApiSettings(ServiceSettings):
@@ -46,6 +48,11 @@ class ReviewApiSettings(ServiceSettings):
     )
     events_max_subscribers: int = Field(
         default=200, ge=1, description="How many live streams one replica serves at once."
+    )
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="The model registry the scoring service serves (read-only): a review shows"
+        " each feature beside the ranges of the model's manifest.",
     )
     overdue_check_seconds: float = Field(
         default=15.0, gt=0, description="How often reviews past their due time are handled."

@@ -6,17 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from tandem_shared.settings import ServiceSettings
-
-
-def default_models_dir() -> Path:
-    """The nearest ``models/`` folder holding a model above this package (the repository's in a
-    checkout or an image that copies it beside the code), else ``./models``."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "models"
-        if candidate.is_dir() and any(candidate.glob("*/*/manifest.json")):
-            return candidate
-    return Path("models")
+from tandem_shared.settings import ServiceSettings, default_models_dir
 
 
 class ScoringSettings(ServiceSettings):
