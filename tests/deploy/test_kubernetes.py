@@ -481,6 +481,15 @@ def test_network_policies_let_each_pod_do_its_work_and_no_more(overlay: str) -> 
         assert allowed(docs, deployment, "Ingress", listen, prometheus), service
         assert allowed(docs, deployment, "Ingress", listen, stranger) == (service in databases)
         assert not allowed(docs, deployment, "Ingress", listen + 1, prometheus), service
+    # The review API reads task history from the audit API: that pod and port alone.
+    audit_api = {"namespace": {}, "pod": {"app.kubernetes.io/name": "audit-sink"}}
+    for service in SETTINGS:
+        deployment = one(docs, "Deployment", service)
+        reaches = allowed(docs, deployment, "Egress", port("audit-sink"), audit_api)
+        assert reaches == (service == "review-api"), service
+    review_api = one(docs, "Deployment", "review-api")
+    assert not allowed(docs, review_api, "Egress", port("audit-sink"), stranger)
+    assert allowed(docs, one(docs, "Deployment", "audit-sink"), "Ingress", port("audit-sink"))
     for job in of_kind(docs, "Job"):
         assert allowed(docs, job, "Egress", 5432), job["metadata"]["name"]
         for kafka_port in KAFKA_LISTENERS:

@@ -17,6 +17,8 @@ ADMINS = {"admin"}
 ACCESS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/reviews"): QUEUE_READERS,
     ("GET", "/v1/reviews/{review_id}"): QUEUE_READERS,
+    # Then the audit API's own roles decide, with the caller's token (test_history.py).
+    ("GET", "/v1/reviews/{review_id}/history"): QUEUE_READERS,
     ("GET", "/v1/reviews/events"): QUEUE_READERS,
     ("POST", "/v1/reviews/next"): READERS,
     ("POST", "/v1/reviews/{review_id}/claim"): READERS,

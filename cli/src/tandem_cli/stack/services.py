@@ -70,9 +70,18 @@ class ServiceSet:
             # One name per replica, the same at each restart: a restart takes its
             # transactional ids back, and two replicas never take each other's.
             "TANDEM_INSTANCE_ID": f"{spec.name}-{port}",
+            **self._peers(spec),
             **self.env,
             **self.env_of.get(spec.name, {}),
         }
+
+    def _peers(self, spec: ServiceSpec) -> dict[str, str]:
+        """Where a service finds the others it calls: the review API, the audit API."""
+        if spec.name != "review-api":
+            return {}
+        audit = next(s for s in SERVICES if s.name == "audit-sink")
+        port = self.ports.get(audit.name, audit.default_port)
+        return {"TANDEM_REVIEW_API_AUDIT_URL": f"http://127.0.0.1:{port}"}
 
     def start(self, only: tuple[str, ...] = ()) -> list[RunningService]:
         started = []

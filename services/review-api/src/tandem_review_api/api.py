@@ -18,7 +18,8 @@ from tandem_shared.limits import ReviewIdParam, TaskIdParam
 from tandem_shared.times import Timestamp, WindowError, bounded_window, timestamp
 
 from tandem_review_api import links, live, stats
-from tandem_review_api.errors import RESPONSES, Unprocessable
+from tandem_review_api.errors import RESPONSES, Conflict, Unprocessable
+from tandem_review_api.history import History
 from tandem_review_api.inputs import strict_json
 from tandem_review_api.queue import Rating
 from tandem_review_api.references import References
@@ -53,6 +54,14 @@ async def _references(request: Request) -> References:
 Reviews = Annotated[ReviewService, Depends(_service)]
 Store = Annotated[ReviewStore, Depends(_store)]
 Ranges = Annotated[References, Depends(_references)]
+
+
+async def _history(request: Request) -> History:
+    history: History = request.app.state.history
+    return history
+
+
+TaskHistory = Annotated[History, Depends(_history)]
 # Bodies read as the document says (no 0 for false): ingress is where a producer learns it.
 TaskIn = Annotated[TaskSubmitted, strict_json(TaskSubmitted)]
 # The next_cursor of a page, urlsafe base64: a position in the queue, not a value to make up.
@@ -275,6 +284,22 @@ async def get_review(
     the model registry does not hold the version); 404 for any other."""
     now = utcnow()
     return _in_context(review_item(await store.seen_by(review_id, who, now), now), references)
+
+
+@router.get("/reviews/{review_id}/history", tags=["reviews"])
+async def review_history(
+    review_id: ReviewIdParam, who: QueueReader, store: Store, history: TaskHistory, request: Request
+) -> dict[str, Any]:
+    """The review's task history: every event of its task in the audit ledger, in pipeline
+    order (as ``GET /v1/audit/tasks/{task_id}`` of the audit API returns it), read with your
+    token, so the audit API's roles decide who sees it (auditors). 404 for a review you may
+    not see; 409 on a blind review before your first look (the history holds the model's
+    view); 403 when the audit API refuses your token; 503 when it does not answer, or none is
+    configured (``TANDEM_REVIEW_API_AUDIT_URL``)."""
+    row = await store.seen_by(review_id, who, utcnow())
+    if row["routed"].get("blind") and not row["revealed"]:
+        raise Conflict("record your first look first: the task's history shows the model's view")
+    return await history.of(row["task_id"], request.headers["authorization"])
 
 
 def _in_context(item: dict[str, Any], references: References) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from tandem_review_api.api import router
 from tandem_review_api.authorship import DecisionSigner, DecisionTrust
 from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
 from tandem_review_api.database import review_engines
+from tandem_review_api.history import History
 from tandem_review_api.outbox import Outbox, Relay, sender
 from tandem_review_api.queue import ClaimLimits
 from tandem_review_api.references import References
@@ -84,8 +85,11 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         # Not part of readiness: during a Kafka outage the API keeps serving, the outbox fills.
         relay.start()
 
+    history = History(settings.audit_url, settings.audit_timeout_seconds)
+
     async def on_stop() -> None:
         await relay.stop()
+        await history.close()
         await engines.dispose()
 
     runtime.every(5, refresh_gauges, "refreshing the queue and outbox gauges")
@@ -100,6 +104,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     app.state.relay = relay
     app.state.review_metrics = metrics
     app.state.references = References(settings.models_dir)
+    app.state.history = history
     app.state.subscribers = live.Subscribers(settings.events_max_subscribers)
     errors.install(app)
     return app

@@ -46,7 +46,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {
         "model": Problem,
         "description": "The database is not reachable, or Kafka for a change that goes to it"
-        " at once (model, policy and kill-switch changes); try again.",
+        " at once (model, policy and kill-switch changes), or the audit API for a task's"
+        " history; try again.",
     },
 }
 
@@ -69,6 +70,14 @@ class Conflict(ApiError):
 
 class Unprocessable(ApiError):
     status_code = 422
+
+
+class Forbidden(ApiError):
+    status_code = 403
+
+
+class Unavailable(ApiError):
+    status_code = 503
 
 
 def install(app: FastAPI) -> None:

@@ -54,6 +54,14 @@ class ReviewApiSettings(ServiceSettings):
         description="The model registry the scoring service serves (read-only): a review shows"
         " each feature beside the ranges of the model's manifest.",
     )
+    audit_url: str | None = Field(
+        default=None,
+        description="The audit API (http://HOST:PORT): a review's task history is read from"
+        " it with the caller's token; unset, no history is served.",
+    )
+    audit_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long a task history waits for the audit API."
+    )
     overdue_check_seconds: float = Field(
         default=15.0, gt=0, description="How often reviews past their due time are handled."
     )
