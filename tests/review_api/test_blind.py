@@ -231,3 +231,57 @@ def test_tandem_report_prints_the_blind_reviews_table() -> None:
     assert "al" in text and "tumor_screening/1" in text
     # agreed before 0%, after 100%, changed 100%, one switch of one disagreement
     assert "0.0%" in text and "1 (100.0%)" in text
+
+
+async def test_an_escalated_blind_review_stays_blind_to_the_senior_who_takes_it(
+    api: httpx.AsyncClient, kafka_settings: KafkaSettings, topics: Topics
+) -> None:
+    """Two people disagree on a blind critical review, so it goes to a senior midway; the
+    senior sees it blind too, gives a verdict first, and every approver's two verdicts travel
+    with the decision. A review escalated by its holder after their first look is blind to
+    the senior alike."""
+    await publish_routed(kafka_settings, topics, [blind("bx-1", critical=True), blind("bx-2")])
+    items = {i["task_id"]: i["review_id"] for i in await pending(api, 2)}
+    rid = items["bx-1"]
+    alice, bob, sam = auth("alice", "reviewer"), auth("bob", "reviewer"), auth("sam", "senior")
+    decision = f"/v1/reviews/{rid}/decision"
+    for who, verdict in ((alice, "malignant"), (bob, "benign")):
+        assert (await api.post(f"/v1/reviews/{rid}/claim", headers=who)).status_code == 200
+        assert (await first_look(api, rid, verdict, who)).status_code == 200
+        approved = await api.post(
+            decision, json={"outcome": verdict, "rationale": "r"}, headers=who
+        )
+        assert approved.status_code == 200
+    assert approved.json()["status"] == "escalated"  # they disagree: a senior decides
+
+    seen = (await api.get(f"/v1/reviews/{rid}", headers=sam)).json()
+    assert (seen["status"], seen["revealed"], seen["prediction"]) == ("escalated", False, None)
+    assert (await api.post(f"/v1/reviews/{rid}/claim", headers=sam)).json()["blind"]
+    early = await api.post(decision, json={"outcome": "malignant", "rationale": "r"}, headers=sam)
+    assert early.status_code == 409 and "first look" in early.json()["detail"]
+    assert (await first_look(api, rid, "benign", sam)).json()["prediction"] == "benign"
+    done = await api.post(decision, json={"outcome": "malignant", "rationale": "r"}, headers=sam)
+    assert (done.json()["status"], done.json()["outcome"]) == ("decided", "malignant")
+    [record] = await consume(kafka_settings.bootstrap_servers, topics.decisions, 1)
+    decided = DecisionMade.model_validate_json(record.value)
+    assert (decided.outcome, decided.reviewers) == ("malignant", ["alice", "bob", "sam"])
+    assert decided.first_looks == [
+        FirstLook(reviewer="alice", before="malignant", after="malignant", changed=False),
+        FirstLook(reviewer="bob", before="benign", after="benign", changed=False),
+        FirstLook(reviewer="sam", before="benign", after="malignant", changed=True),
+    ]
+
+    # Escalated by its holder after a first look: the senior still looks blind first.
+    other = items["bx-2"]
+    assert (await api.post(f"/v1/reviews/{other}/claim", headers=alice)).status_code == 200
+    assert (await first_look(api, other, "benign", alice)).status_code == 200
+    escalated = await api.post(
+        f"/v1/reviews/{other}/escalate", json={"reason": "unsure"}, headers=alice
+    )
+    assert escalated.status_code == 204
+    handed = (await api.get(f"/v1/reviews/{other}", headers=sam)).json()
+    assert (handed["status"], handed["revealed"], handed["confidence"]) == (
+        "escalated",
+        False,
+        None,
+    )
