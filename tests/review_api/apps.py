@@ -1,17 +1,22 @@
-"""The review API in-process for a test, or its parts without Kafka."""
+"""The review API for a test: in-process, served over HTTP (with the audit API it reads task
+history from, where asked), or its parts without Kafka."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
+from tandem_audit_sink.app import create_app as audit_app
+from tandem_audit_sink.settings import AuditSettings
 from tandem_review_api.app import MIGRATIONS, create_app
 from tandem_review_api.database import review_engines
 from tandem_review_api.outbox import Outbox
@@ -24,7 +29,7 @@ from tandem_shared.db import upgrade
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
-from tests.service_utils import running
+from tests.service_utils import running, serving
 
 
 @asynccontextmanager
@@ -43,6 +48,50 @@ async def review_api(
     app = create_app(settings)
     async with running(app) as client:
         yield client, app
+
+
+@asynccontextmanager
+async def served_review_api(
+    kafka: KafkaSettings, database_url: str, **changes: Any
+) -> AsyncIterator[str]:
+    """The review API over HTTP on a free port, quick to follow Kafka and its live stream; its
+    URL."""
+    settings = ReviewApiSettings(
+        kafka=kafka,
+        database_url=database_url,
+        batch_timeout_ms=50,
+        events_poll_seconds=0.1,
+        overdue_check_seconds=3600,
+        **changes,
+    )
+    async with serving(create_app(settings), "the review API") as url:
+        yield url
+
+
+@asynccontextmanager
+async def audit_api(kafka: KafkaSettings, folder: Path) -> AsyncIterator[str]:
+    """The audit sink over HTTP on a free port, its ledger on SQLite in ``folder``; its URL."""
+    ledger = AuditSettings(
+        kafka=kafka,
+        database_url=f"sqlite+aiosqlite:///{folder / 'audit.db'}",
+        group_id=f"audit-{uuid.uuid4().hex}",
+        batch_timeout_ms=50,
+    )
+    async with serving(audit_app(ledger), "the audit API") as url:
+        yield url
+
+
+@asynccontextmanager
+async def audited_review_api(
+    kafka: KafkaSettings, database_url: str, folder: Path
+) -> AsyncIterator[tuple[str, str]]:
+    """The review API and the audit API it reads task history from, both over HTTP; their
+    URLs."""
+    async with (
+        audit_api(kafka, folder) as audit_url,
+        served_review_api(kafka, database_url, audit_url=audit_url) as url,
+    ):
+        yield url, audit_url
 
 
 @dataclass

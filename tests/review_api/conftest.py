@@ -7,13 +7,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from tandem_review_api.app import create_app
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
-from tests.review_api.apps import Parts, review_api, review_parts
-from tests.service_utils import serving
+from tests.review_api.apps import Parts, review_api, review_parts, served_review_api
 
 
 @pytest.fixture
@@ -28,14 +25,7 @@ async def api(
 async def server(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str
 ) -> AsyncIterator[str]:
-    settings = ReviewApiSettings(
-        kafka=kafka_settings,
-        database_url=database_url,
-        batch_timeout_ms=50,
-        events_poll_seconds=0.1,
-        overdue_check_seconds=3600,
-    )
-    async with serving(create_app(settings), "the review API") as url:
+    async with served_review_api(kafka_settings, database_url) as url:
         yield url
 
 

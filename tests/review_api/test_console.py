@@ -5,7 +5,6 @@ decides with a rationale and is handed the next one. The screenshot is kept unde
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,18 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
-from tandem_audit_sink.app import create_app as audit_app
-from tandem_audit_sink.settings import AuditSettings
-from tandem_review_api.app import create_app
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.auth import mint_token
 from tandem_shared.events import Contribution, DecisionMade, FeedbackRecorded, FirstLook
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import consume
+from tests.review_api.apps import audited_review_api
 from tests.review_api.test_api import publish_routed, routed
-from tests.service_utils import eventually, serving
+from tests.service_utils import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "build" / "test-artifacts" / "console.png"
@@ -243,57 +239,40 @@ async def test_a_reviewer_works_the_queue_by_keyboard_alone_at_1280_by_800(
 async def test_the_console_shows_a_task_s_history_to_those_the_audit_api_lets_read_it(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str, tmp_path: Path
 ) -> None:
-    ledger = AuditSettings(
-        kafka=kafka_settings,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}",
-        group_id=f"audit-{uuid.uuid4().hex}",
-        batch_timeout_ms=50,
-    )
     await publish_routed(kafka_settings, topics, [explained("told", 60)])  # type: ignore[list-item]
-    async with serving(audit_app(ledger), "the audit API") as audit_url:
-        settings = ReviewApiSettings(
-            kafka=kafka_settings,
-            database_url=database_url,
-            batch_timeout_ms=50,
-            events_poll_seconds=0.1,
-            overdue_check_seconds=3600,
-            audit_url=audit_url,
-        )
-        async with serving(create_app(settings), "the review API") as server:
-            auditor = mint_token(RuntimeSettings(), "ivy", ["auditor"])
-            bearer = {"Authorization": f"Bearer {auditor}"}
+    async with audited_review_api(kafka_settings, database_url, tmp_path) as (server, audit_url):
+        auditor = mint_token(RuntimeSettings(), "ivy", ["auditor"])
+        bearer = {"Authorization": f"Bearer {auditor}"}
 
-            async def in_the_ledger() -> bool:
-                async with httpx.AsyncClient(base_url=audit_url) as audit:
-                    found = await audit.get("/v1/audit/tasks/told", headers=bearer)
-                return found.status_code == 200
+        async def in_the_ledger() -> bool:
+            async with httpx.AsyncClient(base_url=audit_url) as audit:
+                found = await audit.get("/v1/audit/tasks/told", headers=bearer)
+            return found.status_code == 200
 
-            await eventually(in_the_ledger, "the routed event in the ledger", timeout=30)
-            # An auditor reads the review from the queue, with its history; deciding is not
-            # theirs to do.
-            async with console(server, height=800) as page:
-                await connect(page, auditor, waiting=1)
-                await page.get_by_test_id("queue").get_by_role("button").click()
-                await expect(page.get_by_test_id("review")).to_contain_text(
-                    "tumor_screening · told"
-                )
-                await expect(page.get_by_test_id("history")).to_contain_text("task.routed")
-                await expect(page.get_by_test_id("decide")).to_be_hidden()
-                await expect(page.get_by_test_id("claim")).to_be_visible()
-                HISTORY_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(HISTORY_SCREENSHOT))
+        await eventually(in_the_ledger, "the routed event in the ledger", timeout=30)
+        # An auditor reads the review from the queue, with its history; deciding is not
+        # theirs to do.
+        async with console(server, height=800) as page:
+            await connect(page, auditor, waiting=1)
+            await page.get_by_test_id("queue").get_by_role("button").click()
+            await expect(page.get_by_test_id("review")).to_contain_text("tumor_screening · told")
+            await expect(page.get_by_test_id("history")).to_contain_text("task.routed")
+            await expect(page.get_by_test_id("decide")).to_be_hidden()
+            await expect(page.get_by_test_id("claim")).to_be_visible()
+            HISTORY_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(HISTORY_SCREENSHOT))
 
-            # A reviewer opens it by keyboard and claims it with c; the audit API does not let
-            # a reviewer's token read the history, so the console shows none.
-            reviewer = mint_token(RuntimeSettings(), "rui", ["reviewer"])
-            async with console(server, height=800) as page:
-                await connect(page, reviewer, waiting=1)
-                await page.get_by_test_id("queue").get_by_role("button").focus()
-                await page.keyboard.press("Enter")
-                await expect(page.get_by_test_id("claim")).to_be_visible()
-                await expect(page.locator("#history-box")).to_be_hidden()
-                await page.keyboard.press("c")
-                await expect(page.get_by_test_id("message")).to_contain_text("Claimed until")
-                await expect(page.get_by_test_id("decide")).to_be_in_viewport()
-                await expect(page.get_by_test_id("claim")).to_be_hidden()
+        # A reviewer opens it by keyboard and claims it with c; the audit API does not let
+        # a reviewer's token read the history, so the console shows none.
+        reviewer = mint_token(RuntimeSettings(), "rui", ["reviewer"])
+        async with console(server, height=800) as page:
+            await connect(page, reviewer, waiting=1)
+            await page.get_by_test_id("queue").get_by_role("button").focus()
+            await page.keyboard.press("Enter")
+            await expect(page.get_by_test_id("claim")).to_be_visible()
+            await expect(page.locator("#history-box")).to_be_hidden()
+            await page.keyboard.press("c")
+            await expect(page.get_by_test_id("message")).to_contain_text("Claimed until")
+            await expect(page.get_by_test_id("decide")).to_be_in_viewport()
+            await expect(page.get_by_test_id("claim")).to_be_hidden()
     assert HISTORY_SCREENSHOT.stat().st_size > 10_000

@@ -6,23 +6,19 @@ describes, case by case."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tandem_audit_sink.app import create_app as audit_app
-from tandem_audit_sink.settings import AuditSettings
-from tandem_review_api.app import create_app
-from tandem_review_api.settings import ReviewApiSettings
 from tandem_shared.auth import mint_token
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.topics import Topics
 
 from tests import contract_harness as contract
+from tests.review_api.apps import audited_review_api
 from tests.review_api.test_api import auth, publish_routed, routed
-from tests.service_utils import eventually, serving
+from tests.service_utils import eventually
 
 pytestmark = pytest.mark.kafka
 ROLES = ("reviewer", "senior", "admin", "auditor")
@@ -105,23 +101,8 @@ async def server(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str, tmp_path: Path
 ) -> AsyncIterator[str]:
     """The review API over HTTP with the audit API it reads task history from, both served."""
-    ledger = AuditSettings(
-        kafka=kafka_settings,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}",
-        group_id=f"audit-{uuid.uuid4().hex}",
-        batch_timeout_ms=50,
-    )
-    async with serving(audit_app(ledger), "the audit API") as audit_url:
-        settings = ReviewApiSettings(
-            kafka=kafka_settings,
-            database_url=database_url,
-            batch_timeout_ms=50,
-            events_poll_seconds=0.1,
-            overdue_check_seconds=3600,
-            audit_url=audit_url,
-        )
-        async with serving(create_app(settings), "the review API") as url:
-            yield url
+    async with audited_review_api(kafka_settings, database_url, tmp_path) as (url, _):
+        yield url
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

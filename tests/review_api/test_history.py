@@ -9,15 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tandem_audit_sink.app import create_app as audit_app
-from tandem_audit_sink.settings import AuditSettings
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
-from tests.review_api.apps import review_api
+from tests.review_api.apps import audit_api, review_api
 from tests.review_api.test_api import auth, pending, publish_routed, routed
 from tests.review_api.test_blind import blind
-from tests.service_utils import eventually, free_port, serving
+from tests.service_utils import eventually, free_port
 
 pytestmark = pytest.mark.kafka
 ROUTED = "tandem.task.routed.v1"
@@ -27,12 +25,6 @@ ROUTED = "tandem.task.routed.v1"
 async def test_a_review_s_history_comes_from_the_audit_api_with_the_caller_s_token(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str, tmp_path: Path
 ) -> None:
-    ledger = AuditSettings(
-        kafka=kafka_settings,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}",
-        group_id=f"audit-{uuid.uuid4().hex}",
-        batch_timeout_ms=50,
-    )
     ivy, alice = auth("ivy", "auditor"), auth("alice", "reviewer")
     async with review_api(kafka_settings, database_url) as (unset, _):
         await publish_routed(kafka_settings, topics, [routed("h-1"), blind("h-2")])
@@ -40,7 +32,7 @@ async def test_a_review_s_history_comes_from_the_audit_api_with_the_caller_s_tok
         no_audit = await unset.get(f"/v1/reviews/{first['review_id']}/history", headers=ivy)
         assert no_audit.status_code == 503 and "AUDIT_URL" in no_audit.json()["detail"]
 
-    async with serving(audit_app(ledger), "the audit API") as audit_url:
+    async with audit_api(kafka_settings, tmp_path) as audit_url:
         async with review_api(kafka_settings, database_url, audit_url=audit_url) as (api, _):
             items = {i["task_id"]: i["review_id"] for i in await pending(api, 2)}
 
