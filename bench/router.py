@@ -61,7 +61,7 @@ from rich.console import Console
 from rich.table import Table
 from tandem_cli.dataset import CLINICS, TASK_TYPE, feature_names, feature_ranges, holdout_split
 from tandem_cli.stack.services import ServiceSet
-from tandem_router.loader import load_policy
+from tandem_policy.loader import load_policy
 from tandem_shared.topics import Topics
 
 AIM = 0.70  # of the relay's rate: routing should cost less than moving the bytes does

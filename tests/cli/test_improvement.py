@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tandem_cli import improvement
 from tandem_cli.dataset import sample_tasks
-from tandem_router.loader import load_policy
+from tandem_policy.loader import load_policy
 from tandem_scoring.manifest import Segment
 from tandem_scoring.registry import read_manifest
 from tandem_shared.promotion import Evidence, GateRefused, Scores, SegmentResult, gate, refusals

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from tandem_cli.main import app
 from tandem_cli.policy import when
-from tandem_router.policy import policy_json_schema
-from tandem_router.whatif import WhatIf
+from tandem_policy.policy import policy_json_schema
+from tandem_policy.whatif import WhatIf
 from tandem_shared.control import KillSwitch, kill_switch_state, policy_state, read_control
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 from typer.testing import CliRunner
 
 from tests.kafka_utils import produce
-from tests.router.factories import POLICY_YAML, scored
+from tests.policy.factories import POLICY_YAML, scored
 from tests.router.test_service import record
 from tests.service_utils import OPEN_TRUST
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
+from tandem_policy.policy import Blind, Policy
 from tandem_router.consumer import RouterHandler
 from tandem_router.control import RoutingControl
 from tandem_router.dedupe import SeenTasks
-from tandem_router.policy import Blind, Policy
 from tandem_router.telemetry import RouterMetrics
 from tandem_shared.control import KillSwitch
 from tandem_shared.envelope import Event, event_id
@@ -17,7 +17,7 @@ from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskSubmit
 from tandem_shared.kafka import Incoming, Outgoing, Record, Rejected
 from tandem_shared.topics import Topics
 
-from tests.router.factories import SCORED_AT, policy, scored
+from tests.policy.factories import SCORED_AT, policy, scored
 
 TOPICS = Topics("t.")
 TUMOR = {"task_type": "tumor_screening"}

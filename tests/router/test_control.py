@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
+from tandem_policy.loader import dump_policy
 from tandem_router.control import RoutingControl
-from tandem_router.loader import dump_policy
 from tandem_router.telemetry import RouterMetrics
 from tandem_shared.control import (
     KILL_SWITCH_KEY,
@@ -19,7 +19,7 @@ from tandem_shared.control import (
 )
 from tandem_shared.events import ControlChanged, ModelRef
 
-from tests.router.factories import policy
+from tests.policy.factories import policy
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import TopicReader, produce
-from tests.router.factories import POLICY_YAML, scored
+from tests.policy.factories import POLICY_YAML, scored
 from tests.router.test_service import record
 from tests.service_utils import committed, eventually, running
 

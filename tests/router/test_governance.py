@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from tandem_policy.whatif import WhatIf
 from tandem_router.app import create_app as router_app
 from tandem_router.settings import RouterSettings
-from tandem_router.whatif import WhatIf
 from tandem_shared.control import read_control_history
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import DecisionMade, PolicyRef, TaskRouted, TaskScored
@@ -19,8 +19,8 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import TopicReader, produce
+from tests.policy.factories import POLICY_YAML, scored
 from tests.review_api.test_api import auth
-from tests.router.factories import POLICY_YAML, scored
 from tests.router.test_service import record
 from tests.service_utils import OPEN_TRUST, bearer, committed, eventually, running
 

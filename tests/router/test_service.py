@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from tandem_policy.loader import PolicyError
+from tandem_policy.policy import qa_bucket
 from tandem_router.app import create_app
-from tandem_router.loader import PolicyError
-from tandem_router.policy import qa_bucket
 from tandem_router.settings import RouterSettings
 from tandem_shared.envelope import Event, event_id
 from tandem_shared.events import DeadLetter, DecisionMade, TaskRouted, TaskScored
@@ -22,7 +22,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import ce_headers, consume, header, produce
-from tests.router.factories import POLICY_YAML, scored
+from tests.policy.factories import POLICY_YAML, scored
 from tests.service_utils import bearer, committed, running
 
 Record = tuple[str | None, bytes, list[tuple[str, bytes]]]

@@ -21,7 +21,7 @@ from tandem_shared.signing import public_text
 from tandem_shared.topics import Topics
 
 from tests.kafka_utils import consume
-from tests.router.factories import POLICY_YAML
+from tests.policy.factories import POLICY_YAML
 from tests.router.test_governance import router_settings
 from tests.service_utils import bearer, eventually, running
 

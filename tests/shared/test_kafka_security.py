@@ -30,7 +30,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics, ensure_topics
 
 from tests.kafka_utils import consume
-from tests.router.factories import POLICY_YAML, scored
+from tests.policy.factories import POLICY_YAML, scored
 from tests.router.test_governance import router_settings
 from tests.service_utils import running
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from tandem_router.lifecycle import active_policy
-from tandem_router.loader import load_policy
-from tandem_router.policy import Policy
+from tandem_policy.lifecycle import active_policy
+from tandem_policy.loader import load_policy
+from tandem_policy.policy import Policy
 from tandem_shared.control import (
     ModelState,
     model_change,

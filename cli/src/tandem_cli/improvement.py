@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel
-from tandem_router.policy import Policy, decide
-from tandem_router.replay import human_outcomes, scored_between
+from tandem_policy.policy import Policy, decide
+from tandem_policy.replay import human_outcomes, scored_between
 from tandem_scoring.manifest import (
     DatasetInfo,
     FeedbackWindow,

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from tandem_router.lifecycle import active_policy
-from tandem_router.loader import load_policy
-from tandem_router.policy import Policy
+from tandem_policy.lifecycle import active_policy
+from tandem_policy.loader import load_policy
+from tandem_policy.policy import Policy
 from tandem_scoring.manifest import ModelManifest
 from tandem_scoring.registry import (
     LoadedModel,

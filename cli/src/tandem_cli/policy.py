@@ -12,10 +12,10 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from tandem_router.lifecycle import Governance
-from tandem_router.loader import PolicyError, load_policy
-from tandem_router.policy import policy_json_schema
-from tandem_router.whatif import Accuracy, Placement, Side, WhatIf
+from tandem_policy.lifecycle import Governance
+from tandem_policy.loader import PolicyError, load_policy
+from tandem_policy.policy import policy_json_schema
+from tandem_policy.whatif import Accuracy, Placement, Side, WhatIf
 from tandem_shared.schemas import write_schema
 
 from tandem_cli.control import control_publisher, keys, who

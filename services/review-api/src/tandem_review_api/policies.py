@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from tandem_router.lifecycle import Governance, PolicyChange, proposed
-from tandem_router.loader import PolicyError
-from tandem_router.whatif import WhatIf
+from tandem_policy.lifecycle import Governance, PolicyChange, proposed
+from tandem_policy.loader import PolicyError
+from tandem_policy.whatif import WhatIf
 from tandem_shared.auth import Principal, require_role
 from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.envelope import utcnow

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI
+from tandem_policy.loader import load_policy
 from tandem_shared.auth import authenticate
 from tandem_shared.control import CONTROL_TYPES, read_control_log
 from tandem_shared.control_signing import TrustedControl
@@ -19,7 +20,6 @@ from tandem_shared.service import ServiceRuntime
 from tandem_router.consumer import RouterHandler
 from tandem_router.control import ControlFollower, RoutingControl
 from tandem_router.dedupe import SeenTasks
-from tandem_router.loader import load_policy
 from tandem_router.seen_log import SeenLog
 from tandem_router.settings import RouterSettings
 from tandem_router.telemetry import RouterMetrics

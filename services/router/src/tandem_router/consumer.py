@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+from tandem_policy.policy import Fired, Policy, Routing, decide
 from tandem_shared.envelope import Event
 from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskScored
 from tandem_shared.kafka import Incoming, Outgoing, Record, Rejected, Result
@@ -16,7 +17,6 @@ from tandem_shared.topics import Topics
 from tandem_router import seen_log
 from tandem_router.control import RoutingControl
 from tandem_router.dedupe import SeenTasks
-from tandem_router.policy import Fired, Policy, Routing, decide
 from tandem_router.telemetry import RouterMetrics
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from pydantic import ValidationError
+from tandem_policy.loader import PolicyError, parse_policy
+from tandem_policy.policy import Policy
 from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.envelope import Event
 from tandem_shared.events import ControlChanged, EventData, ModelRef
 from tandem_shared.kafka import Incoming, Result
 
-from tandem_router.loader import PolicyError, parse_policy
-from tandem_router.policy import Policy
 from tandem_router.telemetry import RouterMetrics
 
 log = logging.getLogger(__name__)

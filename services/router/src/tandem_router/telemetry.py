@@ -6,10 +6,9 @@ from collections import Counter as TallyCounter
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from tandem_policy.policy import Policy, Routing
 from tandem_shared.control import KillSwitch
 from tandem_shared.telemetry import children
-
-from tandem_router.policy import Policy, Routing
 
 
 class RouterMetrics:

@@ -7,12 +7,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tandem_router.check import main as check
-from tandem_router.loader import PolicyError, load_policy, parse_policy
-from tandem_router.policy import Policy, policy_json_schema
+from tandem_policy.check import main as check
+from tandem_policy.loader import PolicyError, load_policy, parse_policy
+from tandem_policy.policy import Policy, policy_json_schema
 from tandem_router.settings import RouterSettings, default_policy_file
 
-from tests.router.factories import POLICY_YAML
+from tests.policy.factories import POLICY_YAML
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO_POLICY = ROOT / "deploy" / "local" / "policy.yaml"

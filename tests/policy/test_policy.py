@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tandem_router.loader import dump_policy as policy_document
-from tandem_router.loader import parse_policy
-from tandem_router.policy import Blind, Overdue, Policy, QueueLevels, Rule, decide, qa_bucket
+from tandem_policy.loader import dump_policy as policy_document
+from tandem_policy.loader import parse_policy
+from tandem_policy.policy import Blind, Overdue, Policy, QueueLevels, Rule, decide, qa_bucket
 from tandem_shared.events import PolicyRef, TaskScored
 
-from tests.router.factories import SCORED_AT, missing_flag, policy, scored
+from tests.policy.factories import SCORED_AT, missing_flag, policy, scored
 
 NOW = SCORED_AT
 

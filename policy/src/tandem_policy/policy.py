@@ -26,7 +26,7 @@ from pydantic import (
 )
 from tandem_shared.events import FeatureValue, PolicyRef, TaskScored, TaskSubmitted
 
-from tandem_router.columns import Bound, ColumnRules, Member
+from tandem_policy.columns import Bound, ColumnRules, Member
 
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]

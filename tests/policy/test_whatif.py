@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 from tandem_cli.policy import render
-from tandem_router.whatif import (
+from tandem_policy.whatif import (
     Accuracy,
     Change,
     Placement,
@@ -19,7 +19,7 @@ from tandem_router.whatif import (
 )
 from tandem_shared.events import PolicyRef, TaskScored
 
-from tests.router.factories import SCORED_AT, policy, scored
+from tests.policy.factories import SCORED_AT, policy, scored
 
 ACTIVE = policy(escalate_below=0.6)  # test v3: benign from 0.97, malignant from 0.99
 PROPOSED = policy(escalate_below=0.6, auto={"benign": 0.9, "malignant": 0.99}).model_copy(

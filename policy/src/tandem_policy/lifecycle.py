@@ -30,10 +30,10 @@ from tandem_shared.events import ControlChanged
 from tandem_shared.kafka import Publisher
 from tandem_shared.topics import Topics
 
-from tandem_router.loader import parse_policy
-from tandem_router.policy import Policy
-from tandem_router.replay import human_outcomes, scored_between
-from tandem_router.whatif import WhatIf, compare
+from tandem_policy.loader import parse_policy
+from tandem_policy.policy import Policy
+from tandem_policy.replay import human_outcomes, scored_between
+from tandem_policy.whatif import WhatIf, compare
 
 
 class PolicyChange(BaseModel):

@@ -7,10 +7,10 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tandem_router.columns import ColumnRules
-from tandem_router.policy import Rule
+from tandem_policy.columns import ColumnRules
+from tandem_policy.policy import Rule
 
-from tests.router.factories import policy, scored
+from tests.policy.factories import policy, scored
 
 KEYS = ["radius", "area", "texture"]
 HUGE = 2**53

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tandem_router.loader import parse_policy
-from tandem_router.policy import Policy
+from tandem_policy.loader import parse_policy
+from tandem_policy.policy import Policy
 from tandem_shared.events import ModelRef, QualityFlag, Score, TaskScored, TaskSubmitted
 
 SCORED_AT = datetime(2026, 11, 25, 10, 0, 5, tzinfo=UTC)

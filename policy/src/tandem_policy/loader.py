@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from tandem_router.policy import Policy
+from tandem_policy.policy import Policy
 
 
 @dataclass(frozen=True)

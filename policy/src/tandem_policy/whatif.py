@@ -18,7 +18,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 from tandem_shared.events import PolicyRef, TaskScored
 
-from tandem_router.policy import Policy, Route, Routing, decide
+from tandem_policy.policy import Policy, Route, Routing, decide
 
 HOUR = timedelta(hours=1)
 

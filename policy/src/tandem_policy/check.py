@@ -1,5 +1,5 @@
-"""``python -m tandem_router.check FILE...`` validates policies (for CI and before a rollout);
-``python -m tandem_router.check --schema`` prints the JSON Schema of a policy document."""
+"""``python -m tandem_policy.check FILE...`` validates policies (for CI and before a rollout);
+``python -m tandem_policy.check --schema`` prints the JSON Schema of a policy document."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tandem_router.loader import PolicyError, load_policy
-from tandem_router.policy import policy_json_schema
+from tandem_policy.loader import PolicyError, load_policy
+from tandem_policy.policy import policy_json_schema
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tandem_router.check")
+    parser = argparse.ArgumentParser(prog="python -m tandem_policy.check")
     parser.add_argument("files", nargs="*", help="policy documents to validate")
     parser.add_argument("--schema", action="store_true", help="print the policy JSON Schema")
     args = parser.parse_args(argv)
