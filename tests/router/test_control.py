@@ -103,28 +103,74 @@ def test_a_kill_switch_set_by_configuration_cannot_be_lifted_by_an_event() -> No
     assert control.killed("tumor_screening")
 
 
-def drift(drifting: bool, seconds: int, feature: str = "mean_radius") -> ControlChanged:
+def drift(
+    drifting: bool, seconds: int, feature: str = "mean_radius", replica: str = "scoring-a"
+) -> ControlChanged:
     value = {"feature": feature, "psi": 0.3, "drifting": drifting, "version": "1"}
     return ControlChanged(
         kind="drift",
         name="tumor_screening",
-        value=value,
+        value={**value, "replica": replica},
         changed_by="tandem/scoring",
         changed_at=T0 + timedelta(seconds=seconds),
     )
 
 
+def vote(control: RoutingControl, change: ControlChanged) -> None:
+    """Follow a vote under its key, as the control topic has it."""
+    replica, feature = change.value["replica"], change.value["feature"]
+    control.follow(f"drift/tumor_screening/1/{feature}/{replica}", change)
+
+
+LIVE = ModelRef(name="tumor_screening", version="1")
+
+
 def test_drift_alarms_concern_the_model_version_that_drifts() -> None:
-    control, _, _ = make()
-    live = ModelRef(name="tumor_screening", version="1")
-    control.follow("drift/tumor_screening/mean_radius", drift(True, 1))
-    control.follow("drift/tumor_screening/worst_area", drift(True, 1, "worst_area"))
-    assert control.drifting(live)
+    control, _, clock = make()
+    clock.now = T0.timestamp()
+    vote(control, drift(True, 1))
+    vote(control, drift(True, 1, "worst_area"))
+    assert control.drifting(LIVE)
     assert not control.drifting(ModelRef(name="tumor_screening", version="2"))
-    control.follow("drift/tumor_screening/mean_radius", drift(False, 2))
-    assert control.drifting(live)  # worst_area is still in alarm
-    control.follow("drift/tumor_screening/worst_area", drift(False, 2, "worst_area"))
-    assert not control.drifting(live)
+    vote(control, drift(False, 2))
+    assert control.drifting(LIVE)  # worst_area is still in alarm
+    assert control.drifting_features() == {"tumor_screening/1": ["worst_area"]}
+    vote(control, drift(False, 2, "worst_area"))
+    assert not control.drifting(LIVE)
+    assert control.drifting_features() == {}
+
+
+def test_one_replica_s_recovery_never_clears_another_s_alarm() -> None:
+    control, _, clock = make()
+    clock.now = T0.timestamp()
+    vote(control, drift(True, 1, replica="scoring-a"))
+    vote(control, drift(True, 2, replica="scoring-b"))
+    vote(control, drift(False, 3, replica="scoring-a"))  # a's window recovered; b's did not
+    assert control.drifting(LIVE)
+    vote(control, drift(False, 4, replica="scoring-b"))
+    assert not control.drifting(LIVE)
+
+
+def test_an_alarm_counts_while_its_replica_repeats_it() -> None:
+    control, _, clock = make()  # votes count 600 s after they were cast
+    clock.now = T0.timestamp()
+    vote(control, drift(True, 0))
+    clock.now += 599
+    assert control.drifting(LIVE)
+    vote(control, drift(True, 590))  # repeated: good until 1,190 s
+    clock.now += 2
+    assert control.drifting(LIVE)
+    clock.now = T0.timestamp() + 1_190  # a replica gone for good holds no alarm
+    assert not control.drifting(LIVE)
+    # An old vote read at start (the topic keeps the latest of each key) counts for nothing.
+    vote(control, drift(True, 2, replica="scoring-gone"))
+    assert not control.drifting(LIVE)
+    # A record written before replicas voted apart names none: it is one more voter.
+    legacy = drift(True, 1_200).model_copy(
+        update={"value": {"feature": "mean_radius", "psi": 0.3, "drifting": True, "version": "1"}}
+    )
+    control.follow("drift/tumor_screening/mean_radius", legacy)
+    assert control.drifting(LIVE)
 
 
 def test_unreadable_until_read_and_again_when_the_broker_goes_quiet() -> None:

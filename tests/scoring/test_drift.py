@@ -15,12 +15,14 @@ from tandem_scoring.drift import (
     CONFIDENCE,
     DriftChange,
     DriftMonitor,
+    DriftWatch,
     drift_control_event,
     psi,
 )
 from tandem_scoring.manifest import ModelManifest, NumericFeature
 from tandem_scoring.registry import LoadedModel
 from tandem_shared.control import ModelState, model_change, model_state
+from tandem_shared.drift_votes import DriftVote
 from tandem_shared.envelope import decode
 from tandem_shared.events import EVENT_TYPES, FeatureValue
 
@@ -289,8 +291,8 @@ def test_hysteresis_keeps_the_state_between_the_two_levels() -> None:
 
 def test_control_event_of_a_change() -> None:
     change = DriftChange("tumor_screening", "1", "mean_radius", 0.31, True)
-    event = drift_control_event(change, "scoring", AT)
-    assert event.subject == "drift/tumor_screening/mean_radius"
+    event = drift_control_event(change, "scoring", AT, "scoring-0")
+    assert event.subject == "drift/tumor_screening/1/mean_radius/scoring-0"
     assert (event.source, event.time, event.type) == (
         "tandem/scoring",
         AT,
@@ -303,18 +305,27 @@ def test_control_event_of_a_change() -> None:
         "tandem/scoring",
         AT,
     )
-    assert data.value == {"feature": "mean_radius", "psi": 0.31, "drifting": True, "version": "1"}
+    assert data.value == {
+        "feature": "mean_radius",
+        "psi": 0.31,
+        "drifting": True,
+        "version": "1",
+        "replica": "scoring-0",
+    }
+    assert DriftVote.of(data) == DriftVote(
+        "tumor_screening", "1", "mean_radius", "scoring-0", True, 0.31, AT
+    )
     # Deterministic: the same change at the same time is the same event; a recovery is not.
-    assert drift_control_event(change, "scoring", AT).id == event.id
+    assert drift_control_event(change, "scoring", AT, "scoring-0").id == event.id
     recovered = DriftChange("tumor_screening", "1", "mean_radius", 0.1, False)
-    assert drift_control_event(recovered, "scoring", AT).id != event.id
+    assert drift_control_event(recovered, "scoring", AT, "scoring-0").id != event.id
     decoded = decode(event.value(), event.headers(), EVENT_TYPES)
     assert decoded.subject == event.subject and decoded.data == data
 
 
 def test_a_drift_record_is_never_read_as_a_model_state() -> None:
     drift = drift_control_event(
-        DriftChange("tumor_screening", "1", "mean_radius", 0.31, True), "scoring", AT
+        DriftChange("tumor_screening", "1", "mean_radius", 0.31, True), "scoring", AT, "s-0"
     )
     # The control topic is read as {key: latest change}; drift has keys of its own.
     changes = {drift.subject: drift.data}
@@ -322,3 +333,43 @@ def test_a_drift_record_is_never_read_as_a_model_state() -> None:
     state = model_change("tumor_screening", ModelState(live="1"), "admin")
     changes[state.subject] = state.data
     assert model_state(changes, "tumor_screening") == ModelState(live="1")
+
+
+def test_a_restarted_replica_keeps_its_alarm_until_a_full_window_says_it_is_over(
+    reference_model: LoadedModel,
+) -> None:
+    """Before a restart the replica voted mean_radius into alarm; after it, the alarm is
+    repeated while its empty window cannot judge, and recovered once clean data fills it."""
+    manifest = reference_model.manifest
+    watch = DriftWatch(window=WINDOW, threshold=0.2, min_count=WINDOW)
+    watch.inherit("tumor_screening", "1", "mean_radius", 0.31)
+    assert watch.alarms() == [DriftChange("tumor_screening", "1", "mean_radius", 0.31, True)]
+    rng = np.random.default_rng(41)
+    holdout = dataset.holdout_split()
+    changes: list[DriftChange] = []
+    for batch in range(15):
+        matrix = holdout.features[rng.integers(0, len(holdout), 100)]
+        changes += watch.observe(
+            [manifest], [_rows(matrix)], [_confidences(reference_model, matrix)]
+        )
+        if batch < 9:  # fewer than WINDOW values: nothing judged, the alarm held and repeated
+            assert changes == []
+            [held] = watch.alarms()
+            assert (held.feature, held.drifting) == ("mean_radius", True)
+    assert [(c.feature, c.drifting) for c in changes] == [("mean_radius", False)]
+    assert watch.alarms() == []
+
+
+def test_a_replica_repeats_the_alarms_its_windows_hold(reference_model: LoadedModel) -> None:
+    manifest = reference_model.manifest
+    watch = DriftWatch(window=WINDOW, threshold=0.2, min_count=WINDOW)
+    assert watch.alarms() == []
+    rng = np.random.default_rng(21)
+    holdout, names = dataset.holdout_split(), dataset.feature_names()
+    for _ in range(15):
+        matrix = holdout.features[rng.integers(0, len(holdout), 100)].copy()
+        matrix[:, names.index("mean_radius")] += _half_std(manifest, "mean_radius")
+        watch.observe([manifest], [_rows(matrix)], [_confidences(reference_model, matrix)])
+    alarms = [a for a in watch.alarms() if a.feature != CONFIDENCE]
+    assert [(a.feature, a.drifting) for a in alarms] == [("mean_radius", True)]
+    assert alarms[0].psi is not None and alarms[0].psi >= 0.2

@@ -205,7 +205,7 @@ async def test_scoring_follows_model_states_not_drift_records(tmp_path: Path) ->
     metrics_registry = CollectorRegistry()
     control = ControlHandler(live, ScoringMetrics(metrics_registry))
     alarm = DriftChange("tumor_screening", "1", "mean_radius", 0.4, True)
-    await control.follow(drift_control_event(alarm, "scoring", datetime.now(UTC)).data)
+    await control.follow(drift_control_event(alarm, "scoring", datetime.now(UTC), "s-0").data)
     assert live.state_of("tumor_screening") == "1"
     assert metrics_registry.get_sample_value(
         "tandem_model_refused_total", {"model": "tumor_screening"}

@@ -39,6 +39,7 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
         metrics,
         kill_switch=settings.kill_switch,
         stale_after_s=settings.control_stale_after_s,
+        drift_vote_ttl_s=settings.drift_vote_ttl_seconds,
         last_fetch=lambda: runtime.last_fetch(control_group),
     )
 

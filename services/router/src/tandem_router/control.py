@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from tandem_policy.loader import PolicyError, parse_policy
 from tandem_policy.policy import Policy
 from tandem_shared.control import KillSwitch, PolicyState
+from tandem_shared.drift_votes import DriftAlarms, DriftVote
 from tandem_shared.envelope import Event
 from tandem_shared.events import ControlChanged, EventData, ModelRef
 from tandem_shared.kafka import Incoming, Result
@@ -40,6 +41,7 @@ class RoutingControl:
         *,
         kill_switch: bool = False,
         stale_after_s: float = 10.0,
+        drift_vote_ttl_s: float = 600.0,
         last_fetch: LastRead = lambda: None,
         clock: Clock = time.time,
     ) -> None:
@@ -51,7 +53,9 @@ class RoutingControl:
         self.stale_after_s = stale_after_s
         self.clock = clock
         self.last_fetch = last_fetch  # when the control consumer last heard from the broker
-        self._drifting: dict[tuple[str, str], set[str]] = {}
+        # Each scoring replica's votes (tandem_shared.drift_votes): an alarm holds while one
+        # repeated within the ttl says so.
+        self.drift = DriftAlarms(drift_vote_ttl_s)
         self._applied_at: dict[str, datetime] = {}
         self._read_at: float | None = None
         metrics.active_policy(policy, self.kill_switch)
@@ -62,11 +66,11 @@ class RoutingControl:
         return self.kill_switch.covers(task_type)
 
     def drifting(self, model: ModelRef) -> bool:
-        return bool(self._drifting.get((model.name, model.version)))
+        return self.drift.drifting(model.name, model.version, self.clock())
 
     def drifting_features(self) -> dict[str, list[str]]:
         """``MODEL/VERSION`` → the features in alarm, for the models with any."""
-        return {f"{m}/{v}": sorted(fs) for (m, v), fs in self._drifting.items() if fs}
+        return self.drift.features(self.clock())
 
     @property
     def unreadable(self) -> bool:
@@ -129,16 +133,13 @@ class RoutingControl:
         return True
 
     def _follow_drift(self, change: ControlChanged) -> bool:
-        value = change.value
-        feature, version = value.get("feature"), value.get("version")
-        if not isinstance(feature, str) or not isinstance(version, str):
-            log.error("drift change for %s names no feature and version: %s", change.name, value)
+        vote = DriftVote.of(change)
+        if vote is None:
+            log.error(
+                "drift change for %s names no feature and version: %s", change.name, change.value
+            )
             return False
-        features = self._drifting.setdefault((change.name, version), set())
-        if value.get("drifting") is True:
-            features.add(feature)
-        else:
-            features.discard(feature)
+        self.drift.follow(vote)
         return True
 
 

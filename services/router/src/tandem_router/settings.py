@@ -36,6 +36,12 @@ class RouterSettings(ServiceSettings):
         default=False,
         description="send every task to people, whatever the control topic says",
     )
+    drift_vote_ttl_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="a scoring replica's drift alarm counts this long after it last said so"
+        " (replicas repeat theirs every TANDEM_SCORING_DRIFT_REFRESH_SECONDS)",
+    )
     control_stale_after_s: float = Field(
         default=10.0,
         gt=0,

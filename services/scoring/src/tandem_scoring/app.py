@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from tandem_shared.auth import authenticate
 from tandem_shared.control import CONTROL_TYPES, read_control
-from tandem_shared.control_signing import TrustedControl
+from tandem_shared.control_signing import TrustedControl, signed
+from tandem_shared.drift_votes import DriftVote
+from tandem_shared.envelope import utcnow
 from tandem_shared.events import TaskSubmitted
-from tandem_shared.kafka import event_decoder
+from tandem_shared.kafka import Outgoing, event_decoder
 from tandem_shared.service import ServiceRuntime
 
 from tandem_scoring.consumer import ScoringHandler
-from tandem_scoring.drift import DriftWatch
+from tandem_scoring.drift import DriftWatch, drift_control_event
 from tandem_scoring.settings import ScoringSettings
 from tandem_scoring.telemetry import ScoringMetrics
 from tandem_scoring.versions import ControlHandler, LiveModels
@@ -34,15 +38,35 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
     metrics = ScoringMetrics(runtime.registry)
     control = ControlHandler(live, metrics)
 
+    drift = DriftWatch(settings.drift_window, settings.drift_threshold, settings.drift_min_count)
+    # Its name in its drift votes: the pod's (TANDEM_INSTANCE_ID), so a restart takes its
+    # alarms back; else one of this process alone.
+    replica = settings.runtime.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
     async def catch_up() -> None:
-        """Apply the versions the control topic holds before the first task is scored."""
+        """Apply the versions the control topic holds before the first task is scored, and
+        take back the drift alarms this replica voted for before a restart."""
         changes = await read_control(
             settings.kafka.bootstrap_servers, runtime.topics, runtime.control.trust
         )
         for change in changes.values():
             await control.follow(change)
+            vote = DriftVote.of(change)
+            if vote is not None and vote.replica == replica and vote.drifting:
+                drift.inherit(vote.model, vote.version, vote.feature, vote.psi)
+
+    async def repeat_alarms() -> None:
+        """Say this replica's alarms again: a vote not repeated runs out (drift_votes)."""
+        now = utcnow()
+        events = [
+            signed(drift_control_event(c, "scoring", now, replica), runtime.control.signer)
+            for c in drift.alarms()
+        ]
+        if events:
+            await runtime.publisher.publish([Outgoing(runtime.topics.control, e) for e in events])
 
     runtime.on_start.append(catch_up)
+    runtime.every(settings.drift_refresh_seconds, repeat_alarms, "repeating drift alarms")
     runtime.add_consumer(
         settings.group_id,
         [runtime.topics.submitted],
@@ -51,9 +75,10 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
             live,
             runtime.topics,
             metrics,
-            DriftWatch(settings.drift_window, settings.drift_threshold, settings.drift_min_count),
+            drift,
             thread_min_batch=settings.thread_min_batch,
             signer=runtime.control.signer,
+            replica=replica,
         ),
     )
     # Every replica follows every control change: a group of its own, read from the start.

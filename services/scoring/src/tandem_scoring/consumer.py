@@ -39,13 +39,16 @@ class ScoringHandler:
         drift: DriftWatch | None = None,
         thread_min_batch: int = 256,
         signer: ControlSigner | None = None,
+        replica: str = "scoring",
     ) -> None:
+        """``replica``: this process's name among the service's, in its drift votes."""
         self.live = live
         self.topics = topics
         self.metrics = metrics
         self.drift = drift or DriftWatch(window=1000, threshold=0.2, min_count=1000)
         self.thread_min_batch = thread_min_batch
         self.signer = signer  # drift alarms are control changes: signed like the others
+        self.replica = replica
 
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
         tasks: list[TaskSubmitted] = []
@@ -90,7 +93,7 @@ class ScoringHandler:
             alarms = [
                 Outgoing(
                     self.topics.control,
-                    signed(drift_control_event(c, "scoring", scored_at), self.signer),
+                    signed(drift_control_event(c, "scoring", scored_at, self.replica), self.signer),
                 )
                 for c in changes
             ]

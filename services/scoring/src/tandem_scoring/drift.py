@@ -8,7 +8,7 @@ Pure: no Kafka, no HTTP, no metrics library, no clock. The API::
     changes = monitor.observe(rows, confidences)  # once per scored batch of this model version
     monitor.current()                             # {feature: psi}, for a gauge per feature
 
-    drift_control_event(change, service="scoring", at=now)  # Event[ControlChanged] to publish
+    drift_control_event(change, service="scoring", at=now, replica=name)  # to publish
 
 ``rows`` are the tasks' feature dicts as received (``TaskSubmitted.features``), ``confidences``
 the confidences the model gave them (either may be empty). One monitor watches one model
@@ -27,20 +27,24 @@ again when it falls below ``recovery * threshold`` (recovered); the gap keeps a 
 the threshold from flapping. Nothing is judged, nor reported by ``current``, before a feature
 has ``min_count`` values in its window. Not thread-safe: observe from one thread at a time.
 
-The control event has ``kind="drift"`` and the key ``drift/MODEL/FEATURE``, beside the model
-states (``kind="model"``, key ``model/MODEL``) that scoring follows.
+The control event has ``kind="drift"`` and the key ``drift/MODEL/VERSION/FEATURE/REPLICA``: each
+replica's vote (``tandem_shared.drift_votes``), beside the model states (``kind="model"``, key
+``model/MODEL``) that scoring follows. ``DriftWatch.inherit`` takes a restarted replica's alarms
+back; ``DriftWatch.alarms`` lists those to repeat while they last.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
+from tandem_shared.drift_votes import DRIFT, vote_key
 from tandem_shared.envelope import Event, event_id
 from tandem_shared.events import ControlChanged, FeatureValue
 
@@ -58,7 +62,6 @@ log = logging.getLogger(__name__)
 FeatureSpec = NumericFeature | BooleanFeature | CategoricalFeature
 
 CONFIDENCE = "confidence"
-DRIFT = "drift"
 
 
 def psi(
@@ -88,7 +91,7 @@ class DriftChange:
     model: str
     version: str
     feature: str
-    psi: float
+    psi: float | None  # None: an alarm taken back at a restart, not judged again yet
     drifting: bool
 
 
@@ -287,6 +290,13 @@ class DriftMonitor:
         """The features in alarm now."""
         return [self._windows.names[i] for i in np.flatnonzero(self._windows.drifting)]
 
+    def inherit(self, feature: str) -> None:
+        """Hold ``feature`` in alarm, as this replica said before a restart: it is reported
+        recovered once a full window says so, never forgotten for an empty one."""
+        row = self._windows.row.get(feature)
+        if row is not None:
+            self._windows.drifting[row] = True
+
     def size(self, feature: str) -> int:
         """How many values the feature's window holds (at most ``window``)."""
         return int(self._windows.filled[self._windows.row[feature]])
@@ -313,18 +323,22 @@ def _encode(spec: FeatureSpec, raw: FeatureValue) -> float | None:
     return None
 
 
-def drift_control_event(change: DriftChange, service: str, at: datetime) -> Event[ControlChanged]:
-    """The control record of a drift change, keyed ``drift/MODEL/FEATURE``; ``service`` names
-    the writer (e.g. ``scoring``). The id derives from the key, the state and ``at``."""
-    subject = f"{DRIFT}/{change.model}/{change.feature}"
+def drift_control_event(
+    change: DriftChange, service: str, at: datetime, replica: str
+) -> Event[ControlChanged]:
+    """The control record of a replica's drift vote, keyed
+    ``drift/MODEL/VERSION/FEATURE/REPLICA``; ``service`` names the writer (e.g. ``scoring``).
+    The id derives from the key, the state and ``at``."""
+    subject = vote_key(change.model, change.version, change.feature, replica)
     data = ControlChanged(
-        kind="drift",
+        kind=DRIFT,
         name=change.model,
         value={
             "feature": change.feature,
             "psi": change.psi,
             "drifting": change.drifting,
             "version": change.version,
+            "replica": replica,
         },
         changed_by=f"tandem/{service}",
         changed_at=at,
@@ -336,14 +350,42 @@ def drift_control_event(change: DriftChange, service: str, at: datetime) -> Even
 
 
 class DriftWatch:
-    """A monitor per model version in use, fed with each scored batch. Not thread-safe: the
-    consumer handles one batch at a time."""
+    """A monitor per model version in use, fed with each scored batch (one at a time: the
+    consumer's), and read for the alarms to repeat from another task: a lock keeps the two
+    apart."""
 
     def __init__(self, window: int, threshold: float, min_count: int) -> None:
         self.window = window
         self.threshold = threshold
         self.min_count = min_count
         self.monitors: dict[str, DriftMonitor] = {}
+        # MODEL/VERSION -> {feature: psi} this replica held in alarm before a restart, for
+        # the monitors not made yet.
+        self._inherited: dict[str, dict[str, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def inherit(self, model: str, version: str, feature: str, psi: float | None) -> None:
+        """An alarm this replica voted for before it restarted (read from the control topic)."""
+        key = f"{model}/{version}"
+        with self._lock:
+            monitor = self.monitors.get(key)
+            if monitor is not None:
+                monitor.inherit(feature)
+            else:
+                self._inherited.setdefault(key, {})[feature] = psi
+
+    def alarms(self) -> list[DriftChange]:
+        """Every alarm this replica holds now, to say again (its votes run out otherwise)."""
+        with self._lock:
+            out = [
+                DriftChange(m.model, m.version, feature, m.current().get(feature), True)
+                for m in self.monitors.values()
+                for feature in m.drifting()
+            ]
+            for key, features in self._inherited.items():
+                model, _, version = key.rpartition("/")
+                out += [DriftChange(model, version, f, psi, True) for f, psi in features.items()]
+        return out
 
     def observe(
         self,
@@ -356,14 +398,17 @@ class DriftWatch:
         the plain numbers the scorer read from those rows, if it did)."""
         changes: list[DriftChange] = []
         read = read if read is not None else [None] * len(models)
-        for manifest, model_rows, model_confidences, model_read in zip(
-            models, rows, confidences, read, strict=True
-        ):
-            key = f"{manifest.name}/{manifest.version}"
-            monitor = self.monitors.get(key)
-            if monitor is None:
-                monitor = self.monitors[key] = DriftMonitor(
-                    manifest, self.window, self.threshold, self.min_count
-                )
-            changes += monitor.observe(model_rows, model_confidences, model_read)
+        with self._lock:
+            for manifest, model_rows, model_confidences, model_read in zip(
+                models, rows, confidences, read, strict=True
+            ):
+                key = f"{manifest.name}/{manifest.version}"
+                monitor = self.monitors.get(key)
+                if monitor is None:
+                    monitor = self.monitors[key] = DriftMonitor(
+                        manifest, self.window, self.threshold, self.min_count
+                    )
+                    for feature in self._inherited.pop(key, {}):
+                        monitor.inherit(feature)
+                changes += monitor.observe(model_rows, model_confidences, model_read)
         return changes

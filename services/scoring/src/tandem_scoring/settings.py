@@ -33,3 +33,6 @@ class ScoringSettings(ServiceSettings):
     drift_window: int = Field(default=1000, ge=10)
     drift_threshold: float = Field(default=0.2, gt=0)
     drift_min_count: int = Field(default=1000, ge=1)
+    # Each replica votes on drift apart (tandem_shared.drift_votes) and repeats its alarms this
+    # often: the router stops counting a vote not repeated within its drift_vote_ttl_seconds.
+    drift_refresh_seconds: float = Field(default=60.0, gt=0)
