@@ -44,6 +44,10 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/admin/policy/rollback"): ADMINS,
     ("GET", "/v1/admin/policy/history"): ADMINS | {"auditor"},
     ("POST", "/v1/admin/kill-switch"): ADMINS,
+    # A senior writes only the risks they own (test_risks.py); an auditor reads them.
+    ("GET", "/v1/admin/risks"): {"senior", "admin", "auditor"},
+    ("GET", "/v1/admin/risks/{risk_id}/history"): {"senior", "admin", "auditor"},
+    ("PUT", "/v1/admin/risks/{risk_id}"): {"senior", "admin"},
 }
 # Streams never end: admitted roles are shown by test_live.py, refusals here.
 STREAMS = {("GET", "/v1/reviews/events")}
@@ -60,7 +64,7 @@ async def test_every_endpoint_admits_exactly_its_roles(admin_api: httpx.AsyncCli
     assert routes == set(ACCESS), "an endpoint without an entry in ACCESS, or one that is gone"
     for (method, path), allowed in sorted(ACCESS.items()):
         # Concrete values; an invalid body is refused only after the role was checked.
-        url = path.format(review_id="none", task_id="none", name="none")
+        url = path.format(review_id="none", task_id="none", name="none", risk_id="none")
         anonymous = await admin_api.request(method, url)
         assert anonymous.status_code == 401, (method, path)
         for role in ROLES:

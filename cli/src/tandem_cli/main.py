@@ -24,6 +24,7 @@ from tandem_cli.model import model_app
 from tandem_cli.policy import policy_app
 from tandem_cli.publish import publish_tasks, read_json_lines, validate
 from tandem_cli.report import report
+from tandem_cli.risk import risk_app
 from tandem_cli.secrets_file import secrets_command
 from tandem_cli.stack.local import Entry
 
@@ -44,6 +45,7 @@ app.add_typer(
 )
 app.add_typer(model_app, name="model")
 app.add_typer(policy_app, name="policy")
+app.add_typer(risk_app, name="risk")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(deadletter_app, name="deadletter")
 app.command()(report)

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
-from tandem_shared.auth import mint_token
-from tandem_shared.settings import RuntimeSettings
 
 from tandem_cli.policy import when
+from tandem_cli.review_client import DEFAULT_URL, Url, bearer, call
 
 GROUPS = ("task_type", "model", "policy", "day", "queue", "none")
-
-
-def _token(given: str | None) -> str:
-    """The given token, TANDEM_TOKEN, or (in development only) an auditor's minted locally."""
-    token = given or os.environ.get("TANDEM_TOKEN")
-    if token:
-        return token
-    settings = RuntimeSettings()
-    if settings.env != "development":
-        raise typer.BadParameter("pass --token (or set TANDEM_TOKEN) outside development")
-    return mint_token(settings, "tandem-report", ["auditor"])
 
 
 def _share(value: float | None) -> str:
@@ -65,9 +51,7 @@ def report(
     by: Annotated[
         str, typer.Option(help="task_type, model, policy, day, queue or none.")
     ] = "task_type",
-    url: Annotated[str, typer.Option(envvar="TANDEM_REVIEW_API_URL", help="The review API.")] = (
-        "http://127.0.0.1:8000"
-    ),
+    url: Url = DEFAULT_URL,
     token: Annotated[
         str | None, typer.Option(help="A bearer token (senior, admin or auditor).")
     ] = None,
@@ -78,16 +62,8 @@ def report(
     if by not in GROUPS:
         raise typer.BadParameter(f"--by is one of {', '.join(GROUPS)}")
     params = {"since": when(since).isoformat(), "until": when(until).isoformat(), "group_by": by}
-    try:
-        response = httpx.get(
-            f"{url}/v1/stats", params=params, headers={"Authorization": f"Bearer {_token(token)}"}
-        )
-    except httpx.TransportError as exc:
-        typer.echo(f"cannot reach the review API at {url}: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    if response.status_code != 200:
-        typer.echo(f"the review API answered {response.status_code}: {response.text}", err=True)
-        raise typer.Exit(1)
+    auditor = bearer(token, "auditor", "tandem-report")
+    response = call("GET", url, "/v1/stats", auditor, params=params)
     if as_json:
         typer.echo(response.text)
         return

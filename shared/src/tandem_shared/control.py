@@ -16,6 +16,7 @@ from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import ControlChanged, EventData
 from tandem_shared.kafka import Outgoing, Publisher
 from tandem_shared.reading import read_events
+from tandem_shared.risks import RiskRecord, risk_key
 from tandem_shared.topics import Topics
 
 READ_TIMEOUT_S = 30.0
@@ -38,7 +39,7 @@ class ModelState(BaseModel):
 
 
 def _change(
-    kind: Literal["policy", "model", "kill_switch", "model_registry"],
+    kind: Literal["policy", "model", "kill_switch", "model_registry", "risk"],
     key: str,
     name: str,
     value: BaseModel,
@@ -65,6 +66,11 @@ def registry_change(
     """A model version's record: how it was trained (when registered) or the evidence it went
     live on (when promoted). Scoring ignores it; the audit trail keeps every one."""
     return _change("model_registry", f"model-registry/{name}/{version}", name, record, changed_by)
+
+
+def risk_change(record: RiskRecord, changed_by: str) -> Event[ControlChanged]:
+    """A version of a risk of the register (tandem_shared.risks)."""
+    return _change("risk", risk_key(record.id), record.id, record, changed_by)
 
 
 async def publish_change(
