@@ -48,6 +48,11 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/admin/risks"): {"senior", "admin", "auditor"},
     ("GET", "/v1/admin/risks/{risk_id}/history"): {"senior", "admin", "auditor"},
     ("PUT", "/v1/admin/risks/{risk_id}"): {"senior", "admin"},
+    ("GET", "/v1/admin/incidents"): {"senior", "admin", "auditor"},
+    ("GET", "/v1/admin/incidents/{incident_id}"): {"senior", "admin", "auditor"},
+    ("POST", "/v1/admin/incidents/open"): {"senior", "admin"},
+    ("POST", "/v1/admin/incidents/{incident_id}/timeline"): {"senior", "admin"},
+    ("POST", "/v1/admin/alerts"): {"service", "admin"},  # Alertmanager's webhook
 }
 # Streams never end: admitted roles are shown by test_live.py, refusals here.
 STREAMS = {("GET", "/v1/reviews/events")}
@@ -64,7 +69,9 @@ async def test_every_endpoint_admits_exactly_its_roles(admin_api: httpx.AsyncCli
     assert routes == set(ACCESS), "an endpoint without an entry in ACCESS, or one that is gone"
     for (method, path), allowed in sorted(ACCESS.items()):
         # Concrete values; an invalid body is refused only after the role was checked.
-        url = path.format(review_id="none", task_id="none", name="none", risk_id="none")
+        url = path.format(
+            review_id="none", task_id="none", name="none", risk_id="none", incident_id="none"
+        )
         anonymous = await admin_api.request(method, url)
         assert anonymous.status_code == 401, (method, path)
         for role in ROLES:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tandem_shared.control_signing import ControlSigner, ControlTrust, signed
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import ControlChanged, EventData
+from tandem_shared.incidents import Incident, incident_key
 from tandem_shared.kafka import Outgoing, Publisher
 from tandem_shared.reading import read_events
 from tandem_shared.risks import RiskRecord, risk_key
@@ -39,7 +40,7 @@ class ModelState(BaseModel):
 
 
 def _change(
-    kind: Literal["policy", "model", "kill_switch", "model_registry", "risk"],
+    kind: Literal["policy", "model", "kill_switch", "model_registry", "risk", "incident"],
     key: str,
     name: str,
     value: BaseModel,
@@ -71,6 +72,11 @@ def registry_change(
 def risk_change(record: RiskRecord, changed_by: str) -> Event[ControlChanged]:
     """A version of a risk of the register (tandem_shared.risks)."""
     return _change("risk", risk_key(record.id), record.id, record, changed_by)
+
+
+def incident_change(incident: Incident, changed_by: str) -> Event[ControlChanged]:
+    """A version of an incident (tandem_shared.incidents)."""
+    return _change("incident", incident_key(incident.id), incident.id, incident, changed_by)
 
 
 async def publish_change(

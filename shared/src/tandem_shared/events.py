@@ -180,7 +180,7 @@ class FeedbackRecorded(EventData):
 
 
 class ControlChanged(EventData):
-    kind: Literal["policy", "model", "kill_switch", "drift", "model_registry", "risk"]
+    kind: Literal["policy", "model", "kill_switch", "drift", "model_registry", "risk", "incident"]
     name: str
     value: dict[str, Any]
     changed_by: str

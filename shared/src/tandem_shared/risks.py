@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-RiskId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+# The ids of risks and incidents: lowercase, digits and _ . -, as in a key of the control topic.
+SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+RiskId = Annotated[str, StringConstraints(pattern=SLUG)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Likelihood = Literal["rare", "unlikely", "possible", "likely", "almost_certain"]

@@ -10,7 +10,7 @@ from tandem_shared.envelope import utcnow
 from tandem_shared.kafka import event_decoder
 from tandem_shared.service import ServiceRuntime
 
-from tandem_review_api import admin, errors, live, policies, risks, web
+from tandem_review_api import admin, errors, incidents, live, policies, risks, web
 from tandem_review_api.api import router
 from tandem_review_api.authorship import DecisionSigner, DecisionTrust
 from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
@@ -98,7 +98,8 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     runtime.on_start.append(on_start)
     runtime.on_stop.append(on_stop)
     app = runtime.app(
-        "Tandem review API", [router, admin.router, policies.router, risks.router, web.router]
+        "Tandem review API",
+        [router, admin.router, policies.router, risks.router, incidents.router, web.router],
     )
     app.state.store = store
     app.state.reviews = reviews

@@ -12,11 +12,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from tandem_shared.auth import Principal, require_role
-from tandem_shared.control import publish_change, read_control, read_control_history, risk_change
+from tandem_shared.control import risk_change
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import ControlChanged
 from tandem_shared.risks import Risk, RiskId, RiskRecord, risk_key
 
+from tandem_review_api import control_records
 from tandem_review_api.errors import RESPONSES, Forbidden, NotFound
 from tandem_review_api.inputs import strict_json
 
@@ -48,11 +49,7 @@ class RiskOut(RiskRecord):
 
 
 async def _register(request: Request) -> dict[str, RiskOut]:
-    runtime = request.app.state.runtime
-    changes = await read_control(
-        runtime.settings.kafka.bootstrap_servers, runtime.topics, runtime.control.trust
-    )
-    risks = (RiskOut.of(c) for c in changes.values() if c.kind == "risk")
+    risks = (RiskOut.of(c) for c in await control_records.latest(request, "risk"))
     return {r.id: r for r in risks if r is not None}
 
 
@@ -67,13 +64,7 @@ async def list_risks(_: Reader, request: Request) -> list[RiskOut]:
 async def risk_history(risk_id: RiskId, _: Reader, request: Request) -> list[RiskOut]:
     """Every version of the risk the control topic still holds, oldest first (the audit
     ledger keeps them all); 404 for a risk never written."""
-    runtime = request.app.state.runtime
-    changes = await read_control_history(
-        runtime.settings.kafka.bootstrap_servers,
-        runtime.topics,
-        risk_key(risk_id),
-        runtime.control.trust,
-    )
+    changes = await control_records.history(request, risk_key(risk_id))
     versions = [r for r in (RiskOut.of(c) for c in changes) if r is not None]
     if not versions:
         raise NotFound(f"no risk {risk_id}")
@@ -90,9 +81,8 @@ async def put_risk(risk_id: RiskId, body: RiskIn, who: Writer, request: Request)
     record = RiskRecord(
         **body.model_dump(), id=risk_id, version=(current.version + 1) if current else 1
     )
-    runtime = request.app.state.runtime
     change = risk_change(record, who.subject)
-    await publish_change(runtime.publisher, runtime.topics, change, runtime.control.signer)
+    await control_records.publish(request, change)
     written = RiskOut.of(change.data)
     assert written is not None
     return written
