@@ -45,14 +45,14 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/admin/policy/history"): ADMINS | {"auditor"},
     ("POST", "/v1/admin/kill-switch"): ADMINS,
     # A senior writes only the risks they own (test_risks.py); an auditor reads them.
-    ("GET", "/v1/admin/risks"): {"senior", "admin", "auditor"},
-    ("GET", "/v1/admin/risks/{risk_id}/history"): {"senior", "admin", "auditor"},
-    ("PUT", "/v1/admin/risks/{risk_id}"): {"senior", "admin"},
-    ("GET", "/v1/admin/incidents"): {"senior", "admin", "auditor"},
-    ("GET", "/v1/admin/incidents/{incident_id}"): {"senior", "admin", "auditor"},
-    ("POST", "/v1/admin/incidents/open"): {"senior", "admin"},
-    ("POST", "/v1/admin/incidents/{incident_id}/timeline"): {"senior", "admin"},
-    ("POST", "/v1/admin/alerts"): {"service", "admin"},  # Alertmanager's webhook
+    ("GET", "/v1/risks"): {"senior", "admin", "auditor"},
+    ("GET", "/v1/risks/{risk_id}/history"): {"senior", "admin", "auditor"},
+    ("PUT", "/v1/risks/{risk_id}"): {"senior", "admin"},
+    ("GET", "/v1/incidents"): {"senior", "admin", "auditor"},
+    ("GET", "/v1/incidents/{incident_id}"): {"senior", "admin", "auditor"},
+    ("POST", "/v1/incidents/open"): {"senior", "admin"},
+    ("POST", "/v1/incidents/{incident_id}/timeline"): {"senior", "admin"},
+    ("POST", "/v1/alerts"): {"service", "admin"},  # Alertmanager's webhook
 }
 # Streams never end: admitted roles are shown by test_live.py, refusals here.
 STREAMS = {("GET", "/v1/reviews/events")}

@@ -28,7 +28,7 @@ AUDITOR, ADMIN = auth("ivy", "auditor"), auth("ada", "admin")
 APART = {"reviewer", "senior"}
 # Per operation and phase, and stateful sequences: the file stays well within two minutes.
 EXAMPLES = 5
-SEQUENCES = 40
+SEQUENCES = 60
 # Enough waiting work that every role still finds some while the others claim and decide.
 SEEDED = 60
 # What each role must have reached with ids taken from earlier responses.
@@ -57,11 +57,11 @@ REVIEW_API = contract.Contract(
         # An endless event stream cannot be fetched whole; its responses are checked in
         # test_live.py.
         {"include-path": "/v1/reviews/events", "enabled": False},
-        # Each admin call reads (a change also writes) the control topic, a good part of a
-        # second: the boundary values of valid requests in bulk are left out (fuzzing still
-        # sends some), and the sequences keep to the queue and its reviews.
+        # Each admin, risk and incident call reads (a change also writes) the control topic, a
+        # good part of a second: the boundary values of valid requests in bulk are left out
+        # (fuzzing still sends some), and the sequences keep to the queue and its reviews.
         {
-            "include-path-regex": r"^/v1/admin/",
+            "include-path-regex": r"^/v1/(admin/|risks|incidents|alerts)",
             "phases": {
                 "coverage": {"generation": {"mode": "negative"}},
                 "stateful": {"enabled": False},

@@ -54,11 +54,11 @@ async def test_an_incident_opened_by_hand_runs_to_its_lesson(
 ) -> None:
     api = admin_api
     body = {"title": "Benign decided for a malignant case", "risks": ["missed-malignancy"]}
-    assert (await api.post("/v1/admin/incidents/open", json=body, headers=IVY)).status_code == 403
-    opened = await api.post("/v1/admin/incidents/open", json=body, headers=SAM)
+    assert (await api.post("/v1/incidents/open", json=body, headers=IVY)).status_code == 403
+    opened = await api.post("/v1/incidents/open", json=body, headers=SAM)
     assert opened.status_code == 201, opened.text
     incident_id = opened.json()["id"]
-    steps = "/v1/admin/incidents/" + incident_id + "/timeline"
+    steps = "/v1/incidents/" + incident_id + "/timeline"
     for kind, text in (
         ("acknowledged", "looking"),
         ("action", "kill switch on for tumor_screening"),
@@ -82,10 +82,10 @@ async def test_an_incident_opened_by_hand_runs_to_its_lesson(
         ("resolution", "sam"),
         ("lesson", "ada"),
     ]
-    closed = (await api.get("/v1/admin/incidents?status=closed", headers=IVY)).json()
+    closed = (await api.get("/v1/incidents?status=closed", headers=IVY)).json()
     assert [i["id"] for i in closed] == [incident_id]
-    assert (await api.get("/v1/admin/incidents?status=open", headers=IVY)).json() == []
-    assert (await api.get("/v1/admin/incidents/inc-none", headers=IVY)).status_code == 404
+    assert (await api.get("/v1/incidents?status=open", headers=IVY)).json() == []
+    assert (await api.get("/v1/incidents/inc-none", headers=IVY)).status_code == 404
     changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
     change = changes[f"incident/{incident_id}"]
     assert (change.kind, change.changed_by) == ("incident", "ada")
@@ -96,11 +96,9 @@ async def test_alertmanager_opens_an_incident_once_per_firing(
     admin_api: httpx.AsyncClient,
 ) -> None:
     api = admin_api
-    refused = await api.post("/v1/admin/alerts", json=notification("firing"), headers=SAM)
+    refused = await api.post("/v1/alerts", json=notification("firing"), headers=SAM)
     assert refused.status_code == 403  # Alertmanager's token has the service role
-    [opened] = (
-        await api.post("/v1/admin/alerts", json=notification("firing"), headers=ALERTS)
-    ).json()
+    [opened] = (await api.post("/v1/alerts", json=notification("firing"), headers=ALERTS)).json()
     assert (opened["id"], opened["status"], opened["alert"]) == (
         "alert-6f2b1c0d9e8a7b65",
         "open",
@@ -108,21 +106,28 @@ async def test_alertmanager_opens_an_incident_once_per_firing(
     )
     assert opened["risks"] == ["missed-malignancy"]  # the label's ids; not what is none
     # Alertmanager repeats a firing alert every repeat_interval: one step for it.
-    assert (
-        await api.post("/v1/admin/alerts", json=notification("firing"), headers=ALERTS)
-    ).json() == []
+    assert (await api.post("/v1/alerts", json=notification("firing"), headers=ALERTS)).json() == []
     [resolved] = (
-        await api.post("/v1/admin/alerts", json=notification("resolved"), headers=ALERTS)
+        await api.post("/v1/alerts", json=notification("resolved"), headers=ALERTS)
     ).json()
     assert [e["kind"] for e in resolved["timeline"]] == ["fired", "alert_resolved"]
     assert resolved["status"] == "open"  # people close it, with what they learnt
-    url = f"/v1/admin/incidents/{opened['id']}/timeline"
+    repeated = await api.post("/v1/alerts", json=notification("resolved"), headers=ALERTS)
+    assert repeated.json() == []  # a resolution sent again adds nothing
+    url = f"/v1/incidents/{opened['id']}/timeline"
     await api.post(url, json={"kind": "resolution", "text": "upstream unit fixed"}, headers=SAM)
     # Firing again later reopens it.
     again = notification("firing", starts="2026-12-07T08:00:00Z")
-    [reopened] = (await api.post("/v1/admin/alerts", json=again, headers=ALERTS)).json()
+    [reopened] = (await api.post("/v1/alerts", json=again, headers=ALERTS)).json()
     assert (reopened["status"], reopened["version"]) == ("open", 4)
+    # What a rule says beyond what an incident keeps is cut, not refused.
+    wordy = notification("firing")
+    wordy["alerts"][0]["fingerprint"] = "1111bbbb"
+    wordy["alerts"][0]["annotations"]["summary"] = "x" * 5000
+    wordy["alerts"][0]["labels"]["risk"] = ",".join(f"r{n}" for n in range(80))
+    [cut] = (await api.post("/v1/alerts", json=wordy, headers=ALERTS)).json()
+    assert len(cut["timeline"][0]["text"]) == 2000 and len(cut["risks"]) == 50
     # A resolved alert never seen firing adds nothing.
     other = notification("resolved")
     other["alerts"][0]["fingerprint"] = "0000aaaa"
-    assert (await api.post("/v1/admin/alerts", json=other, headers=ALERTS)).json() == []
+    assert (await api.post("/v1/alerts", json=other, headers=ALERTS)).json() == []

@@ -23,7 +23,7 @@ from tests.service_utils import OPEN_TRUST
 
 pytestmark = pytest.mark.kafka
 ADA, IVY, SAM = auth("ada", "admin"), auth("ivy", "auditor"), auth("sam", "senior")
-URL = "/v1/admin/risks/missed-malignancy"
+URL = "/v1/risks/missed-malignancy"
 runner = CliRunner()
 
 
@@ -62,7 +62,7 @@ async def test_a_risk_is_versioned_on_the_control_topic_and_kept_by_its_owner(
     assert (second.json()["version"], second.json()["changed_by"]) == (2, "sam")
     assert (await api.put(URL, json=lower, headers=auth("tom", "senior"))).status_code == 403
 
-    [listed] = (await api.get("/v1/admin/risks", headers=IVY)).json()
+    [listed] = (await api.get("/v1/risks", headers=IVY)).json()
     assert (listed["id"], listed["version"], listed["likelihood"]) == (
         "missed-malignancy",
         2,
@@ -71,8 +71,8 @@ async def test_a_risk_is_versioned_on_the_control_topic_and_kept_by_its_owner(
     assert listed["review_overdue"] is True  # reviewed by 2020: past
     history = (await api.get(f"{URL}/history", headers=IVY)).json()
     assert [(h["version"], h["changed_by"]) for h in history] == [(1, "ada"), (2, "sam")]
-    assert (await api.get("/v1/admin/risks/nothing/history", headers=IVY)).status_code == 404
-    assert (await api.get("/v1/admin/risks", headers=auth("rui", "reviewer"))).status_code == 403
+    assert (await api.get("/v1/risks/nothing/history", headers=IVY)).status_code == 404
+    assert (await api.get("/v1/risks", headers=auth("rui", "reviewer"))).status_code == 403
 
     # On the control topic (and so in the ledger): the latest version, kind risk, its author.
     changes = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
@@ -98,9 +98,7 @@ async def test_a_risk_that_does_not_fit_is_refused_with_the_field(
     refused = await admin_api.put(URL, json=body, headers=ADA)
     assert refused.status_code == 422
     assert field in str(refused.json()["detail"])
-    assert (
-        await admin_api.put("/v1/admin/risks/Bad%20Id", json=risk(), headers=ADA)
-    ).status_code == 422
+    assert (await admin_api.put("/v1/risks/Bad%20Id", json=risk(), headers=ADA)).status_code == 422
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

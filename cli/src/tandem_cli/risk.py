@@ -1,4 +1,4 @@
-"""`tandem risk`: the risk register on the review API (/v1/admin/risks): list it, show a
+"""`tandem risk`: the risk register on the review API (/v1/risks): list it, show a
 risk's versions, write a risk from a YAML file."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def register_table(risks: list[dict[str, Any]]) -> Table:
 @risk_app.command("list")
 def list_risks(url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Every risk at its latest version; those past their review date are marked."""
-    risks = call("GET", url, "/v1/admin/risks", bearer(token, "auditor", "tandem-risk")).json()
+    risks = call("GET", url, "/v1/risks", bearer(token, "auditor", "tandem-risk")).json()
     if not risks:
         typer.echo("the register holds no risk")
         return
@@ -53,7 +53,7 @@ def history(
     token: Token = None,
 ) -> None:
     """Every version of one risk, with who wrote it and when."""
-    path = f"/v1/admin/risks/{risk_id}/history"
+    path = f"/v1/risks/{risk_id}/history"
     for version in call("GET", url, path, bearer(token, "auditor", "tandem-risk")).json():
         typer.echo(
             f"v{version['version']} {version['changed_at']} by {version['changed_by']}: "
@@ -75,5 +75,5 @@ def put(
     # YAML reads a date as a date: the API takes it as its ISO text.
     body = {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in body.items()}
     admin = bearer(token, "admin", "tandem-risk")
-    written = call("PUT", url, f"/v1/admin/risks/{risk_id}", admin, json=body).json()
+    written = call("PUT", url, f"/v1/risks/{risk_id}", admin, json=body).json()
     typer.echo(f"risk {written['id']} v{written['version']} written by {written['changed_by']}")

@@ -27,9 +27,10 @@ from tandem_review_api.inputs import strict_json
 Reader = Annotated[Principal, Depends(require_role("senior", "admin", "auditor"))]
 Writer = Annotated[Principal, Depends(require_role("senior", "admin"))]
 Alerter = Annotated[Principal, Depends(require_role("service", "admin"))]
-router = APIRouter(prefix="/v1/admin", tags=["incidents"], responses=RESPONSES)
+router = APIRouter(prefix="/v1", tags=["incidents"], responses=RESPONSES)
 # After the resolution only what was learnt, or a note, may follow.
 AFTER_CLOSING = ("lesson", "note")
+MAX_RISKS = 50  # as Incident.risks
 RISK_ID = re.compile(SLUG)
 
 
@@ -82,6 +83,15 @@ async def _incidents(request: Request) -> dict[str, Incident]:
 async def _write(request: Request, incident: Incident, who: str) -> Incident:
     await control_records.publish(request, incident_change(incident, who))
     return incident
+
+
+def _linked(incident: Incident, risks: list[str]) -> list[str]:
+    linked = list(dict.fromkeys([*incident.risks, *risks]))
+    if len(linked) > MAX_RISKS:
+        raise Conflict(
+            f"incident {incident.id} would link {len(linked)} risks, {MAX_RISKS} at most"
+        )
+    return linked
 
 
 def _next(incident: Incident, entry: Entry, **changes: Any) -> Incident:
@@ -146,9 +156,9 @@ async def add_step(
     if incident.status == "closed" and body.kind not in AFTER_CLOSING:
         raise Conflict(f"incident {incident_id} is closed: add a lesson or a note")
     entry = Entry(kind=body.kind, at=utcnow(), by=who.subject, text=body.text)
-    risks = list(dict.fromkeys([*incident.risks, *body.risks]))
     status = "closed" if body.kind == "resolution" else incident.status
-    return await _write(request, _next(incident, entry, risks=risks, status=status), who.subject)
+    changed = _next(incident, entry, risks=_linked(incident, body.risks), status=status)
+    return await _write(request, changed, who.subject)
 
 
 @router.post("/alerts", response_model=list[Incident], tags=["incidents"])
@@ -164,10 +174,11 @@ async def alertmanager(
     written: list[Incident] = []
     for alert in body.alerts:
         incident_id = f"alert-{alert.fingerprint.lower()}"
-        name = alert.labels.get("alertname", "an alert")
-        text = alert.annotations.get("summary", name)
+        # What an alert says is cut to what an incident keeps: a rule may say more.
+        name = alert.labels.get("alertname", "an alert")[:200]
+        text = alert.annotations.get("summary", name)[:2000]
         named = (r.strip() for r in alert.labels.get("risk", "").split(","))
-        risks = [r for r in named if RISK_ID.match(r)]
+        risks = list(dict.fromkeys(r for r in named if RISK_ID.match(r)))[:MAX_RISKS]
         current = known.get(incident_id)
         firing = alert.status == "firing"
         if current is None and not firing:
@@ -178,6 +189,8 @@ async def alertmanager(
             and any(e.kind == "fired" and e.at == alert.startsAt for e in current.timeline)
         ):
             continue  # Alertmanager repeats a firing alert: one step per firing
+        if not firing and current is not None and current.timeline[-1].kind == "alert_resolved":
+            continue  # and may repeat its resolution
         entry = Entry(
             kind="fired" if firing else "alert_resolved",
             at=alert.startsAt if firing else utcnow(),
@@ -195,7 +208,7 @@ async def alertmanager(
                 version=1,
             )
         else:
-            linked = list(dict.fromkeys([*current.risks, *risks]))
+            linked = list(dict.fromkeys([*current.risks, *risks]))[:MAX_RISKS]
             status = "open" if firing else current.status
             incident = _next(current, entry, risks=linked, status=status)
         known[incident_id] = await _write(request, incident, who.subject)

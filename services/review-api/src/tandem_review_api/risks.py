@@ -24,7 +24,7 @@ from tandem_review_api.inputs import strict_json
 Reader = Annotated[Principal, Depends(require_role("senior", "admin", "auditor"))]
 Writer = Annotated[Principal, Depends(require_role("senior", "admin"))]
 RiskIn = Annotated[Risk, strict_json(Risk)]
-router = APIRouter(prefix="/v1/admin", tags=["risks"], responses=RESPONSES)
+router = APIRouter(prefix="/v1", tags=["risks"], responses=RESPONSES)
 
 
 class RiskOut(RiskRecord):
