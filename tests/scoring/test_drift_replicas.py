@@ -63,7 +63,7 @@ async def alarmed(kafka: KafkaSettings, topics: Topics) -> bool:
     alarms = DriftAlarms(ttl_s=600)
     for vote in (await votes(kafka, topics)).values():
         alarms.follow(vote)
-    return alarms.drifting("tumor_screening", "1", time.time())
+    return ("tumor_screening", "1") in alarms.alarmed(time.time())
 
 
 async def feed_until(

@@ -58,14 +58,14 @@ class DriftVote:
 
 class DriftAlarms:
     """The votes read so far, and the features in alarm: those with a vote that says so and
-    was cast within ``ttl_s`` of ``now``. Asked once per task, so the answer is kept and
+    was cast within ``ttl_s`` of ``now``. Asked once per batch, so the answer is kept and
     worked out again only when a vote comes or the earliest one runs out."""
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         # (model, version) -> feature -> replica -> when its alarm vote runs out (epoch s)
         self._votes: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
-        self._alarmed: set[tuple[str, str]] = set()
+        self._alarmed: frozenset[tuple[str, str]] = frozenset()
         self._next_expiry = float("inf")
 
     def follow(self, vote: DriftVote) -> None:
@@ -77,10 +77,11 @@ class DriftAlarms:
             replicas.pop(vote.replica, None)
         self._next_expiry = -1.0  # work it out on the next question
 
-    def drifting(self, model: str, version: str, now: float) -> bool:
+    def alarmed(self, now: float) -> frozenset[tuple[str, str]]:
+        """The (model, version) pairs with a feature in alarm."""
         if now >= self._next_expiry:
             self._settle(now)
-        return (model, version) in self._alarmed
+        return self._alarmed
 
     def features(self, now: float) -> dict[str, list[str]]:
         """``MODEL/VERSION`` → the features in alarm, for the model versions with any."""
@@ -93,7 +94,7 @@ class DriftAlarms:
 
     def _settle(self, now: float) -> None:
         """Drop the votes that ran out; recompute the alarms and the next expiry."""
-        self._alarmed.clear()
+        alarmed: set[tuple[str, str]] = set()
         earliest = float("inf")
         for key, features in self._votes.items():
             for replicas in features.values():
@@ -103,5 +104,6 @@ class DriftAlarms:
                     else:
                         earliest = min(earliest, until)
                 if replicas:
-                    self._alarmed.add(key)
+                    alarmed.add(key)
+        self._alarmed = frozenset(alarmed)
         self._next_expiry = earliest

@@ -17,6 +17,7 @@ IncidentId = Annotated[str, StringConstraints(pattern=SLUG)]
 # from whoever opened it.
 Step = Literal["acknowledged", "action", "resolution", "lesson", "note"]
 MAX_STEPS = 500  # a timeline longer than this is a story for a document, linked in a note
+MAX_RISKS = 50  # the risks one incident links
 
 
 class _Strict(BaseModel):
@@ -38,7 +39,7 @@ class Incident(_Strict):
     id: IncidentId
     title: Short
     status: Literal["open", "closed"]
-    risks: list[RiskId] = Field(default_factory=list, max_length=50)
+    risks: list[RiskId] = Field(default_factory=list, max_length=MAX_RISKS)
     alert: str | None = Field(default=None, description="the alert that opened it, if one did")
     timeline: list[Entry] = Field(max_length=MAX_STEPS)
     version: Annotated[int, Field(ge=1)]

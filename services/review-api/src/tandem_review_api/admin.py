@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from tandem_shared.auth import Principal, require_role
+from tandem_shared.auth import Principal
 from tandem_shared.control import (
     ModelState,
     model_change,
@@ -23,8 +23,8 @@ from tandem_shared.promotion import Evidence, GateRefused, gate
 
 from tandem_review_api.errors import RESPONSES, Conflict
 from tandem_review_api.inputs import strict_json
+from tandem_review_api.roles import Admin
 
-Admin = Annotated[Principal, Depends(require_role("admin"))]
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=RESPONSES)
 
 

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import RowMapping
-from tandem_shared.auth import Principal, require_role
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import ModelRef, TaskSubmitted
 from tandem_shared.limits import ReviewIdParam, TaskIdParam
@@ -24,14 +23,8 @@ from tandem_review_api.inputs import strict_json
 from tandem_review_api.queue import Rating
 from tandem_review_api.references import References
 from tandem_review_api.reviews import Claim, ReviewService
+from tandem_review_api.roles import Overseer, Producer, QueueReader, Reviewer, TaskReader
 from tandem_review_api.store import FlagFilter, QueueFilter, ReviewStore, review_item
-
-Reviewer = Annotated[Principal, Depends(require_role("reviewer"))]
-# Reads the queue: each sees what they may act on; admins and auditors see all of it.
-QueueReader = Annotated[Principal, Depends(require_role("reviewer", "auditor"))]
-TaskReader = Annotated[Principal, Depends(require_role("reviewer", "auditor", "service"))]
-Producer = Annotated[Principal, Depends(require_role("service", "admin"))]
-Overseer = Annotated[Principal, Depends(require_role("senior", "admin", "auditor"))]
 
 
 # Coroutines, not functions: FastAPI runs a plain function dependency in a worker thread, a

@@ -12,25 +12,21 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tandem_shared.auth import Principal, require_role
 from tandem_shared.control import incident_change
 from tandem_shared.envelope import utcnow
-from tandem_shared.incidents import MAX_STEPS, Entry, Incident, IncidentId, Step
+from tandem_shared.incidents import MAX_RISKS, MAX_STEPS, Entry, Incident, IncidentId, Step
 from tandem_shared.risks import SLUG, RiskId, Short
 
 from tandem_review_api import control_records
 from tandem_review_api.errors import RESPONSES, Conflict, NotFound
 from tandem_review_api.inputs import strict_json
+from tandem_review_api.roles import Overseer, Producer, Steward
 
-Reader = Annotated[Principal, Depends(require_role("senior", "admin", "auditor"))]
-Writer = Annotated[Principal, Depends(require_role("senior", "admin"))]
-Alerter = Annotated[Principal, Depends(require_role("service", "admin"))]
 router = APIRouter(prefix="/v1", tags=["incidents"], responses=RESPONSES)
 # After the resolution only what was learnt, or a note, may follow.
 AFTER_CLOSING = ("lesson", "note")
-MAX_RISKS = 50  # as Incident.risks
 RISK_ID = re.compile(SLUG)
 
 
@@ -38,7 +34,7 @@ class Opening(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Short
-    risks: list[RiskId] = Field(default_factory=list, max_length=50)
+    risks: list[RiskId] = Field(default_factory=list, max_length=MAX_RISKS)
     text: Annotated[str, Field(max_length=2000)] = ""
 
 
@@ -51,7 +47,7 @@ class Adding(BaseModel):
     )
     text: Annotated[str, Field(max_length=2000)] = ""
     risks: list[RiskId] = Field(
-        default_factory=list, max_length=50, description="risks to link it to as well"
+        default_factory=list, max_length=MAX_RISKS, description="risks to link it to as well"
     )
 
 
@@ -105,7 +101,7 @@ def _next(incident: Incident, entry: Entry, **changes: Any) -> Incident:
 
 @router.get("/incidents", response_model=list[Incident])
 async def list_incidents(
-    _: Reader,
+    _: Overseer,
     request: Request,
     status: Annotated[Literal["open", "closed"] | None, Query()] = None,
 ) -> list[Incident]:
@@ -118,7 +114,7 @@ async def list_incidents(
 # the first answers OPTIONS with its methods alone.
 @router.post("/incidents/open", response_model=Incident, status_code=201)
 async def open_incident(
-    body: Annotated[Opening, strict_json(Opening)], who: Writer, request: Request
+    body: Annotated[Opening, strict_json(Opening)], who: Steward, request: Request
 ) -> Incident:
     """Open an incident by hand, linked to the risks it concerns."""
     opened = Entry(kind="opened", at=utcnow(), by=who.subject, text=body.text)
@@ -134,7 +130,7 @@ async def open_incident(
 
 
 @router.get("/incidents/{incident_id}", response_model=Incident)
-async def get_incident(incident_id: IncidentId, _: Reader, request: Request) -> Incident:
+async def get_incident(incident_id: IncidentId, _: Overseer, request: Request) -> Incident:
     incident = (await _incidents(request)).get(incident_id)
     if incident is None:
         raise NotFound(f"no incident {incident_id}")
@@ -145,7 +141,7 @@ async def get_incident(incident_id: IncidentId, _: Reader, request: Request) -> 
 async def add_step(
     incident_id: IncidentId,
     body: Annotated[Adding, strict_json(Adding)],
-    who: Writer,
+    who: Steward,
     request: Request,
 ) -> Incident:
     """Add a step: who acknowledged, an action taken, the resolution (which closes it), the
@@ -163,7 +159,7 @@ async def add_step(
 
 @router.post("/alerts", response_model=list[Incident], tags=["incidents"])
 async def alertmanager(
-    body: Annotated[Notification, strict_json(Notification)], who: Alerter, request: Request
+    body: Annotated[Notification, strict_json(Notification)], who: Producer, request: Request
 ) -> list[Incident]:
     """Alertmanager's webhook (``webhook_configs`` with a bearer token of the ``service``
     role): a firing alert opens an incident (or reopens its closed one, or adds to its open

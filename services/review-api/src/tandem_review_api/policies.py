@@ -8,21 +8,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from tandem_policy.lifecycle import Governance, PolicyChange, proposed
 from tandem_policy.loader import PolicyError
 from tandem_policy.whatif import WhatIf
-from tandem_shared.auth import Principal, require_role
 from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.envelope import utcnow
 from tandem_shared.times import Timestamp
 
 from tandem_review_api.errors import RESPONSES, Conflict, Unprocessable
 from tandem_review_api.inputs import strict_json
+from tandem_review_api.roles import Admin, PolicyReader
 
-Admin = Annotated[Principal, Depends(require_role("admin"))]
-Reader = Annotated[Principal, Depends(require_role("admin", "auditor"))]
 router = APIRouter(prefix="/v1/admin", tags=["policy"], responses=RESPONSES)
 
 
@@ -95,7 +93,7 @@ def _parsed(document: str) -> Validity:
 
 
 @router.get("/policy", response_model=Control)
-async def control(_: Reader, request: Request) -> Control:
+async def control(_: PolicyReader, request: Request) -> Control:
     """The active policy (with the one a rollback returns to) and the kill switch."""
     state, switch = await _governance(request).state()
     return Control(policy=state, kill_switch=switch)
@@ -141,7 +139,7 @@ def _refusals() -> Iterator[None]:
 
 
 @router.get("/policy/history", response_model=list[PolicyChange])
-async def history(_: Reader, request: Request) -> list[PolicyChange]:
+async def history(_: PolicyReader, request: Request) -> list[PolicyChange]:
     return await _governance(request).history()
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
-from tandem_shared.auth import Principal, require_role
 from tandem_shared.control import risk_change
 from tandem_shared.envelope import utcnow
 from tandem_shared.events import ControlChanged
@@ -20,9 +19,8 @@ from tandem_shared.risks import Risk, RiskId, RiskRecord, risk_key
 from tandem_review_api import control_records
 from tandem_review_api.errors import RESPONSES, Forbidden, NotFound
 from tandem_review_api.inputs import strict_json
+from tandem_review_api.roles import Overseer, Steward
 
-Reader = Annotated[Principal, Depends(require_role("senior", "admin", "auditor"))]
-Writer = Annotated[Principal, Depends(require_role("senior", "admin"))]
 RiskIn = Annotated[Risk, strict_json(Risk)]
 router = APIRouter(prefix="/v1", tags=["risks"], responses=RESPONSES)
 
@@ -54,14 +52,14 @@ async def _register(request: Request) -> dict[str, RiskOut]:
 
 
 @router.get("/risks", response_model=list[RiskOut])
-async def list_risks(_: Reader, request: Request) -> list[RiskOut]:
+async def list_risks(_: Overseer, request: Request) -> list[RiskOut]:
     """Every risk of the register at its latest version, by id; ``review_overdue`` marks those
     whose review date has passed."""
     return sorted((await _register(request)).values(), key=lambda r: r.id)
 
 
 @router.get("/risks/{risk_id}/history", response_model=list[RiskOut])
-async def risk_history(risk_id: RiskId, _: Reader, request: Request) -> list[RiskOut]:
+async def risk_history(risk_id: RiskId, _: Overseer, request: Request) -> list[RiskOut]:
     """Every version of the risk the control topic still holds, oldest first (the audit
     ledger keeps them all); 404 for a risk never written."""
     changes = await control_records.history(request, risk_key(risk_id))
@@ -72,7 +70,7 @@ async def risk_history(risk_id: RiskId, _: Reader, request: Request) -> list[Ris
 
 
 @router.put("/risks/{risk_id}", response_model=RiskOut)
-async def put_risk(risk_id: RiskId, body: RiskIn, who: Writer, request: Request) -> RiskOut:
+async def put_risk(risk_id: RiskId, body: RiskIn, who: Steward, request: Request) -> RiskOut:
     """Write the risk's next version (1 for a new one). An admin writes any risk; a senior
     only one they own now (403 otherwise, and for a new one)."""
     current = (await _register(request)).get(risk_id)

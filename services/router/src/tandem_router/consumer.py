@@ -37,6 +37,7 @@ class RouterHandler:
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
         # One policy and one view of the control topic for the whole batch.
         policy, unreadable = self.control.policy, self.control.unreadable
+        drifting = self.control.drifting_models()
         scored = [item.item.data for item in batch if isinstance(item.item.data, TaskScored)]
         # The rules are tested for the whole batch at once: a numpy comparison per rule.
         fired = iter(policy.fired([s.task for s in scored]))
@@ -45,7 +46,9 @@ class RouterHandler:
         for item in batch:
             data = item.item.data
             if isinstance(data, TaskScored):
-                results.append(self.route(item, data, policy, unreadable, next(fired), routed))
+                results.append(
+                    self.route(item, data, policy, unreadable, drifting, next(fired), routed)
+                )
             else:
                 results.append(Rejected(f"expected a scored task, got {type(data).__name__}"))
         with guarded("routing"):
@@ -58,6 +61,7 @@ class RouterHandler:
         scored: TaskScored,
         policy: Policy,
         unreadable: bool,
+        drifting: frozenset[tuple[str, str]],
         fired: Fired | None,
         routed: list[tuple[str, Routing]],
     ) -> Result:
@@ -77,7 +81,7 @@ class RouterHandler:
                 scored,
                 now=scored.scored_at,
                 kill_switch=self.control.killed(task.task_type),
-                drifting=self.control.drifting(scored.score.model),
+                drifting=(scored.score.model.name, scored.score.model.version) in drifting,
                 control_unreadable=unreadable,
                 fired=fired,
             )

@@ -65,8 +65,12 @@ class RoutingControl:
     def killed(self, task_type: str) -> bool:
         return self.kill_switch.covers(task_type)
 
+    def drifting_models(self) -> frozenset[tuple[str, str]]:
+        """The (model, version) pairs with a feature in drift alarm now: asked once a batch."""
+        return self.drift.alarmed(self.clock())
+
     def drifting(self, model: ModelRef) -> bool:
-        return self.drift.drifting(model.name, model.version, self.clock())
+        return (model.name, model.version) in self.drifting_models()
 
     def drifting_features(self) -> dict[str, list[str]]:
         """``MODEL/VERSION`` → the features in alarm, for the models with any."""

@@ -377,11 +377,11 @@ class DriftWatch:
     def alarms(self) -> list[DriftChange]:
         """Every alarm this replica holds now, to say again (its votes run out otherwise)."""
         with self._lock:
-            out = [
-                DriftChange(m.model, m.version, feature, m.current().get(feature), True)
-                for m in self.monitors.values()
-                for feature in m.drifting()
-            ]
+            out: list[DriftChange] = []
+            for m in self.monitors.values():
+                alarmed = m.drifting()
+                psi = m.current() if alarmed else {}
+                out += [DriftChange(m.model, m.version, f, psi.get(f), True) for f in alarmed]
             for key, features in self._inherited.items():
                 model, _, version = key.rpartition("/")
                 out += [DriftChange(model, version, f, psi, True) for f, psi in features.items()]
