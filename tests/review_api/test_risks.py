@@ -18,6 +18,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 from typer.testing import CliRunner
 
+from tests.ops.files import ROOT
 from tests.review_api.test_api import auth
 from tests.service_utils import OPEN_TRUST
 
@@ -124,3 +125,12 @@ async def test_tandem_risk_writes_and_lists_the_register(server: str, tmp_path: 
         runner.invoke, app, ["risk", "history", "nothing", "--url", server]
     )
     assert refused.exit_code == 1 and "404" in refused.output
+
+    # The starting register loads whole, and a second load writes nothing it already holds.
+    starting = ROOT / "deploy" / "risks"
+    files = sorted(p.stem for p in starting.glob("*.yaml"))
+    loaded = (await tandem("load", str(starting))).splitlines()
+    assert [line.split()[1] for line in loaded] == files
+    assert all(line.endswith("v1 written by tandem-risk") for line in loaded)
+    again = (await tandem("load", str(starting))).splitlines()
+    assert again == [f"risk {risk_id} v1 unchanged" for risk_id in files]
