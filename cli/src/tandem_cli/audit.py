@@ -3,54 +3,30 @@ check proofs with nothing but a trusted checkpoint."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from tandem_audit_sink.api import ConsistencyProofOut, InclusionProofOut
 from tandem_audit_sink.auditor import check_consistency, check_inclusion, check_under_root
 from tandem_audit_sink.checkpoint import Checkpoint, CheckpointError, Signer
 from tandem_audit_sink.export import ExportFilter, export_query
 from tandem_audit_sink.merkle import ProofError
-from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.shards import ShardedLedger
 from tandem_audit_sink.store import LedgerError
 from tandem_audit_sink.verify import VerifyResult
-from tandem_shared.db import create_engine, is_sqlite
+
+from tandem_cli.audit_archive import archive, check_archives
+from tandem_cli.ledger_access import DatabaseUrl, ShardUrls, stderr, with_ledger
 
 audit_app = typer.Typer(
     help="The audit ledger: verify, prove, export; check proofs offline.", no_args_is_help=True
 )
-_stderr = Console(stderr=True)
-T = TypeVar("T")
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        help="The ledger's database [default: TANDEM_AUDIT_DATABASE_URL, else the audit "
-        "sink's SQLite file].",
-        show_default=False,
-    ),
-]
-ShardUrls = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--shard-database-url",
-        help="A further shard's database, in shard order; repeat for each [default: "
-        "TANDEM_AUDIT_SHARD_DATABASE_URLS].",
-        show_default=False,
-    ),
-]
 TrustedKeys = Annotated[
     list[str] | None,
     typer.Option(
@@ -66,43 +42,11 @@ def audit() -> None:
     """The audit ledger: verify, prove, export; check proofs offline."""
 
 
-class LedgerUnreadable(Exception):
-    """The ledger's database cannot be read at all."""
-
-
-def _with_ledger(
-    database_url: str | None,
-    shard_urls: list[str] | None,
-    work: Callable[[ShardedLedger], Awaitable[T]],
-) -> T:
-    """Run ``work`` on the ledger (every shard); exit 2 with the reason if a database cannot
-    be read."""
-    settings = AuditSettings()
-    urls = [database_url or settings.database_url, *(shard_urls or settings.shard_database_urls)]
-
-    async def run() -> T:
-        engines = [create_engine(url) for url in urls]
-        try:
-            return await work(ShardedLedger.of(engines, None, origin=settings.origin))
-        finally:
-            for engine in engines:
-                await engine.dispose()
-
-    try:
-        for url in urls:
-            _refuse_missing_file(url)
-        return asyncio.run(run())
-    except (LedgerUnreadable, SQLAlchemyError, OSError) as exc:
-        shown = ", ".join(_display(url) for url in urls)
-        _stderr.print(f"ERROR: cannot read the ledger at {shown}: {exc}", markup=False)
-        raise typer.Exit(2) from exc
-
-
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        _stderr.print(f"ERROR: cannot read {what} {path}: {exc}", markup=False)
+        stderr.print(f"ERROR: cannot read {what} {path}: {exc}", markup=False)
         raise typer.Exit(2) from exc
 
 
@@ -110,7 +54,7 @@ def _read_checkpoint(path: Path) -> Checkpoint:
     try:
         return Checkpoint.of(_read_json(path, "the checkpoint"))
     except CheckpointError as exc:
-        _stderr.print(f"ERROR: {path}: {exc}", markup=False)
+        stderr.print(f"ERROR: {path}: {exc}", markup=False)
         raise typer.Exit(2) from exc
 
 
@@ -150,7 +94,7 @@ def verify(
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=_stderr,
+            console=stderr,
             transient=True,
         ) as progress:
             task = progress.add_task("verify", total=max(total, 0))
@@ -164,9 +108,9 @@ def verify(
             return done.combined()
 
     try:
-        result = _with_ledger(database_url, shard_database_url, run)
+        result = with_ledger(database_url, shard_database_url, run)
     except LedgerError as exc:
-        _stderr.print(f"ERROR: {exc}", markup=False)
+        stderr.print(f"ERROR: {exc}", markup=False)
         raise typer.Exit(2) from exc
     if result.failure is None:
         root = f", root {result.root_hash}" if result.root_hash else " in all shards"
@@ -208,7 +152,7 @@ def prove(
     JSON, for `tandem audit check`. An id that names several entries (two sources, or a
     conflict) needs --source or --seq; the error lists them."""
     if (event_id is None) == (first is None or second is None):
-        _stderr.print("ERROR: give an EVENT_ID, or --first and --second", markup=False)
+        stderr.print("ERROR: give an EVENT_ID, or --first and --second", markup=False)
         raise typer.Exit(2)
 
     async def run(ledger: ShardedLedger) -> BaseModel:
@@ -222,9 +166,9 @@ def prove(
         )
 
     try:
-        proof = _with_ledger(database_url, shard_database_url, run)
+        proof = with_ledger(database_url, shard_database_url, run)
     except LedgerError as exc:
-        _stderr.print(f"ERROR: {exc}", markup=False)
+        stderr.print(f"ERROR: {exc}", markup=False)
         raise typer.Exit(1) from exc
     typer.echo(proof.model_dump_json(indent=2))
 
@@ -249,7 +193,7 @@ def check(
     doc = _read_json(proof, "the proof")
     under_root = isinstance(doc, dict) and doc.get("root") is not None and checkpoint is None
     if checkpoint is None and not under_root:
-        _stderr.print("ERROR: give --checkpoint (the proof carries no root)", markup=False)
+        stderr.print("ERROR: give --checkpoint (the proof carries no root)", markup=False)
         raise typer.Exit(2)
     try:
         if under_root:
@@ -305,8 +249,8 @@ def export(
                 sink.close()
         return count
 
-    count = _with_ledger(database_url, shard_database_url, run)
-    _stderr.print(f"exported {count} entries", markup=False)
+    count = with_ledger(database_url, shard_database_url, run)
+    stderr.print(f"exported {count} entries", markup=False)
 
 
 @audit_app.command()
@@ -319,16 +263,5 @@ def keygen() -> None:
     typer.echo(f"key id: {signer.key_id}")
 
 
-def _refuse_missing_file(url: str) -> None:
-    """Opening a missing SQLite file would create an empty one: say it is missing instead."""
-    if is_sqlite(url):
-        path = url.split(":///", 1)[-1]
-        if path != ":memory:" and not Path(path).is_file():
-            raise LedgerUnreadable("no such database file")
-
-
-def _display(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
+audit_app.command()(archive)
+audit_app.command("check-archive")(check_archives)

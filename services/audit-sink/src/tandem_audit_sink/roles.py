@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tandem_shared.db import create_engine
 
 WRITER_ROLE = "tandem_audit_writer"
-LEDGER_TABLES = ("ledger", "ledger_block", "ledger_checkpoint", "ledger_root")
+LEDGER_TABLES = ("ledger", "ledger_block", "ledger_checkpoint", "ledger_root", "ledger_archive")
 # Plain lower-case names only: they read the same quoted or not, in SQL and in a URL.
 LOGIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

@@ -30,6 +30,9 @@ class AuditSettings(ServiceSettings):
     completeness_max_days: int = Field(
         default=92, ge=1, description="The longest window /v1/audit/completeness reads in one call."
     )
+    # Days of entries `tandem audit archive` keeps in the database; older whole blocks go to
+    # archive files that keep their proofs. The EU AI Act asks deployers for six months at least.
+    retention_days: int = Field(default=183, ge=1)
     # The Ed25519 private key (32 raw bytes in base64, or PKCS#8 PEM); `tandem audit keygen`
     # makes one. Without it, development runs sign with a key that lives as long as the process.
     signing_key: SecretStr | None = None

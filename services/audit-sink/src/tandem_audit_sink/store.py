@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from sqlalchemy import Row, Select, func, select
@@ -36,7 +36,13 @@ from tandem_audit_sink.merkle import (
     consistency_proof,
     inclusion_proof,
 )
-from tandem_audit_sink.tables import CONFLICT, ledger, ledger_block, ledger_checkpoint
+from tandem_audit_sink.tables import (
+    CONFLICT,
+    ledger,
+    ledger_archive,
+    ledger_block,
+    ledger_checkpoint,
+)
 from tandem_audit_sink.tables import FIRST_ENTRY as FIRST
 from tandem_audit_sink.verify import Failure, Verifier, VerifyResult
 
@@ -100,6 +106,13 @@ class ConsistencyProof:
     first: Checkpoint
     second: Checkpoint
     path: list[str]
+
+
+class ArchivedPrefix(NamedTuple):
+    """The first ``upto`` entries, archived to files and gone from the database."""
+
+    upto: int
+    root_hash: str
 
 
 class Ledger:
@@ -250,6 +263,10 @@ class Ledger:
             leaves.update({int(seq) - 1: bytes.fromhex(h) for seq, h in rows})
         return TreeView(size, blocks, leaves)
 
+    async def tree_view(self, size: int, edges: Sequence[int]) -> TreeView:
+        async with self.engine.connect() as conn:
+            return await self._view(conn, size, edges)
+
     async def size(self) -> int:
         async with self.engine.connect() as conn:
             return int(await conn.scalar(select(func.coalesce(func.max(ledger.c.seq), 0))) or 0)
@@ -391,6 +408,17 @@ class Ledger:
             yield batch
             after = batch[-1].seq
 
+    async def archived(self) -> ArchivedPrefix | None:
+        """The prefix of the tree archived out of the database, if any (its size and root)."""
+        query = (
+            select(ledger_archive.c.upto, ledger_archive.c.root_hash)
+            .order_by(ledger_archive.c.upto.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else ArchivedPrefix(int(row[0]), str(row[1]))
+
     async def blocks(self) -> dict[int, bytes]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(select(ledger_block.c.block, ledger_block.c.hash))
@@ -404,16 +432,26 @@ class Ledger:
         kept: Sequence[Checkpoint] = (),
         on_chunk: Callable[[int], None] | None = None,
     ) -> VerifyResult:
-        """Recompute the ledger, from the start or from a trusted checkpoint ``since``, against
-        the stored checkpoints and any ``kept`` elsewhere (a cut tail shows against those).
-        Hashing runs off the event loop."""
+        """Recompute the ledger, from the start (or the end of its archived prefix) or from a
+        trusted checkpoint ``since``, against the stored checkpoints and any ``kept`` elsewhere
+        (a cut tail shows against those). Hashing runs off the event loop."""
+        archived = await self.archived()
+        if since is not None and archived is not None and since.tree_size < archived.upto:
+            failure = Failure(
+                since.tree_size + 1,
+                f"entries up to seq {archived.upto} are archived: check their files with "
+                "`tandem audit check-archive`",
+            )
+            return VerifyResult(0, since.tree_size, since.root_hash, 0, failure)
+        trusted = (since.tree_size, since.root_hash) if since is not None else archived
         start = None
-        if since is not None:
+        if trusted is not None:
+            size, root_hash = trusted
             async with self.engine.connect() as conn:
-                size = since.tree_size
                 start = Frontier.at(size, (await self._view(conn, size, [size])).subtree)
-            if start.root().hex() != since.root_hash:
-                failure = Failure(1, "the stored tree does not match the trusted checkpoint")
+            if start.root().hex() != root_hash:
+                what = "trusted checkpoint" if since is not None else "archived prefix's root"
+                failure = Failure(1, f"the stored tree does not match the {what}")
                 return VerifyResult(0, size, start.root().hex(), 0, failure)
         stored = await self.checkpoints(after=start.size if start else 0)
         verifier = Verifier(

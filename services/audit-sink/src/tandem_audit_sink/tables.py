@@ -96,3 +96,17 @@ ledger_root = Table(
     Column("signature", Text, nullable=False),
     Index("ix_ledger_root_issued_at", "issued_at"),
 )
+
+# Archives (retention): each names the prefix of the tree it took out of the database (a whole
+# number of blocks), that prefix's root and the file that holds it. The DELETE guard lets only
+# entries within the largest prefix go.
+ledger_archive = Table(
+    "ledger_archive",
+    metadata,
+    Column("upto", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", String(64), nullable=False),
+    Column("checkpoint_size", BigInteger, nullable=False),
+    Column("file", Text, nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("archived_at", DateTime(timezone=True), nullable=False),
+)
