@@ -107,6 +107,17 @@ class TopicReader:
             pass
         return self.records
 
+    async def to_end(self, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+        """Everything the topic holds now: read up to the end offsets it has at the call."""
+        ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            positions = {tp: await self.consumer.position(tp) for tp in ends}
+            if all(positions[tp] >= end for tp, end in ends.items()):
+                break
+            await self.poll(0.2)
+        return self.records
+
     async def until(self, count: int, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
         deadline = time.monotonic() + timeout
         while len(self.records) < count and time.monotonic() < deadline:

@@ -1,8 +1,8 @@
 """Exactly one decision per task, nothing lost, under failures: the chaos harness's short runs
 on a stack of its own (its own broker, PostgreSQL and the four services as processes).
 
-- kills: 3,000 submissions at 50/s (about 1% of them an earlier task id again), people deciding
-  over HTTP, a random service SIGKILLed and restarted 8 times and the broker once;
+- kills: 2,000 submissions at 50/s (about 1% of them an earlier task id again), people deciding
+  over HTTP, a random service SIGKILLed and restarted 6 times and the broker once;
 - outage: the broker down 10 s while 50 tasks come over HTTP ingress and people decide the
   reviews they held; then PostgreSQL stopped at once under load and started again.
 
@@ -24,9 +24,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 PLAN = Plan(
     "all",
-    tasks=3000,
+    tasks=2000,
     rate=50,
-    kills=8,
+    kills=6,
     broker_restarts=1,
     outage_s=10,
     outage_tasks=50,
@@ -48,7 +48,7 @@ def test_every_task_decided_once_while_services_and_the_broker_are_killed(
     reports: dict[str, Report],
 ) -> None:
     kills = reports["kills"]
-    assert kills.unique > 2900
+    assert kills.unique > 1950
     assert len(kills.decisions.events) == kills.unique
     assert kills.missing == 0
     assert kills.decisions.conflicting() == []

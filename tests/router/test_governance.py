@@ -202,13 +202,13 @@ async def routes(bootstrap: str, topics: Topics, version: int) -> dict[str, tupl
     """Task id → (route, QA sampled) of every output of the router under one policy version."""
     out: dict[str, tuple[str, bool]] = {}
     async with TopicReader(bootstrap, topics.decisions) as decisions:
-        await decisions.until(10_000, timeout=2)
+        await decisions.to_end()
         for r in decisions.records:
             d = DecisionMade.model_validate_json(r.value)
             if d.decided_by == "model" and d.policy.version == version:
                 out[d.task_id] = ("auto", False)
     async with TopicReader(bootstrap, topics.routed) as routed:
-        await routed.until(10_000, timeout=2)
+        await routed.to_end()
         for r in routed.records:
             t = TaskRouted.model_validate_json(r.value)
             if t.policy.version == version:

@@ -73,9 +73,9 @@ async def feed_until(
     said: dict[str, bool],
     after: datetime | None = None,
 ) -> None:
-    """Submit 100 tasks (``shift`` added to the feature; None: no tasks) every 2 s, however
-    the group shares its partitions at the time, until each replica in ``said`` votes as it
-    says there (a vote cast after ``after``)."""
+    """Submit 100 tasks (``shift`` added to the feature; None: no tasks) every half second,
+    however the group shares its partitions at the time, until each replica in ``said`` votes
+    as it says there (a vote cast after ``after``)."""
 
     def agreed(found: dict[str, DriftVote]) -> bool:
         return all(
@@ -85,10 +85,10 @@ async def feed_until(
             for who, drifting in said.items()
         )
 
-    for _ in range(30):
+    for _ in range(120):
         if shift is not None:
             await submit_tasks(kafka.bootstrap_servers, topics.submitted, tasks(100, shift))
-        await asyncio.sleep(2)
+        await asyncio.sleep(0.5)
         if agreed(await votes(kafka, topics)):
             return
     raise AssertionError(f"the replicas never voted {said}: {await votes(kafka, topics)}")
