@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from tandem_cli.feedback import read_rows
 from tandem_cli.main import app
 from tandem_shared.envelope import Event
 from tandem_shared.events import FeedbackRecorded, ModelRef, PolicyRef
@@ -42,6 +43,7 @@ def verdict(
         agreed=label == "benign",
         policy=PolicyRef(name="default", version=2),
         labelled_at=NOW + timedelta(minutes=minutes),
+        segment=changes.get("segment", {}),
     )
 
 
@@ -72,7 +74,7 @@ async def test_export_writes_one_row_per_task_with_its_last_label(
             verdict("a", "benign", "ana", 1, qa_sample=True),
             verdict("b", "benign", "ana", 2),
             verdict("b", "malignant", "ben", 3),  # approvers disagreed...
-            verdict("b", "malignant", "sam", 4),  # ...and a senior settled it
+            verdict("b", "malignant", "sam", 4, segment={"clinic": "007"}),  # ...a senior decided
             verdict("w", "class_1", "ana", 5, task_type="wine_cultivar"),
         ],
     )
@@ -115,3 +117,6 @@ async def test_export_writes_one_row_per_task_with_its_last_label(
         ("b", "malignant", "18.2"),
     ]
     assert (await export(str(tmp_path / "x.json")))[0] == 2
+    # The task's segment is a text column of its own, read back as text ("007", not 7.0).
+    assert [r["segment.clinic"] for r in rows] == [None, "007"]
+    assert [r["segment.clinic"] for r in read_rows(table)] == [None, "007"]

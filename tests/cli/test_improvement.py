@@ -6,6 +6,7 @@ worse overall, and the gate refuses a deliberately worse candidate unless overri
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -180,3 +181,42 @@ def test_calibration_error_and_bands_by_hand() -> None:
     bands = improvement.segment_bands(Segment(feature="r", edges=[12.0, 15.0]))
     assert [b.name for b in bands] == ["r < 12", "12 ≤ r < 15", "r ≥ 15"]
     assert [{"r": 12.0} in b for b in bands] == [False, True, False]
+
+
+def test_validation_reports_each_value_of_a_context_segment_beside_the_whole(
+    registry: Path,
+) -> None:
+    """The labels carry the clinic (the policy names it among its segments); the candidate's
+    manifest names it as a segment: each clinic gets its errors, the candidate's automation
+    and its automatic decisions' accuracy with an interval, and the gaps to all tasks."""
+    rows = labelled(1200, seed=11)
+    for row in rows:
+        row["segment.clinic"] = "north" if row["mean_radius"] >= 13.0 else "south"
+    cut = rows[719]["labelled_at"]
+    improvement.retrain(registry, "tumor_screening", rows, "tests", 3.0, until=cut)
+    path = registry / "tumor_screening" / "2" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["segments"].append({"context": "clinic"})
+    path.write_text(json.dumps(manifest))
+
+    evidence = improvement.validate(registry, "tumor_screening", "2", "1", rows, POLICY, 0.05)
+    by_name = {s.name: s for s in evidence.segments}
+    north, south = by_name["clinic=north"], by_name["clinic=south"]
+    assert north.rows + south.rows == evidence.rows == 480
+    # The slice the live version gets wrong is the north clinic's: the candidate learnt it.
+    assert north.candidate_error < north.live_error
+    for clinic in (north, south):
+        assert set(clinic.disparity) == {"automation_rate", "automated_accuracy", "error"}
+        error_gap = clinic.disparity["error"].difference
+        assert error_gap == pytest.approx(
+            clinic.candidate_error - (1 - evidence.candidate_scores.accuracy), abs=1e-6
+        )
+        if clinic.automated_accuracy is not None:
+            low, high = clinic.automated_accuracy_interval or (1.0, 0.0)
+            assert low <= clinic.automated_accuracy <= high
+    assert "clinic=north" in improvement.markdown(evidence, [])
+
+    for row in rows:
+        del row["segment.clinic"]
+    with pytest.raises(improvement.ImprovementError, match="no label carries context 'clinic'"):
+        improvement.validate(registry, "tumor_screening", "2", "1", rows, POLICY, 0.05)

@@ -366,3 +366,22 @@ def test_queue_levels_are_checked_against_what_sends_to_the_queue() -> None:
         with_queues(
             base, screening=QueueLevels(overdue=Overdue(action="fallback", outcome="maybe"))
         )
+
+
+def test_a_task_s_segment_is_its_context_values_of_the_policy_s_segment_attributes() -> None:
+    segmented = Policy.model_validate(policy().model_dump() | {"segments": ["clinic", "site"]})
+    task = scored(context={"clinic": "east", "site": 3, "age": 61})
+    routing = decide(segmented, task, SCORED_AT)
+    assert routing.route == "auto"
+    assert routing.segment == {"clinic": "east", "site": "3"}
+    assert segmented.segment_of(scored(context={"clinic": "x" * 99}).task) == {
+        "clinic": "x" * 64,
+        "site": "(none)",
+    }
+    assert decide(segmented, scored(task_type="unknown_type"), SCORED_AT).segment == {
+        "clinic": "(none)",
+        "site": "(none)",
+    }
+    assert decide(policy(), task, SCORED_AT).segment == {}  # no segments named: none kept
+    with pytest.raises(ValidationError, match="at most 5"):
+        Policy.model_validate(policy().model_dump() | {"segments": list("abcdef")})

@@ -9,6 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from tandem_cli.main import app
+from tandem_review_api.segments import standings
 from tandem_review_api.stats import BlindVerdict, Rated, ReviewFacts, report
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import DecisionMade, ModelRef, PolicyRef
@@ -17,6 +18,7 @@ from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 from typer.testing import CliRunner
 
+from tests.review_api.apps import review_api
 from tests.review_api.test_api import NOW, auth, pending, publish_routed, routed
 from tests.service_utils import eventually, publish_events
 
@@ -28,7 +30,12 @@ V1, V2 = (
 
 
 def decided(
-    n: int, by: str, seconds: float, model: ModelRef = V1, overrode: bool = False
+    n: int,
+    by: str,
+    seconds: float,
+    model: ModelRef = V1,
+    overrode: bool = False,
+    segment: dict[str, str] | None = None,
 ) -> DecisionMade:
     return DecisionMade(
         task_id=f"t-{n}",
@@ -41,6 +48,7 @@ def decided(
         overrode_model=overrode,
         submitted_at=NOW,
         decided_at=NOW + timedelta(seconds=seconds),
+        segment=segment or {},
     )
 
 
@@ -53,6 +61,7 @@ def facts(
     active_seconds: tuple[float, ...] = (),
     ratings: tuple[Rated, ...] = (),
     queue: str | None = None,
+    segment: dict[str, str] | None = None,
 ) -> ReviewFacts:
     return ReviewFacts(
         task_type="tumor_screening",
@@ -69,6 +78,7 @@ def facts(
         ratings=ratings,
         approvers=tuple(f"person-{n}" for n in range(len(approvals))),
         queue=queue,
+        segment=segment or {},
     )
 
 
@@ -140,6 +150,65 @@ def test_a_report_by_queue_counts_each_queue_s_breaches_and_decisions() -> None:
     senior = next(g for g in groups if g.key == "senior")
     assert senior.override_rate == 1.0
     assert senior.seconds_to_decision["people"].p50 == 50.0
+
+
+def test_a_report_by_segment_sets_each_segment_beside_the_whole() -> None:
+    east, west = {"clinic": "east"}, {"clinic": "west"}
+    decisions = [
+        decided(1, "model", 1, segment=east),
+        decided(2, "model", 1, segment=east),
+        decided(3, "human", 60, overrode=True, segment=west),
+        decided(4, "model", 1, segment=west),
+        decided(5, "human", 60, segment=west),
+    ]
+    reviews = [
+        facts(("benign",), qa=True, outcome="benign", segment=east),
+        facts(("benign",), qa=True, outcome="benign", segment=east),
+        facts(("malignant",), qa=True, outcome="malignant", segment=east),
+        facts(("benign",), qa=True, outcome="benign", segment=west),
+    ]
+    result = report(decisions, reviews, NOW, NOW + timedelta(days=1), "segment", 6.0)
+    whole = result.overall
+    assert (whole.automation_rate, whole.override_rate, whole.qa_accuracy) == (0.6, 0.5, 0.75)
+    by_key = {g.key: g for g in result.groups}
+    assert sorted(by_key) == ["clinic=east", "clinic=west"]
+
+    east_group = by_key["clinic=east"]
+    assert (east_group.automation_rate, east_group.override_rate) == (1.0, None)
+    assert east_group.qa_accuracy == pytest.approx(2 / 3)
+    # Wilson's 95% interval of 2 in 3: 20.8% to 93.9%.
+    low, high = east_group.qa_accuracy_interval or (0.0, 0.0)
+    assert (round(low, 3), round(high, 3)) == (0.208, 0.939)
+    gaps = {m: (g.difference, g.ratio) for m, g in east_group.disparity.items()}
+    assert gaps == {
+        "automation_rate": (0.4, pytest.approx(1.666667)),
+        "override_rate": (None, None),
+        "qa_accuracy": (pytest.approx(-0.083333), pytest.approx(0.888889)),
+    }
+    west_group = by_key["clinic=west"]
+    assert west_group.disparity["automation_rate"].difference == pytest.approx(-0.266667)
+    assert west_group.disparity["override_rate"].ratio == 1.0
+    assert west_group.disparity["qa_accuracy"].difference == 0.25
+    assert all(not g.disparity for g in report(decisions, reviews, NOW, NOW, "none", 6.0).groups)
+
+
+def test_the_live_standings_name_each_segment_s_rates_samples_and_gaps() -> None:
+    east, west = {"clinic": "east"}, {"clinic": "west"}
+    decisions = [decided(n, "model", 1, segment=east) for n in range(4)]
+    decisions += [decided(n, "human", 60, overrode=n % 2 == 0, segment=west) for n in range(4, 8)]
+    reviews = [facts(("benign",), qa=True, outcome="benign", segment=east)]
+    found = {
+        (s.segment, s.measure): (s.rate, s.samples, s.gap)
+        for s in standings(decisions, reviews, NOW, NOW, most=20)
+    }
+    assert found == {
+        ("east", "automation_rate"): (1.0, 4, 0.5),
+        ("east", "qa_accuracy"): (1.0, 1, 0.0),
+        ("west", "automation_rate"): (0.0, 4, -0.5),
+        ("west", "override_rate"): (0.5, 4, 0.0),
+    }
+    # Only the largest segments of an attribute are named: labels stay bounded.
+    assert {s.segment for s in standings(decisions[:5], [], NOW, NOW, most=1)} == {"east"}
 
 
 async def publish_decisions(
@@ -223,8 +292,10 @@ async def test_tandem_report_prints_the_report_of_a_running_api(
 ) -> None:
     now = utcnow()
     recent = [
-        decided(n, "model", 1).model_copy(update={"submitted_at": now, "decided_at": now})
-        for n in (30, 31)
+        decided(n, "model", 1, segment={"clinic": clinic}).model_copy(
+            update={"submitted_at": now, "decided_at": now}
+        )
+        for n, clinic in ((30, "east"), (31, "west"))
     ]
     await publish_decisions(kafka_settings, topics, recent)
 
@@ -242,3 +313,68 @@ async def test_tandem_report_prints_the_report_of_a_running_api(
     await eventually(both_counted, "the decisions in the report", timeout=30)
     table = await tandem()
     assert "Tandem outcomes" in table and "2 (100.0%)" in table
+    # By segment, the whole comes first and each segment says how far it departs from it.
+    by_clinic = await tandem("--by", "segment")
+    assert by_clinic.index("all") < by_clinic.index("clinic=east") < by_clinic.index("clinic=west")
+    assert "automation vs all" in by_clinic and "+0.0%, x1.00" in by_clinic
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_segments_reach_people_s_decisions_the_report_and_the_metrics(
+    kafka_settings: KafkaSettings, topics: Topics, database_url: str
+) -> None:
+    now = utcnow()
+    west = [
+        decided(n, "model", 1, segment={"clinic": "west"}).model_copy(
+            update={"submitted_at": now, "decided_at": now}
+        )
+        for n in (40, 41, 42)
+    ]
+    # The router's segment on the review: the review API carries it onto people's decision.
+    east = routed("t-43").model_copy(update={"segment": {"clinic": "east"}})
+    async with review_api(kafka_settings, database_url, segment_refresh_seconds=0.3) as (client, _):
+        await publish_decisions(kafka_settings, topics, west)
+        await publish_routed(kafka_settings, topics, [east])
+        [item] = await pending(client, 1)
+        ana = auth("ana", "reviewer")
+        await client.post(f"/v1/reviews/{item['review_id']}/claim", headers=ana)
+        body = {"outcome": "malignant", "rationale": "irregular border"}
+        decision = f"/v1/reviews/{item['review_id']}/decision"
+        assert (await client.post(decision, json=body, headers=ana)).status_code == 200
+
+        window = {
+            "since": (now - timedelta(hours=1)).isoformat(),
+            "until": (utcnow() + timedelta(hours=1)).isoformat(),
+            "group_by": "segment",
+        }
+
+        async def by_segment() -> dict[str, tuple[int, int, int]]:
+            report = await client.get("/v1/stats", params=window, headers=auth("au", "auditor"))
+            return {
+                g["key"]: (g["decisions"], g["automatic"], g["by_people"])
+                for g in report.json()["groups"]
+            }
+
+        async def both_segments() -> bool:
+            return len(await by_segment()) == 2
+
+        await eventually(both_segments, "both segments in the report", timeout=30)
+        assert await by_segment() == {"clinic=east": (1, 0, 1), "clinic=west": (3, 3, 0)}
+
+        def line(metric: str, measure: str, segment: str, value: str) -> str:
+            labels = f'attribute="clinic",measure="{measure}",segment="{segment}"'
+            return f'tandem_segment_{metric}{{{labels},task_type="tumor_screening"}} {value}'
+
+        # West: 3 automatic of 3, against 3 of 4 in all; east: one decision by people.
+        wanted = [
+            line("rate", "automation_rate", "west", "1.0"),
+            line("gap", "automation_rate", "west", "0.25"),
+            line("samples", "override_rate", "east", "1.0"),
+        ]
+
+        async def measured() -> bool:
+            text = (await client.get("/metrics")).text
+            return all(line in text for line in wanted)
+
+        await eventually(measured, "the segments' gauges", timeout=15)

@@ -64,7 +64,9 @@ async def run_demo(count: int, reviewers: int, seed: int, console: Console) -> i
     run = await work(count, reviewers, seed, console)
     audit = await _verify_audit(console)
     audit["proof"] = await _prove_one_decision(run)
-    audit["blind"] = await _blind_reviews(run)
+    stats = await _stats(run, "segment")
+    audit["blind"] = _blind_reviews(stats["automation_bias"])
+    audit["segments"] = _segments(stats["groups"])
     _summary(run, run.elapsed, audit, console)
     _where_to_look(console)
     return 0 if len(run.decisions) == count and audit.get("ok") else 1
@@ -183,16 +185,37 @@ async def _prove_one_decision(run: Run) -> str:
     )
 
 
-async def _blind_reviews(run: Run) -> str:
-    """What the review API's report says of this run's blind reviews (QA samples and critical
-    tasks, in the demo's policy): agreement with the model before and after its view was
-    shown, and how often people switched to it."""
+async def _stats(run: Run, group_by: str) -> dict[str, Any]:
+    """The review API's report of this run."""
     token = mint_token(RuntimeSettings(), "demo-auditor", ["auditor"])
-    window = {"since": run.started_at.isoformat(), "until": utcnow().isoformat()}
+    window = {
+        "since": run.started_at.isoformat(),
+        "until": utcnow().isoformat(),
+        "group_by": group_by,
+    }
     async with httpx.AsyncClient(
         base_url=API, headers={"Authorization": f"Bearer {token}"}, timeout=60
     ) as client:
-        rows = (await client.get("/v1/stats", params=window)).json()["automation_bias"]
+        report: dict[str, Any] = (await client.get("/v1/stats", params=window)).json()
+    return report
+
+
+def _segments(groups: list[dict[str, Any]]) -> str:
+    """Each clinic's automation rate and its gap to all tasks (the policy's segments)."""
+    if not groups:
+        return "none: the policy names no segments"
+    return ", ".join(
+        f"{g['key'].partition('=')[2]} {g['automation_rate']:.0%} "
+        f"({g['disparity']['automation_rate']['difference'] * 100:+.1f})"
+        for g in groups
+        if g["automation_rate"] is not None
+    )
+
+
+def _blind_reviews(rows: list[dict[str, Any]]) -> str:
+    """What the review API's report says of this run's blind reviews (QA samples and critical
+    tasks, in the demo's policy): agreement with the model before and after its view was
+    shown, and how often people switched to it."""
     looks = sum(r["first_looks"] for r in rows)
     if not looks:
         return "none in this run"
@@ -266,6 +289,7 @@ def _summary(run: Run, elapsed: float, audit: dict[str, Any], console: Console) 
     table.add_row("audit ledger", verdict)
     table.add_row("audit proof (checked offline)", str(audit.get("proof")))
     table.add_row("blind reviews (automation bias)", str(audit.get("blind")))
+    table.add_row("automation by clinic (points from all)", str(audit.get("segments")))
     Console().print(table)
 
 

@@ -35,6 +35,10 @@ FEEDBACK: dict[str, type[EventData]] = {"tandem.feedback.recorded.v1": FeedbackR
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
 
+# The task's segment (the policy's segment attributes), a text column each: segment.clinic.
+SEGMENT_COLUMN = "segment."
+
+
 def training_rows(records: Sequence[FeedbackRecorded]) -> list[dict[str, Any]]:
     """One row per task, its last label: the features as columns (in the order first seen),
     then what the model said and what people decided."""
@@ -42,6 +46,7 @@ def training_rows(records: Sequence[FeedbackRecorded]) -> list[dict[str, Any]]:
     for r in sorted(records, key=lambda r: r.labelled_at):
         last[r.task_id] = r
     features = list(dict.fromkeys(name for r in last.values() for name in r.features))
+    segments = list(dict.fromkeys(name for r in last.values() for name in r.segment))
     rows = []
     for r in sorted(last.values(), key=lambda r: (r.labelled_at, r.task_id)):
         rows.append(
@@ -60,6 +65,7 @@ def training_rows(records: Sequence[FeedbackRecorded]) -> list[dict[str, Any]]:
                 "policy_name": r.policy.name,
                 "policy_version": r.policy.version,
                 "labelled_at": r.labelled_at,
+                **{f"{SEGMENT_COLUMN}{name}": r.segment.get(name) for name in segments},
             }
         )
     return rows
@@ -112,10 +118,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
         return rows
     with path.open(newline="", encoding="utf-8") as f:
-        return [
-            {k: v if k in _TEXT_COLUMNS else _number(v) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+        return [{k: _cell(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _cell(column: str, text: str) -> Any:
+    if column.startswith(SEGMENT_COLUMN):
+        return text or None  # a segment is text, however it looks; empty: the task had none
+    return text if column in _TEXT_COLUMNS else _number(text)
 
 
 def _number(text: str) -> Any:

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 from tandem_policy.policy import Policy, decide
 from tandem_policy.replay import human_outcomes, scored_between
 from tandem_scoring.manifest import (
+    ContextSegment,
     DatasetInfo,
     FeedbackWindow,
     ModelManifest,
@@ -38,8 +40,11 @@ from tandem_scoring.manifest import (
 from tandem_scoring.registry import LoadedModel, ModelRegistry, load_model, read_manifest
 from tandem_scoring.scorer import Scorer, ScoreResult
 from tandem_shared.events import TaskScored, TaskSubmitted
+from tandem_shared.fairness import Gap, wilson
 from tandem_shared.promotion import Evidence, Scores, SegmentResult
 from tandem_shared.topics import Topics
+
+from tandem_cli.feedback import SEGMENT_COLUMN
 
 Row = dict[str, Any]
 ECE_BINS = 10
@@ -321,21 +326,20 @@ def validate(
     live_results, cand_results = score(current, tasks), score(cand, tasks)
     live_scores = scores_of(live_results, labels, tasks, policy)
     cand_scores = scores_of(cand_results, labels, tasks, policy)
-    segments = []
-    for segment in cand.manifest.segments:
-        for band in segment_bands(segment):
-            idx = [i for i, r in enumerate(test) if r in band]
-            live_error = _error([live_results[i] for i in idx], [labels[i] for i in idx])
-            cand_error = _error([cand_results[i] for i in idx], [labels[i] for i in idx])
-            segments.append(
-                SegmentResult(
-                    name=band.name,
-                    rows=len(idx),
-                    live_error=live_error,
-                    candidate_error=cand_error,
-                    weak=bool(idx) and cand_error > (1 - cand_scores.accuracy) + margin,
-                )
-            )
+    segments = [
+        _segment_result(
+            slice_name,
+            [live_results[i] for i in idx],
+            [cand_results[i] for i in idx],
+            [labels[i] for i in idx],
+            [tasks[i] for i in idx],
+            policy,
+            cand_scores,
+            margin,
+        )
+        for segment in cand.manifest.segments
+        for slice_name, idx in slices(segment, test)
+    ]
     return Evidence(
         model=name,
         live=live,
@@ -348,6 +352,66 @@ def validate(
         live_scores=live_scores,
         candidate_scores=cand_scores,
         segments=segments,
+    )
+
+
+def slices(segment: Segment | ContextSegment, rows: Sequence[Row]) -> list[tuple[str, list[int]]]:
+    """Each slice of a segment with its rows: a feature's bands, or a context field's values
+    (the labels carry those the policy names among its segments)."""
+    if isinstance(segment, Segment):
+        return [
+            (band.name, [i for i, r in enumerate(rows) if r in band])
+            for band in segment_bands(segment)
+        ]
+    column = f"{SEGMENT_COLUMN}{segment.context}"
+    values: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if r.get(column) is not None:
+            values[str(r[column])].append(i)
+    if not values:
+        raise ImprovementError(
+            f"no label carries context {segment.context!r}: name it among the policy's "
+            "segments, so that decisions and labels carry it"
+        )
+    return [(f"{segment.context}={value}", idx) for value, idx in sorted(values.items())]
+
+
+def _segment_result(
+    name: str,
+    live: Sequence[ScoreResult],
+    candidate: Sequence[ScoreResult],
+    labels: Sequence[str],
+    tasks: Sequence[TaskSubmitted],
+    policy: Policy,
+    whole: Scores,
+    margin: float,
+) -> SegmentResult:
+    """The segment's errors, the candidate's automation on it, and how both depart from the
+    candidate's on all rows."""
+    live_error, cand_error = _error(live, labels), _error(candidate, labels)
+    result = SegmentResult(
+        name=name,
+        rows=len(candidate),
+        live_error=live_error,
+        candidate_error=cand_error,
+        weak=bool(candidate) and cand_error > (1 - whole.accuracy) + margin,
+    )
+    if not candidate:
+        return result
+    rates = scores_of(candidate, labels, tasks, policy)
+    automated = round(rates.automation_rate * len(candidate))
+    right = round((rates.automated_accuracy or 0.0) * automated)
+    return result.model_copy(
+        update={
+            "automation_rate": rates.automation_rate,
+            "automated_accuracy": rates.automated_accuracy,
+            "automated_accuracy_interval": wilson(right, automated),
+            "disparity": {
+                "automation_rate": Gap.of(rates.automation_rate, whole.automation_rate),
+                "automated_accuracy": Gap.of(rates.automated_accuracy, whole.automated_accuracy),
+                "error": Gap.of(cand_error, 1 - whole.accuracy),
+            },
+        }
     )
 
 
@@ -389,13 +453,22 @@ def markdown(evidence: Evidence, refused_for: Sequence[str]) -> str:
         "",
         f"## By segment (margin {evidence.margin:.1%})",
         "",
-        "| segment | tasks | live error | candidate error | |",
-        "|---|---|---|---|---|",
+        "The candidate's automation and the accuracy of its automatic decisions on each "
+        "segment, with the 95% interval and the gap to all tasks.",
+        "",
+        "| segment | tasks | live error | candidate error | automation (gap) "
+        "| accuracy of automatic decisions (gap) | |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in evidence.segments:
         note = "weak: worse than the whole by more than the margin" if s.weak else ""
+        interval = s.automated_accuracy_interval
+        within = "" if interval is None else f", {interval[0]:.1%} to {interval[1]:.1%}"
         lines.append(
-            f"| {s.name} | {s.rows} | {share(s.live_error)} | {share(s.candidate_error)} | {note} |"
+            f"| {s.name} | {s.rows} | {share(s.live_error)} | {share(s.candidate_error)} "
+            f"| {share(s.automation_rate)} ({_points(s.disparity.get('automation_rate'))}) "
+            f"| {share(s.automated_accuracy)}{within} "
+            f"({_points(s.disparity.get('automated_accuracy'))}) | {note} |"
         )
     lines += ["", "## Verdict", ""]
     if refused_for:
@@ -404,6 +477,12 @@ def markdown(evidence: Evidence, refused_for: Sequence[str]) -> str:
     else:
         lines.append(f"Version {evidence.candidate} may be promoted.")
     return "\n".join(lines) + "\n"
+
+
+def _points(gap: Gap | None) -> str:
+    if gap is None or gap.difference is None:
+        return "–"
+    return f"{gap.difference * 100:+.1f} points"
 
 
 def evidence_json(evidence: Evidence) -> str:

@@ -11,7 +11,13 @@ from rich.table import Table
 from tandem_cli.policy import when
 from tandem_cli.review_client import DEFAULT_URL, Url, bearer, call
 
-GROUPS = ("task_type", "model", "policy", "day", "queue", "none")
+GROUPS = ("task_type", "model", "policy", "day", "queue", "segment", "none")
+# Grouped by segment: how each segment departs from the whole, per rate.
+GAPS = (
+    ("automation_rate", "automation vs all"),
+    ("override_rate", "overrides vs all"),
+    ("qa_accuracy", "QA accuracy vs all"),
+)
 
 
 def _share(value: float | None) -> str:
@@ -26,9 +32,25 @@ def _percentiles(latency: dict[str, float | None]) -> str:
     return " / ".join(_seconds(latency[p]) for p in ("p50", "p90", "p99"))
 
 
-def rows(group: dict[str, Any]) -> list[tuple[str, str]]:
+def _interval(interval: list[float] | None) -> str:
+    return "" if interval is None else f" (95% CI {interval[0]:.1%} to {interval[1]:.1%})"
+
+
+def _gap(gap: dict[str, float | None] | None) -> str:
+    if gap is None or gap["difference"] is None:
+        return "n/a"
+    ratio = "" if gap["ratio"] is None else f", x{gap['ratio']:.2f}"
+    return f"{gap['difference']:+.1%}{ratio}"
+
+
+def rows(group: dict[str, Any], compared: bool = False) -> list[tuple[str, str]]:
+    """The report's lines for one group; ``compared``: with its gaps to the whole."""
     waits = group["seconds_to_decision"]
-    checked = f"{_share(group['qa_accuracy'])} of {group['qa_samples_reviewed']}"
+    checked = (
+        f"{_share(group['qa_accuracy'])} of {group['qa_samples_reviewed']}"
+        f"{_interval(group['qa_accuracy_interval'])}"
+    )
+    gaps = [(label, _gap(group["disparity"].get(m))) for m, label in GAPS] if compared else []
     return [
         ("decisions", f"{group['decisions']:,}"),
         ("automatic", f"{group['automatic']:,} ({_share(group['automation_rate'])})"),
@@ -42,6 +64,7 @@ def rows(group: dict[str, Any]) -> list[tuple[str, str]]:
         ("  people", _percentiles(waits["people"])),
         ("SLA breaches", f"{group['sla_breaches']:,}"),
         ("reviewer hours saved", f"{group['reviewer_hours_saved']:,.1f}"),
+        *gaps,
     ]
 
 
@@ -49,7 +72,7 @@ def report(
     since: Annotated[str, typer.Option(help="Window start: 7d, 24h, or an ISO time.")] = "7d",
     until: Annotated[str, typer.Option(help="Window end: now or an ISO time.")] = "now",
     by: Annotated[
-        str, typer.Option(help="task_type, model, policy, day, queue or none.")
+        str, typer.Option(help="task_type, model, policy, day, queue, segment or none.")
     ] = "task_type",
     url: Url = DEFAULT_URL,
     token: Annotated[
@@ -70,9 +93,12 @@ def report(
     data = response.json()
     table = Table(title=f"Tandem outcomes, {data['since'][:16]} to {data['until'][:16]}")
     table.add_column("")
-    for group in data["groups"]:
+    # By segment, the whole comes first: each segment is read against it.
+    compared = by == "segment" and bool(data["groups"])
+    groups = [data["overall"], *data["groups"]] if compared else data["groups"]
+    for group in groups:
         table.add_column(group["key"], justify="right")
-    lines = [rows(g) for g in data["groups"]]
+    lines = [rows(g, compared) for g in groups]
     for i, (label, _) in enumerate(lines[0] if lines else []):
         table.add_row(label, *(g[i][1] for g in lines))
     Console(width=max(100, 40 + 28 * len(lines))).print(table)

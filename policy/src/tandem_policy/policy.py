@@ -8,10 +8,11 @@ replay under the same policy version routes every task the same way.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import operator
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal, TypeGuard
@@ -30,6 +31,11 @@ from tandem_policy.columns import Bound, ColumnRules, Member
 
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+# Segments: a few attributes at most, each value a label on metrics; a task without the
+# attribute in its context is in NO_SEGMENT (context values cannot begin with a parenthesis
+# when they are JSON, and text that does is the producer's own choice).
+MAX_SEGMENT_ATTRIBUTES = 5
+NO_SEGMENT = "(none)"
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
 Duration = Annotated[
     timedelta,
@@ -311,6 +317,12 @@ class Policy(_Strict):
         default_factory=dict,
         description="service levels of named queues (those task types and rules send to)",
     )
+    segments: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_SEGMENT_ATTRIBUTES,
+        description="context fields whose values split the outcome stats into segments "
+        "(clinic, region; protected attributes only where the deployment may use them)",
+    )
 
     @model_validator(mode="after")
     def _queues(self) -> Policy:
@@ -334,6 +346,10 @@ class Policy(_Strict):
     @cached_property
     def ref(self) -> PolicyRef:
         return PolicyRef(name=self.name, version=self.version)
+
+    def segment_of(self, task: TaskSubmitted) -> dict[str, str]:
+        """The task's segment: each segment attribute's value in its context, as text."""
+        return {name: segment_value(task.context.get(name)) for name in self.segments}
 
     def fired(self, tasks: Sequence[TaskSubmitted]) -> list[Fired | None]:
         """For each task, which of its task type's rules hold (positions in the policy), or
@@ -381,6 +397,16 @@ class Routing:
     overdue: Overdue = _ESCALATE_WHEN_OVERDUE
     blind: bool = False  # the review it makes (for an automatic one, its QA sample's) is blind
     queue: str | None = None  # the named queue of that review; None: the general one
+    segment: Mapping[str, str] = field(default_factory=dict)  # Policy.segment_of the task
+
+
+def segment_value(value: object) -> str:
+    """A context value as a segment names it: text as it is, anything else as JSON, cut to 64
+    characters; NO_SEGMENT where the task has none."""
+    if value is None:
+        return NO_SEGMENT
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text[:64]
 
 
 def qa_bucket(task_id: str) -> float:
@@ -416,6 +442,7 @@ def decide(
             review_priority=max(FALLBACK_PRIORITY, task.priority),
             routed_at=now,
             due_at=now + FALLBACK_DUE,
+            segment=policy.segment_of(task),
         )
 
     reasons: list[str] = []
@@ -474,6 +501,7 @@ def decide(
         overdue=Overdue() if task.critical and overdue.action == "fallback" else overdue,
         blind=blind_rule or rules.blind.applies(("qa_sample",) if qa else reasons),
         queue=queue,
+        segment=policy.segment_of(task),
     )
 
 

@@ -19,6 +19,12 @@ TaskId = Annotated[
 # stored, and a handler failing on it would cost its whole batch retries.
 Time = AwareDatetime
 FeatureValue = float | int | bool | str | None
+# The task's segment: the values of the context fields the policy names as segment attributes
+# (``segments:``), each as text, "(none)" where the task has none. Outcomes are compared by it.
+Segment = dict[
+    Annotated[str, StringConstraints(min_length=1, max_length=64)],
+    Annotated[str, StringConstraints(max_length=64)],
+]
 
 
 class EventData(BaseModel):
@@ -107,6 +113,7 @@ class TaskRouted(EventData):
     # The named queue the review goes to: only people qualified for it take it (the policy
     # says which); None is the general queue.
     queue: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    segment: Segment = Field(default_factory=dict)
 
 
 class FirstLook(EventData):
@@ -151,6 +158,7 @@ class DecisionMade(EventData):
     first_looks: list[FirstLook] = Field(default_factory=list)
     # People's decisions: each approver's time on the review, in the order they approved.
     review_times: list[ReviewTime] = Field(default_factory=list)
+    segment: Segment = Field(default_factory=dict)
 
 
 class FeedbackRecorded(EventData):
@@ -177,6 +185,7 @@ class FeedbackRecorded(EventData):
     explanation_useful: Annotated[int, Field(ge=1, le=5)] | None = None
     trust: Annotated[int, Field(ge=1, le=5)] | None = None
     note: str | None = None
+    segment: Segment = Field(default_factory=dict)
 
 
 class ControlChanged(EventData):

@@ -13,6 +13,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tandem_shared.fairness import Gap
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +37,12 @@ class SegmentResult(_Strict):
     candidate_error: float = Field(ge=0, le=1)
     # the candidate's error here is worse than its error on all rows by more than the margin
     weak: bool
+    # The candidate under the policy on these rows, and how that departs from all rows
+    # (automation_rate, automated_accuracy, error: the segment's minus the whole's).
+    automation_rate: float | None = Field(default=None, ge=0, le=1)
+    automated_accuracy: float | None = Field(default=None, ge=0, le=1)
+    automated_accuracy_interval: tuple[float, float] | None = None  # Wilson, 95%
+    disparity: dict[str, Gap] = Field(default_factory=dict)
 
 
 class Evidence(_Strict):

@@ -20,6 +20,7 @@ from tandem_review_api.outbox import Outbox, Relay, sender
 from tandem_review_api.queue import ClaimLimits
 from tandem_review_api.references import References
 from tandem_review_api.reviews import ReviewService
+from tandem_review_api.segments import standings
 from tandem_review_api.settings import ReviewApiSettings
 from tandem_review_api.store import ReviewStore
 from tandem_review_api.telemetry import ReviewMetrics
@@ -76,6 +77,12 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         backlog = await outbox.backlog(now)
         metrics.outbox.set_backlog(backlog.depth, backlog.oldest_age_s)
 
+    async def compare_segments() -> None:
+        until = utcnow()
+        since = until - timedelta(days=settings.segment_window_days)
+        decisions, facts, _, _ = await store.report_facts(since, until)
+        metrics.set_segments(standings(decisions, facts, since, until, settings.segment_values_max))
+
     async def handle_overdue() -> None:
         await reviews.handle_overdue()
 
@@ -94,6 +101,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
 
     runtime.every(5, refresh_gauges, "refreshing the queue and outbox gauges")
     runtime.every(settings.overdue_check_seconds, handle_overdue, "handling overdue reviews")
+    runtime.every(settings.segment_refresh_seconds, compare_segments, "comparing segments")
 
     runtime.on_start.append(on_start)
     runtime.on_stop.append(on_stop)

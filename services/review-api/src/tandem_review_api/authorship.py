@@ -32,14 +32,14 @@ log = logging.getLogger(__name__)
 SOURCE = "tandem/review-api"
 KIND = "decision"
 # Fields added to DecisionMade after decisions were first signed.
-ADDED_LISTS = ("first_looks", "review_times")
+ADDED_FIELDS = ("first_looks", "review_times", "segment")
 
 
 def statement(source: str, event_id: str, decision: DecisionMade) -> bytes:
     """What is signed: the decision without its signature, under its source and id. Fields
     added to the contract since are left out while they hold nothing, so a decision signed
     before they existed still verifies."""
-    empty = {name for name in ADDED_LISTS if not getattr(decision, name)}
+    empty = {name for name in ADDED_FIELDS if not getattr(decision, name)}
     body = decision.model_dump(mode="json", exclude={"signature", "key_id"} | empty)
     return canonical_bytes({"source": source, "id": event_id, "decision": body})
 

@@ -240,6 +240,7 @@ def decision(
         decided_at=now,
         first_looks=first_looks or [],
         review_times=[t for t in (a.time() for a in given) if t is not None],
+        segment=routed.segment,
     )
 
 
@@ -286,6 +287,7 @@ def feedback(
         explanation_useful=approval.rating.explanation_useful,
         trust=approval.rating.trust,
         note=approval.rating.note,
+        segment=routed.segment,
     )
 
 

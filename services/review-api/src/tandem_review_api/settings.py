@@ -62,6 +62,21 @@ class ReviewApiSettings(ServiceSettings):
     audit_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a task history waits for the audit API."
     )
+    segment_window_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=92,
+        description="Fair outcomes: the window of decisions each segment's rates are live over.",
+    )
+    segment_refresh_seconds: float = Field(
+        default=300.0, gt=0, description="How often the segments' rates are computed again."
+    )
+    segment_values_max: int = Field(
+        default=20,
+        ge=1,
+        le=200,
+        description="The largest segments of each attribute the metrics name (by decisions).",
+    )
     overdue_check_seconds: float = Field(
         default=15.0, gt=0, description="How often reviews past their due time are handled."
     )

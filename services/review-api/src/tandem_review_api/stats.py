@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
 from tandem_shared.events import DecisionMade, ModelRef
+from tandem_shared.fairness import Gap, wilson
 
 from tandem_review_api.agreement import Agreement, Judged, agreement
 
-GroupBy = Literal["task_type", "model", "policy", "day", "queue", "none"]
+GroupBy = Literal["task_type", "model", "policy", "day", "queue", "segment", "none"]
 T = TypeVar("T")
 # Grouped by queue: reviews of the general queue, and decisions that had no review at all
 # (queue names cannot begin with a parenthesis).
@@ -44,6 +45,7 @@ class ReviewFacts:
     ratings: tuple[Rated, ...] = ()
     approvers: tuple[str, ...] = ()  # who gave each of ``approvals``, in the same order
     queue: str | None = None  # the named queue it went to; None: the general queue
+    segment: Mapping[str, str] = field(default_factory=dict)  # the task's, as routed
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ class Latency(BaseModel):
     p99: float | None
 
 
+# The rates a segment is compared with the whole on.
+COMPARED = ("automation_rate", "override_rate", "qa_accuracy")
+
+
 class Group(BaseModel):
     key: str
     decisions: int
@@ -86,6 +92,7 @@ class Group(BaseModel):
     reviewer_agreement: float | None  # of reviews with several approvers, those all agreeing
     qa_samples_reviewed: int
     qa_accuracy: float | None  # automatic decisions people checked and agreed with
+    qa_accuracy_interval: tuple[float, float] | None  # Wilson, 95%
     sla_breaches: int
     seconds_to_decision: dict[str, Latency]  # all, automatic, people
     # Automatic decisions times a person's time per review: the mean measured time on task
@@ -93,6 +100,8 @@ class Group(BaseModel):
     reviewer_hours_saved: float
     minutes_per_review: float
     minutes_per_review_measured_from: int  # approvals whose time on task was measured
+    # Grouped by segment: each of COMPARED against the whole report's.
+    disparity: dict[str, Gap] = {}
 
 
 class BlindAgreement(BaseModel):
@@ -130,6 +139,7 @@ class Report(BaseModel):
     group_by: GroupBy
     minutes_per_review: float
     groups: list[Group]
+    overall: Group  # every decision and review of the report as one group
     automation_bias: list[BlindAgreement]
     reviewer_feedback: list[ReviewerFeedback]
     agreement: list[Agreement]  # beyond chance, on the tasks several people judged
@@ -147,25 +157,34 @@ def report(
 ) -> Report:
     """``queues``: by task id, the queue of the decisions' reviews (a decision whose task
     had no review is absent); only grouping by queue reads it."""
-    keyed_decisions = _grouped(decisions, _decision_key(group_by, queues or {}))
-    keyed_reviews = _grouped(reviews, _review_key(group_by))
+    keyed_decisions = _grouped(decisions, _decision_keys(group_by, queues or {}))
+    keyed_reviews = _grouped(reviews, _review_keys(group_by))
     keys = sorted(set(keyed_decisions) | set(keyed_reviews))
     groups = [
         _group(key, keyed_decisions.get(key, []), keyed_reviews.get(key, []), minutes_per_review)
         for key in keys
     ]
+    overall = _group("all", list(decisions), list(reviews), minutes_per_review)
+    if group_by == "segment":
+        groups = [g.model_copy(update={"disparity": disparity(g, overall)}) for g in groups]
     return Report(
         since=since,
         until=until,
         group_by=group_by,
         minutes_per_review=minutes_per_review,
         groups=groups,
+        overall=overall,
         automation_bias=automation_bias(reviews),
         reviewer_feedback=reviewer_feedback(reviews, flags),
         agreement=agreement(
             Judged(r.task_type, tuple(zip(r.approvers, r.approvals, strict=True))) for r in reviews
         ),
     )
+
+
+def disparity(segment: Group, whole: Group) -> dict[str, Gap]:
+    """Each compared rate of the segment against the whole's."""
+    return {m: Gap.of(getattr(segment, m), getattr(whole, m)) for m in COMPARED}
 
 
 def reviewer_feedback(
@@ -228,6 +247,7 @@ def _group(
     people = [d for d in decisions if d.decided_by == "human"]
     several = [r for r in reviews if len(r.approvals) > 1]
     qa = [r for r in reviews if r.qa_sample and r.outcome is not None]
+    qa_right = sum(r.outcome == r.prediction for r in qa)
     measured = [seconds for r in reviews for seconds in r.active_seconds]
     per_review = sum(measured) / len(measured) / 60 if measured else minutes
     return Group(
@@ -240,7 +260,8 @@ def _group(
         override_rate=_share(sum(d.overrode_model for d in people), len(people)),
         reviewer_agreement=_share(sum(len(set(r.approvals)) == 1 for r in several), len(several)),
         qa_samples_reviewed=len(qa),
-        qa_accuracy=_share(sum(r.outcome == r.prediction for r in qa), len(qa)),
+        qa_accuracy=_share(qa_right, len(qa)),
+        qa_accuracy_interval=wilson(qa_right, len(qa)),
         sla_breaches=sum(r.breached for r in reviews),
         seconds_to_decision={
             "all": _latency(decisions),
@@ -265,11 +286,34 @@ def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _grouped(items: Iterable[T], key: Callable[[T], str]) -> dict[str, list[T]]:
+def _grouped(items: Iterable[T], keys: Callable[[T], list[str]]) -> dict[str, list[T]]:
+    """By key; an item with several keys (a segment per attribute) is in each group."""
     out: dict[str, list[T]] = defaultdict(list)
     for item in items:
-        out[key(item)].append(item)
+        for key in keys(item):
+            out[key].append(item)
     return out
+
+
+def segment_keys(segment: Mapping[str, str]) -> list[str]:
+    """The groups a task's segment puts it in: one per attribute, as attribute=value."""
+    return [f"{attribute}={value}" for attribute, value in sorted(segment.items())]
+
+
+def _decision_keys(
+    group_by: GroupBy, queues: Mapping[str, str | None]
+) -> Callable[[DecisionMade], list[str]]:
+    if group_by == "segment":
+        return lambda d: segment_keys(d.segment)
+    key = _decision_key(group_by, queues)
+    return lambda d: [key(d)]
+
+
+def _review_keys(group_by: GroupBy) -> Callable[[ReviewFacts], list[str]]:
+    if group_by == "segment":
+        return lambda r: segment_keys(r.segment)
+    key = _review_key(group_by)
+    return lambda r: [key(r)]
 
 
 def _decision_key(

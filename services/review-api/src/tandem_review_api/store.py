@@ -920,4 +920,5 @@ def _facts(
         ),
         ratings=ratings,
         queue=row["queue"],
+        segment=routed.segment,
     )

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tandem_shared.telemetry import LATENCY_BUCKETS
 
 from tandem_review_api.queue import Approval, Review
+from tandem_review_api.segments import Standing
 from tandem_review_api.store import QueueDepth
 
 # A person's time on one review: seconds to an hour (the longest a claim lasts by default).
@@ -111,6 +113,27 @@ class ReviewMetrics:
             ["status"],
             registry=registry,
         )
+        segment = ["task_type", "attribute", "segment", "measure"]
+        self.segment_rate = Gauge(
+            "tandem_segment_rate",
+            "A segment's automation rate, override rate or QA accuracy (measure) over the last"
+            " TANDEM_REVIEW_API_SEGMENT_WINDOW_DAYS.",
+            segment,
+            registry=registry,
+        )
+        self.segment_gap = Gauge(
+            "tandem_segment_gap",
+            "A segment's rate minus its task type's, over the same window.",
+            segment,
+            registry=registry,
+        )
+        self.segment_samples = Gauge(
+            "tandem_segment_samples",
+            "What a segment's rate is a share of: decisions (automation), people's decisions"
+            " (overrides) or QA samples reviewed (accuracy).",
+            segment,
+            registry=registry,
+        )
         self.queue_oldest = Gauge(
             "tandem_review_queue_oldest_age_seconds",
             "How long the oldest review not yet decided has waited, by status (0 when none).",
@@ -136,6 +159,16 @@ class ReviewMetrics:
         if step == "decided":
             age = (now - routed.submitted_at).total_seconds()
             self.time_to_decision.labels(routed.task.task_type).observe(max(age, 0.0))
+
+    def set_segments(self, standings: Iterable[Standing]) -> None:
+        """The segments as last computed: a segment no longer among them is gone too."""
+        for gauge in (self.segment_rate, self.segment_gap, self.segment_samples):
+            gauge.clear()
+        for s in standings:
+            labels = (s.task_type, s.attribute, s.segment, s.measure)
+            self.segment_rate.labels(*labels).set(s.rate)
+            self.segment_gap.labels(*labels).set(s.gap)
+            self.segment_samples.labels(*labels).set(s.samples)
 
     def set_unattended(self, unattended: dict[str, float]) -> None:
         """A queue with nothing waiting any more reads 0 (its series stays)."""

@@ -113,6 +113,7 @@ class RouterHandler:
             policy=routing.policy,
             submitted_at=scored.submitted_at,
             decided_at=scored.scored_at,
+            segment=dict(routing.segment),
         )
         return Outgoing(
             self.topics.decisions,
@@ -138,6 +139,7 @@ class RouterHandler:
             routed_at=routing.routed_at,
             blind=routing.blind,
             queue=routing.queue,
+            segment=dict(routing.segment),
         )
         return Outgoing(
             self.topics.routed, _event(routed, scored.task.task_id, "routed", routing.routed_at)

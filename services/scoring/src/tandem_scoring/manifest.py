@@ -191,6 +191,13 @@ class Segment(_Strict):
         return self
 
 
+class ContextSegment(_Strict):
+    """A slice per value of a context field (a clinic, a region): validation reports on each.
+    The labels carry it when the policy names it among its ``segments``."""
+
+    context: Name
+
+
 class FeedbackWindow(_Strict):
     """The people's labels a retrained version learnt from, besides the original training set."""
 
@@ -216,7 +223,7 @@ class ModelManifest(_Strict):
     training: Training
     model_sha256: Digest
     created_at: datetime
-    segments: list[Segment] = Field(default_factory=list)
+    segments: list[Segment | ContextSegment] = Field(default_factory=list)
     # Set on versions retrained with people's labels: which ones (dataset covers all rows).
     feedback: FeedbackWindow | None = None
 
@@ -224,7 +231,7 @@ class ModelManifest(_Strict):
     def _consistent(self) -> ModelManifest:
         names = [f.name for f in self.features]
         for segment in self.segments:
-            if segment.feature not in names:
+            if isinstance(segment, Segment) and segment.feature not in names:
                 raise ValueError(f"segment feature {segment.feature!r} is not a feature")
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
