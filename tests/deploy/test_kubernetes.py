@@ -270,7 +270,7 @@ def test_deployment_runs_the_service_as_its_code_expects(overlay: str, service: 
 def test_every_pod_is_locked_down(overlay: str) -> None:
     """Every pod, the CronJob's included, and every container in it, init containers too."""
     found = workloads(rendered(overlay))
-    assert len(found) == 7
+    assert len(found) == 9
     for workload in found:
         pod, name = pod_of(workload), workload["metadata"]["name"]
         [user] = {image_user(c["image"]) for c in every_container(workload)}

@@ -16,7 +16,7 @@ from tandem_audit_sink.settings import AuditSettings
 from tandem_audit_sink.shards import ShardedLedger
 from tandem_audit_sink.store import LedgerError
 
-from tandem_cli.ledger_access import DatabaseUrl, ShardUrls, stderr, with_ledger
+from tandem_cli.ledger_access import ShardUrls, stderr, with_ledger
 
 # The EU AI Act (Art. 26(6)) asks deployers to keep a high-risk system's logs six months at least.
 SIX_MONTHS = 183
@@ -37,12 +37,20 @@ def archive(
         datetime | None,
         typer.Option(help="Archive what was recorded before then (UTC), instead of by days."),
     ] = None,
-    database_url: DatabaseUrl = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TANDEM_AUDIT_OWNER_DATABASE_URL",
+            help="The ledger owner's database: the service's login may not delete [default: "
+            "TANDEM_AUDIT_OWNER_DATABASE_URL, else TANDEM_AUDIT_DATABASE_URL].",
+            show_default=False,
+        ),
+    ] = None,
     shard_database_url: ShardUrls = None,
 ) -> None:
     """Move each shard's entries older than the retention out of the database, into files
     that keep every proof (whole blocks under a signed checkpoint; the newest entry stays).
-    Run it with the ledger owner's database URL: the service's login may not delete."""
+    Run it as the ledger's owner: the service's login may not delete."""
     days = keep_days or AuditSettings().retention_days
     if before is None and days < SIX_MONTHS:
         stderr.print(
