@@ -69,13 +69,14 @@ async def served_review_api(
 
 
 @asynccontextmanager
-async def audit_api(kafka: KafkaSettings, folder: Path) -> AsyncIterator[str]:
+async def audit_api(kafka: KafkaSettings, folder: Path, **changes: Any) -> AsyncIterator[str]:
     """The audit sink over HTTP on a free port, its ledger on SQLite in ``folder``; its URL."""
     ledger = AuditSettings(
         kafka=kafka,
         database_url=f"sqlite+aiosqlite:///{folder / 'audit.db'}",
         group_id=f"audit-{uuid.uuid4().hex}",
         batch_timeout_ms=50,
+        **changes,
     )
     async with serving(audit_app(ledger), "the audit API") as url:
         yield url
@@ -83,12 +84,12 @@ async def audit_api(kafka: KafkaSettings, folder: Path) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def audited_review_api(
-    kafka: KafkaSettings, database_url: str, folder: Path
+    kafka: KafkaSettings, database_url: str, folder: Path, **audit: Any
 ) -> AsyncIterator[tuple[str, str]]:
     """The review API and the audit API it reads task history from, both over HTTP; their
-    URLs."""
+    URLs. ``audit``: settings of the audit sink's own."""
     async with (
-        audit_api(kafka, folder) as audit_url,
+        audit_api(kafka, folder, **audit) as audit_url,
         served_review_api(kafka, database_url, audit_url=audit_url) as url,
     ):
         yield url, audit_url

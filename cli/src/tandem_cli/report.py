@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tandem_cli.oversight_report import write_report
+from tandem_cli.period import parse_period
 from tandem_cli.policy import when
 from tandem_cli.review_client import DEFAULT_URL, Url, bearer, call
 
+AUDIT_URL = "http://127.0.0.1:8003"
 GROUPS = ("task_type", "model", "policy", "day", "queue", "segment", "none")
 # Grouped by segment: how each segment departs from the whole, per rate.
 GAPS = (
@@ -76,12 +80,31 @@ def report(
     ] = "task_type",
     url: Url = DEFAULT_URL,
     token: Annotated[
-        str | None, typer.Option(help="A bearer token (senior, admin or auditor).")
+        str | None,
+        typer.Option(
+            envvar="TANDEM_REPORT_TOKEN",
+            help="A bearer token (senior, admin or auditor; an auditor's for --period).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the periodic oversight report of 2026-Q4, 2026-11, last-month or "
+            "last-quarter to --out instead (HTML, its figures as JSON, PDF with Chromium)."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Where --period writes its files.")] = None,
+    audit_url: Annotated[
+        str, typer.Option(envvar="TANDEM_AUDIT_API_URL", help="The audit API (for --period).")
+    ] = AUDIT_URL,
 ) -> None:
     """Automation, overrides, agreement, QA accuracy, time to decision, SLA breaches and
-    reviewer time saved, side by side per group."""
+    reviewer time saved, side by side per group; or, with --period, the oversight report of
+    a month or quarter as files."""
+    if period is not None:
+        _periodic(period, out, url, audit_url, token)
+        return
     if by not in GROUPS:
         raise typer.BadParameter(f"--by is one of {', '.join(GROUPS)}")
     params = {"since": when(since).isoformat(), "until": when(until).isoformat(), "group_by": by}
@@ -108,6 +131,18 @@ def report(
         Console(width=140).print(bias_table(data["automation_bias"]))
     if data["reviewer_feedback"]:
         Console(width=140).print(feedback_table(data["reviewer_feedback"]))
+
+
+def _periodic(text: str, out: Path | None, url: str, audit_url: str, token: str | None) -> None:
+    if out is None:
+        raise typer.BadParameter("--period writes files: give --out DIR")
+    try:
+        period = parse_period(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    written = write_report(period, out, url, audit_url, bearer(token, "auditor", "tandem-report"))
+    typer.echo(f"wrote {written.html} and {written.figures}")
+    typer.echo(f"wrote {written.pdf}" if written.pdf else "no PDF: Chromium is not installed")
 
 
 def feedback_table(rows: list[dict[str, Any]]) -> Table:
