@@ -19,6 +19,7 @@ from tandem_cli.dataset import sample_tasks
 from tandem_policy.loader import load_policy
 from tandem_scoring.manifest import Segment
 from tandem_scoring.registry import read_manifest
+from tandem_shared.fairness import wilson
 from tandem_shared.promotion import Evidence, GateRefused, Scores, SegmentResult, gate, refusals
 
 pytest.importorskip("skl2onnx", reason="the models dependency group is not installed")
@@ -190,8 +191,12 @@ def test_validation_reports_each_value_of_a_context_segment_beside_the_whole(
     manifest names it as a segment: each clinic gets its errors, the candidate's automation
     and its automatic decisions' accuracy with an interval, and the gaps to all tasks."""
     rows = labelled(1200, seed=11)
-    for row in rows:
+    for n, row in enumerate(rows):
         row["segment.clinic"] = "north" if row["mean_radius"] >= 13.0 else "south"
+        # As the export writes them: whether people agreed with the live model, and whether
+        # the task was a QA sample (every fourth here).
+        row["agreed"] = n % 5 != 0
+        row["qa_sample"] = n % 4 == 0
     cut = rows[719]["labelled_at"]
     improvement.retrain(registry, "tumor_screening", rows, "tests", 3.0, until=cut)
     path = registry / "tumor_screening" / "2" / "manifest.json"
@@ -206,7 +211,13 @@ def test_validation_reports_each_value_of_a_context_segment_beside_the_whole(
     # The slice the live version gets wrong is the north clinic's: the candidate learnt it.
     assert north.candidate_error < north.live_error
     for clinic in (north, south):
-        assert set(clinic.disparity) == {"automation_rate", "automated_accuracy", "error"}
+        assert set(clinic.disparity) == {
+            "automation_rate",
+            "automated_accuracy",
+            "error",
+            "override_rate",
+            "qa_accuracy",
+        }
         error_gap = clinic.disparity["error"].difference
         assert error_gap == pytest.approx(
             clinic.candidate_error - (1 - evidence.candidate_scores.accuracy), abs=1e-6
@@ -215,6 +226,21 @@ def test_validation_reports_each_value_of_a_context_segment_beside_the_whole(
             low, high = clinic.automated_accuracy_interval or (1.0, 0.0)
             assert low <= clinic.automated_accuracy <= high
     assert "clinic=north" in improvement.markdown(evidence, [])
+    # Live on these tasks, counted here from the rows: overrides, and QA accuracy.
+    test = [r for r in rows if r["labelled_at"] > cut]
+    for clinic in (north, south):
+        mine = [r for r in test if f"clinic={r['segment.clinic']}" == clinic.name]
+        checked = [r for r in mine if r["qa_sample"]]
+        assert clinic.override_rate == pytest.approx(sum(not r["agreed"] for r in mine) / len(mine))
+        assert clinic.qa_samples == len(checked)
+        assert clinic.qa_accuracy == pytest.approx(sum(r["agreed"] for r in checked) / len(checked))
+        assert clinic.qa_accuracy_interval == wilson(
+            sum(r["agreed"] for r in checked), len(checked)
+        )
+        whole_overrides = sum(not r["agreed"] for r in test) / len(test)
+        assert clinic.disparity["override_rate"].difference == pytest.approx(
+            clinic.override_rate - whole_overrides, abs=1e-6
+        )
 
     for row in rows:
         del row["segment.clinic"]

@@ -81,6 +81,11 @@ async def test_the_report_shows_what_the_raw_events_say(
     ]
     # People's verdicts: the QA sample confirms the model; r-1 overrides it, r-2 agrees.
     verdicts = {"q-1": "benign", "r-1": "malignant", "r-2": "benign"}
+    # Two of them say what they made of the model: explanations useful 4 and 2, trust 2 and 4.
+    ratings = {
+        "q-1": {"explanation_useful": 4, "trust": 2},
+        "r-2": {"explanation_useful": 2, "trust": 4},
+    }
     votes = [
         drift_control_event(
             DriftChange("tumor_screening", "1", "mean_radius", psi, psi > 0.2),
@@ -104,7 +109,11 @@ async def test_the_report_shows_what_the_raw_events_say(
         for item in await pending(api, 3):
             review = f"/v1/reviews/{item['review_id']}"
             await api.post(f"{review}/claim", headers=ANA)
-            body = {"outcome": verdicts[item["task_id"]], "rationale": "seen"}
+            body = {
+                "outcome": verdicts[item["task_id"]],
+                "rationale": "seen",
+                **ratings.get(item["task_id"], {}),
+            }
             assert (await api.post(f"{review}/decision", json=body, headers=ANA)).status_code == 200
         applied = await api.post("/v1/admin/policy/apply", json={"document": POLICY}, headers=ADA)
         assert applied.status_code == 200, applied.text
@@ -165,6 +174,13 @@ async def test_the_report_shows_what_the_raw_events_say(
     assert shown["segments.clinic=west.automation_rate"] == share(2 / 4)
     assert shown["segments.clinic=west.override_rate"] == share(1 / 2)
     assert shown["segments.clinic=east.qa_accuracy"] == share(1.0)
+    # The one day of the period is the whole; reviewers' ratings are means of what they gave.
+    [today] = figures["days"]
+    assert (today["decisions"], today["automation_rate"]) == (8, 6 / 8)
+    said = "feedback.tumor_screening.tumor_screening/1"
+    assert shown[f"{said}.rated"] == str(len(ratings))
+    assert shown[f"{said}.explanation_useful"] == f"{(4 + 2) / 2:.1f}"
+    assert shown[f"{said}.trust"] == f"{(2 + 4) / 2:.1f}"
     # Drift: three votes, one alarm, the largest PSI.
     feature = "drift.tumor_screening/1/mean_radius"
     assert (shown[f"{feature}.votes"], shown[f"{feature}.alarms"]) == ("3", "1")

@@ -326,16 +326,21 @@ def validate(
     live_results, cand_results = score(current, tasks), score(cand, tasks)
     live_scores = scores_of(live_results, labels, tasks, policy)
     cand_scores = scores_of(cand_results, labels, tasks, policy)
+    whole_live = live_outcomes(test)
     segments = [
-        _segment_result(
-            slice_name,
-            [live_results[i] for i in idx],
-            [cand_results[i] for i in idx],
-            [labels[i] for i in idx],
-            [tasks[i] for i in idx],
-            policy,
-            cand_scores,
-            margin,
+        _with_live(
+            _segment_result(
+                slice_name,
+                [live_results[i] for i in idx],
+                [cand_results[i] for i in idx],
+                [labels[i] for i in idx],
+                [tasks[i] for i in idx],
+                policy,
+                cand_scores,
+                margin,
+            ),
+            live_outcomes([test[i] for i in idx]),
+            whole_live,
         )
         for segment in cand.manifest.segments
         for slice_name, idx in slices(segment, test)
@@ -374,6 +379,47 @@ def slices(segment: Segment | ContextSegment, rows: Sequence[Row]) -> list[tuple
             "segments, so that decisions and labels carry it"
         )
     return [(f"{segment.context}={value}", idx) for value, idx in sorted(values.items())]
+
+
+@dataclass(frozen=True)
+class LiveOutcomes:
+    """What happened live on labelled rows (``tandem feedback export`` writes ``agreed`` and
+    ``qa_sample``): people's labels against the model that scored them, overall and on the QA
+    samples (automatic decisions people checked). None where the rows do not say."""
+
+    override_rate: float | None
+    qa_samples: int
+    qa_accuracy: float | None
+    qa_accuracy_interval: tuple[float, float] | None
+
+
+def live_outcomes(rows: Sequence[Row]) -> LiveOutcomes:
+    said = [r for r in rows if isinstance(r.get("agreed"), bool)]
+    checked = [r for r in said if r.get("qa_sample") is True]
+    right = sum(r["agreed"] for r in checked)
+    return LiveOutcomes(
+        override_rate=1 - _mean([r["agreed"] for r in said]) if said else None,
+        qa_samples=len(checked),
+        qa_accuracy=right / len(checked) if checked else None,
+        qa_accuracy_interval=wilson(right, len(checked)),
+    )
+
+
+def _with_live(result: SegmentResult, segment: LiveOutcomes, whole: LiveOutcomes) -> SegmentResult:
+    """The segment's live outcomes, and how they depart from all rows'."""
+    return result.model_copy(
+        update={
+            "override_rate": segment.override_rate,
+            "qa_samples": segment.qa_samples,
+            "qa_accuracy": segment.qa_accuracy,
+            "qa_accuracy_interval": segment.qa_accuracy_interval,
+            "disparity": {
+                **result.disparity,
+                "override_rate": Gap.of(segment.override_rate, whole.override_rate),
+                "qa_accuracy": Gap.of(segment.qa_accuracy, whole.qa_accuracy),
+            },
+        }
+    )
 
 
 def _segment_result(
@@ -469,6 +515,22 @@ def markdown(evidence: Evidence, refused_for: Sequence[str]) -> str:
             f"| {share(s.automation_rate)} ({_points(s.disparity.get('automation_rate'))}) "
             f"| {share(s.automated_accuracy)}{within} "
             f"({_points(s.disparity.get('automated_accuracy'))}) | {note} |"
+        )
+    lines += [
+        "",
+        "What happened live on the same tasks: people's labels against the model that scored "
+        "them, and the automatic decisions people checked (QA samples).",
+        "",
+        "| segment | people overriding the model (gap) | QA samples | QA accuracy (gap) |",
+        "|---|---|---|---|",
+    ]
+    for s in evidence.segments:
+        checked = s.qa_accuracy_interval
+        within = "" if checked is None else f", {checked[0]:.1%} to {checked[1]:.1%}"
+        lines.append(
+            f"| {s.name} | {share(s.override_rate)} ({_points(s.disparity.get('override_rate'))}) "
+            f"| {s.qa_samples} | {share(s.qa_accuracy)}{within} "
+            f"({_points(s.disparity.get('qa_accuracy'))}) |"
         )
     lines += ["", "## Verdict", ""]
     if refused_for:

@@ -253,9 +253,14 @@ def _changes(f: Figures) -> str:
 
 def _feedback(f: Figures) -> str:
     rows = (
-        f"<tr><td>{escape(r['task_type'])}, {escape(r['model'])}</td><td>{r['rated']:,}</td>"
-        f"<td>{_mean(r['explanation_useful'])}</td><td>{_mean(r['trust'])}</td>"
-        f"<td>{r['notes']:,}</td><td>{sum(r['flags'].values()):,}</td></tr>"
+        f"<tr><td>{escape(r['task_type'])}, {escape(r['model'])}</td>"
+        + _figure(f"feedback.{r['task_type']}.{r['model']}.rated", f"{r['rated']:,}")
+        + _figure(
+            f"feedback.{r['task_type']}.{r['model']}.explanation_useful",
+            _mean(r["explanation_useful"]),
+        )
+        + _figure(f"feedback.{r['task_type']}.{r['model']}.trust", _mean(r["trust"]))
+        + f"<td>{r['notes']:,}</td><td>{sum(r['flags'].values()):,}</td></tr>"
         for r in f.reviewer_feedback
     )
     return "<h2>What reviewers said of the model</h2>" + _table(

@@ -42,6 +42,12 @@ class SegmentResult(_Strict):
     automation_rate: float | None = Field(default=None, ge=0, le=1)
     automated_accuracy: float | None = Field(default=None, ge=0, le=1)
     automated_accuracy_interval: tuple[float, float] | None = None  # Wilson, 95%
+    # What happened live on these rows: people's labels against the model that scored them
+    # (overrides), and on the QA samples among them (automatic decisions people checked).
+    override_rate: float | None = Field(default=None, ge=0, le=1)
+    qa_samples: int = Field(default=0, ge=0)
+    qa_accuracy: float | None = Field(default=None, ge=0, le=1)
+    qa_accuracy_interval: tuple[float, float] | None = None  # Wilson, 95%
     disparity: dict[str, Gap] = Field(default_factory=dict)
 
 
