@@ -67,10 +67,7 @@ async def test_the_report_shows_what_the_raw_events_say(
     period = month_period(now.year, now.month)
     clinics = ["east"] * 4 + ["west"] * 2
     automatic = [
-        decided(n, "model", 1, segment={"clinic": c}).model_copy(
-            update={"submitted_at": now, "decided_at": now}
-        )
-        for n, c in enumerate(clinics)
+        decided(n, "model", 1, segment={"clinic": c}, at=now) for n, c in enumerate(clinics)
     ]
     this_month = {"submitted_at": now, "routed_at": now, "due_at": now + timedelta(hours=4)}
     reviews = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -36,7 +36,10 @@ def decided(
     model: ModelRef = V1,
     overrode: bool = False,
     segment: dict[str, str] | None = None,
+    at: datetime | None = None,
 ) -> DecisionMade:
+    """``at``: submitted and decided then (the fixed test time by default, decided after
+    ``seconds``)."""
     return DecisionMade(
         task_id=f"t-{n}",
         task_type="tumor_screening",
@@ -46,8 +49,8 @@ def decided(
         model=model,
         policy=PolicyRef(name="default", version=1),
         overrode_model=overrode,
-        submitted_at=NOW,
-        decided_at=NOW + timedelta(seconds=seconds),
+        submitted_at=at or NOW,
+        decided_at=at or NOW + timedelta(seconds=seconds),
         segment=segment or {},
     )
 
@@ -292,9 +295,7 @@ async def test_tandem_report_prints_the_report_of_a_running_api(
 ) -> None:
     now = utcnow()
     recent = [
-        decided(n, "model", 1, segment={"clinic": clinic}).model_copy(
-            update={"submitted_at": now, "decided_at": now}
-        )
+        decided(n, "model", 1, segment={"clinic": clinic}, at=now)
         for n, clinic in ((30, "east"), (31, "west"))
     ]
     await publish_decisions(kafka_settings, topics, recent)
@@ -325,12 +326,7 @@ async def test_segments_reach_people_s_decisions_the_report_and_the_metrics(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str
 ) -> None:
     now = utcnow()
-    west = [
-        decided(n, "model", 1, segment={"clinic": "west"}).model_copy(
-            update={"submitted_at": now, "decided_at": now}
-        )
-        for n in (40, 41, 42)
-    ]
+    west = [decided(n, "model", 1, segment={"clinic": "west"}, at=now) for n in (40, 41, 42)]
     # The router's segment on the review: the review API carries it onto people's decision.
     east = routed("t-43").model_copy(update={"segment": {"clinic": "east"}})
     async with review_api(kafka_settings, database_url, segment_refresh_seconds=0.3) as (client, _):

@@ -45,6 +45,8 @@ from tandem_shared.promotion import Evidence, Scores, SegmentResult
 from tandem_shared.topics import Topics
 
 from tandem_cli.feedback import SEGMENT_COLUMN
+from tandem_cli.figures import interval
+from tandem_cli.figures import share as shown
 
 Row = dict[str, Any]
 ECE_BINS = 10
@@ -479,7 +481,7 @@ def markdown(evidence: Evidence, refused_for: Sequence[str]) -> str:
     live, cand = evidence.live_scores, evidence.candidate_scores
 
     def share(value: float | None) -> str:
-        return "–" if value is None else f"{value:.1%}"
+        return shown(value, "–")
 
     lines = [
         f"# {evidence.model}: version {evidence.candidate} against live {evidence.live}",
@@ -508,12 +510,11 @@ def markdown(evidence: Evidence, refused_for: Sequence[str]) -> str:
     ]
     for s in evidence.segments:
         note = "weak: worse than the whole by more than the margin" if s.weak else ""
-        interval = s.automated_accuracy_interval
-        within = "" if interval is None else f", {interval[0]:.1%} to {interval[1]:.1%}"
+        within = interval(s.automated_accuracy_interval)
         lines.append(
             f"| {s.name} | {s.rows} | {share(s.live_error)} | {share(s.candidate_error)} "
             f"| {share(s.automation_rate)} ({_points(s.disparity.get('automation_rate'))}) "
-            f"| {share(s.automated_accuracy)}{within} "
+            f"| {share(s.automated_accuracy)}{', ' + within if within else ''} "
             f"({_points(s.disparity.get('automated_accuracy'))}) | {note} |"
         )
     lines += [
@@ -525,11 +526,10 @@ def markdown(evidence: Evidence, refused_for: Sequence[str]) -> str:
         "|---|---|---|---|",
     ]
     for s in evidence.segments:
-        checked = s.qa_accuracy_interval
-        within = "" if checked is None else f", {checked[0]:.1%} to {checked[1]:.1%}"
+        within = interval(s.qa_accuracy_interval)
         lines.append(
             f"| {s.name} | {share(s.override_rate)} ({_points(s.disparity.get('override_rate'))}) "
-            f"| {s.qa_samples} | {share(s.qa_accuracy)}{within} "
+            f"| {s.qa_samples} | {share(s.qa_accuracy)}{', ' + within if within else ''} "
             f"({_points(s.disparity.get('qa_accuracy'))}) |"
         )
     lines += ["", "## Verdict", ""]

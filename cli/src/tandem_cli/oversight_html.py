@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
+from tandem_cli.figures import interval, share
 from tandem_cli.oversight import Figures
 from tandem_cli.svg import Series, bar_chart, line_chart
 
@@ -27,16 +28,8 @@ STYLE = " ".join(
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
-def share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
 def seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.1f} s"
-
-
-def interval(value: Sequence[float] | None) -> str:
-    return "" if not value else f"{value[0]:.1%} to {value[1]:.1%}"
 
 
 def render(figures: Figures) -> str:

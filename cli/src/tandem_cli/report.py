@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tandem_cli.figures import interval, share
 from tandem_cli.oversight_report import write_report
 from tandem_cli.period import parse_period
 from tandem_cli.policy import when
@@ -24,10 +25,6 @@ GAPS = (
 )
 
 
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.1f}s"
 
@@ -36,8 +33,8 @@ def _percentiles(latency: dict[str, float | None]) -> str:
     return " / ".join(_seconds(latency[p]) for p in ("p50", "p90", "p99"))
 
 
-def _interval(interval: list[float] | None) -> str:
-    return "" if interval is None else f" (95% CI {interval[0]:.1%} to {interval[1]:.1%})"
+def _interval(value: list[float] | None) -> str:
+    return f" (95% CI {interval(value)})" if value else ""
 
 
 def _gap(gap: dict[str, float | None] | None) -> str:
@@ -51,17 +48,17 @@ def rows(group: dict[str, Any], compared: bool = False) -> list[tuple[str, str]]
     """The report's lines for one group; ``compared``: with its gaps to the whole."""
     waits = group["seconds_to_decision"]
     checked = (
-        f"{_share(group['qa_accuracy'])} of {group['qa_samples_reviewed']}"
+        f"{share(group['qa_accuracy'])} of {group['qa_samples_reviewed']}"
         f"{_interval(group['qa_accuracy_interval'])}"
     )
     gaps = [(label, _gap(group["disparity"].get(m))) for m, label in GAPS] if compared else []
     return [
         ("decisions", f"{group['decisions']:,}"),
-        ("automatic", f"{group['automatic']:,} ({_share(group['automation_rate'])})"),
+        ("automatic", f"{group['automatic']:,} ({share(group['automation_rate'])})"),
         ("by people", f"{group['by_people']:,}"),
         ("policy fallbacks (overdue)", f"{group['by_policy_fallback']:,}"),
-        ("people overriding the model", _share(group["override_rate"])),
-        ("reviewers agreeing", _share(group["reviewer_agreement"])),
+        ("people overriding the model", share(group["override_rate"])),
+        ("reviewers agreeing", share(group["reviewer_agreement"])),
         ("QA: automatic decisions confirmed", checked),
         ("time to decision p50 / p90 / p99, all", _percentiles(waits["all"])),
         ("  automatic", _percentiles(waits["automatic"])),
@@ -176,15 +173,15 @@ def bias_table(rows: list[dict[str, Any]]) -> Table:
     for name in ("agreed after", "changed", "switched to the model"):
         table.add_column(name, justify="right")
     for r in rows:
-        switched = f"{r['switched_to_model']} ({_share(r['switched_to_model_rate'])})"
+        switched = f"{r['switched_to_model']} ({share(r['switched_to_model_rate'])})"
         table.add_row(
             r["reviewer"],
             r["task_type"],
             r["model"],
             f"{r['first_looks']:,}",
-            _share(r["agreement_before_reveal"]),
-            _share(r["agreement_after_reveal"]),
-            _share(r["changed_after_reveal"]),
+            share(r["agreement_before_reveal"]),
+            share(r["agreement_after_reveal"]),
+            share(r["changed_after_reveal"]),
             switched,
         )
     return table
