@@ -131,6 +131,11 @@ def original_train() -> dataset.Split:
     return dataset.train_split()
 
 
+def holdout() -> dataset.Split:
+    """Rows no version trains on: what error budgets are calibrated on (tandem policy calibrate)."""
+    return dataset.holdout_split()
+
+
 def candidate(
     train: dataset.Split,
     out: Path,

@@ -143,6 +143,11 @@ def original_train() -> Split:
     return splits()[0]
 
 
+def holdout() -> Split:
+    """Rows no version trains on: what error budgets are calibrated on (tandem policy calibrate)."""
+    return splits()[1]
+
+
 def candidate(
     train: Split,
     out: Path,

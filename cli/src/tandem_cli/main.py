@@ -17,6 +17,7 @@ from rich.table import Table
 from tandem_shared.auth import ROLES, mint_token
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 
+from tandem_cli.calibrate import calibrate_command
 from tandem_cli.deadletter import deadletter_app
 from tandem_cli.feedback import feedback_app
 from tandem_cli.metrics import metrics
@@ -44,6 +45,9 @@ app.add_typer(
     _audit_app(), name="audit", help="The audit ledger: verify, prove, export, check proofs."
 )
 app.add_typer(model_app, name="model")
+# Registered here: calibration reads labels through the feedback module, which reads times
+# the way the policy commands do.
+policy_app.command("calibrate")(calibrate_command)
 app.add_typer(policy_app, name="policy")
 app.add_typer(risk_app, name="risk")
 app.add_typer(feedback_app, name="feedback")

@@ -249,6 +249,37 @@ class Blind(_Strict):
         return any(r in self.reasons for r in reasons)
 
 
+class Calibrated(_Strict):
+    """The evidence a calibration left beside the thresholds it wrote (tandem_policy.budget)."""
+
+    threshold: Confidence
+    cases: Annotated[int, Field(ge=1, description="labelled cases the tests ran on")]
+    automated: Annotated[int, Field(ge=1, description="of them at or above the threshold")]
+    errors: Annotated[int, Field(ge=0)]
+    upper_bound: Confidence = Field(
+        description="the automated error rate's bound (Clopper-Pearson)"
+    )
+    automation_rate: Confidence = Field(description="expected: on the cases calibrated on")
+    data: Annotated[str, StringConstraints(max_length=500)] = Field(
+        description="where the labelled cases came from"
+    )
+    at: datetime
+
+
+class ErrorBudget(_Strict):
+    """At most ``max_error`` of the task type's automatic decisions may be wrong, promised at
+    ``confidence``: ``tandem policy calibrate`` sets the thresholds that keep it, and the live
+    watch bounds the error QA samples show against it."""
+
+    max_error: Annotated[float, Field(gt=0, le=0.5)]
+    confidence: Annotated[float, Field(ge=0.5, le=0.999)] = 0.95
+    on_breach: Literal["review", "escalate", "ignore"] = Field(
+        default="review",
+        description="what the live watch's breach does to the task type's automatic decisions",
+    )
+    calibrated: Calibrated | None = None
+
+
 class TaskTypePolicy(_Strict):
     outcomes: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         min_length=1, description="what a reviewer may decide"
@@ -279,6 +310,7 @@ class TaskTypePolicy(_Strict):
         "another); none: the general queue, which every reviewer takes from",
     )
     rules: list[Rule] = Field(default_factory=list)
+    error_budget: ErrorBudget | None = None
 
     @cached_property
     def checks(self) -> tuple[tuple[str, bool, bool, str | None], ...]:
@@ -305,6 +337,14 @@ class TaskTypePolicy(_Strict):
         fallback = self.overdue.outcome
         if fallback is not None and fallback not in self.outcomes:
             raise ValueError(f"overdue outcome {fallback!r} is not in outcomes {self.outcomes}")
+        calibrated = self.error_budget.calibrated if self.error_budget else None
+        if calibrated is not None:
+            looser = sorted(o for o, c in self.auto.items() if c < calibrated.threshold)
+            if looser:
+                raise ValueError(
+                    f"auto thresholds of {looser} are below the calibrated "
+                    f"{calibrated.threshold}: the error budget would not hold; calibrate again"
+                )
         return self
 
 

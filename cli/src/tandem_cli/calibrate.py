@@ -1,0 +1,173 @@
+"""`tandem policy calibrate`: a task type's error budget turned into the confidence threshold
+that keeps it (tandem_policy.budget), written into the next version of the policy with the
+evidence beside it; and what other budgets would cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from tandem_policy.budget import Calibration, Case, TooFewLabels, automation_curve, calibrate
+from tandem_policy.loader import PolicyError, dump_policy, load_policy
+from tandem_policy.policy import Calibrated, ErrorBudget, Policy
+from tandem_scoring.registry import load_model
+from tandem_shared.events import TaskSubmitted
+
+from tandem_cli.feedback import read_rows
+from tandem_cli.improvement import ImprovementError, Row, load_recipe, score
+
+CURVE = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+_out = Console(width=120)
+
+
+def reference_cases(models_dir: Path, model: str, version: str) -> list[Case]:
+    """The model's holdout rows (its recipe's ``holdout()``, never trained on), scored by the
+    version: each case its confidence and whether its prediction was the data set's label."""
+    recipe = load_recipe(models_dir, model)
+    if not hasattr(recipe, "holdout"):
+        raise ImprovementError(f"the recipe of {model} names no holdout() rows to calibrate on")
+    loaded = load_model(models_dir / model / version)
+    names = [f.name for f in loaded.manifest.ordered_features]
+    split = recipe.holdout()
+    tasks = [
+        TaskSubmitted(
+            task_id=f"holdout-{i}",
+            task_type=loaded.manifest.task_types[0],
+            features=dict(zip(names, map(float, row), strict=True)),
+        )
+        for i, row in enumerate(split.features)
+    ]
+    return [
+        Case(r.confidence, r.prediction == str(label))
+        for r, label in zip(score(loaded, tasks), split.labels, strict=True)
+    ]
+
+
+def qa_cases(rows: Sequence[Row], task_type: str, model: str, version: str) -> list[Case]:
+    """People's verdicts on QA samples of the version (``tandem feedback export``): automatic
+    decisions drawn at random, so an unbiased look at the decisions the budget is about."""
+    return [
+        Case(float(r["confidence"]), bool(r["agreed"]))
+        for r in rows
+        if r.get("qa_sample") is True
+        and r.get("task_type") == task_type
+        and str(r.get("model_name")) == model
+        and str(r.get("model_version")) == version
+    ]
+
+
+def calibrated_policy(
+    policy: Policy, task_type: str, budget: ErrorBudget, found: Calibration, data: str
+) -> Policy:
+    """The next version: the task type's automatic outcomes at the threshold, the budget with
+    its evidence."""
+    rules = policy.task_types[task_type]
+    evidence = Calibrated(
+        threshold=found.threshold,
+        cases=found.cases,
+        automated=found.automated,
+        errors=found.errors,
+        upper_bound=round(found.upper_bound, 6),
+        automation_rate=round(found.automation_rate, 6),
+        data=data,
+        at=datetime.now(UTC).replace(microsecond=0),
+    )
+    changed = rules.model_copy(
+        update={
+            "auto": dict.fromkeys(rules.auto, found.threshold),
+            "error_budget": budget.model_copy(update={"calibrated": evidence}),
+        }
+    )
+    data_ = policy.model_dump()
+    data_["version"] = policy.version + 1
+    data_["task_types"][task_type] = changed.model_dump()
+    return Policy.model_validate(data_)
+
+
+def curve_table(curve: Sequence[tuple[float, Calibration | None]], confidence: float) -> Table:
+    table = Table(title=f"What each budget costs, promised at {confidence:.0%}")
+    for column in ("at most wrong", "threshold", "automation", "to people per 1,000"):
+        table.add_column(column, justify="right")
+    for budget, found in curve:
+        if found is None:
+            table.add_row(f"{budget:.1%}", "cannot promise", "–", "–")
+            continue
+        table.add_row(
+            f"{budget:.1%}",
+            f"{found.threshold:.3f}",
+            f"{found.automation_rate:.1%}",
+            f"{1000 * (1 - found.automation_rate):,.0f}",
+        )
+    return table
+
+
+def calibrate_command(
+    file: Annotated[Path, typer.Argument(help="The policy to calibrate.")],
+    task_type: Annotated[str, typer.Option(help="The task type whose budget to keep.")],
+    model: Annotated[str, typer.Option(help="The model that scores it.")],
+    version: Annotated[str, typer.Option(help="The model's live version.")] = "1",
+    labels: Annotated[
+        Path | None, typer.Option(help="People's labels (tandem feedback export): QA samples.")
+    ] = None,
+    max_error: Annotated[
+        float | None, typer.Option(help="The budget [default: the policy's error_budget].")
+    ] = None,
+    confidence: Annotated[
+        float | None, typer.Option(help="How sure to be of it [default: the policy's, or 0.95].")
+    ] = None,
+    models_dir: Annotated[Path, typer.Option(help="The model registry.")] = Path("models"),
+    out: Annotated[Path | None, typer.Option(help="Write the next policy version here.")] = None,
+) -> None:
+    """Set the confidence threshold of TASK_TYPE's automatic decisions so that at most
+    MAX_ERROR of them are wrong, promised at CONFIDENCE (Learn then Test on the model's holdout
+    rows and the QA samples' verdicts); print what other budgets would cost; with --out, write
+    the next policy version with the evidence. Refused when the labels are too few."""
+    try:
+        policy = load_policy(file)
+    except PolicyError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    rules = policy.task_types.get(task_type)
+    if rules is None:
+        raise typer.BadParameter(f"{file} has no task type {task_type!r}")
+    budget = _budget(rules.error_budget, max_error, confidence)
+    try:
+        cases = reference_cases(models_dir, model, version)
+        qa = qa_cases(read_rows(labels), task_type, model, version) if labels else []
+    except (ImprovementError, OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    data = f"{len(cases)} holdout rows of {model}/{version}, {len(qa)} QA verdicts"
+    _out.print(
+        curve_table(automation_curve([*cases, *qa], CURVE, budget.confidence), budget.confidence)
+    )
+    try:
+        found = calibrate([*cases, *qa], budget.max_error, budget.confidence)
+    except TooFewLabels as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"{task_type}: threshold {found.threshold:.3f} keeps automatic errors at most "
+        f"{budget.max_error:g} with {budget.confidence:.0%} confidence ({found.errors} wrong of "
+        f"{found.automated} automated of {found.cases}; bound {found.upper_bound:.4f}); "
+        f"expected automation {found.automation_rate:.1%}; from {data}"
+    )
+    if out is not None:
+        next_version = calibrated_policy(policy, task_type, budget, found, data)
+        out.write_text(dump_policy(next_version), encoding="utf-8")
+        typer.echo(f"wrote {out}: {next_version.name} v{next_version.version}")
+
+
+def _budget(
+    given: ErrorBudget | None, max_error: float | None, confidence: float | None
+) -> ErrorBudget:
+    if given is None and max_error is None:
+        raise typer.BadParameter("the task type has no error_budget: give --max-error")
+    changes = {
+        k: v for k, v in (("max_error", max_error), ("confidence", confidence)) if v is not None
+    }
+    base = given.model_dump() if given else {}
+    return ErrorBudget.model_validate({**base, **changes, "calibrated": None})
