@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tandem_policy.loader import dump_policy as policy_document
 from tandem_policy.loader import parse_policy
-from tandem_policy.policy import Blind, Overdue, Policy, QueueLevels, Rule, decide, qa_bucket
+from tandem_policy.policy import (
+    Blind,
+    ErrorBudget,
+    Overdue,
+    Policy,
+    QueueLevels,
+    Rule,
+    decide,
+    qa_bucket,
+)
 from tandem_shared.events import PolicyRef, TaskScored
 
 from tests.policy.factories import SCORED_AT, missing_flag, policy, scored
@@ -385,3 +394,23 @@ def test_a_task_s_segment_is_its_context_values_of_the_policy_s_segment_attribut
     assert decide(policy(), task, SCORED_AT).segment == {}  # no segments named: none kept
     with pytest.raises(ValidationError, match="at most 5"):
         Policy.model_validate(policy().model_dump() | {"segments": list("abcdef")})
+
+
+@pytest.mark.parametrize(
+    ("on_breach", "route", "reasons"),
+    [
+        ("review", "review", ("error_budget",)),
+        ("escalate", "escalate", ("error_budget",)),
+        ("ignore", "auto", ("confident",)),
+    ],
+)
+def test_a_breached_error_budget_does_what_the_policy_says(
+    on_breach: str, route: str, reasons: tuple[str, ...]
+) -> None:
+    budgeted = policy(error_budget=ErrorBudget(max_error=0.01, on_breach=on_breach))  # type: ignore[arg-type]
+    routing = decide(budgeted, scored(confidence=0.999), NOW, budget_breached=True)
+    assert (routing.route, routing.reasons) == (route, reasons)
+    kept = decide(budgeted, scored(confidence=0.999), NOW, budget_breached=False)
+    assert kept.route == "auto"
+    # No budget stated: a breach cannot be said, and would change nothing.
+    assert decide(policy(), scored(confidence=0.999), NOW, budget_breached=True).route == "auto"

@@ -8,16 +8,18 @@ from prometheus_client import CollectorRegistry
 from tandem_policy.loader import dump_policy
 from tandem_router.control import RoutingControl
 from tandem_router.telemetry import RouterMetrics
+from tandem_shared.budget_watch import BudgetWatch
 from tandem_shared.control import (
     KILL_SWITCH_KEY,
     POLICY_KEY,
     KillSwitch,
     PolicyState,
     PolicyVersion,
+    budget_change,
     kill_switch_change,
     policy_change,
 )
-from tandem_shared.events import ControlChanged, ModelRef
+from tandem_shared.events import ControlChanged, ModelRef, PolicyRef
 
 from tests.policy.factories import policy
 
@@ -182,3 +184,33 @@ def test_unreadable_until_read_and_again_when_the_broker_goes_quiet() -> None:
     assert control.unreadable
     control.last_fetch = lambda: clock.now - 1  # the control consumer hears from the broker
     assert not control.unreadable
+
+
+def test_a_breached_error_budget_holds_under_the_policy_it_judged_only() -> None:
+    control, _, _ = make()
+    active = control.policy
+
+    def watch(breached: bool, version: int, seconds: int) -> ControlChanged:
+        judged = BudgetWatch(
+            task_type="tumor_screening",
+            policy=PolicyRef(name=active.name, version=version),
+            max_error=0.01,
+            confidence=0.95,
+            qa_samples=700,
+            errors=12 if breached else 1,
+            upper_bound=0.027 if breached else 0.007,
+            breached=breached,
+            at=T0,
+        )
+        return at(budget_change(judged, "tandem/review-api").data, seconds)
+
+    assert not control.budget_breached("tumor_screening")
+    control.follow("error-budget/tumor_screening", watch(True, active.version, 1))
+    assert control.budget_breached("tumor_screening")
+    assert not control.budget_breached("other_type")
+    # Kept again: automation comes back.
+    control.follow("error-budget/tumor_screening", watch(False, active.version, 2))
+    assert not control.budget_breached("tumor_screening")
+    # A breach judged under another version says nothing of the policy active now.
+    control.follow("error-budget/tumor_screening", watch(True, active.version - 1, 3))
+    assert not control.budget_breached("tumor_screening")

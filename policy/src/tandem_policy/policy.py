@@ -75,6 +75,7 @@ BUILT_IN_REASONS = frozenset(
         "no_policy_for_task_type",
         "drift_alarm",
         "control_unreadable",
+        "error_budget",
     }
 )
 
@@ -463,12 +464,15 @@ def decide(
     kill_switch: bool = False,
     drifting: bool = False,
     control_unreadable: bool = False,
+    budget_breached: bool = False,
     fired: Fired | None = None,
 ) -> Routing:
     """Where the task goes. ``kill_switch``: automation is off for its task type; ``drifting``:
     the model that scored it has a drift alarm; ``control_unreadable``: the router cannot tell
-    whether either holds, so it does not guess. ``fired``: which rules hold, if already known
-    for the whole batch (``Policy.fired``); the same as testing them here."""
+    whether either holds, so it does not guess; ``budget_breached``: the live watch says the
+    task type's error budget no longer shows (its ``on_breach`` says what follows).
+    ``fired``: which rules hold, if already known for the whole batch (``Policy.fired``); the
+    same as testing them here."""
     task, score = scored.task, scored.score
     rules = policy.task_types.get(task.task_type)
     if rules is None:
@@ -499,6 +503,10 @@ def decide(
     if drifting and rules.drift != "ignore":
         reasons.append("drift_alarm")
         escalate |= rules.drift == "escalate"
+    breach = rules.error_budget.on_breach if rules.error_budget else "ignore"
+    if budget_breached and breach != "ignore":
+        reasons.append("error_budget")
+        escalate |= breach == "escalate"
     if fired is None:
         fired = rules.columns.one(task.features, task.context)
     blind_rule, queue = False, None

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tandem_shared.budget_watch import BudgetWatch, budget_key
 from tandem_shared.control_signing import ControlSigner, ControlTrust, signed
 from tandem_shared.envelope import Event, utcnow
 from tandem_shared.events import ControlChanged, EventData
@@ -40,7 +41,9 @@ class ModelState(BaseModel):
 
 
 def _change(
-    kind: Literal["policy", "model", "kill_switch", "model_registry", "risk", "incident"],
+    kind: Literal[
+        "policy", "model", "kill_switch", "model_registry", "risk", "incident", "error_budget"
+    ],
     key: str,
     name: str,
     value: BaseModel,
@@ -77,6 +80,11 @@ def risk_change(record: RiskRecord, changed_by: str) -> Event[ControlChanged]:
 def incident_change(incident: Incident, changed_by: str) -> Event[ControlChanged]:
     """A version of an incident (tandem_shared.incidents)."""
     return _change("incident", incident_key(incident.id), incident.id, incident, changed_by)
+
+
+def budget_change(watch: BudgetWatch, changed_by: str) -> Event[ControlChanged]:
+    """The live watch of a task type's error budget (tandem_shared.budget_watch)."""
+    return _change("error_budget", budget_key(watch.task_type), watch.task_type, watch, changed_by)
 
 
 async def publish_change(

@@ -189,7 +189,10 @@ class FeedbackRecorded(EventData):
 
 
 class ControlChanged(EventData):
-    kind: Literal["policy", "model", "kill_switch", "drift", "model_registry", "risk", "incident"]
+    kind: Literal[
+        "policy", "model", "kill_switch", "drift", "model_registry", "risk", "incident",
+        "error_budget",
+    ]  # fmt: skip
     name: str
     value: dict[str, Any]
     changed_by: str

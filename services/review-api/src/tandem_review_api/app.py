@@ -5,6 +5,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from tandem_policy.lifecycle import active_policy
+from tandem_shared.control import budget_change, publish_change, read_control
 from tandem_shared.db import answers, upgrade
 from tandem_shared.envelope import utcnow
 from tandem_shared.kafka import event_decoder
@@ -15,6 +17,7 @@ from tandem_review_api.api import router
 from tandem_review_api.authorship import DecisionSigner, DecisionTrust
 from tandem_review_api.consumer import ACCEPTED, QueueMaterializer
 from tandem_review_api.database import review_engines
+from tandem_review_api.error_budgets import changed, watches
 from tandem_review_api.history import History
 from tandem_review_api.outbox import Outbox, Relay, sender
 from tandem_review_api.queue import ClaimLimits
@@ -83,6 +86,21 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         decisions, facts, _, _ = await store.report_facts(since, until)
         metrics.set_segments(standings(decisions, facts, since, until, settings.segment_values_max))
 
+    async def watch_budgets() -> None:
+        now = utcnow()
+        kafka = settings.kafka.bootstrap_servers
+        held = await read_control(kafka, runtime.topics, runtime.control.trust)
+        policy = active_policy(held)
+        if policy is None:  # none applied on the control topic: no budget to watch
+            metrics.set_budgets([])
+            return
+        since = now - timedelta(days=settings.budget_window_days)
+        found = watches(policy, await store.qa_reviews(since, now), now)
+        metrics.set_budgets(found)
+        for watch in changed(found, held):
+            change = budget_change(watch, f"tandem/{runtime.name}")
+            await publish_change(runtime.publisher, runtime.topics, change, runtime.control.signer)
+
     async def handle_overdue() -> None:
         await reviews.handle_overdue()
 
@@ -102,6 +120,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
     runtime.every(5, refresh_gauges, "refreshing the queue and outbox gauges")
     runtime.every(settings.overdue_check_seconds, handle_overdue, "handling overdue reviews")
     runtime.every(settings.segment_refresh_seconds, compare_segments, "comparing segments")
+    runtime.every(settings.budget_refresh_seconds, watch_budgets, "watching error budgets")
 
     runtime.on_start.append(on_start)
     runtime.on_stop.append(on_stop)

@@ -77,6 +77,15 @@ class ReviewApiSettings(ServiceSettings):
         le=200,
         description="The largest segments of each attribute the metrics name (by decisions).",
     )
+    budget_window_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=92,
+        description="Error budgets: the window of QA samples the live watch bounds the error by.",
+    )
+    budget_refresh_seconds: float = Field(
+        default=300.0, gt=0, description="How often the error budgets are watched again."
+    )
     overdue_check_seconds: float = Field(
         default=15.0, gt=0, description="How often reviews past their due time are handled."
     )

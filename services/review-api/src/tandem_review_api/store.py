@@ -347,6 +347,18 @@ class ReviewStore:
         facts = [_facts(r, given.get(r["review_id"], []), blind) for r in rows]
         return decisions, facts, [Flagged(*f) for f in raised], queues
 
+    async def qa_reviews(self, since: datetime, until: datetime) -> list[ReviewFacts]:
+        """The QA samples' reviews created in [since, until), without their approvals: what
+        the live error budget watch counts (not the whole report's reading)."""
+        query = select(reviews).where(
+            reviews.c.qa_sample.is_(True),
+            reviews.c.created_at >= since,
+            reviews.c.created_at < until,
+        )
+        async with self.sessions() as s:
+            rows = list((await s.execute(query)).mappings())
+        return [_facts(r, [], {}) for r in rows]
+
     async def seen_by(self, review_id: str, who: Principal, now: datetime) -> RowMapping:
         """The review, if ``who`` may see it; NotFound alike when it is not there and when it
         is not theirs to see."""

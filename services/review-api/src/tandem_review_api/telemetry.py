@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tandem_shared.budget_watch import BudgetWatch
 from tandem_shared.telemetry import LATENCY_BUCKETS
 
 from tandem_review_api.queue import Approval, Review
@@ -134,6 +135,33 @@ class ReviewMetrics:
             segment,
             registry=registry,
         )
+        self.budget = Gauge(
+            "tandem_error_budget",
+            "The active policy's error budget of a task type's automatic decisions.",
+            ["task_type"],
+            registry=registry,
+        )
+        self.budget_bound = Gauge(
+            "tandem_error_budget_upper_bound",
+            "The upper bound, at the budget's confidence, of the error of a task type's automatic"
+            " decisions, from the QA samples of TANDEM_REVIEW_API_BUDGET_WINDOW_DAYS under the"
+            " active policy version.",
+            ["task_type"],
+            registry=registry,
+        )
+        self.budget_samples = Gauge(
+            "tandem_error_budget_qa_samples",
+            "The QA samples behind the bound, and (errors) those people decided otherwise.",
+            ["task_type", "kind"],
+            registry=registry,
+        )
+        self.budget_breached = Gauge(
+            "tandem_error_budget_breached",
+            "1 when the bound passes the budget on enough samples to show it: the router then"
+            " does what the policy's on_breach says.",
+            ["task_type"],
+            registry=registry,
+        )
         self.queue_oldest = Gauge(
             "tandem_review_queue_oldest_age_seconds",
             "How long the oldest review not yet decided has waited, by status (0 when none).",
@@ -169,6 +197,16 @@ class ReviewMetrics:
             self.segment_rate.labels(*labels).set(s.rate)
             self.segment_gap.labels(*labels).set(s.gap)
             self.segment_samples.labels(*labels).set(s.samples)
+
+    def set_budgets(self, watches: Iterable[BudgetWatch]) -> None:
+        for gauge in (self.budget, self.budget_bound, self.budget_samples, self.budget_breached):
+            gauge.clear()
+        for w in watches:
+            self.budget.labels(w.task_type).set(w.max_error)
+            self.budget_bound.labels(w.task_type).set(w.upper_bound)
+            self.budget_samples.labels(w.task_type, "samples").set(w.qa_samples)
+            self.budget_samples.labels(w.task_type, "errors").set(w.errors)
+            self.budget_breached.labels(w.task_type).set(int(w.breached))
 
     def set_unattended(self, unattended: dict[str, float]) -> None:
         """A queue with nothing waiting any more reads 0 (its series stays)."""

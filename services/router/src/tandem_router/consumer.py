@@ -83,6 +83,7 @@ class RouterHandler:
                 kill_switch=self.control.killed(task.task_type),
                 drifting=(scored.score.model.name, scored.score.model.version) in drifting,
                 control_unreadable=unreadable,
+                budget_breached=self.control.budget_breached(task.task_type),
                 fired=fired,
             )
         except OverflowError:

@@ -1,4 +1,5 @@
-"""What the control topic tells the router: the active policy, the kill switch, drift alarms.
+"""What the control topic tells the router: the active policy, the kill switch, drift alarms,
+and the live watch of each task type's error budget.
 
 Every replica follows the topic with a consumer group of its own, so a change reaches all of
 them within a poll. A policy that does not parse is refused and the last one stays: a document
@@ -17,6 +18,7 @@ from datetime import datetime
 from pydantic import ValidationError
 from tandem_policy.loader import PolicyError, parse_policy
 from tandem_policy.policy import Policy
+from tandem_shared.budget_watch import BudgetWatch
 from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.drift_votes import DriftAlarms, DriftVote
 from tandem_shared.envelope import Event
@@ -56,6 +58,7 @@ class RoutingControl:
         # Each scoring replica's votes (tandem_shared.drift_votes): an alarm holds while one
         # repeated within the ttl says so.
         self.drift = DriftAlarms(drift_vote_ttl_s)
+        self.budgets: dict[str, BudgetWatch] = {}  # by task type: the review API's latest word
         self._applied_at: dict[str, datetime] = {}
         self._read_at: float | None = None
         metrics.active_policy(policy, self.kill_switch)
@@ -64,6 +67,16 @@ class RoutingControl:
 
     def killed(self, task_type: str) -> bool:
         return self.kill_switch.covers(task_type)
+
+    def budget_breached(self, task_type: str) -> bool:
+        """The live watch says the task type's error budget no longer shows, under the policy
+        version now active (a new version, calibrated again, starts with a clean slate)."""
+        watch = self.budgets.get(task_type)
+        return (
+            watch is not None
+            and watch.breached
+            and (watch.policy.name, watch.policy.version) == (self.policy.name, self.policy.version)
+        )
 
     def drifting_models(self) -> frozenset[tuple[str, str]]:
         """The (model, version) pairs with a feature in drift alarm now: asked once a batch."""
@@ -99,6 +112,8 @@ class RoutingControl:
             applied = self._follow_kill_switch(change)
         elif change.kind == "drift":
             applied = self._follow_drift(change)
+        elif change.kind == "error_budget":
+            applied = self._follow_budget(change)
         else:
             return
         if applied:
@@ -144,6 +159,25 @@ class RoutingControl:
             )
             return False
         self.drift.follow(vote)
+        return True
+
+    def _follow_budget(self, change: ControlChanged) -> bool:
+        try:
+            watch = BudgetWatch.model_validate(change.value)
+        except ValidationError as exc:
+            log.error("error budget change by %s is not a watch: %s", change.changed_by, exc)
+            return False
+        was = self.budget_breached(watch.task_type)
+        self.budgets[watch.task_type] = watch
+        if self.budget_breached(watch.task_type) != was:
+            log.warning(
+                "error budget of %s %s: upper bound %.4f against %.4f on %d QA samples",
+                watch.task_type,
+                "breached" if watch.breached else "kept again",
+                watch.upper_bound,
+                watch.max_error,
+                watch.qa_samples,
+            )
         return True
 
 

@@ -1,0 +1,65 @@
+"""The live watch of error budgets, pure: for each task type whose active policy states one,
+the QA samples decided under that policy version (automatic decisions people checked), their
+errors, and the one-sided upper bound on the error rate at the budget's confidence
+(tandem_policy.budget). The budget is breached when the bound passes it, once the samples are
+enough to show it could be kept at all: before that the watch reports, and acts on nothing, so
+a task type is never sent to people for want of samples that only its automatic decisions
+bring."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from tandem_policy.budget import fewest_cases, upper_bound
+from tandem_policy.policy import Policy
+from tandem_shared.budget_watch import KIND, BudgetWatch, budget_key
+from tandem_shared.events import ControlChanged
+
+from tandem_review_api.stats import ReviewFacts
+
+
+def watches(policy: Policy, reviews: Sequence[ReviewFacts], now: datetime) -> list[BudgetWatch]:
+    label = f"{policy.name} v{policy.version}"
+    found = []
+    for task_type, rules in sorted(policy.task_types.items()):
+        budget = rules.error_budget
+        if budget is None:
+            continue
+        checked = [
+            r
+            for r in reviews
+            if r.task_type == task_type and r.qa_sample and r.outcome and r.policy == label
+        ]
+        errors = sum(r.outcome != r.prediction for r in checked)
+        bound = upper_bound(errors, len(checked), budget.confidence)
+        enough = len(checked) >= fewest_cases(budget.max_error, budget.confidence)
+        found.append(
+            BudgetWatch(
+                task_type=task_type,
+                policy=policy.ref,
+                max_error=budget.max_error,
+                confidence=budget.confidence,
+                qa_samples=len(checked),
+                errors=errors,
+                upper_bound=round(bound, 6),
+                breached=enough and bound > budget.max_error,
+                at=now,
+            )
+        )
+    return found
+
+
+def changed(found: Sequence[BudgetWatch], held: Mapping[str, ControlChanged]) -> list[BudgetWatch]:
+    """The watches whose verdict (breached or not, under which policy) differs from the one
+    the control topic holds: only those are published, so the topic carries changes, not a
+    heartbeat, however many replicas watch."""
+    out = []
+    for watch in found:
+        record = held.get(budget_key(watch.task_type))
+        before = (
+            BudgetWatch.model_validate(record.value) if record and record.kind == KIND else None
+        )
+        if before is None or (before.breached, before.policy) != (watch.breached, watch.policy):
+            out.append(watch)
+    return out

@@ -1,0 +1,114 @@
+"""The live watch of error budgets, pure: the QA samples under the active policy version bound
+the error of its automatic decisions; a breach needs enough samples to show, and only a change
+of verdict is published."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from tandem_policy.budget import fewest_cases, upper_bound
+from tandem_policy.loader import dump_policy
+from tandem_policy.policy import ErrorBudget
+from tandem_review_api.error_budgets import changed, watches
+from tandem_review_api.stats import ReviewFacts
+from tandem_shared.budget_watch import BudgetWatch
+from tandem_shared.control import budget_change, read_control
+from tandem_shared.envelope import utcnow
+from tandem_shared.settings import KafkaSettings
+from tandem_shared.topics import Topics
+
+from tests.policy.factories import policy
+from tests.review_api.apps import review_api
+from tests.review_api.test_api import auth, pending, publish_routed, routed
+from tests.service_utils import OPEN_TRUST, eventually
+
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+BUDGETED = policy(error_budget=ErrorBudget(max_error=0.02, confidence=0.9))
+LABEL = f"{BUDGETED.name} v{BUDGETED.version}"
+
+
+def checked(count: int, wrong: int, version: str = LABEL, qa: bool = True) -> list[ReviewFacts]:
+    """QA reviews of automatic decisions (the model said benign), ``wrong`` of them overruled."""
+    return [
+        ReviewFacts(
+            task_type="tumor_screening",
+            model="tumor_screening/1",
+            policy=version,
+            qa_sample=qa,
+            prediction="benign",
+            outcome="malignant" if n < wrong else "benign",
+            approvals=(),
+            breached=False,
+            created_at=NOW,
+        )
+        for n in range(count)
+    ]
+
+
+def test_the_bound_comes_from_the_qa_samples_of_the_active_version() -> None:
+    reviews = [*checked(100, 3), *checked(50, 50, version="test v1"), *checked(40, 40, qa=False)]
+    [watch] = watches(BUDGETED, reviews, NOW)
+    assert (watch.qa_samples, watch.errors) == (100, 3)
+    assert watch.upper_bound == round(upper_bound(3, 100, 0.9), 6)
+    # Past the budget, but on fewer samples than it takes to show the budget kept (114).
+    assert fewest_cases(0.02, 0.9) == 114
+    assert watch.upper_bound > 0.02 and not watch.breached
+    assert watches(policy(), reviews, NOW) == []  # no budget, nothing to watch
+
+
+def test_a_breach_needs_enough_samples_and_only_a_new_verdict_is_published() -> None:
+    enough = fewest_cases(0.02, 0.9)
+    [kept] = watches(BUDGETED, checked(enough * 3, 0), NOW)
+    assert not kept.breached and kept.upper_bound < 0.02
+    [broken] = watches(BUDGETED, checked(enough * 3, enough // 4), NOW)
+    assert broken.breached
+    held = {"error-budget/tumor_screening": budget_change(kept, "tandem/review-api").data}
+    assert changed([kept], held) == []
+    assert changed([broken], held) == [broken]
+    assert changed([kept], {}) == [kept]
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_review_api_publishes_a_breach_the_routers_follow(
+    kafka_settings: KafkaSettings, topics: Topics, database_url: str
+) -> None:
+    """A budget of 5% at 90% (45 clean samples show it): 50 QA samples, 10 overruled."""
+    document = dump_policy(policy(error_budget=ErrorBudget(max_error=0.05, confidence=0.9)))
+    now = utcnow()
+    samples = [
+        routed(f"qa-{n}", qa=True).model_copy(
+            update={"policy": BUDGETED.ref, "routed_at": now, "submitted_at": now}
+        )
+        for n in range(50)
+    ]
+    async with review_api(kafka_settings, database_url, budget_refresh_seconds=0.3) as (api, _):
+        applied = await api.post(
+            "/v1/admin/policy/apply", json={"document": document}, headers=auth("ada", "admin")
+        )
+        assert applied.status_code == 200, applied.text
+        await publish_routed(kafka_settings, topics, samples)
+        ana = auth("ana", "reviewer")
+        for n, item in enumerate(await pending(api, len(samples))):
+            review = f"/v1/reviews/{item['review_id']}"
+            await api.post(f"{review}/claim", headers=ana)
+            body = {"outcome": "malignant" if n < 10 else "benign", "rationale": "checked"}
+            assert (await api.post(f"{review}/decision", json=body, headers=ana)).is_success
+
+        async def published() -> BudgetWatch | None:
+            held = await read_control(kafka_settings.bootstrap_servers, topics, OPEN_TRUST)
+            record = held.get("error-budget/tumor_screening")
+            return BudgetWatch.model_validate(record.value) if record else None
+
+        async def breached() -> bool:
+            watch = await published()
+            return watch is not None and watch.breached
+
+        await eventually(breached, "the breach on the control topic", timeout=30)
+        watch = await published()
+        assert watch is not None and (watch.qa_samples, watch.errors) == (50, 10)
+        assert watch.policy == BUDGETED.ref
+        gauges = (await api.get("/metrics")).text
+        assert 'tandem_error_budget_breached{task_type="tumor_screening"} 1.0' in gauges
+        assert 'tandem_error_budget{task_type="tumor_screening"} 0.05' in gauges
