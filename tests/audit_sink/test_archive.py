@@ -92,6 +92,11 @@ async def test_old_blocks_leave_for_files_that_prove_them_and_what_stays_verifie
     with pytest.raises(ArchiveError, match="does not continue"):
         check_archive(lines(second.path), TRUSTED, previous=checked.header.start_frontier())
     assert (await ledger.verify(trusted_keys=TRUSTED)).ok
+    # The sink's own verification, from a checkpoint it trusted before the archive, goes on
+    # from the archived prefix: what was archived is its files' to prove.
+    old = await ledger.checkpoint_at(600)
+    since_old = await ledger.verify(trusted_keys=TRUSTED, since=old)
+    assert since_old.ok and since_old.entries == 900 - 3 * BLOCK
     assert await archive_before(ledger, utcnow(), tmp_path) is None  # the newest stays
 
     # Nothing unarchived may leave, even for the database's owner.
