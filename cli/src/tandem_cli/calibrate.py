@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from tandem_policy.budget import Calibration, Case, TooFewLabels, automation_curve, calibrate
+from tandem_policy.budget import (
+    Calibration,
+    Case,
+    TooFewLabels,
+    automation_curve,
+    calibrate,
+    fewest_cases,
+)
 from tandem_policy.loader import PolicyError, dump_policy, load_policy
 from tandem_policy.policy import Calibrated, ErrorBudget, Policy
 from tandem_scoring.registry import load_model
@@ -122,6 +129,10 @@ def calibrate_command(
     ] = None,
     models_dir: Annotated[Path, typer.Option(help="The model registry.")] = Path("models"),
     out: Annotated[Path | None, typer.Option(help="Write the next policy version here.")] = None,
+    tasks_per_day: Annotated[
+        int | None,
+        typer.Option(min=1, help="The task type's traffic: suggests a QA sampling rate."),
+    ] = None,
 ) -> None:
     """Set the confidence threshold of TASK_TYPE's automatic decisions so that at most
     MAX_ERROR of them are wrong, promised at CONFIDENCE (Learn then Test on the model's holdout
@@ -155,10 +166,25 @@ def calibrate_command(
         f"{found.automated} automated of {found.cases}; bound {found.upper_bound:.4f}); "
         f"expected automation {found.automation_rate:.1%}; from {data}"
     )
+    if tasks_per_day is not None:
+        typer.echo(qa_advice(budget, found, tasks_per_day))
     if out is not None:
         next_version = calibrated_policy(policy, task_type, budget, found, data)
         out.write_text(dump_policy(next_version), encoding="utf-8")
         typer.echo(f"wrote {out}: {next_version.name} v{next_version.version}")
+
+
+def qa_advice(budget: ErrorBudget, found: Calibration, tasks_per_day: int, days: int = 30) -> str:
+    """The QA sampling rate at which the live watch's window (``days``) sees enough samples to
+    show the budget kept, at the expected automation."""
+    need = fewest_cases(budget.max_error, budget.confidence)
+    automatic = tasks_per_day * days * found.automation_rate
+    rate = min(1.0, need / automatic) if automatic else 1.0
+    return (
+        f"QA: the live watch needs {need} QA samples without an error in its {days}-day window "
+        f"to show the budget kept; at {tasks_per_day:,} tasks a day ({automatic:,.0f} automatic "
+        f"in {days} days) set qa_sample_rate to {rate:.3f} or more"
+    )
 
 
 def _budget(
