@@ -49,8 +49,12 @@ lint:
 	$(RUN) mypy
 	$(RUN) mypy bench
 
+# Two workers, each with a broker and a PostgreSQL server of its own; a module's tests stay on
+# one worker, so a module's fixtures (the chaos run's stack) start once. Then, by themselves,
+# the tests marked `alone` (the contract runs: how far they reach depends on timing).
 test: setup lint
-	$(RUN) pytest
+	$(RUN) pytest -n 2 --dist loadscope -m "not alone"
+	$(RUN) pytest -m alone
 
 # docker compose up refuses to start without them; kept in .env (ignored by git), never replaced.
 secrets:

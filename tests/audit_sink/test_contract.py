@@ -28,7 +28,7 @@ from tests.audit_sink.harness import bearer, events, record
 from tests.kafka_utils import produce
 from tests.service_utils import committed, eventually, serving
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.alone]
 # Auditors read; admins may only ask for a verification; the others may do nothing.
 ROLES = ("auditor", "admin", "reviewer", "senior", "service")
 AUDITOR = bearer("auditor")

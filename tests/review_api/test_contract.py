@@ -20,7 +20,7 @@ from tests.review_api.apps import audited_review_api
 from tests.review_api.test_api import auth, publish_routed, routed
 from tests.service_utils import eventually
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.alone]
 ROLES = ("reviewer", "senior", "admin", "auditor")
 AUDITOR, ADMIN = auth("ivy", "auditor"), auth("ada", "admin")
 # Who sees a review depends on who they are (a claim is its holder's); admins and auditors see
