@@ -25,6 +25,16 @@ SOURCE = "tandem/router"
 UNKNOWN_TASK_TYPE = "other"  # metric label for task types the policy does not name
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchView:
+    """What the control topic says, taken once for a whole batch."""
+
+    policy: Policy
+    unreadable: bool
+    drifting: frozenset[tuple[str, str]]  # (model, version) pairs in drift alarm
+    breached: frozenset[str]  # task types whose error budget is breached
+
+
 class RouterHandler:
     def __init__(
         self, control: RoutingControl, topics: Topics, metrics: RouterMetrics, seen: SeenTasks
@@ -36,19 +46,21 @@ class RouterHandler:
 
     async def __call__(self, batch: Sequence[Incoming[Event[EventData]]]) -> list[Result]:
         # One policy and one view of the control topic for the whole batch.
-        policy, unreadable = self.control.policy, self.control.unreadable
-        drifting = self.control.drifting_models()
+        view = BatchView(
+            policy=self.control.policy,
+            unreadable=self.control.unreadable,
+            drifting=self.control.drifting_models(),
+            breached=self.control.breached_budgets(),
+        )
         scored = [item.item.data for item in batch if isinstance(item.item.data, TaskScored)]
         # The rules are tested for the whole batch at once: a numpy comparison per rule.
-        fired = iter(policy.fired([s.task for s in scored]))
+        fired = iter(view.policy.fired([s.task for s in scored]))
         routed: list[tuple[str, Routing]] = []
         results: list[Result] = []
         for item in batch:
             data = item.item.data
             if isinstance(data, TaskScored):
-                results.append(
-                    self.route(item, data, policy, unreadable, drifting, next(fired), routed)
-                )
+                results.append(self.route(item, data, view, next(fired), routed))
             else:
                 results.append(Rejected(f"expected a scored task, got {type(data).__name__}"))
         with guarded("routing"):
@@ -59,14 +71,12 @@ class RouterHandler:
         self,
         item: Incoming[Event[EventData]],
         scored: TaskScored,
-        policy: Policy,
-        unreadable: bool,
-        drifting: frozenset[tuple[str, str]],
+        view: BatchView,
         fired: Fired | None,
         routed: list[tuple[str, Routing]],
     ) -> Result:
         """The task's outputs; its routing is added to ``routed``, to be counted."""
-        task = scored.task
+        task, policy = scored.task, view.policy
         label = task.task_type if task.task_type in policy.task_types else UNKNOWN_TASK_TYPE
         if not self.seen.claim(task.task_id, item.partition, item.offset):
             log.info("task %s already routed; duplicate dropped", task.task_id)
@@ -81,9 +91,9 @@ class RouterHandler:
                 scored,
                 now=scored.scored_at,
                 kill_switch=self.control.killed(task.task_type),
-                drifting=(scored.score.model.name, scored.score.model.version) in drifting,
-                control_unreadable=unreadable,
-                budget_breached=self.control.budget_breached(task.task_type),
+                drifting=(scored.score.model.name, scored.score.model.version) in view.drifting,
+                control_unreadable=view.unreadable,
+                budget_breached=task.task_type in view.breached,
                 fired=fired,
             )
         except OverflowError:

@@ -68,15 +68,19 @@ class RoutingControl:
     def killed(self, task_type: str) -> bool:
         return self.kill_switch.covers(task_type)
 
-    def budget_breached(self, task_type: str) -> bool:
-        """The live watch says the task type's error budget no longer shows, under the policy
-        version now active (a new version, calibrated again, starts with a clean slate)."""
-        watch = self.budgets.get(task_type)
-        return (
-            watch is not None
-            and watch.breached
-            and (watch.policy.name, watch.policy.version) == (self.policy.name, self.policy.version)
+    def breached_budgets(self) -> frozenset[str]:
+        """The task types whose error budget the live watch says no longer shows, under the
+        policy version now active (a new version, calibrated again, starts with a clean
+        slate): asked once a batch."""
+        active = (self.policy.name, self.policy.version)
+        return frozenset(
+            task_type
+            for task_type, watch in self.budgets.items()
+            if watch.breached and (watch.policy.name, watch.policy.version) == active
         )
+
+    def budget_breached(self, task_type: str) -> bool:
+        return task_type in self.breached_budgets()
 
     def drifting_models(self) -> frozenset[tuple[str, str]]:
         """The (model, version) pairs with a feature in drift alarm now: asked once a batch."""
