@@ -202,7 +202,7 @@ def test_the_live_standings_name_each_segment_s_rates_samples_and_gaps() -> None
     reviews = [facts(("benign",), qa=True, outcome="benign", segment=east)]
     found = {
         (s.segment, s.measure): (s.rate, s.samples, s.gap)
-        for s in standings(decisions, reviews, NOW, NOW, most=20)
+        for s in standings(decisions, reviews, most=20)
     }
     assert found == {
         ("east", "automation_rate"): (1.0, 4, 0.5),
@@ -211,7 +211,7 @@ def test_the_live_standings_name_each_segment_s_rates_samples_and_gaps() -> None
         ("west", "override_rate"): (0.5, 4, 0.0),
     }
     # Only the largest segments of an attribute are named: labels stay bounded.
-    assert {s.segment for s in standings(decisions[:5], [], NOW, NOW, most=1)} == {"east"}
+    assert {s.segment for s in standings(decisions[:5], [], most=1)} == {"east"}
 
 
 async def publish_decisions(

@@ -84,7 +84,7 @@ def create_app(settings: ReviewApiSettings | None = None) -> FastAPI:
         until = utcnow()
         since = until - timedelta(days=settings.segment_window_days)
         decisions, facts, _, _ = await store.report_facts(since, until)
-        metrics.set_segments(standings(decisions, facts, since, until, settings.segment_values_max))
+        metrics.set_segments(standings(decisions, facts, settings.segment_values_max))
 
     async def watch_budgets() -> None:
         now = utcnow()

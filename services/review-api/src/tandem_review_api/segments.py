@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from tandem_shared.events import DecisionMade
 
-from tandem_review_api.stats import COMPARED, Group, ReviewFacts, report
+from tandem_review_api.stats import COMPARED, Group, ReviewFacts, grouped
 
 # What each rate is a share of: its samples.
 SAMPLES = {
@@ -38,8 +37,6 @@ class Standing:
 def standings(
     decisions: Sequence[DecisionMade],
     reviews: Sequence[ReviewFacts],
-    since: datetime,
-    until: datetime,
     most: int,
 ) -> list[Standing]:
     """Per task type, the ``most`` largest segments of each attribute (by decisions; the rest
@@ -52,9 +49,7 @@ def standings(
         reviewed[r.task_type].append(r)
     found = []
     for task_type in sorted(set(decided) | set(reviewed)):
-        groups = report(
-            decided[task_type], reviewed[task_type], since, until, "segment", 0.0
-        ).groups
+        _, groups = grouped(decided[task_type], reviewed[task_type], "segment", 0.0)
         for group in _largest(groups, most):
             attribute, _, segment = group.key.partition("=")
             found.extend(_standings(task_type, attribute, segment, group))

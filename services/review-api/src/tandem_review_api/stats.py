@@ -157,16 +157,7 @@ def report(
 ) -> Report:
     """``queues``: by task id, the queue of the decisions' reviews (a decision whose task
     had no review is absent); only grouping by queue reads it."""
-    keyed_decisions = _grouped(decisions, _decision_keys(group_by, queues or {}))
-    keyed_reviews = _grouped(reviews, _review_keys(group_by))
-    keys = sorted(set(keyed_decisions) | set(keyed_reviews))
-    groups = [
-        _group(key, keyed_decisions.get(key, []), keyed_reviews.get(key, []), minutes_per_review)
-        for key in keys
-    ]
-    overall = _group("all", list(decisions), list(reviews), minutes_per_review)
-    if group_by == "segment":
-        groups = [g.model_copy(update={"disparity": disparity(g, overall)}) for g in groups]
+    overall, groups = grouped(decisions, reviews, group_by, minutes_per_review, queues)
     return Report(
         since=since,
         until=until,
@@ -180,6 +171,27 @@ def report(
             Judged(r.task_type, tuple(zip(r.approvers, r.approvals, strict=True))) for r in reviews
         ),
     )
+
+
+def grouped(
+    decisions: Sequence[DecisionMade],
+    reviews: Sequence[ReviewFacts],
+    group_by: GroupBy,
+    minutes_per_review: float,
+    queues: Mapping[str, str | None] | None = None,
+) -> tuple[Group, list[Group]]:
+    """The whole, and its groups; by segment, each with its disparity against the whole."""
+    keyed_decisions = _grouped(decisions, _decision_keys(group_by, queues or {}))
+    keyed_reviews = _grouped(reviews, _review_keys(group_by))
+    keys = sorted(set(keyed_decisions) | set(keyed_reviews))
+    groups = [
+        _group(key, keyed_decisions.get(key, []), keyed_reviews.get(key, []), minutes_per_review)
+        for key in keys
+    ]
+    overall = _group("all", list(decisions), list(reviews), minutes_per_review)
+    if group_by == "segment":
+        groups = [g.model_copy(update={"disparity": disparity(g, overall)}) for g in groups]
+    return overall, groups
 
 
 def disparity(segment: Group, whole: Group) -> dict[str, Gap]:
