@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 from tandem_cli import dataset
+from tandem_cli.feedback import write
 from tandem_cli.improvement import score
 from tandem_cli.main import app
 from tandem_policy.budget import (
+    Calibration,
     Case,
     TooFewLabels,
     binomial_cdf,
     calibrate,
+    calibrate_segments,
     fewest_cases,
     upper_bound,
 )
@@ -85,6 +88,38 @@ def test_the_budget_holds_at_least_as_often_as_promised_over_random_draws() -> N
     assert kept / promised >= CONFIDENCE, (kept, promised)
 
 
+def worse(population: tuple[Case, ...], share: float, seed: int) -> tuple[Case, ...]:
+    """The population where the model is worse: ``share`` of its right answers are wrong."""
+    rng = random.Random(seed)
+    return tuple(Case(c.confidence, c.right and rng.random() >= share) for c in population)
+
+
+def test_a_budget_kept_per_segment_holds_in_every_segment_together() -> None:
+    """Two clinics, the model worse in one of them. A threshold per clinic keeps both within
+    the budget together, at least as often as promised; the one threshold calibrated on both
+    clinics' cases does not, since the better clinic's cases hide the worse one's errors."""
+    clinics = {"north": reference(), "south": worse(reference(), 0.04, seed=7)}
+    budget, draws = 0.05, 150
+    rng = random.Random(21)
+    each_kept = pooled_kept = 0
+    for draw in range(draws):
+        drawn = {k: [rng.choice(cases) for _ in range(DRAWN)] for k, cases in clinics.items()}
+        found = calibrate_segments(drawn, budget, CONFIDENCE, seed=draw)
+        each_kept += all(
+            error_at(clinics[k], f.threshold) <= budget  # a refused clinic automates nothing
+            for k, f in found.items()
+            if isinstance(f, Calibration)
+        )
+        try:
+            pooled = calibrate([*drawn["north"], *drawn["south"]], budget, CONFIDENCE, seed=draw)
+        except TooFewLabels:
+            pooled_kept += 1
+            continue
+        pooled_kept += all(error_at(c, pooled.threshold) <= budget for c in clinics.values())
+    assert each_kept / draws >= CONFIDENCE, each_kept
+    assert pooled_kept / draws < CONFIDENCE, pooled_kept
+
+
 def test_too_few_labels_are_refused_with_what_it_takes() -> None:
     with pytest.raises(TooFewLabels, match="needs 598 confident cases without an error"):
         calibrate(list(reference())[:200], 0.005, 0.95)
@@ -139,3 +174,50 @@ def test_tandem_policy_calibrate_writes_the_next_version_or_refuses(tmp_path: Pa
     text = out.read_text().replace(f"benign: {budget.calibrated.threshold}", "benign: 0.5", 1)
     with pytest.raises(PolicyError, match="below the calibrated"):
         parse_policy(text)
+
+
+def test_tandem_policy_calibrate_per_segment_writes_a_threshold_per_clinic(
+    tmp_path: Path,
+) -> None:
+    """QA verdicts of three clinics: the model is worse in south, and west has too few
+    verdicts. Each promised clinic gets its own threshold; west's tasks go to people."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        (ROOT / "deploy" / "local" / "policy.yaml").read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    clinics = {
+        "north": reference(),
+        "south": worse(reference(), 0.02, seed=5),
+        "west": reference()[:40],
+    }
+    rows = [
+        {
+            "task_id": f"{clinic}-{i}", "task_type": "tumor_screening",
+            "model_name": "tumor_screening", "model_version": "1", "confidence": case.confidence,
+            "agreed": case.right, "qa_sample": True, "segment.clinic": clinic,
+        }
+        for clinic, cases in clinics.items()
+        for i, case in enumerate(cases)
+    ]  # fmt: skip
+    labels, out = tmp_path / "labels.csv", tmp_path / "calibrated.yaml"
+    write(rows, labels)
+    common = [
+        "policy", "calibrate", str(policy), "--task-type", "tumor_screening",
+        "--model", "tumor_screening", "--max-error", "0.05", "--confidence", "0.9",
+        "--per-segment", "clinic",
+    ]  # fmt: skip
+    no_labels = CliRunner().invoke(app, common)
+    assert no_labels.exit_code == 2 and "belong to no segment" in no_labels.output
+    done = CliRunner().invoke(app, [*common, "--labels", str(labels), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "clinic=west: people decide its tasks" in done.output
+    assert "each of 2 of 3 values of clinic, all together with 90% confidence" in done.output
+    budget = load_policy(out).task_types["tumor_screening"].error_budget
+    assert budget is not None and budget.per_segment == "clinic"
+    assert set(budget.segments) == {"north", "south"}
+    north, south = budget.segments["north"], budget.segments["south"]
+    assert north.threshold < south.threshold  # the worse clinic automates less
+    assert north.automation_rate > south.automation_rate
+    assert max(north.upper_bound, south.upper_bound) <= 0.05
+    assert north.data == f"{len(reference())} QA verdicts of tumor_screening/1"

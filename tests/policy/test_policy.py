@@ -414,3 +414,45 @@ def test_a_breached_error_budget_does_what_the_policy_says(
     assert kept.route == "auto"
     # No budget stated: a breach cannot be said, and would change nothing.
     assert decide(policy(), scored(confidence=0.999), NOW, budget_breached=True).route == "auto"
+
+
+def test_a_budget_kept_per_segment_routes_each_value_by_its_own_threshold() -> None:
+    def evidence(threshold: float) -> dict[str, object]:
+        return {
+            "threshold": threshold, "cases": 900, "automated": 800, "errors": 1,
+            "upper_bound": 0.006, "automation_rate": 0.89, "data": "QA verdicts", "at": NOW,
+        }  # fmt: skip
+
+    budget = {"max_error": 0.01, "per_segment": "clinic"}
+    data = policy().model_dump() | {"segments": ["clinic"]}
+    data["task_types"]["tumor_screening"]["error_budget"] = budget | {
+        "segments": {"north": evidence(0.98), "south": evidence(0.995)}
+    }
+    kept = Policy.model_validate(data)
+
+    def route(clinic: str | None, confidence: float) -> tuple[str, tuple[str, ...]]:
+        task = scored(confidence=confidence, context={"clinic": clinic} if clinic else {})
+        routing = decide(kept, task, NOW)
+        return routing.route, routing.reasons
+
+    assert route("north", 0.99) == ("auto", ("confident",))
+    # South's own threshold is stricter than the task type's 0.97.
+    assert route("south", 0.99) == ("review", ("low_confidence",))
+    assert route("south", 0.996) == ("auto", ("confident",))
+    # A clinic without a calibration of its own has no promise: people decide.
+    assert route("west", 0.999) == ("review", ("segment_not_calibrated",))
+    assert route(None, 0.999) == ("review", ("segment_not_calibrated",))
+    # What the live watch's breach would be counted against.
+    assert kept.budget_scope(scored(context={"clinic": "south"}).task) == (
+        "tumor_screening",
+        "clinic=south",
+    )
+    # Not yet calibrated per segment: the task type's budget and thresholds, as before.
+    data["task_types"]["tumor_screening"]["error_budget"] = budget
+    uncalibrated = Policy.model_validate(data)
+    assert decide(uncalibrated, scored(context={"clinic": "west"}), NOW).route == "auto"
+    assert uncalibrated.budget_scope(scored().task) == ("tumor_screening", None)
+    # The attribute must be one the policy segments by.
+    data["segments"] = ["site"]
+    with pytest.raises(ValidationError, match="per_segment 'clinic' is not one of"):
+        Policy.model_validate(data)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from tandem_policy.budget import fewest_cases, upper_bound
 from tandem_policy.loader import dump_policy
-from tandem_policy.policy import ErrorBudget
+from tandem_policy.policy import ErrorBudget, Policy
 from tandem_review_api.error_budgets import changed, watches
 from tandem_review_api.stats import ReviewFacts
 from tandem_shared.budget_watch import BudgetWatch
@@ -28,10 +28,13 @@ BUDGETED = policy(error_budget=ErrorBudget(max_error=0.02, confidence=0.9))
 LABEL = f"{BUDGETED.name} v{BUDGETED.version}"
 
 
-def checked(count: int, wrong: int, version: str = LABEL, qa: bool = True) -> list[ReviewFacts]:
+def checked(
+    count: int, wrong: int, version: str = LABEL, qa: bool = True, clinic: str | None = None
+) -> list[ReviewFacts]:
     """QA reviews of automatic decisions (the model said benign), ``wrong`` of them overruled."""
     return [
         ReviewFacts(
+            segment={"clinic": clinic} if clinic else {},
             task_type="tumor_screening",
             model="tumor_screening/1",
             policy=version,
@@ -67,6 +70,34 @@ def test_a_breach_needs_enough_samples_and_only_a_new_verdict_is_published() -> 
     assert changed([kept], held) == []
     assert changed([broken], held) == [broken]
     assert changed([kept], {}) == [kept]
+
+
+def test_a_budget_kept_per_segment_is_watched_per_calibrated_value() -> None:
+    evidence = {
+        "threshold": 0.9, "cases": 500, "automated": 450, "errors": 2, "upper_bound": 0.013,
+        "automation_rate": 0.9, "data": "QA verdicts", "at": NOW,
+    }  # fmt: skip
+    data = BUDGETED.model_dump() | {"segments": ["clinic"]}
+    data["task_types"]["tumor_screening"]["error_budget"] |= {
+        "per_segment": "clinic",
+        "segments": {"north": evidence, "south": evidence},
+    }
+    kept = Policy.model_validate(data)
+    enough = fewest_cases(0.02, 0.9)
+    reviews = [
+        *checked(enough * 3, 1, clinic="north"),
+        *checked(enough * 3, enough // 4, clinic="south"),
+        *checked(enough * 3, enough, clinic="west"),  # no threshold of its own: not automated
+    ]
+    north, south = watches(kept, reviews, NOW)
+    assert (north.segment, north.qa_samples, north.breached) == ("clinic=north", enough * 3, False)
+    assert (south.segment, south.errors, south.breached) == ("clinic=south", enough // 4, True)
+    assert budget_change(south, "tandem/review-api").data.name == "tumor_screening"
+    assert budget_change(south, "tandem/review-api").subject == (
+        "error-budget/tumor_screening/clinic=south"
+    )
+    held = {"error-budget/tumor_screening/clinic=north": budget_change(north, "t").data}
+    assert changed([north, south], held) == [south]
 
 
 @pytest.mark.kafka
@@ -110,5 +141,6 @@ async def test_the_review_api_publishes_a_breach_the_routers_follow(
         assert watch is not None and (watch.qa_samples, watch.errors) == (50, 10)
         assert watch.policy == BUDGETED.ref
         gauges = (await api.get("/metrics")).text
-        assert 'tandem_error_budget_breached{task_type="tumor_screening"} 1.0' in gauges
-        assert 'tandem_error_budget{task_type="tumor_screening"} 0.05' in gauges
+        scope = 'segment="all",task_type="tumor_screening"'
+        assert f"tandem_error_budget_breached{{{scope}}} 1.0" in gauges
+        assert f"tandem_error_budget{{{scope}}} 0.05" in gauges

@@ -11,7 +11,8 @@ from tandem_router.consumer import RouterHandler
 from tandem_router.control import RoutingControl
 from tandem_router.dedupe import SeenTasks
 from tandem_router.telemetry import RouterMetrics
-from tandem_shared.control import KillSwitch
+from tandem_shared.budget_watch import BudgetWatch
+from tandem_shared.control import KillSwitch, budget_change
 from tandem_shared.envelope import Event, event_id
 from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskSubmitted
 from tandem_shared.kafka import Incoming, Outgoing, Record, Rejected
@@ -181,6 +182,38 @@ async def test_the_kill_switch_sends_confident_tasks_to_people() -> None:
     assert out.topic == TOPICS.routed
     assert isinstance(out.event.data, TaskRouted)
     assert out.event.data.reasons == ["kill_switch"]
+
+
+async def test_a_breached_segment_budget_sends_that_segment_s_tasks_to_people() -> None:
+    evidence = {
+        "threshold": 0.9, "cases": 500, "automated": 450, "errors": 2, "upper_bound": 0.013,
+        "automation_rate": 0.9, "data": "QA verdicts", "at": SCORED_AT,
+    }  # fmt: skip
+    data = policy().model_dump() | {"segments": ["clinic"]}
+    data["task_types"]["tumor_screening"]["error_budget"] = {
+        "max_error": 0.01,
+        "per_segment": "clinic",
+        "segments": {"north": evidence, "south": evidence},
+    }
+    route, _ = handler(Policy.model_validate(data))
+    breach = BudgetWatch(
+        task_type="tumor_screening", segment="clinic=south", policy=route.control.policy.ref,
+        max_error=0.01, confidence=0.95, qa_samples=900, errors=20, upper_bound=0.03,
+        breached=True, at=SCORED_AT,
+    )  # fmt: skip
+    route.control.follow(
+        "error-budget/tumor_screening/clinic=south",
+        budget_change(breach, "tandem/review-api").data,
+    )
+    north, south = await route(
+        [
+            incoming(scored("n", confidence=0.999, context={"clinic": "north"}), offset=0),
+            incoming(scored("s", confidence=0.999, context={"clinic": "south"}), offset=1),
+        ]
+    )
+    assert isinstance(outputs(north)[0].event.data, DecisionMade)
+    routed = outputs(south)[0].event.data
+    assert isinstance(routed, TaskRouted) and routed.reasons == ["error_budget"]
 
 
 async def test_the_active_policy_version_is_exported() -> None:

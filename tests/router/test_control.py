@@ -190,9 +190,12 @@ def test_a_breached_error_budget_holds_under_the_policy_it_judged_only() -> None
     control, _, _ = make()
     active = control.policy
 
-    def watch(breached: bool, version: int, seconds: int) -> ControlChanged:
+    def watch(
+        breached: bool, version: int, seconds: int, segment: str | None = None
+    ) -> ControlChanged:
         judged = BudgetWatch(
             task_type="tumor_screening",
+            segment=segment,
             policy=PolicyRef(name=active.name, version=version),
             max_error=0.01,
             confidence=0.95,
@@ -204,13 +207,24 @@ def test_a_breached_error_budget_holds_under_the_policy_it_judged_only() -> None
         )
         return at(budget_change(judged, "tandem/review-api").data, seconds)
 
-    assert not control.budget_breached("tumor_screening")
+    whole = ("tumor_screening", None)
+    assert not control.budget_breached(whole)
     control.follow("error-budget/tumor_screening", watch(True, active.version, 1))
-    assert control.budget_breached("tumor_screening")
-    assert not control.budget_breached("other_type")
+    assert control.budget_breached(whole)
+    assert not control.budget_breached(("other_type", None))
     # Kept again: automation comes back.
     control.follow("error-budget/tumor_screening", watch(False, active.version, 2))
-    assert not control.budget_breached("tumor_screening")
+    assert not control.budget_breached(whole)
     # A breach judged under another version says nothing of the policy active now.
     control.follow("error-budget/tumor_screening", watch(True, active.version - 1, 3))
-    assert not control.budget_breached("tumor_screening")
+    assert not control.budget_breached(whole)
+    # Kept per segment: one clinic's breach is that clinic's alone.
+    south = ("tumor_screening", "clinic=south")
+    control.follow(
+        "error-budget/tumor_screening/clinic=south", watch(True, active.version, 4, "clinic=south")
+    )
+    assert control.breached_budgets() == {south}
+    control.follow(
+        "error-budget/tumor_screening/clinic=north", watch(False, active.version, 5, "clinic=north")
+    )
+    assert control.breached_budgets() == {south}

@@ -4,7 +4,7 @@ evidence beside it; and what other budgets would cost."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -18,14 +18,16 @@ from tandem_policy.budget import (
     TooFewLabels,
     automation_curve,
     calibrate,
+    calibrate_segments,
     fewest_cases,
+    segment_confidence,
 )
 from tandem_policy.loader import PolicyError, dump_policy, load_policy
-from tandem_policy.policy import Calibrated, ErrorBudget, Policy
+from tandem_policy.policy import NO_SEGMENT, Calibrated, ErrorBudget, Policy, TaskTypePolicy
 from tandem_scoring.registry import load_model
 from tandem_shared.events import TaskSubmitted
 
-from tandem_cli.feedback import read_rows
+from tandem_cli.feedback import SEGMENT_COLUMN, read_rows
 from tandem_cli.improvement import ImprovementError, Row, load_recipe, score
 
 CURVE = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
@@ -58,8 +60,23 @@ def reference_cases(models_dir: Path, model: str, version: str) -> list[Case]:
 def qa_cases(rows: Sequence[Row], task_type: str, model: str, version: str) -> list[Case]:
     """People's verdicts on QA samples of the version (``tandem feedback export``): automatic
     decisions drawn at random, so an unbiased look at the decisions the budget is about."""
+    return [_case(r) for r in _qa_rows(rows, task_type, model, version)]
+
+
+def qa_cases_by_segment(
+    rows: Sequence[Row], task_type: str, model: str, version: str, attribute: str
+) -> dict[str, list[Case]]:
+    """The QA verdicts, by the task's value of the segment ``attribute``."""
+    out: dict[str, list[Case]] = {}
+    for r in _qa_rows(rows, task_type, model, version):
+        value = r.get(f"{SEGMENT_COLUMN}{attribute}") or NO_SEGMENT
+        out.setdefault(str(value), []).append(_case(r))
+    return out
+
+
+def _qa_rows(rows: Sequence[Row], task_type: str, model: str, version: str) -> list[Row]:
     return [
-        Case(float(r["confidence"]), bool(r["agreed"]))
+        r
         for r in rows
         if r.get("qa_sample") is True
         and r.get("task_type") == task_type
@@ -68,13 +85,13 @@ def qa_cases(rows: Sequence[Row], task_type: str, model: str, version: str) -> l
     ]
 
 
-def calibrated_policy(
-    policy: Policy, task_type: str, budget: ErrorBudget, found: Calibration, data: str
-) -> Policy:
-    """The next version: the task type's automatic outcomes at the threshold, the budget with
-    its evidence."""
-    rules = policy.task_types[task_type]
-    evidence = Calibrated(
+def _case(row: Row) -> Case:
+    return Case(float(row["confidence"]), bool(row["agreed"]))
+
+
+def evidence(found: Calibration, data: str) -> Calibrated:
+    """What a calibration leaves beside its threshold."""
+    return Calibrated(
         threshold=found.threshold,
         cases=found.cases,
         automated=found.automated,
@@ -84,16 +101,41 @@ def calibrated_policy(
         data=data,
         at=datetime.now(UTC).replace(microsecond=0),
     )
-    changed = rules.model_copy(
-        update={
-            "auto": dict.fromkeys(rules.auto, found.threshold),
-            "error_budget": budget.model_copy(update={"calibrated": evidence}),
-        }
+
+
+def calibrated_policy(
+    policy: Policy, task_type: str, budget: ErrorBudget, found: Calibration, data: str
+) -> Policy:
+    """The next version: the task type's automatic outcomes at the threshold, the budget with
+    its evidence."""
+    rules = policy.task_types[task_type]
+    return _next_version(
+        policy,
+        task_type,
+        rules.model_copy(
+            update={
+                "auto": dict.fromkeys(rules.auto, found.threshold),
+                "error_budget": budget.model_copy(update={"calibrated": evidence(found, data)}),
+            }
+        ),
     )
-    data_ = policy.model_dump()
-    data_["version"] = policy.version + 1
-    data_["task_types"][task_type] = changed.model_dump()
-    return Policy.model_validate(data_)
+
+
+def segmented_policy(
+    policy: Policy, task_type: str, budget: ErrorBudget, found: Mapping[str, Calibrated]
+) -> Policy:
+    """The next version: the budget kept per segment, with each promised value's threshold
+    and evidence (the others' tasks go to people)."""
+    rules = policy.task_types[task_type]
+    kept = budget.model_copy(update={"segments": dict(found)})
+    return _next_version(policy, task_type, rules.model_copy(update={"error_budget": kept}))
+
+
+def _next_version(policy: Policy, task_type: str, rules: TaskTypePolicy) -> Policy:
+    data = policy.model_dump()
+    data["version"] = policy.version + 1
+    data["task_types"][task_type] = rules.model_dump()
+    return Policy.model_validate(data)
 
 
 def curve_table(curve: Sequence[tuple[float, Calibration | None]], confidence: float) -> Table:
@@ -133,11 +175,19 @@ def calibrate_command(
         int | None,
         typer.Option(min=1, help="The task type's traffic: suggests a QA sampling rate."),
     ] = None,
+    per_segment: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the budget within each value of this segment attribute, each with a "
+            "threshold of its own [default: the policy's error_budget.per_segment]."
+        ),
+    ] = None,
 ) -> None:
     """Set the confidence threshold of TASK_TYPE's automatic decisions so that at most
     MAX_ERROR of them are wrong, promised at CONFIDENCE (Learn then Test on the model's holdout
     rows and the QA samples' verdicts); print what other budgets would cost; with --out, write
-    the next policy version with the evidence. Refused when the labels are too few."""
+    the next policy version with the evidence. Refused when the labels are too few. Kept per
+    segment, each value of the attribute gets a threshold from its own QA verdicts."""
     try:
         policy = load_policy(file)
     except PolicyError as exc:
@@ -145,7 +195,14 @@ def calibrate_command(
     rules = policy.task_types.get(task_type)
     if rules is None:
         raise typer.BadParameter(f"{file} has no task type {task_type!r}")
-    budget = _budget(rules.error_budget, max_error, confidence)
+    budget = _budget(rules.error_budget, max_error, confidence, per_segment)
+    if budget.per_segment is not None:
+        if budget.per_segment not in policy.segments:
+            raise typer.BadParameter(
+                f"{budget.per_segment!r} is not one of the policy's segments {policy.segments}"
+            )
+        calibrate_per_segment(policy, task_type, budget, model, version, labels, out)
+        return
     try:
         cases = reference_cases(models_dir, model, version)
         qa = qa_cases(read_rows(labels), task_type, model, version) if labels else []
@@ -187,13 +244,95 @@ def qa_advice(budget: ErrorBudget, found: Calibration, tasks_per_day: int, days:
     )
 
 
+def calibrate_per_segment(
+    policy: Policy,
+    task_type: str,
+    budget: ErrorBudget,
+    model: str,
+    version: str,
+    labels: Path | None,
+    out: Path | None,
+) -> None:
+    """A threshold per value of the budget's segment attribute, from the QA verdicts of each
+    (the holdout rows carry no segment); all promised together at the budget's confidence."""
+    attribute = budget.per_segment or ""
+    if labels is None:
+        raise typer.BadParameter(
+            "a budget kept per segment is calibrated on people's QA verdicts (--labels): "
+            "the model's holdout rows belong to no segment"
+        )
+    try:
+        grouped = qa_cases_by_segment(read_rows(labels), task_type, model, version, attribute)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if not grouped:
+        typer.echo(f"refused: {labels} holds no QA verdicts of {model}/{version}", err=True)
+        raise typer.Exit(1)
+    results = calibrate_segments(grouped, budget.max_error, budget.confidence)
+    each = segment_confidence(budget.confidence, len(grouped))
+    _out.print(segment_table(results, grouped, attribute, each))
+    promised = {
+        value: evidence(found, f"{len(grouped[value])} QA verdicts of {model}/{version}")
+        for value, found in results.items()
+        if isinstance(found, Calibration)
+    }
+    for value, found in results.items():
+        if isinstance(found, TooFewLabels):
+            typer.echo(f"{attribute}={value}: people decide its tasks; {found}")
+    if not promised:
+        typer.echo(f"refused: no value of {attribute} can be promised", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"{task_type}: at most {budget.max_error:g} wrong in each of {len(promised)} of "
+        f"{len(results)} values of {attribute}, all together with {budget.confidence:.0%} "
+        f"confidence (each at {each:.2%})"
+    )
+    if out is not None:
+        next_version = segmented_policy(policy, task_type, budget, promised)
+        out.write_text(dump_policy(next_version), encoding="utf-8")
+        typer.echo(f"wrote {out}: {next_version.name} v{next_version.version}")
+
+
+def segment_table(
+    results: Mapping[str, Calibration | TooFewLabels],
+    grouped: Mapping[str, Sequence[Case]],
+    attribute: str,
+    each: float,
+) -> Table:
+    table = Table(title=f"Each {attribute}'s threshold, promised at {each:.2%}")
+    for column in (attribute, "QA verdicts", "threshold", "automation", "errors", "bound"):
+        table.add_column(column, justify="right")
+    for value, found in results.items():
+        if isinstance(found, TooFewLabels):
+            table.add_row(value, f"{len(grouped[value]):,}", "cannot promise", "–", "–", "–")
+            continue
+        table.add_row(
+            value,
+            f"{len(grouped[value]):,}",
+            f"{found.threshold:.3f}",
+            f"{found.automation_rate:.1%}",
+            f"{found.errors} of {found.automated}",
+            f"{found.upper_bound:.4f}",
+        )
+    return table
+
+
 def _budget(
-    given: ErrorBudget | None, max_error: float | None, confidence: float | None
+    given: ErrorBudget | None,
+    max_error: float | None,
+    confidence: float | None,
+    per_segment: str | None,
 ) -> ErrorBudget:
     if given is None and max_error is None:
         raise typer.BadParameter("the task type has no error_budget: give --max-error")
     changes = {
-        k: v for k, v in (("max_error", max_error), ("confidence", confidence)) if v is not None
+        k: v
+        for k, v in (
+            ("max_error", max_error),
+            ("confidence", confidence),
+            ("per_segment", per_segment),
+        )
+        if v is not None
     }
     base = given.model_dump() if given else {}
-    return ErrorBudget.model_validate({**base, **changes, "calibrated": None})
+    return ErrorBudget.model_validate({**base, **changes, "calibrated": None, "segments": {}})

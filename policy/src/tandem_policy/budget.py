@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # Thresholds tried, strictest first: fixed before any data is seen, as the guarantee needs.
@@ -126,6 +126,28 @@ def calibrate(
         upper_bound=upper_bound(errors, taken, confidence),
         automation_rate=taken / len(tested),
     )
+
+
+def calibrate_segments(
+    cases: Mapping[str, Sequence[Case]], max_error: float, confidence: float, seed: int = 0
+) -> dict[str, Calibration | TooFewLabels]:
+    """A threshold per segment, each from its own cases, and every promise together at
+    ``confidence``: each segment is tested at 1 - (1 - ``confidence``) / segments (Bonferroni),
+    so with probability at least ``confidence`` no segment's automatic decisions are wrong more
+    often than the budget. A segment whose cases are too few gets its refusal."""
+    each = segment_confidence(confidence, len(cases))
+    out: dict[str, Calibration | TooFewLabels] = {}
+    for value, within in sorted(cases.items()):
+        try:
+            out[value] = calibrate(within, max_error, each, seed)
+        except TooFewLabels as exc:
+            out[value] = exc
+    return out
+
+
+def segment_confidence(confidence: float, segments: int) -> float:
+    """The confidence each of ``segments`` is promised at, for all of them to hold together."""
+    return 1 - (1 - confidence) / max(segments, 1)
 
 
 def _start(pilot: Sequence[Case], enough: float) -> int:

@@ -52,6 +52,7 @@ Duration = Annotated[
 
 Route = Literal["auto", "review", "escalate"]
 Fired = tuple[int, ...]  # positions of the rules that hold for a task
+BudgetScope = tuple[str, str | None]  # task type, and "attribute=value" where kept per segment
 Test = Callable[[dict[str, FeatureValue], dict[str, Any]], bool]
 _ORDER: dict[str, Callable[[float, float], bool]] = {
     "gt": operator.gt,
@@ -76,6 +77,7 @@ BUILT_IN_REASONS = frozenset(
         "drift_alarm",
         "control_unreadable",
         "error_budget",
+        "segment_not_calibrated",
     }
 )
 
@@ -279,6 +281,27 @@ class ErrorBudget(_Strict):
         description="what the live watch's breach does to the task type's automatic decisions",
     )
     calibrated: Calibrated | None = None
+    per_segment: Name | None = Field(
+        default=None,
+        description="a segment attribute of the policy: the budget is kept within each of its "
+        "values, each with a threshold of its own (calibrate writes them under 'segments')",
+    )
+    segments: dict[Annotated[str, StringConstraints(max_length=64)], Calibrated] = Field(
+        default_factory=dict,
+        description="per value of per_segment, the calibrated threshold and its evidence; once "
+        "there are any, a task of a value without one goes to people",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ErrorBudget:
+        if self.segments and self.per_segment is None:
+            raise ValueError("'segments' are thresholds per value of 'per_segment': name it")
+        return self
+
+    @property
+    def segmented(self) -> str | None:
+        """The attribute whose values have thresholds of their own, once calibrated."""
+        return self.per_segment if self.segments else None
 
 
 class TaskTypePolicy(_Strict):
@@ -366,6 +389,17 @@ class Policy(_Strict):
     )
 
     @model_validator(mode="after")
+    def _budget_segments(self) -> Policy:
+        for task_type, rules in self.task_types.items():
+            attribute = rules.error_budget.per_segment if rules.error_budget else None
+            if attribute is not None and attribute not in self.segments:
+                raise ValueError(
+                    f"task type {task_type!r}: error budget per_segment {attribute!r} is not "
+                    f"one of the policy's segments {self.segments}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _queues(self) -> Policy:
         sent = {
             queue: [t for t, rules in self.task_types.items() if queue in rules.named_queues]
@@ -391,6 +425,15 @@ class Policy(_Strict):
     def segment_of(self, task: TaskSubmitted) -> dict[str, str]:
         """The task's segment: each segment attribute's value in its context, as text."""
         return {name: segment_value(task.context.get(name)) for name in self.segments}
+
+    def budget_scope(self, task: TaskSubmitted) -> BudgetScope:
+        """Which error budget the task's automatic decision counts against: its task type's,
+        or, where the budget is kept per segment, its segment's (as ``attribute=value``)."""
+        rules = self.task_types.get(task.task_type)
+        attribute = rules.error_budget.segmented if rules and rules.error_budget else None
+        if attribute is None:
+            return task.task_type, None
+        return task.task_type, f"{attribute}={segment_value(task.context.get(attribute))}"
 
     def fired(self, tasks: Sequence[TaskSubmitted]) -> list[Fired | None]:
         """For each task, which of its task type's rules hold (positions in the policy), or
@@ -470,7 +513,8 @@ def decide(
     """Where the task goes. ``kill_switch``: automation is off for its task type; ``drifting``:
     the model that scored it has a drift alarm; ``control_unreadable``: the router cannot tell
     whether either holds, so it does not guess; ``budget_breached``: the live watch says the
-    task type's error budget no longer shows (its ``on_breach`` says what follows).
+    error budget the task counts against (``Policy.budget_scope``) no longer shows (its
+    ``on_breach`` says what follows).
     ``fired``: which rules hold, if already known for the whole batch (``Policy.fired``); the
     same as testing them here."""
     task, score = scored.task, scored.score
@@ -503,7 +547,8 @@ def decide(
     if drifting and rules.drift != "ignore":
         reasons.append("drift_alarm")
         escalate |= rules.drift == "escalate"
-    breach = rules.error_budget.on_breach if rules.error_budget else "ignore"
+    budget = rules.error_budget
+    breach = budget.on_breach if budget else "ignore"
     if budget_breached and breach != "ignore":
         reasons.append("error_budget")
         escalate |= breach == "escalate"
@@ -520,6 +565,14 @@ def decide(
         reasons.append("very_low_confidence")
         escalate = True
     threshold = rules.auto.get(score.prediction)
+    segment = policy.segment_of(task)
+    if threshold is not None and budget is not None and budget.segmented is not None:
+        # Kept per segment: each value's own calibrated threshold, none without one.
+        kept = budget.segments.get(segment[budget.segmented])
+        if kept is None:
+            reasons.append("segment_not_calibrated")
+        else:
+            threshold = max(threshold, kept.threshold)
     if score.prediction not in rules.outcomes:
         reasons.append("unknown_outcome")
     elif threshold is None:
@@ -549,7 +602,7 @@ def decide(
         overdue=Overdue() if task.critical and overdue.action == "fallback" else overdue,
         blind=blind_rule or rules.blind.applies(("qa_sample",) if qa else reasons),
         queue=queue,
-        segment=policy.segment_of(task),
+        segment=segment,
     )
 
 

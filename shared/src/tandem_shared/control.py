@@ -84,7 +84,7 @@ def incident_change(incident: Incident, changed_by: str) -> Event[ControlChanged
 
 def budget_change(watch: BudgetWatch, changed_by: str) -> Event[ControlChanged]:
     """The live watch of a task type's error budget (tandem_shared.budget_watch)."""
-    return _change("error_budget", budget_key(watch.task_type), watch.task_type, watch, changed_by)
+    return _change("error_budget", budget_key(watch), watch.task_type, watch, changed_by)
 
 
 async def publish_change(

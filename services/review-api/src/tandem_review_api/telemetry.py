@@ -13,6 +13,8 @@ from tandem_review_api.store import QueueDepth
 
 # A person's time on one review: seconds to an hour (the longest a claim lasts by default).
 REVIEW_BUCKETS = (5, 15, 30, 60, 120, 240, 480, 900, 1800, 3600)
+# The segment label of a budget kept for the task type as a whole.
+WHOLE_TASK_TYPE = "all"
 
 
 class OutboxMetrics:
@@ -137,8 +139,9 @@ class ReviewMetrics:
         )
         self.budget = Gauge(
             "tandem_error_budget",
-            "The active policy's error budget of a task type's automatic decisions.",
-            ["task_type"],
+            "The active policy's error budget of a task type's automatic decisions (segment"
+            " all), or of a segment's where the budget is kept per segment.",
+            ["task_type", "segment"],
             registry=registry,
         )
         self.budget_bound = Gauge(
@@ -146,20 +149,20 @@ class ReviewMetrics:
             "The upper bound, at the budget's confidence, of the error of a task type's automatic"
             " decisions, from the QA samples of TANDEM_REVIEW_API_BUDGET_WINDOW_DAYS under the"
             " active policy version.",
-            ["task_type"],
+            ["task_type", "segment"],
             registry=registry,
         )
         self.budget_samples = Gauge(
             "tandem_error_budget_qa_samples",
             "The QA samples behind the bound, and (errors) those people decided otherwise.",
-            ["task_type", "kind"],
+            ["task_type", "segment", "kind"],
             registry=registry,
         )
         self.budget_breached = Gauge(
             "tandem_error_budget_breached",
             "1 when the bound passes the budget on enough samples to show it: the router then"
             " does what the policy's on_breach says.",
-            ["task_type"],
+            ["task_type", "segment"],
             registry=registry,
         )
         self.queue_oldest = Gauge(
@@ -202,11 +205,12 @@ class ReviewMetrics:
         for gauge in (self.budget, self.budget_bound, self.budget_samples, self.budget_breached):
             gauge.clear()
         for w in watches:
-            self.budget.labels(w.task_type).set(w.max_error)
-            self.budget_bound.labels(w.task_type).set(w.upper_bound)
-            self.budget_samples.labels(w.task_type, "samples").set(w.qa_samples)
-            self.budget_samples.labels(w.task_type, "errors").set(w.errors)
-            self.budget_breached.labels(w.task_type).set(int(w.breached))
+            scope = (w.task_type, w.segment or WHOLE_TASK_TYPE)
+            self.budget.labels(*scope).set(w.max_error)
+            self.budget_bound.labels(*scope).set(w.upper_bound)
+            self.budget_samples.labels(*scope, "samples").set(w.qa_samples)
+            self.budget_samples.labels(*scope, "errors").set(w.errors)
+            self.budget_breached.labels(*scope).set(int(w.breached))
 
     def set_unattended(self, unattended: dict[str, float]) -> None:
         """A queue with nothing waiting any more reads 0 (its series stays)."""

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from tandem_policy.policy import Fired, Policy, Routing, decide
+from tandem_policy.policy import BudgetScope, Fired, Policy, Routing, decide
 from tandem_shared.envelope import Event
 from tandem_shared.events import DecisionMade, EventData, TaskRouted, TaskScored
 from tandem_shared.kafka import Incoming, Outgoing, Record, Rejected, Result
@@ -32,7 +32,7 @@ class BatchView:
     policy: Policy
     unreadable: bool
     drifting: frozenset[tuple[str, str]]  # (model, version) pairs in drift alarm
-    breached: frozenset[str]  # task types whose error budget is breached
+    breached: frozenset[BudgetScope]  # error budgets breached (Policy.budget_scope)
 
 
 class RouterHandler:
@@ -93,7 +93,7 @@ class RouterHandler:
                 kill_switch=self.control.killed(task.task_type),
                 drifting=(scored.score.model.name, scored.score.model.version) in view.drifting,
                 control_unreadable=view.unreadable,
-                budget_breached=task.task_type in view.breached,
+                budget_breached=bool(view.breached) and policy.budget_scope(task) in view.breached,
                 fired=fired,
             )
         except OverflowError:

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 from tandem_policy.loader import PolicyError, parse_policy
-from tandem_policy.policy import Policy
+from tandem_policy.policy import BudgetScope, Policy
 from tandem_shared.budget_watch import BudgetWatch
 from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.drift_votes import DriftAlarms, DriftVote
@@ -58,7 +58,8 @@ class RoutingControl:
         # Each scoring replica's votes (tandem_shared.drift_votes): an alarm holds while one
         # repeated within the ttl says so.
         self.drift = DriftAlarms(drift_vote_ttl_s)
-        self.budgets: dict[str, BudgetWatch] = {}  # by task type: the review API's latest word
+        # By what each watches (BudgetWatch.scope): the review API's latest word.
+        self.budgets: dict[BudgetScope, BudgetWatch] = {}
         self._applied_at: dict[str, datetime] = {}
         self._read_at: float | None = None
         metrics.active_policy(policy, self.kill_switch)
@@ -68,19 +69,19 @@ class RoutingControl:
     def killed(self, task_type: str) -> bool:
         return self.kill_switch.covers(task_type)
 
-    def breached_budgets(self) -> frozenset[str]:
-        """The task types whose error budget the live watch says no longer shows, under the
-        policy version now active (a new version, calibrated again, starts with a clean
-        slate): asked once a batch."""
+    def breached_budgets(self) -> frozenset[BudgetScope]:
+        """The error budgets (of task types, or of segments where kept per segment) the live
+        watch says no longer show, under the policy version now active (a new version,
+        calibrated again, starts with a clean slate): asked once a batch."""
         active = (self.policy.name, self.policy.version)
         return frozenset(
-            task_type
-            for task_type, watch in self.budgets.items()
+            scope
+            for scope, watch in self.budgets.items()
             if watch.breached and (watch.policy.name, watch.policy.version) == active
         )
 
-    def budget_breached(self, task_type: str) -> bool:
-        return task_type in self.breached_budgets()
+    def budget_breached(self, scope: BudgetScope) -> bool:
+        return scope in self.breached_budgets()
 
     def drifting_models(self) -> frozenset[tuple[str, str]]:
         """The (model, version) pairs with a feature in drift alarm now: asked once a batch."""
@@ -171,12 +172,12 @@ class RoutingControl:
         except ValidationError as exc:
             log.error("error budget change by %s is not a watch: %s", change.changed_by, exc)
             return False
-        was = self.budget_breached(watch.task_type)
-        self.budgets[watch.task_type] = watch
-        if self.budget_breached(watch.task_type) != was:
+        was = self.budget_breached(watch.scope)
+        self.budgets[watch.scope] = watch
+        if self.budget_breached(watch.scope) != was:
             log.warning(
                 "error budget of %s %s: upper bound %.4f against %.4f on %d QA samples",
-                watch.task_type,
+                "/".join(s for s in watch.scope if s),
                 "breached" if watch.breached else "kept again",
                 watch.upper_bound,
                 watch.max_error,
