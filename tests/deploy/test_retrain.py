@@ -22,7 +22,7 @@ import pytest
 import typer
 from tandem_cli.dataset import sample_tasks
 from tandem_cli.improvement import versions
-from tandem_cli.policy import when
+from tandem_cli.window import when
 from tandem_scoring.registry import ModelRegistry
 from tandem_scoring.settings import ScoringSettings
 from tandem_shared.topics import Topics

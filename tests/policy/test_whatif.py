@@ -8,8 +8,11 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 from tandem_cli.policy import render
+from tandem_policy.budget import Case
+from tandem_policy.policy import ErrorBudget
 from tandem_policy.whatif import (
     Accuracy,
+    BudgetPoint,
     Change,
     Placement,
     ReviewLoad,
@@ -17,7 +20,7 @@ from tandem_policy.whatif import (
     WhatIf,
     compare,
 )
-from tandem_shared.events import PolicyRef, TaskScored
+from tandem_shared.events import ModelRef, PolicyRef, TaskScored
 
 from tests.policy.factories import SCORED_AT, policy, scored
 
@@ -169,3 +172,51 @@ def test_render_shows_both_sides_and_the_changed_tasks() -> None:
     assert "1 (16.7%)" in text and "3 (50.0%)" in text and "+2 (+33.3 pts)" in text
     assert "review: low_confidence" in text and "auto: confident" in text
     assert "1 of 2 shown" in text
+
+
+def test_the_budget_curve_routes_the_window_at_each_calibrated_threshold() -> None:
+    """Labelled cases: 700 at confidence 0.99, all right; 300 at 0.90, a fifth of them wrong.
+    A budget under 6% can only be kept above 0.90 (0.901, the grid's step above); 10% can
+    take them all (0.5); 0.2% and less need more clean cases than there are."""
+    cases = [Case(0.99, True)] * 700 + [Case(0.90, n % 5 != 0) for n in range(300)]
+    asked: list[tuple[str, ModelRef]] = []
+
+    def cases_for(task_type: str, model: ModelRef) -> list[Case]:
+        asked.append((task_type, model))
+        return cases
+
+    budgeted = PROPOSED.model_copy(update={"version": 5})
+    rules = budgeted.task_types["tumor_screening"].model_copy(
+        update={"error_budget": ErrorBudget(max_error=0.005, confidence=0.9)}
+    )
+    budgeted = budgeted.model_copy(update={"task_types": {"tumor_screening": rules}})
+    window = [
+        at(scored("p", confidence=0.99), 0),
+        at(scored("q", confidence=0.95), 10),
+        at(scored("r", confidence=0.7), 20),  # automatic only at 0.5
+        at(scored("s", confidence=0.55), 30),  # escalated at any threshold
+    ]
+    report = compare(ACTIVE, budgeted, window, {}, 1.0, cases_for=cases_for)
+    [curve] = report.budgets
+    assert asked == [("tumor_screening", ModelRef(name="tumor_screening", version="1"))]
+    assert (curve.task_type, curve.cases, curve.max_error, curve.confidence) == (
+        "tumor_screening", 1000, 0.005, 0.9,
+    )  # fmt: skip
+    unkept = BudgetPoint(
+        max_error=0.001, threshold=None, automation_rate=None, review_items_per_hour=None
+    )
+    tight = {"threshold": 0.901, "automation_rate": 0.5, "review_items_per_hour": 2.0}
+    assert curve.points == [
+        unkept,
+        unkept.model_copy(update={"max_error": 0.002}),
+        *(BudgetPoint(max_error=e, **tight) for e in (0.005, 0.01, 0.02, 0.05)),
+        BudgetPoint(max_error=0.1, threshold=0.5, automation_rate=0.75, review_items_per_hour=1),
+    ]
+    # Without a budget in the proposed policy, or without cases, there is no curve.
+    assert compare(ACTIVE, PROPOSED, window, {}, 1.0, cases_for=cases_for).budgets == []
+    assert compare(ACTIVE, budgeted, window, {}, 1.0, cases_for=lambda t, m: []).budgets == []
+    console = Console(record=True, width=160)
+    console.print(*render(report))
+    text = console.export_text()
+    assert "automation against the error budget, promised at 90%" in text
+    assert "0.5% (proposed)" in text and "cannot promise" in text

@@ -24,13 +24,13 @@ from tandem_policy.budget import (
 )
 from tandem_policy.loader import PolicyError, dump_policy, load_policy
 from tandem_policy.policy import NO_SEGMENT, Calibrated, ErrorBudget, Policy, TaskTypePolicy
+from tandem_policy.whatif import CURVE, CasesFor
 from tandem_scoring.registry import load_model
-from tandem_shared.events import TaskSubmitted
+from tandem_shared.events import ModelRef, TaskSubmitted
 
 from tandem_cli.feedback import SEGMENT_COLUMN, read_rows
 from tandem_cli.improvement import ImprovementError, Row, load_recipe, score
 
-CURVE = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 _out = Console(width=120)
 
 
@@ -55,6 +55,21 @@ def reference_cases(models_dir: Path, model: str, version: str) -> list[Case]:
         Case(r.confidence, r.prediction == str(label))
         for r, label in zip(score(loaded, tasks), split.labels, strict=True)
     ]
+
+
+def cases_from(models_dir: Path, labels: Path | None) -> CasesFor:
+    """The labelled cases of the what-if's budget curves, as calibration takes them: the
+    version's holdout rows (none when the registry here does not hold it) and QA verdicts."""
+    rows = read_rows(labels) if labels else []
+
+    def cases_for(task_type: str, model: ModelRef) -> list[Case]:
+        try:
+            held = reference_cases(models_dir, model.name, model.version)
+        except (ImprovementError, OSError, ValueError):
+            held = []
+        return [*held, *qa_cases(rows, task_type, model.name, model.version)]
+
+    return cases_for
 
 
 def qa_cases(rows: Sequence[Row], task_type: str, model: str, version: str) -> list[Case]:

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from tandem_shared.settings import KafkaSettings
 
 from tandem_cli.letters import SHORT_ID, Filters, Found, Refused, choose, read_letters, replay
-from tandem_cli.policy import when
+from tandem_cli.window import when
 
 deadletter_app = typer.Typer(
     help="Dead letters: list and show them, replay their originals to the origin topic.",

@@ -26,7 +26,7 @@ from tandem_shared.reading import read_events
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
-from tandem_cli.policy import when
+from tandem_cli.window import when
 
 feedback_app = typer.Typer(
     help="Human labels from tandem.feedback: a training set.", no_args_is_help=True

@@ -41,7 +41,7 @@ from tandem_shared.topics import Topics
 from tandem_cli import improvement
 from tandem_cli.control import control_publisher, keys, who
 from tandem_cli.feedback import feedback_rows, read_rows
-from tandem_cli.policy import when
+from tandem_cli.window import when
 
 model_app = typer.Typer(
     help="Models: check a folder, promote or roll back a version live, publish the schema.",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -15,10 +13,12 @@ from rich.table import Table
 from tandem_policy.lifecycle import Governance
 from tandem_policy.loader import PolicyError, load_policy
 from tandem_policy.policy import policy_json_schema
-from tandem_policy.whatif import Accuracy, Placement, Side, WhatIf
+from tandem_policy.whatif import Accuracy, BudgetCurve, Placement, Side, WhatIf
 from tandem_shared.schemas import write_schema
 
+from tandem_cli.calibrate import cases_from
 from tandem_cli.control import control_publisher, keys, who
+from tandem_cli.window import when
 
 policy_app = typer.Typer(
     help="Routing policies: validate, simulate, apply, roll back; the kill switch.",
@@ -27,8 +27,6 @@ policy_app = typer.Typer(
 _out = Console()
 T = TypeVar("T")
 SCHEMA_PATH = Path("docs/schemas/policy.json")
-_AGO = re.compile(r"^(\d+)([mhd])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 
 def _run(action: Callable[[Governance], Awaitable[T]]) -> T:
@@ -52,20 +50,6 @@ def _read(path: Path) -> str:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     return path.read_text(encoding="utf-8")
-
-
-def when(text: str, now: datetime | None = None) -> datetime:
-    """``24h``, ``90m``, ``7d`` ago, ``now``, or an ISO 8601 time (UTC unless it says)."""
-    now = now or datetime.now(UTC)
-    if text == "now":
-        return now
-    if match := _AGO.match(text):
-        return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{text!r}: use 24h, 90m, 7d, now or an ISO time") from exc
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @policy_app.command()
@@ -106,12 +90,24 @@ def simulate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     changes: Annotated[int, typer.Option(help="Changed tasks to list.")] = 20,
+    models_dir: Annotated[
+        Path, typer.Option(help="The model registry: holdout rows for the budget curves.")
+    ] = Path("models"),
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="People's labels (tandem feedback export): QA verdicts for the curves."),
+    ] = None,
 ) -> None:
-    """Replay a window of scored events under FILE beside the active policy."""
+    """Replay a window of scored events under FILE beside the active policy; for a task type
+    with an error budget, what each budget would cost."""
     document = _read(file)
     base = load_policy(against) if against is not None else None
     start, end = when(since), when(until)
-    report = _run(lambda g: g.simulate(document, start, end, reviews_per_hour, base))
+    try:
+        cases_for = cases_from(models_dir, labels)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    report = _run(lambda g: g.simulate(document, start, end, reviews_per_hour, base, cases_for))
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
@@ -196,7 +192,33 @@ def render(report: WhatIf, *, changes: int = 20) -> list[Table]:
             _placed(change.active),
             _placed(change.proposed),
         )
-    return [sides, changed]
+    return [sides, changed, *map(budget_table, report.budgets)]
+
+
+def budget_table(curve: BudgetCurve) -> Table:
+    """What each error budget would cost the task type: the proposed one marked."""
+    table = Table(
+        title=f"{curve.task_type}: automation against the error budget, promised at "
+        f"{curve.confidence:.0%}",
+        caption=f"thresholds calibrated on {curve.cases:,} labelled cases of "
+        f"{curve.model.name}/{curve.model.version}; the window routed at each",
+    )
+    for header in ("at most wrong", "threshold", "automation", "review items per hour"):
+        table.add_column(header, justify="right")
+    for point in curve.points:
+        budget = f"{point.max_error:.1%}" + (
+            " (proposed)" if point.max_error == curve.max_error else ""
+        )
+        if point.threshold is None:
+            table.add_row(budget, "cannot promise", "–", "–")
+            continue
+        table.add_row(
+            budget,
+            f"{point.threshold:.3f}",
+            f"{point.automation_rate or 0:.1%}",
+            f"{point.review_items_per_hour or 0:.2f}",
+        )
+    return table
 
 
 def _side_rows(a: Side, b: Side) -> list[tuple[str, str, str, str]]:

@@ -12,8 +12,8 @@ from rich.table import Table
 from tandem_cli.figures import interval, share
 from tandem_cli.oversight_report import write_report
 from tandem_cli.period import parse_period
-from tandem_cli.policy import when
 from tandem_cli.review_client import DEFAULT_URL, Url, bearer, call
+from tandem_cli.window import when
 
 AUDIT_URL = "http://127.0.0.1:8003"
 GROUPS = ("task_type", "model", "policy", "day", "queue", "segment", "none")

@@ -33,7 +33,7 @@ from tandem_shared.topics import Topics
 from tandem_policy.loader import parse_policy
 from tandem_policy.policy import Policy
 from tandem_policy.replay import human_outcomes, scored_between
-from tandem_policy.whatif import WhatIf, compare
+from tandem_policy.whatif import CasesFor, WhatIf, compare
 
 
 class PolicyChange(BaseModel):
@@ -118,16 +118,18 @@ class Governance:
         until: datetime,
         reviews_per_hour: float,
         against: Policy | None = None,
+        cases_for: CasesFor | None = None,
     ) -> WhatIf:
         """The window's scored events under the document and under ``against`` (default: the
-        active policy). ValueError when there is nothing to compare against."""
+        active policy), with the budget curves ``cases_for`` gives cases for. ValueError when
+        there is nothing to compare against."""
         policy, _ = proposed(document)
         base = against or await self.active()
         if base is None:
             raise ValueError("no policy is active yet: give one to compare against")
         scored = await scored_between(self.bootstrap_servers, self.topics, since, until)
         labels = await human_outcomes(self.bootstrap_servers, self.topics, since)
-        return compare(base, policy, scored, labels, reviews_per_hour)
+        return compare(base, policy, scored, labels, reviews_per_hour, cases_for=cases_for)
 
     async def _publish(self, state: PolicyState, who: str) -> PolicyState:
         await publish_change(

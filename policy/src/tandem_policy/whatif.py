@@ -3,7 +3,9 @@
 Pure: no Kafka, no HTTP, no clock. Each task is routed with ``decide(policy, scored,
 now=scored.scored_at)``, as the router routes it, so the numbers are those the router would
 produce. Human outcomes known for the window measure how often automatic decisions are right,
-and a simulated review queue estimates how many reviews would miss their due time.
+and a simulated review queue estimates how many reviews would miss their due time. For a task
+type with an error budget, labelled cases (given) calibrate the threshold of each budget of a
+range, and the window routed at each shows what it would cost: the curve an owner chooses on.
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
-from tandem_shared.events import PolicyRef, TaskScored
+from tandem_shared.events import ModelRef, PolicyRef, TaskScored
 
+from tandem_policy.budget import Case, TooFewLabels, calibrate
 from tandem_policy.policy import Policy, Route, Routing, decide
 
 HOUR = timedelta(hours=1)
+# The budgets of the curve, beside the policy's own.
+CURVE = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+# The labelled cases of a task type scored by a model version, where there are any.
+CasesFor = Callable[[str, ModelRef], Sequence[Case]]
 
 
 class _Report(BaseModel):
@@ -81,6 +88,28 @@ class Change(_Report):
     proposed: Placement
 
 
+class BudgetPoint(_Report):
+    """One budget of the curve: its calibrated threshold, and the window routed at it."""
+
+    max_error: float
+    threshold: float | None = Field(description="null: the cases cannot promise the budget")
+    automation_rate: float | None = Field(description="of the task type's tasks in the window")
+    review_items_per_hour: float | None = Field(
+        description="the task type's reviews, escalations and QA samples, per hour of the window"
+    )
+
+
+class BudgetCurve(_Report):
+    """What each error budget would cost a task type of the proposed policy."""
+
+    task_type: str
+    model: ModelRef = Field(description="the version that scored most of its window")
+    confidence: float = Field(description="the proposed budget's, at which each is promised")
+    max_error: float = Field(description="the proposed budget")
+    cases: int = Field(description="labelled cases calibrated on")
+    points: list[BudgetPoint]
+
+
 class WhatIf(_Report):
     """The active and the proposed policy over the same scored tasks."""
 
@@ -90,6 +119,11 @@ class WhatIf(_Report):
     reviews_per_hour: float = Field(description="review capacity assumed for the SLA estimate")
     changed: list[Change] = Field(description="tasks routed differently, by task id, capped")
     changed_total: int = Field(description="how many tasks are routed differently in all")
+    budgets: list[BudgetCurve] = Field(
+        default_factory=list,
+        description="per task type of the proposed policy with an error budget (and labelled "
+        "cases to calibrate on): automation and review load against the budget",
+    )
 
 
 Routed = list[tuple[TaskScored, Routing]]
@@ -103,8 +137,10 @@ def compare(
     reviews_per_hour: float,
     *,
     limit: int = 1000,
+    cases_for: CasesFor | None = None,
 ) -> WhatIf:
-    """Route ``scored`` under both policies; ``labels`` maps task id to the human outcome."""
+    """Route ``scored`` under both policies; ``labels`` maps task id to the human outcome;
+    ``cases_for`` gives the labelled cases the budget curves are calibrated on."""
     if not (math.isfinite(reviews_per_hour) and reviews_per_hour > 0):
         raise ValueError("reviews_per_hour must be a positive number")
     if limit < 0:
@@ -120,7 +156,65 @@ def compare(
         reviews_per_hour=reviews_per_hour,
         changed=changes[:limit],
         changed_total=len(changes),
+        budgets=budget_curves(proposed, tasks, hours, cases_for) if cases_for else [],
     )
+
+
+def budget_curves(
+    policy: Policy, tasks: Sequence[TaskScored], hours: int, cases_for: CasesFor
+) -> list[BudgetCurve]:
+    """For each task type of ``policy`` with an error budget and labelled cases: each budget's
+    threshold, calibrated as ``tandem policy calibrate`` would, and the window routed with the
+    task type's automatic outcomes at it."""
+    curves = []
+    for task_type, rules in sorted(policy.task_types.items()):
+        budget = rules.error_budget
+        window = [t for t in tasks if t.task.task_type == task_type]
+        if budget is None or not window:
+            continue
+        model = Counter(t.score.model for t in window).most_common(1)[0][0]
+        cases = cases_for(task_type, model)
+        if not cases:
+            continue
+        points = []
+        for max_error in sorted({*CURVE, budget.max_error}):
+            try:
+                threshold = calibrate(cases, max_error, budget.confidence).threshold
+            except TooFewLabels:
+                points.append(
+                    BudgetPoint(
+                        max_error=max_error,
+                        threshold=None,
+                        automation_rate=None,
+                        review_items_per_hour=None,
+                    )
+                )
+                continue
+            at = rules.model_copy(update={"auto": dict.fromkeys(rules.auto, threshold)})
+            variant = policy.model_copy(update={"task_types": {task_type: at}})
+            routed = _route(variant, window)
+            automatic = sum(routing.route == "auto" for _, routing in routed)
+            points.append(
+                BudgetPoint(
+                    max_error=max_error,
+                    threshold=threshold,
+                    automation_rate=_share(automatic, len(routed)),
+                    review_items_per_hour=_share(
+                        sum(_reviewed(routing) for _, routing in routed), hours
+                    ),
+                )
+            )
+        curves.append(
+            BudgetCurve(
+                task_type=task_type,
+                model=model,
+                confidence=budget.confidence,
+                max_error=budget.max_error,
+                cases=len(cases),
+                points=points,
+            )
+        )
+    return curves
 
 
 def _unique(scored: Sequence[TaskScored]) -> list[TaskScored]:
