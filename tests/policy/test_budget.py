@@ -213,8 +213,12 @@ def test_tandem_policy_calibrate_per_segment_writes_a_threshold_per_clinic(
     ]  # fmt: skip
     no_labels = CliRunner().invoke(app, common)
     assert no_labels.exit_code == 2 and "belong to no segment" in no_labels.output
-    done = CliRunner().invoke(app, [*common, "--labels", str(labels), "--out", str(out)])
+    done = CliRunner().invoke(
+        app, [*common, "--labels", str(labels), "--out", str(out), "--tasks-per-day", "1000"]
+    )
     assert done.exit_code == 0, done.output
+    # 45 clean samples per clinic; south is automated least, so its watch needs the most.
+    assert "clinic=south needs the most: set qa_sample_rate to 0.004 or more" in done.output
     assert "clinic=west: people decide its tasks" in done.output
     assert "each of 2 of 3 values of clinic, all together with 90% confidence" in done.output
     budget = load_policy(out).task_types["tumor_screening"].error_budget

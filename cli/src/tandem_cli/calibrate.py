@@ -216,7 +216,7 @@ def calibrate_command(
             raise typer.BadParameter(
                 f"{budget.per_segment!r} is not one of the policy's segments {policy.segments}"
             )
-        calibrate_per_segment(policy, task_type, budget, model, version, labels, out)
+        calibrate_per_segment(policy, task_type, budget, model, version, labels, out, tasks_per_day)
         return
     try:
         cases = reference_cases(models_dir, model, version)
@@ -241,9 +241,12 @@ def calibrate_command(
     if tasks_per_day is not None:
         typer.echo(qa_advice(budget, found, tasks_per_day))
     if out is not None:
-        next_version = calibrated_policy(policy, task_type, budget, found, data)
-        out.write_text(dump_policy(next_version), encoding="utf-8")
-        typer.echo(f"wrote {out}: {next_version.name} v{next_version.version}")
+        _write(out, calibrated_policy(policy, task_type, budget, found, data))
+
+
+def _write(out: Path, next_version: Policy) -> None:
+    out.write_text(dump_policy(next_version), encoding="utf-8")
+    typer.echo(f"wrote {out}: {next_version.name} v{next_version.version}")
 
 
 def qa_advice(budget: ErrorBudget, found: Calibration, tasks_per_day: int, days: int = 30) -> str:
@@ -251,12 +254,43 @@ def qa_advice(budget: ErrorBudget, found: Calibration, tasks_per_day: int, days:
     show the budget kept, at the expected automation."""
     need = fewest_cases(budget.max_error, budget.confidence)
     automatic = tasks_per_day * days * found.automation_rate
-    rate = min(1.0, need / automatic) if automatic else 1.0
+    rate = _qa_rate(need, automatic)
     return (
         f"QA: the live watch needs {need} QA samples without an error in its {days}-day window "
         f"to show the budget kept; at {tasks_per_day:,} tasks a day ({automatic:,.0f} automatic "
         f"in {days} days) set qa_sample_rate to {rate:.3f} or more"
     )
+
+
+def segment_qa_advice(
+    budget: ErrorBudget,
+    results: Mapping[str, Calibration | TooFewLabels],
+    grouped: Mapping[str, Sequence[Case]],
+    tasks_per_day: int,
+    days: int = 30,
+) -> str:
+    """The QA sampling rate at which every promised value's own watch sees enough samples,
+    the task type's traffic taken to split among the values as the QA verdicts do."""
+    need = fewest_cases(budget.max_error, budget.confidence)
+    total = sum(map(len, grouped.values()))
+    rates = {
+        value: _qa_rate(
+            need, tasks_per_day * days * len(grouped[value]) / total * found.automation_rate
+        )
+        for value, found in results.items()
+        if isinstance(found, Calibration)
+    }
+    value = max(rates, key=rates.__getitem__)
+    return (
+        f"QA: each {budget.per_segment}'s live watch needs {need} QA samples without an error "
+        f"in its {days}-day window; at {tasks_per_day:,} tasks a day, shared as the verdicts "
+        f"are, {budget.per_segment}={value} needs the most: set qa_sample_rate to "
+        f"{rates[value]:.3f} or more"
+    )
+
+
+def _qa_rate(need: int, automatic: float) -> float:
+    return min(1.0, need / automatic) if automatic else 1.0
 
 
 def calibrate_per_segment(
@@ -267,6 +301,7 @@ def calibrate_per_segment(
     version: str,
     labels: Path | None,
     out: Path | None,
+    tasks_per_day: int | None,
 ) -> None:
     """A threshold per value of the budget's segment attribute, from the QA verdicts of each
     (the holdout rows carry no segment); all promised together at the budget's confidence."""
@@ -302,10 +337,10 @@ def calibrate_per_segment(
         f"{len(results)} values of {attribute}, all together with {budget.confidence:.0%} "
         f"confidence (each at {each:.2%})"
     )
+    if tasks_per_day is not None:
+        typer.echo(segment_qa_advice(budget, results, grouped, tasks_per_day))
     if out is not None:
-        next_version = segmented_policy(policy, task_type, budget, promised)
-        out.write_text(dump_policy(next_version), encoding="utf-8")
-        typer.echo(f"wrote {out}: {next_version.name} v{next_version.version}")
+        _write(out, segmented_policy(policy, task_type, budget, promised))
 
 
 def segment_table(
