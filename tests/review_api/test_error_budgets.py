@@ -4,23 +4,27 @@ of verdict is published."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tandem_policy.budget import fewest_cases, upper_bound
 from tandem_policy.loader import dump_policy
 from tandem_policy.policy import ErrorBudget, Policy
+from tandem_policy.whatif import WhatIf
 from tandem_review_api.error_budgets import changed, watches
 from tandem_review_api.stats import ReviewFacts
 from tandem_shared.budget_watch import BudgetWatch
 from tandem_shared.control import budget_change, read_control
 from tandem_shared.envelope import utcnow
+from tandem_shared.events import ModelRef, TaskRouted
 from tandem_shared.settings import KafkaSettings
 from tandem_shared.topics import Topics
 
-from tests.policy.factories import policy
+from tests.kafka_utils import produce
+from tests.policy.factories import policy, scored
 from tests.review_api.apps import review_api
 from tests.review_api.test_api import auth, pending, publish_routed, routed
+from tests.router.test_service import record
 from tests.service_utils import OPEN_TRUST, eventually
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
@@ -100,20 +104,23 @@ def test_a_budget_kept_per_segment_is_watched_per_calibrated_value() -> None:
     assert changed([north, south], held) == [south]
 
 
+def sample(review: TaskRouted, confidence: float, now: datetime) -> TaskRouted:
+    score = review.score.model_copy(update={"confidence": confidence})
+    return review.model_copy(
+        update={"policy": BUDGETED.ref, "routed_at": now, "submitted_at": now, "score": score}
+    )
+
+
 @pytest.mark.kafka
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_the_review_api_publishes_a_breach_the_routers_follow(
     kafka_settings: KafkaSettings, topics: Topics, database_url: str
 ) -> None:
-    """A budget of 5% at 90% (45 clean samples show it): 50 QA samples, 10 overruled."""
+    """A budget of 5% at 90% (45 clean samples show it): 50 QA samples, the 10 the model was
+    least sure of overruled."""
     document = dump_policy(policy(error_budget=ErrorBudget(max_error=0.05, confidence=0.9)))
     now = utcnow()
-    samples = [
-        routed(f"qa-{n}", qa=True).model_copy(
-            update={"policy": BUDGETED.ref, "routed_at": now, "submitted_at": now}
-        )
-        for n in range(50)
-    ]
+    samples = [sample(routed(f"qa-{n}", qa=True), 0.8 if n < 10 else 0.99, now) for n in range(50)]
     async with review_api(kafka_settings, database_url, budget_refresh_seconds=0.3) as (api, _):
         applied = await api.post(
             "/v1/admin/policy/apply", json={"document": document}, headers=auth("ada", "admin")
@@ -121,10 +128,12 @@ async def test_the_review_api_publishes_a_breach_the_routers_follow(
         assert applied.status_code == 200, applied.text
         await publish_routed(kafka_settings, topics, samples)
         ana = auth("ana", "reviewer")
-        for n, item in enumerate(await pending(api, len(samples))):
+        unsure = {s.task.task_id for s in samples if s.score.confidence < 0.9}
+        for item in await pending(api, len(samples)):
             review = f"/v1/reviews/{item['review_id']}"
             await api.post(f"{review}/claim", headers=ana)
-            body = {"outcome": "malignant" if n < 10 else "benign", "rationale": "checked"}
+            outcome = "malignant" if item["task_id"] in unsure else "benign"
+            body = {"outcome": outcome, "rationale": "checked"}
             assert (await api.post(f"{review}/decision", json=body, headers=ana)).is_success
 
         async def published() -> BudgetWatch | None:
@@ -144,3 +153,23 @@ async def test_the_review_api_publishes_a_breach_the_routers_follow(
         scope = 'segment="all",task_type="tumor_screening"'
         assert f"tandem_error_budget_breached{{{scope}}} 1.0" in gauges
         assert f"tandem_error_budget{{{scope}}} 0.05" in gauges
+
+        # The what-if of a front end: each budget's cost, calibrated on those 50 verdicts.
+        await produce(
+            kafka_settings.bootstrap_servers,
+            topics.scored,
+            [record(scored(f"w-{n}", confidence=0.9 + n / 100)) for n in range(5)],
+        )
+        simulated = await api.post(
+            "/v1/admin/policy/simulate",
+            json={"document": document, "since": (now - timedelta(minutes=5)).isoformat()},
+            headers=auth("ada", "admin"),
+        )
+        assert simulated.status_code == 200, simulated.text
+        [curve] = WhatIf.model_validate(simulated.json()).budgets
+        assert (curve.task_type, curve.cases, curve.max_error) == ("tumor_screening", 50, 0.05)
+        assert curve.model == ModelRef(name="tumor_screening", version="1")
+        # 40 right at 0.99, 10 wrong at 0.8: too few to promise under 10%; 10% from 0.801,
+        # where the window's five tasks (0.90 to 0.94) would all be decided automatically.
+        assert [p.threshold for p in curve.points] == [None] * 6 + [0.801]
+        assert curve.points[-1].automation_rate == 1.0

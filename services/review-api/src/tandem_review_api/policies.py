@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -17,9 +18,11 @@ from tandem_shared.control import KillSwitch, PolicyState
 from tandem_shared.envelope import utcnow
 from tandem_shared.times import Timestamp
 
+from tandem_review_api.error_budgets import qa_verdicts
 from tandem_review_api.errors import RESPONSES, Conflict, Unprocessable
 from tandem_review_api.inputs import strict_json
 from tandem_review_api.roles import Admin, PolicyReader
+from tandem_review_api.store import ReviewStore
 
 router = APIRouter(prefix="/v1/admin", tags=["policy"], responses=RESPONSES)
 
@@ -107,11 +110,16 @@ async def validate(body: Document, _: Admin) -> Validity:
 
 @router.post("/policy/simulate", response_model=WhatIf)
 async def simulate(body: SimulationIn, _: Admin, request: Request) -> WhatIf:
-    """The window's scored events under the document beside the active policy."""
-    until = body.until or utcnow()
+    """The window's scored events under the document beside the active policy; for a task type
+    with an error budget, what each budget would cost (``budgets``), calibrated on the QA
+    samples people decided in the live watch's window (TANDEM_REVIEW_API_BUDGET_WINDOW_DAYS)."""
+    now = utcnow()
+    store: ReviewStore = request.app.state.store
+    window = timedelta(days=request.app.state.runtime.settings.budget_window_days)
+    verdicts = qa_verdicts(await store.qa_reviews(now - window, now))
     with _refusals():
         return await _governance(request).simulate(
-            body.document, body.since, until, body.reviews_per_hour
+            body.document, body.since, body.until or now, body.reviews_per_hour, None, verdicts
         )
 
 

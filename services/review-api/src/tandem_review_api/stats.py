@@ -46,6 +46,7 @@ class ReviewFacts:
     approvers: tuple[str, ...] = ()  # who gave each of ``approvals``, in the same order
     queue: str | None = None  # the named queue it went to; None: the general queue
     segment: Mapping[str, str] = field(default_factory=dict)  # the task's, as routed
+    confidence: float | None = None  # the model's, in its prediction
 
 
 @dataclass(frozen=True)

@@ -933,4 +933,5 @@ def _facts(
         ratings=ratings,
         queue=row["queue"],
         segment=routed.segment,
+        confidence=routed.score.confidence,
     )
