@@ -147,12 +147,24 @@ async def test_the_review_api_publishes_a_breach_the_routers_follow(
 
         await eventually(breached, "the breach on the control topic", timeout=30)
         watch = await published()
-        assert watch is not None and (watch.qa_samples, watch.errors) == (50, 10)
+        # Published at the first look with enough samples (45, so 5 errors at least); a later
+        # sample changes no verdict, so publishes nothing.
+        assert watch is not None and 45 <= watch.qa_samples <= 50
+        assert watch.qa_samples - 40 <= watch.errors <= 10
         assert watch.policy == BUDGETED.ref
-        gauges = (await api.get("/metrics")).text
         scope = 'segment="all",task_type="tumor_screening"'
-        assert f"tandem_error_budget_breached{{{scope}}} 1.0" in gauges
-        assert f"tandem_error_budget{{{scope}}} 0.05" in gauges
+
+        async def gauged() -> bool:
+            gauges = (await api.get("/metrics")).text
+            counts = [
+                f'tandem_error_budget_qa_samples{{kind="samples",{scope}}} 50.0',
+                f'tandem_error_budget_qa_samples{{kind="errors",{scope}}} 10.0',
+                f"tandem_error_budget_breached{{{scope}}} 1.0",
+            ]
+            return all(count in gauges for count in counts)
+
+        await eventually(gauged, "the gauges over all 50 samples", timeout=10)
+        assert f"tandem_error_budget{{{scope}}} 0.05" in (await api.get("/metrics")).text
 
         # The what-if of a front end: each budget's cost, calibrated on those 50 verdicts.
         await produce(
