@@ -6,11 +6,13 @@ confidence level says. A shifted data set is caught by the live bound."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from functools import cache
 from pathlib import Path
 
 import pytest
 from tandem_cli import dataset
+from tandem_cli.calibrate import cases_from
 from tandem_cli.feedback import write
 from tandem_cli.improvement import score
 from tandem_cli.main import app
@@ -26,7 +28,7 @@ from tandem_policy.budget import (
 )
 from tandem_policy.loader import PolicyError, load_policy, parse_policy
 from tandem_scoring.registry import load_model
-from tandem_shared.events import TaskSubmitted
+from tandem_shared.events import ModelRef, TaskSubmitted
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,3 +231,9 @@ def test_tandem_policy_calibrate_per_segment_writes_a_threshold_per_clinic(
     assert north.automation_rate > south.automation_rate
     assert max(north.upper_bound, south.upper_bound) <= 0.05
     assert north.data == f"{len(reference())} QA verdicts of tumor_screening/1"
+
+    # The what-if's curve per clinic takes the same verdicts, each with its clinic.
+    curve_cases = cases_from(ROOT / "models", labels)(
+        "tumor_screening", ModelRef(name="tumor_screening", version="1"), "clinic"
+    )
+    assert Counter(c.segment for c in curve_cases) == {k: len(v) for k, v in clinics.items()}

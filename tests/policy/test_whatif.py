@@ -9,10 +9,10 @@ import pytest
 from rich.console import Console
 from tandem_cli.policy import render
 from tandem_policy.budget import Case
-from tandem_policy.policy import ErrorBudget
+from tandem_policy.budget_cost import BudgetPoint
+from tandem_policy.policy import ErrorBudget, Policy
 from tandem_policy.whatif import (
     Accuracy,
-    BudgetPoint,
     Change,
     Placement,
     ReviewLoad,
@@ -181,7 +181,7 @@ def test_the_budget_curve_routes_the_window_at_each_calibrated_threshold() -> No
     cases = [Case(0.99, True)] * 700 + [Case(0.90, n % 5 != 0) for n in range(300)]
     asked: list[tuple[str, ModelRef]] = []
 
-    def cases_for(task_type: str, model: ModelRef) -> list[Case]:
+    def cases_for(task_type: str, model: ModelRef, attribute: str | None) -> list[Case]:
         asked.append((task_type, model))
         return cases
 
@@ -214,9 +214,52 @@ def test_the_budget_curve_routes_the_window_at_each_calibrated_threshold() -> No
     ]
     # Without a budget in the proposed policy, or without cases, there is no curve.
     assert compare(ACTIVE, PROPOSED, window, {}, 1.0, cases_for=cases_for).budgets == []
-    assert compare(ACTIVE, budgeted, window, {}, 1.0, cases_for=lambda t, m: []).budgets == []
+    assert compare(ACTIVE, budgeted, window, {}, 1.0, cases_for=lambda t, m, a: []).budgets == []
     console = Console(record=True, width=160)
     console.print(*render(report))
     text = console.export_text()
     assert "automation against the error budget, promised at 90%" in text
     assert "0.5% (proposed)" in text and "cannot promise" in text
+
+
+def test_a_budget_kept_per_segment_is_costed_with_a_threshold_per_value() -> None:
+    """North's cases as above; south is wrong a third of the time at 0.95; west has 20 cases,
+    too few to promise anything. Each clinic is tested at 1 - 0.1/3."""
+    north = [Case(0.99, True, "north")] * 700 + [
+        Case(0.90, n % 5 != 0, "north") for n in range(300)
+    ]
+    south = [Case(0.99, True, "south")] * 400 + [
+        Case(0.95, n % 3 != 0, "south") for n in range(300)
+    ]
+    cases = [*north, *south, *[Case(0.99, True, "west")] * 20]
+    cases += [Case(0.99, False)]  # no clinic (a holdout row): no part of a clinic's promise
+    asked: list[str | None] = []
+
+    def cases_for(task_type: str, model: ModelRef, attribute: str | None) -> list[Case]:
+        asked.append(attribute)
+        return cases
+
+    data = PROPOSED.model_dump() | {"segments": ["clinic"]}
+    data["task_types"]["tumor_screening"]["error_budget"] = {
+        "max_error": 0.05, "confidence": 0.9, "per_segment": "clinic",
+    }  # fmt: skip
+    kept = Policy.model_validate(data)
+    window = [
+        at(scored("n", confidence=0.92, context={"clinic": "north"}), 0),
+        at(scored("s1", confidence=0.96, context={"clinic": "south"}), 10),
+        at(scored("s2", confidence=0.93, context={"clinic": "south"}), 20),  # under south's
+        at(scored("w", confidence=0.99, context={"clinic": "west"}), 30),  # west: to people
+    ]
+    [curve] = compare(ACTIVE, kept, window, {}, 1.0, cases_for=cases_for).budgets
+    assert asked == ["clinic"]
+    assert (curve.per_segment, curve.cases) == ("clinic", 1720)
+    points = {p.max_error: p for p in curve.points}
+    assert points[0.05].segments == {"north": 0.901, "south": 0.951, "west": None}
+    assert (points[0.05].automation_rate, points[0.05].review_items_per_hour) == (0.5, 2.0)
+    assert points[0.1].segments == {"north": 0.5, "south": 0.951, "west": None}
+    assert points[0.001].automation_rate is None  # no clinic can promise it
+    console = Console(record=True, width=160)
+    console.print(*render(compare(ACTIVE, kept, window, {}, 1.0, cases_for=cases_for)))
+    text = console.export_text()
+    assert "in each clinic together" in text
+    assert "north 0.901, south 0.951, west to people" in text

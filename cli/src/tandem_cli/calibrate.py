@@ -22,9 +22,9 @@ from tandem_policy.budget import (
     fewest_cases,
     segment_confidence,
 )
+from tandem_policy.budget_cost import CURVE, CasesFor
 from tandem_policy.loader import PolicyError, dump_policy, load_policy
 from tandem_policy.policy import NO_SEGMENT, Calibrated, ErrorBudget, Policy, TaskTypePolicy
-from tandem_policy.whatif import CURVE, CasesFor
 from tandem_scoring.registry import load_model
 from tandem_shared.events import ModelRef, TaskSubmitted
 
@@ -62,12 +62,15 @@ def cases_from(models_dir: Path, labels: Path | None) -> CasesFor:
     version's holdout rows (none when the registry here does not hold it) and QA verdicts."""
     rows = read_rows(labels) if labels else []
 
-    def cases_for(task_type: str, model: ModelRef) -> list[Case]:
+    def cases_for(task_type: str, model: ModelRef, attribute: str | None) -> list[Case]:
+        verdicts = _qa_rows(rows, task_type, model.name, model.version)
+        if attribute is not None:  # only people's verdicts know their segment
+            return [_case(r, attribute) for r in verdicts]
         try:
             held = reference_cases(models_dir, model.name, model.version)
         except (ImprovementError, OSError, ValueError):
             held = []
-        return [*held, *qa_cases(rows, task_type, model.name, model.version)]
+        return [*held, *map(_case, verdicts)]
 
     return cases_for
 
@@ -84,8 +87,8 @@ def qa_cases_by_segment(
     """The QA verdicts, by the task's value of the segment ``attribute``."""
     out: dict[str, list[Case]] = {}
     for r in _qa_rows(rows, task_type, model, version):
-        value = r.get(f"{SEGMENT_COLUMN}{attribute}") or NO_SEGMENT
-        out.setdefault(str(value), []).append(_case(r))
+        case = _case(r, attribute)
+        out.setdefault(case.segment or NO_SEGMENT, []).append(case)
     return out
 
 
@@ -100,8 +103,12 @@ def _qa_rows(rows: Sequence[Row], task_type: str, model: str, version: str) -> l
     ]
 
 
-def _case(row: Row) -> Case:
-    return Case(float(row["confidence"]), bool(row["agreed"]))
+def _case(row: Row, attribute: str | None = None) -> Case:
+    """``attribute``: the segment attribute whose value the case is to carry."""
+    if attribute is None:
+        return Case(float(row["confidence"]), bool(row["agreed"]))
+    value = row.get(f"{SEGMENT_COLUMN}{attribute}") or NO_SEGMENT
+    return Case(float(row["confidence"]), bool(row["agreed"]), str(value))
 
 
 def evidence(found: Calibration, data: str) -> Calibrated:

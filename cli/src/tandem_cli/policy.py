@@ -10,10 +10,11 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from tandem_policy.budget_cost import BudgetCurve, BudgetPoint
 from tandem_policy.lifecycle import Governance
 from tandem_policy.loader import PolicyError, load_policy
 from tandem_policy.policy import policy_json_schema
-from tandem_policy.whatif import Accuracy, BudgetCurve, Placement, Side, WhatIf
+from tandem_policy.whatif import Accuracy, Placement, Side, WhatIf
 from tandem_shared.schemas import write_schema
 
 from tandem_cli.calibrate import cases_from
@@ -197,28 +198,38 @@ def render(report: WhatIf, *, changes: int = 20) -> list[Table]:
 
 def budget_table(curve: BudgetCurve) -> Table:
     """What each error budget would cost the task type: the proposed one marked."""
+    within = f", in each {curve.per_segment} together" if curve.per_segment else ""
     table = Table(
         title=f"{curve.task_type}: automation against the error budget, promised at "
-        f"{curve.confidence:.0%}",
+        f"{curve.confidence:.0%}{within}",
         caption=f"thresholds calibrated on {curve.cases:,} labelled cases of "
         f"{curve.model.name}/{curve.model.version}; the window routed at each",
     )
-    for header in ("at most wrong", "threshold", "automation", "review items per hour"):
-        table.add_column(header, justify="right")
+    header = f"threshold per {curve.per_segment}" if curve.per_segment else "threshold"
+    for column in ("at most wrong", header, "automation", "review items per hour"):
+        table.add_column(column, justify="right")
     for point in curve.points:
         budget = f"{point.max_error:.1%}" + (
             " (proposed)" if point.max_error == curve.max_error else ""
         )
-        if point.threshold is None:
+        if point.automation_rate is None:
             table.add_row(budget, "cannot promise", "–", "–")
             continue
         table.add_row(
             budget,
-            f"{point.threshold:.3f}",
-            f"{point.automation_rate or 0:.1%}",
+            _thresholds(point),
+            f"{point.automation_rate:.1%}",
             f"{point.review_items_per_hour or 0:.2f}",
         )
     return table
+
+
+def _thresholds(point: BudgetPoint) -> str:
+    if not point.segments:
+        return f"{point.threshold or 0:.3f}"
+    return ", ".join(
+        f"{value} {'to people' if t is None else f'{t:.3f}'}" for value, t in point.segments.items()
+    )
 
 
 def _side_rows(a: Side, b: Side) -> list[tuple[str, str, str, str]]:

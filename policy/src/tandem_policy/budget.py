@@ -29,10 +29,12 @@ class TooFewLabels(ValueError):
 
 @dataclass(frozen=True)
 class Case:
-    """One labelled case: the model's confidence, and whether its prediction was right."""
+    """One labelled case: the model's confidence, and whether its prediction was right;
+    ``segment``, its value of a segment attribute where one was asked for."""
 
     confidence: float
     right: bool
+    segment: str | None = None
 
 
 @dataclass(frozen=True)

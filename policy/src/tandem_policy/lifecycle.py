@@ -30,10 +30,11 @@ from tandem_shared.events import ControlChanged
 from tandem_shared.kafka import Publisher
 from tandem_shared.topics import Topics
 
+from tandem_policy.budget_cost import CasesFor
 from tandem_policy.loader import parse_policy
 from tandem_policy.policy import Policy
 from tandem_policy.replay import human_outcomes, scored_between
-from tandem_policy.whatif import CasesFor, WhatIf, compare
+from tandem_policy.whatif import WhatIf, compare
 
 
 class PolicyChange(BaseModel):

@@ -13,21 +13,18 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
-from tandem_shared.events import ModelRef, PolicyRef, TaskScored
+from tandem_shared.events import PolicyRef, TaskScored
 
-from tandem_policy.budget import Case, TooFewLabels, calibrate
-from tandem_policy.policy import Policy, Route, Routing, decide
+from tandem_policy.budget_cost import BudgetCurve, CasesFor, budget_curves
+from tandem_policy.policy import Policy, Route, Routing
+from tandem_policy.routed import Routed, reviewed, route_all, share
 
 HOUR = timedelta(hours=1)
-# The budgets of the curve, beside the policy's own.
-CURVE = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
-# The labelled cases of a task type scored by a model version, where there are any.
-CasesFor = Callable[[str, ModelRef], Sequence[Case]]
 
 
 class _Report(BaseModel):
@@ -88,28 +85,6 @@ class Change(_Report):
     proposed: Placement
 
 
-class BudgetPoint(_Report):
-    """One budget of the curve: its calibrated threshold, and the window routed at it."""
-
-    max_error: float
-    threshold: float | None = Field(description="null: the cases cannot promise the budget")
-    automation_rate: float | None = Field(description="of the task type's tasks in the window")
-    review_items_per_hour: float | None = Field(
-        description="the task type's reviews, escalations and QA samples, per hour of the window"
-    )
-
-
-class BudgetCurve(_Report):
-    """What each error budget would cost a task type of the proposed policy."""
-
-    task_type: str
-    model: ModelRef = Field(description="the version that scored most of its window")
-    confidence: float = Field(description="the proposed budget's, at which each is promised")
-    max_error: float = Field(description="the proposed budget")
-    cases: int = Field(description="labelled cases calibrated on")
-    points: list[BudgetPoint]
-
-
 class WhatIf(_Report):
     """The active and the proposed policy over the same scored tasks."""
 
@@ -124,9 +99,6 @@ class WhatIf(_Report):
         description="per task type of the proposed policy with an error budget (and labelled "
         "cases to calibrate on): automation and review load against the budget",
     )
-
-
-Routed = list[tuple[TaskScored, Routing]]
 
 
 def compare(
@@ -147,7 +119,7 @@ def compare(
         raise ValueError("limit must not be negative")
     tasks = _unique(scored)
     hours = _window_hours(tasks)
-    before, after = _route(active, tasks), _route(proposed, tasks)
+    before, after = route_all(active, tasks), route_all(proposed, tasks)
     changes = _changes(before, after)
     return WhatIf(
         active=_side(active, before, labels, hours, reviews_per_hour),
@@ -160,63 +132,6 @@ def compare(
     )
 
 
-def budget_curves(
-    policy: Policy, tasks: Sequence[TaskScored], hours: int, cases_for: CasesFor
-) -> list[BudgetCurve]:
-    """For each task type of ``policy`` with an error budget and labelled cases: each budget's
-    threshold, calibrated as ``tandem policy calibrate`` would, and the window routed with the
-    task type's automatic outcomes at it."""
-    curves = []
-    for task_type, rules in sorted(policy.task_types.items()):
-        budget = rules.error_budget
-        window = [t for t in tasks if t.task.task_type == task_type]
-        if budget is None or not window:
-            continue
-        model = Counter(t.score.model for t in window).most_common(1)[0][0]
-        cases = cases_for(task_type, model)
-        if not cases:
-            continue
-        points = []
-        for max_error in sorted({*CURVE, budget.max_error}):
-            try:
-                threshold = calibrate(cases, max_error, budget.confidence).threshold
-            except TooFewLabels:
-                points.append(
-                    BudgetPoint(
-                        max_error=max_error,
-                        threshold=None,
-                        automation_rate=None,
-                        review_items_per_hour=None,
-                    )
-                )
-                continue
-            at = rules.model_copy(update={"auto": dict.fromkeys(rules.auto, threshold)})
-            variant = policy.model_copy(update={"task_types": {task_type: at}})
-            routed = _route(variant, window)
-            automatic = sum(routing.route == "auto" for _, routing in routed)
-            points.append(
-                BudgetPoint(
-                    max_error=max_error,
-                    threshold=threshold,
-                    automation_rate=_share(automatic, len(routed)),
-                    review_items_per_hour=_share(
-                        sum(_reviewed(routing) for _, routing in routed), hours
-                    ),
-                )
-            )
-        curves.append(
-            BudgetCurve(
-                task_type=task_type,
-                model=model,
-                confidence=budget.confidence,
-                max_error=budget.max_error,
-                cases=len(cases),
-                points=points,
-            )
-        )
-    return curves
-
-
 def _unique(scored: Sequence[TaskScored]) -> list[TaskScored]:
     # The router routes a task once and drops later copies; the first one is the one it routed.
     first: dict[str, TaskScored] = {}
@@ -225,25 +140,16 @@ def _unique(scored: Sequence[TaskScored]) -> list[TaskScored]:
     return list(first.values())
 
 
-def _route(policy: Policy, tasks: Sequence[TaskScored]) -> Routed:
-    # As the router does: the rules tested for all the tasks at once.
-    fired = policy.fired([task.task for task in tasks])
-    return [
-        (task, decide(policy, task, now=task.scored_at, fired=hits))
-        for task, hits in zip(tasks, fired, strict=True)
-    ]
-
-
 def _side(
     policy: Policy, routed: Routed, labels: Mapping[str, str], hours: int, reviews_per_hour: float
 ) -> Side:
     routes = Counter(routing.route for _, routing in routed)
-    queue = [routing for _, routing in routed if _reviewed(routing)]
+    queue = [routing for _, routing in routed if reviewed(routing)]
     return Side(
         policy=policy.ref,
         tasks=len(routed),
         automatic=routes["auto"],
-        automation_rate=_share(routes["auto"], len(routed)),
+        automation_rate=share(routes["auto"], len(routed)),
         qa_samples=sum(routing.qa_sample for _, routing in routed),
         reviews=routes["review"],
         escalations=routes["escalate"],
@@ -251,11 +157,6 @@ def _side(
         review_load=_review_load(queue, hours),
         sla=_sla(queue, reviews_per_hour),
     )
-
-
-def _reviewed(routing: Routing) -> bool:
-    # A QA-sampled automatic decision also puts a review in front of a person.
-    return routing.route != "auto" or routing.qa_sample
 
 
 def _accuracy(routed: Routed, labels: Mapping[str, str]) -> Accuracy:
@@ -275,7 +176,7 @@ def _review_load(queue: Sequence[Routing], hours: int) -> ReviewLoad:
     per_hour = Counter(_hour(routing.routed_at) for routing in queue)
     peak = max(per_hour.values(), default=0)
     return ReviewLoad(
-        mean_per_hour=_share(len(queue), hours),
+        mean_per_hour=share(len(queue), hours),
         peak_per_hour=peak,
         peak_hour=min((hour for hour, n in per_hour.items() if n == peak), default=None),
     )
@@ -311,7 +212,7 @@ class _Review(NamedTuple):
 
 def _sla(queue: Sequence[Routing], reviews_per_hour: float) -> SlaRisk:
     late = _late([_Review.of(routing) for routing in queue], 3600 / reviews_per_hour)
-    return SlaRisk(late=late, late_share=_share(late, len(queue)))
+    return SlaRisk(late=late, late_share=share(late, len(queue)))
 
 
 def _late(reviews: Sequence[_Review], service_seconds: float) -> int:
@@ -349,7 +250,3 @@ def _changes(before: Routed, after: Routed) -> list[Change]:
 
 def _placement(routing: Routing) -> Placement:
     return Placement(route=routing.route, reasons=routing.reasons)
-
-
-def _share(part: float, whole: float) -> float:
-    return part / whole if whole else 0.0

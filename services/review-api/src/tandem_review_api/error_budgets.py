@@ -8,15 +8,14 @@ sent to people for want of samples that only its automatic decisions bring."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from tandem_policy.budget import Case, fewest_cases, upper_bound
-from tandem_policy.policy import ErrorBudget, Policy
-from tandem_policy.whatif import CasesFor
+from tandem_policy.budget_cost import CasesFor
+from tandem_policy.policy import NO_SEGMENT, ErrorBudget, Policy
 from tandem_shared.budget_watch import KIND, BudgetWatch, budget_key
-from tandem_shared.events import ControlChanged
+from tandem_shared.events import ControlChanged, ModelRef
 
 from tandem_review_api.stats import ReviewFacts, model_label
 
@@ -73,13 +72,25 @@ def _watch(
 def qa_verdicts(reviews: Sequence[ReviewFacts]) -> CasesFor:
     """The decided QA samples as labelled cases for the what-if's budget curves, by task type
     and model version: the unbiased look calibration takes from people."""
-    found: dict[tuple[str, str], list[Case]] = defaultdict(list)
-    for r in reviews:
-        if r.qa_sample and r.outcome is not None and r.confidence is not None:
-            found[(r.task_type, r.model)].append(Case(r.confidence, r.outcome == r.prediction))
-    for cases in found.values():  # the same verdicts calibrate the same, in any row order
-        cases.sort(key=lambda c: (c.confidence, c.right))
-    return lambda task_type, model: found.get((task_type, model_label(model)), [])
+    decided = [
+        r for r in reviews if r.qa_sample and r.outcome is not None and r.confidence is not None
+    ]
+
+    def cases_for(task_type: str, model: ModelRef, attribute: str | None) -> list[Case]:
+        label = model_label(model)
+        cases = [
+            Case(
+                r.confidence or 0.0,
+                r.outcome == r.prediction,
+                None if attribute is None else r.segment.get(attribute, NO_SEGMENT),
+            )
+            for r in decided
+            if r.task_type == task_type and r.model == label
+        ]
+        # The same verdicts calibrate the same, in any row order.
+        return sorted(cases, key=lambda c: (c.confidence, c.right, c.segment or ""))
+
+    return cases_for
 
 
 def changed(found: Sequence[BudgetWatch], held: Mapping[str, ControlChanged]) -> list[BudgetWatch]:
