@@ -22,7 +22,7 @@ from tandem_policy.budget import (
     fewest_cases,
     segment_confidence,
 )
-from tandem_policy.budget_cost import CURVE, CasesFor
+from tandem_policy.budget_cost import CURVE, CasesFor, evidence
 from tandem_policy.loader import PolicyError, dump_policy, load_policy
 from tandem_policy.policy import NO_SEGMENT, Calibrated, ErrorBudget, Policy, TaskTypePolicy
 from tandem_scoring.registry import load_model
@@ -111,20 +111,6 @@ def _case(row: Row, attribute: str | None = None) -> Case:
     return Case(float(row["confidence"]), bool(row["agreed"]), str(value))
 
 
-def evidence(found: Calibration, data: str) -> Calibrated:
-    """What a calibration leaves beside its threshold."""
-    return Calibrated(
-        threshold=found.threshold,
-        cases=found.cases,
-        automated=found.automated,
-        errors=found.errors,
-        upper_bound=round(found.upper_bound, 6),
-        automation_rate=round(found.automation_rate, 6),
-        data=data,
-        at=datetime.now(UTC).replace(microsecond=0),
-    )
-
-
 def calibrated_policy(
     policy: Policy, task_type: str, budget: ErrorBudget, found: Calibration, data: str
 ) -> Policy:
@@ -137,7 +123,9 @@ def calibrated_policy(
         rules.model_copy(
             update={
                 "auto": dict.fromkeys(rules.auto, found.threshold),
-                "error_budget": budget.model_copy(update={"calibrated": evidence(found, data)}),
+                "error_budget": budget.model_copy(
+                    update={"calibrated": evidence(found, data, _now())}
+                ),
             }
         ),
     )
@@ -251,6 +239,10 @@ def calibrate_command(
         _write(out, calibrated_policy(policy, task_type, budget, found, data))
 
 
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 def _write(out: Path, next_version: Policy) -> None:
     out.write_text(dump_policy(next_version), encoding="utf-8")
     typer.echo(f"wrote {out}: {next_version.name} v{next_version.version}")
@@ -329,7 +321,7 @@ def calibrate_per_segment(
     each = segment_confidence(budget.confidence, len(grouped))
     _out.print(segment_table(results, grouped, attribute, each))
     promised = {
-        value: evidence(found, f"{len(grouped[value])} QA verdicts of {model}/{version}")
+        value: evidence(found, f"{len(grouped[value])} QA verdicts of {model}/{version}", _now())
         for value, found in results.items()
         if isinstance(found, Calibration)
     }

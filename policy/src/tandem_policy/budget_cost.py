@@ -127,7 +127,7 @@ class Window:
             return _unpromised(max_error, dict.fromkeys(found))
         at = self.tasks[-1].scored_at
         kept = budget.model_copy(
-            update={"segments": {v: _evidence(f, at) for v, f in promised.items()}}
+            update={"segments": {v: evidence(f, "what-if", at) for v, f in promised.items()}}
         )
         rules = self.policy.task_types[self.task_type].model_copy(update={"error_budget": kept})
         thresholds = {
@@ -164,7 +164,9 @@ def _unpromised(max_error: float, segments: Mapping[str, None] | None = None) ->
     )
 
 
-def _evidence(found: Calibration, at: datetime) -> Calibrated:
+def evidence(found: Calibration, data: str, at: datetime) -> Calibrated:
+    """What a calibration leaves beside its threshold in a policy: where its cases came from
+    (``data``) and when."""
     return Calibrated(
         threshold=found.threshold,
         cases=found.cases,
@@ -172,6 +174,6 @@ def _evidence(found: Calibration, at: datetime) -> Calibrated:
         errors=found.errors,
         upper_bound=round(found.upper_bound, 6),
         automation_rate=round(found.automation_rate, 6),
-        data="what-if",
+        data=data,
         at=at,
     )
