@@ -74,11 +74,11 @@ def budget_curves(
             cases = [c for c in cases if c.segment is not None]
         if not cases:
             continue
-        at = Window(policy, task_type, window, hours)
+        costs = Window(policy, task_type, window, hours)
         points = [
-            at.segmented(cases, budget, max_error)
+            costs.segmented(cases, budget, max_error)
             if budget.per_segment
-            else at.whole(cases, budget, max_error)
+            else costs.whole(cases, budget, max_error)
             for max_error in sorted({*CURVE, budget.max_error})
         ]
         curves.append(
@@ -110,8 +110,8 @@ class Window:
         except TooFewLabels:
             return _unpromised(max_error)
         rules = self.policy.task_types[self.task_type]
-        at = rules.model_copy(update={"auto": dict.fromkeys(rules.auto, threshold)})
-        return self._point(max_error, at, threshold=threshold)
+        moved = rules.model_copy(update={"auto": dict.fromkeys(rules.auto, threshold)})
+        return self._point(max_error, moved, threshold=threshold)
 
     def segmented(
         self, cases: Sequence[Case], budget: ErrorBudget, max_error: float
@@ -125,9 +125,9 @@ class Window:
         promised = {v: f for v, f in found.items() if isinstance(f, Calibration)}
         if not promised:
             return _unpromised(max_error, dict.fromkeys(found))
-        at = self.tasks[-1].scored_at
+        when = self.tasks[-1].scored_at
         kept = budget.model_copy(
-            update={"segments": {v: evidence(f, "what-if", at) for v, f in promised.items()}}
+            update={"segments": {v: evidence(f, "what-if", when) for v, f in promised.items()}}
         )
         rules = self.policy.task_types[self.task_type].model_copy(update={"error_budget": kept})
         thresholds = {
