@@ -17,6 +17,7 @@ from tandem_policy.budget import (
     Case,
     TooFewLabels,
     automation_curve,
+    by_segment,
     calibrate,
     calibrate_segments,
     fewest_cases,
@@ -79,17 +80,6 @@ def qa_cases(rows: Sequence[Row], task_type: str, model: str, version: str) -> l
     """People's verdicts on QA samples of the version (``tandem feedback export``): automatic
     decisions drawn at random, so an unbiased look at the decisions the budget is about."""
     return [_case(r) for r in _qa_rows(rows, task_type, model, version)]
-
-
-def qa_cases_by_segment(
-    rows: Sequence[Row], task_type: str, model: str, version: str, attribute: str
-) -> dict[str, list[Case]]:
-    """The QA verdicts, by the task's value of the segment ``attribute``."""
-    out: dict[str, list[Case]] = {}
-    for r in _qa_rows(rows, task_type, model, version):
-        case = _case(r, attribute)
-        out.setdefault(case.segment or NO_SEGMENT, []).append(case)
-    return out
 
 
 def _qa_rows(rows: Sequence[Row], task_type: str, model: str, version: str) -> list[Row]:
@@ -311,7 +301,8 @@ def calibrate_per_segment(
             "the model's holdout rows belong to no segment"
         )
     try:
-        grouped = qa_cases_by_segment(read_rows(labels), task_type, model, version, attribute)
+        verdicts = _qa_rows(read_rows(labels), task_type, model, version)
+        grouped = by_segment(_case(r, attribute) for r in verdicts)
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not grouped:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 # Thresholds tried, strictest first: fixed before any data is seen, as the guarantee needs.
@@ -145,6 +145,16 @@ def calibrate_segments(
         except TooFewLabels as exc:
             out[value] = exc
     return out
+
+
+def by_segment(cases: Iterable[Case]) -> dict[str, list[Case]]:
+    """The cases by their segment value, for ``calibrate_segments``; those without one are
+    left out (a holdout row belongs to no segment)."""
+    grouped: dict[str, list[Case]] = {}
+    for case in cases:
+        if case.segment is not None:
+            grouped.setdefault(case.segment, []).append(case)
+    return grouped
 
 
 def segment_confidence(confidence: float, segments: int) -> float:

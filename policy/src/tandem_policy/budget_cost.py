@@ -12,7 +12,14 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 from tandem_shared.events import ModelRef, TaskScored
 
-from tandem_policy.budget import Calibration, Case, TooFewLabels, calibrate, calibrate_segments
+from tandem_policy.budget import (
+    Calibration,
+    Case,
+    TooFewLabels,
+    by_segment,
+    calibrate,
+    calibrate_segments,
+)
 from tandem_policy.policy import Calibrated, ErrorBudget, Policy, TaskTypePolicy
 from tandem_policy.routed import reviewed, route_all, share
 
@@ -70,14 +77,14 @@ def budget_curves(
             continue
         model = Counter(t.score.model for t in window).most_common(1)[0][0]
         cases = cases_for(task_type, model, budget.per_segment)
-        if budget.per_segment is not None:
-            cases = [c for c in cases if c.segment is not None]
-        if not cases:
+        grouped = by_segment(cases) if budget.per_segment is not None else None
+        used = len(cases) if grouped is None else sum(map(len, grouped.values()))
+        if not used:
             continue
         costs = Window(policy, task_type, window, hours)
         points = [
-            costs.segmented(cases, budget, max_error)
-            if budget.per_segment
+            costs.segmented(grouped, budget, max_error)
+            if grouped is not None
             else costs.whole(cases, budget, max_error)
             for max_error in sorted({*CURVE, budget.max_error})
         ]
@@ -88,7 +95,7 @@ def budget_curves(
                 confidence=budget.confidence,
                 max_error=budget.max_error,
                 per_segment=budget.per_segment,
-                cases=len(cases),
+                cases=used,
                 points=points,
             )
         )
@@ -114,13 +121,10 @@ class Window:
         return self._point(max_error, moved, threshold=threshold)
 
     def segmented(
-        self, cases: Sequence[Case], budget: ErrorBudget, max_error: float
+        self, grouped: Mapping[str, Sequence[Case]], budget: ErrorBudget, max_error: float
     ) -> BudgetPoint:
         """Each value's threshold over the task type's ``auto`` (as calibration per segment
         writes them); a value that cannot be promised sends its tasks to people."""
-        grouped: dict[str, list[Case]] = {}
-        for case in cases:
-            grouped.setdefault(case.segment or "", []).append(case)
         found = calibrate_segments(grouped, max_error, budget.confidence)
         promised = {v: f for v, f in found.items() if isinstance(f, Calibration)}
         if not promised:
