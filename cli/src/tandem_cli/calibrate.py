@@ -64,27 +64,26 @@ def cases_from(models_dir: Path, labels: Path | None) -> CasesFor:
     rows = read_rows(labels) if labels else []
 
     def cases_for(task_type: str, model: ModelRef, attribute: str | None) -> list[Case]:
-        verdicts = _qa_rows(rows, task_type, model.name, model.version)
+        verdicts = qa_cases(rows, task_type, model.name, model.version, attribute)
         if attribute is not None:  # only people's verdicts know their segment
-            return [_case(r, attribute) for r in verdicts]
+            return verdicts
         try:
             held = reference_cases(models_dir, model.name, model.version)
         except (ImprovementError, OSError, ValueError):
             held = []
-        return [*held, *map(_case, verdicts)]
+        return [*held, *verdicts]
 
     return cases_for
 
 
-def qa_cases(rows: Sequence[Row], task_type: str, model: str, version: str) -> list[Case]:
+def qa_cases(
+    rows: Sequence[Row], task_type: str, model: str, version: str, attribute: str | None = None
+) -> list[Case]:
     """People's verdicts on QA samples of the version (``tandem feedback export``): automatic
-    decisions drawn at random, so an unbiased look at the decisions the budget is about."""
-    return [_case(r) for r in _qa_rows(rows, task_type, model, version)]
-
-
-def _qa_rows(rows: Sequence[Row], task_type: str, model: str, version: str) -> list[Row]:
+    decisions drawn at random, so an unbiased look at the decisions the budget is about. Each
+    carries its task's value of the segment ``attribute``, when one is given."""
     return [
-        r
+        _case(r, attribute)
         for r in rows
         if r.get("qa_sample") is True
         and r.get("task_type") == task_type
@@ -93,8 +92,7 @@ def _qa_rows(rows: Sequence[Row], task_type: str, model: str, version: str) -> l
     ]
 
 
-def _case(row: Row, attribute: str | None = None) -> Case:
-    """``attribute``: the segment attribute whose value the case is to carry."""
+def _case(row: Row, attribute: str | None) -> Case:
     if attribute is None:
         return Case(float(row["confidence"]), bool(row["agreed"]))
     value = row.get(f"{SEGMENT_COLUMN}{attribute}") or NO_SEGMENT
@@ -301,8 +299,7 @@ def calibrate_per_segment(
             "the model's holdout rows belong to no segment"
         )
     try:
-        verdicts = _qa_rows(read_rows(labels), task_type, model, version)
-        grouped = by_segment(_case(r, attribute) for r in verdicts)
+        grouped = by_segment(qa_cases(read_rows(labels), task_type, model, version, attribute))
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not grouped:
