@@ -73,18 +73,20 @@ def qa_verdicts(reviews: Sequence[ReviewFacts]) -> CasesFor:
     """The decided QA samples as labelled cases for the what-if's budget curves, by task type
     and model version: the unbiased look calibration takes from people."""
     decided = [
-        r for r in reviews if r.qa_sample and r.outcome is not None and r.confidence is not None
+        (r, r.confidence)
+        for r in reviews
+        if r.qa_sample and r.outcome is not None and r.confidence is not None
     ]
 
     def cases_for(task_type: str, model: ModelRef, attribute: str | None) -> list[Case]:
         label = model_label(model)
         cases = [
             Case(
-                r.confidence or 0.0,
+                confidence,
                 r.outcome == r.prediction,
                 None if attribute is None else r.segment.get(attribute, NO_SEGMENT),
             )
-            for r in decided
+            for r, confidence in decided
             if r.task_type == task_type and r.model == label
         ]
         # The same verdicts calibrate the same, in any row order.
