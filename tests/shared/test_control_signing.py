@@ -11,10 +11,17 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tandem_router.app import create_app as router_app
-from tandem_shared.control import KILL_SWITCH_KEY, KillSwitch, kill_switch_change, publish_change
+from tandem_shared.budget_watch import BudgetWatch
+from tandem_shared.control import (
+    KILL_SWITCH_KEY,
+    KillSwitch,
+    budget_change,
+    kill_switch_change,
+    publish_change,
+)
 from tandem_shared.control_signing import ControlSigner, ControlTrust
 from tandem_shared.envelope import Event, utcnow
-from tandem_shared.events import ControlChanged, DeadLetter
+from tandem_shared.events import ControlChanged, DeadLetter, PolicyRef
 from tandem_shared.kafka import Publisher, make_producer
 from tandem_shared.settings import KafkaSettings, RuntimeSettings
 from tandem_shared.signing import public_text
@@ -90,6 +97,27 @@ def test_every_other_change_is_refused_with_its_reason(case: str, reason: str) -
     checking.on_refused = refused.append
     assert checking.refusal(key, data) == reason
     assert refused == [reason]
+
+
+def test_a_forged_or_moved_error_budget_verdict_is_refused() -> None:
+    """A clinic's "kept" verdict would lift a breach: it is followed only as signed, for the
+    clinic it was signed for, by a key trusted for the kind."""
+    kept = BudgetWatch(
+        task_type="tumor_screening", segment="clinic=north",
+        policy=PolicyRef(name="default", version=2), max_error=0.01, confidence=0.95,
+        qa_samples=900, errors=1, upper_bound=0.007, breached=False, at=utcnow(),
+    )  # fmt: skip
+    signed = ControlSigner(ADMIN_KEY).sign_change(budget_change(kept, "tandem/review-api"))
+    assert signed.subject == "error-budget/tumor_screening/clinic=north"
+    assert trust().refusal(signed.subject, signed.data) is None
+    # Replayed under the key of a clinic in breach.
+    assert trust().refusal("error-budget/tumor_screening/clinic=south", signed.data) == (
+        "bad_signature"
+    )
+    unsigned = budget_change(kept, "tandem/review-api")
+    assert trust().refusal(unsigned.subject, unsigned.data) == "unsigned"
+    by_drift_key = ControlSigner(DRIFT_KEY).sign_change(unsigned)
+    assert trust().refusal(by_drift_key.subject, by_drift_key.data) == "kind_not_allowed"
 
 
 def test_development_without_keys_follows_everything_and_production_needs_keys() -> None:
