@@ -185,3 +185,12 @@ async def test_the_review_api_publishes_a_breach_the_routers_follow(
         # where the window's five tasks (0.90 to 0.94) would all be decided automatically.
         assert [p.threshold for p in curve.points] == [None] * 6 + [0.801]
         assert curve.points[-1].automation_rate == 1.0
+        # A budget kept per segment the policy does not name: 422, saying which.
+        unnamed = document.replace("max_error: 0.05", "max_error: 0.05\n      per_segment: clinic")
+        refused = await api.post(
+            "/v1/admin/policy/simulate",
+            json={"document": unnamed, "since": (now - timedelta(minutes=5)).isoformat()},
+            headers=auth("ada", "admin"),
+        )
+        assert refused.status_code == 422
+        assert "per_segment 'clinic' is not one of the policy's segments" in refused.text

@@ -114,9 +114,13 @@ async def simulate(body: SimulationIn, _: Admin, request: Request) -> WhatIf:
     with an error budget, what each budget would cost (``budgets``), calibrated on the QA
     samples people decided in the live watch's window (TANDEM_REVIEW_API_BUDGET_WINDOW_DAYS)."""
     now = utcnow()
-    store: ReviewStore = request.app.state.store
-    window = timedelta(days=request.app.state.runtime.settings.budget_window_days)
-    verdicts = qa_verdicts(await store.qa_reviews(now - window, now))
+    with _refusals():
+        policy = proposed(body.document)[0]
+    verdicts = None
+    if any(rules.error_budget for rules in policy.task_types.values()):  # else nothing to cost
+        store: ReviewStore = request.app.state.store
+        window = timedelta(days=request.app.state.runtime.settings.budget_window_days)
+        verdicts = qa_verdicts(await store.qa_reviews(now - window, now))
     with _refusals():
         return await _governance(request).simulate(
             body.document, body.since, body.until or now, body.reviews_per_hour, None, verdicts
